@@ -19,9 +19,7 @@ Room = NewType("Room", str)
 UserId = NewType("UserId", str)
 """The application's user id, taken from the JWT ``sub`` claim."""
 
-JsonValue: TypeAlias = (
-    "None | bool | int | float | str | list[JsonValue] | dict[str, JsonValue]"
-)
+JsonValue: TypeAlias = "None | bool | int | float | str | list[JsonValue] | dict[str, JsonValue]"
 """Any value that survives a JSON round trip."""
 
 SioValue: TypeAlias = (

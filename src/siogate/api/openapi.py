@@ -1,0 +1,209 @@
+"""The OpenAPI 3.1 description served at ``GET /v1/openapi.json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._version import __version__
+from .schemas import MAX_BATCH, MAX_NAME, MAX_ROOMS, MAX_SOCKETS
+
+_NAME = {"type": "string", "minLength": 1, "maxLength": MAX_NAME}
+_NAMESPACE = {**_NAME, "pattern": "^/", "default": "/"}
+_ROOMS = {"type": "array", "items": _NAME, "maxItems": MAX_ROOMS}
+_SOCKETS = {"type": "array", "items": _NAME, "maxItems": MAX_SOCKETS}
+_OK = {
+    "type": "object",
+    "properties": {"ok": {"const": True}},
+    "required": ["ok"],
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+_ERRORS = {
+    "400": {"description": "Invalid request", **_json(_ref("Error"))},
+    "401": {"description": "Missing or wrong API key", **_json(_ref("Error"))},
+    "413": {"description": "Body larger than --max-payload", **_json(_ref("Error"))},
+}
+
+
+def _post(summary: str, body: str, ok: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "security": [{"apiKey": []}],
+            "requestBody": {"required": True, **_json(_ref(body))},
+            "responses": {"200": {"description": "Applied", **_json(ok)}, **_ERRORS},
+        }
+    }
+
+
+_NAMESPACE_QUERY = {"name": "namespace", "in": "query", "schema": _NAMESPACE}
+
+
+def openapi_document() -> dict[str, Any]:
+    emit = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["event"],
+        "properties": {
+            "event": {**_NAME, "description": "Not a reserved Socket.IO event name."},
+            "data": {"description": "A single argument (same as args: [data])."},
+            "args": {"type": "array", "description": "Event arguments."},
+            "namespace": _NAMESPACE,
+            "rooms": {**_ROOMS, "description": "Target rooms; omitted: whole namespace."},
+            "except": {**_ROOMS, "description": "Rooms (or socket ids) to leave out."},
+        },
+    }
+    membership = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["room"],
+        "properties": {
+            "namespace": _NAMESPACE,
+            "room": _NAME,
+            "sockets": {**_SOCKETS, "description": "Socket ids (give this or rooms)."},
+            "rooms": {**_ROOMS, "description": "Select sockets in these rooms."},
+        },
+    }
+    disconnect = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "namespace": _NAMESPACE,
+            "sockets": _SOCKETS,
+            "rooms": _ROOMS,
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "siogate HTTP API", "version": __version__},
+        "components": {
+            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Emit": emit,
+                "Batch": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["emits"],
+                    "properties": {
+                        "emits": {
+                            "type": "array",
+                            "items": _ref("Emit"),
+                            "minItems": 1,
+                            "maxItems": MAX_BATCH,
+                        }
+                    },
+                },
+                "Membership": membership,
+                "Disconnect": disconnect,
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "required": ["code", "message"],
+                            "properties": {
+                                "code": {"type": "string"},
+                                "message": {"type": "string"},
+                            },
+                        }
+                    },
+                },
+            },
+        },
+        "paths": {
+            "/v1/emit": _post("Emit an event to sockets", "Emit", _OK),
+            "/v1/batch": _post(
+                "Emit several events, in order",
+                "Batch",
+                {**_OK, "properties": {"ok": {"const": True}, "count": {"type": "integer"}}},
+            ),
+            "/v1/join": _post("Add sockets to a room", "Membership", _OK),
+            "/v1/leave": _post("Remove sockets from a room", "Membership", _OK),
+            "/v1/disconnect": _post("Disconnect sockets from a namespace", "Disconnect", _OK),
+            "/v1/rooms": {
+                "get": {
+                    "summary": "Rooms with their socket counts",
+                    "security": [{"apiKey": []}],
+                    "parameters": [_NAMESPACE_QUERY],
+                    "responses": {
+                        "200": {
+                            "description": "Rooms",
+                            **_json(
+                                {
+                                    "type": "object",
+                                    "properties": {
+                                        "rooms": {
+                                            "type": "array",
+                                            "items": {
+                                                "type": "object",
+                                                "properties": {
+                                                    "name": {"type": "string"},
+                                                    "sockets": {"type": "integer"},
+                                                },
+                                            },
+                                        }
+                                    },
+                                }
+                            ),
+                        },
+                        **_ERRORS,
+                    },
+                }
+            },
+            "/v1/rooms/{room}/sockets": {
+                "get": {
+                    "summary": "Sockets in a room (a socket id is a room too)",
+                    "security": [{"apiKey": []}],
+                    "parameters": [
+                        {"name": "room", "in": "path", "required": True, "schema": _NAME},
+                        _NAMESPACE_QUERY,
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "Sockets",
+                            **_json(
+                                {
+                                    "type": "object",
+                                    "properties": {
+                                        "sockets": {
+                                            "type": "array",
+                                            "items": {
+                                                "type": "object",
+                                                "properties": {
+                                                    "id": {"type": "string"},
+                                                    "user": {"type": ["string", "null"]},
+                                                },
+                                            },
+                                        }
+                                    },
+                                }
+                            ),
+                        },
+                        **_ERRORS,
+                    },
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "summary": "Liveness",
+                    "responses": {"200": {"description": "Up", **_json({"type": "object"})}},
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "security": [{"apiKey": []}],
+                    "responses": {"200": {"description": "Prometheus text format"}},
+                }
+            },
+        },
+    }

@@ -1,0 +1,145 @@
+"""Routing, authentication and error handling for the HTTP API."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import unquote
+
+from ..auth import check_bearer
+from ..errors import ApiError
+from ..node import Node
+from ..transport.http import Request, Response
+from ..types import Namespace, Room
+from . import schemas
+from .openapi import openapi_document
+
+logger = logging.getLogger("siogate.api")
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def json_response(
+    status: int, value: Any, headers: list[tuple[str, str]] | None = None
+) -> Response:
+    body = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return Response(status, body, headers=headers or [])
+
+
+class Api:
+    """Serves every path outside ``/socket.io/``."""
+
+    def __init__(self, node: Node, *, api_key: str, namespaces: frozenset[str] | None) -> None:
+        self.node = node
+        self._api_key = api_key
+        self._namespaces = namespaces
+        # path -> {method: (handler, needs the API key)}
+        self._routes: dict[str, dict[str, tuple[Handler, bool]]] = {
+            "/healthz": {"GET": (self._health, False)},
+            "/metrics": {"GET": (self._metrics, True)},
+            "/v1/openapi.json": {"GET": (self._openapi, False)},
+            "/v1/emit": {"POST": (self._emit, True)},
+            "/v1/batch": {"POST": (self._batch, True)},
+            "/v1/join": {"POST": (self._join, True)},
+            "/v1/leave": {"POST": (self._leave, True)},
+            "/v1/disconnect": {"POST": (self._disconnect, True)},
+            "/v1/rooms": {"GET": (self._rooms, True)},
+        }
+        self._openapi_body = json.dumps(openapi_document()).encode()
+
+    async def handle(self, request: Request) -> Response:
+        started = time.perf_counter()
+        route, response = await self._dispatch(request)
+        self.node.metrics.api_request(route, response.status, time.perf_counter() - started)
+        return response
+
+    def _match(self, path: str) -> tuple[str, dict[str, tuple[Handler, bool]]] | None:
+        methods = self._routes.get(path)
+        if methods is not None:
+            return path, methods
+        # /v1/rooms/<room>/sockets, with <room> percent-encoded.
+        prefix, suffix = "/v1/rooms/", "/sockets"
+        if path.startswith(prefix) and path.endswith(suffix) and len(path) > 18:
+            return "/v1/rooms/{room}/sockets", {"GET": (self._room_sockets, True)}
+        return None
+
+    async def _dispatch(self, request: Request) -> tuple[str, Response]:
+        matched = self._match(request.path)
+        if matched is None:
+            error = ApiError(404, "not_found", f"no route for {request.path}")
+            return "unmatched", json_response(404, error.to_json())
+        route, methods = matched
+        entry = methods.get(request.method)
+        if entry is None:
+            allow = ", ".join(sorted(methods))
+            error = ApiError(405, "method_not_allowed", f"{request.method} is not allowed here")
+            return route, json_response(405, error.to_json(), [("allow", allow)])
+        handler, needs_key = entry
+        try:
+            if needs_key and not check_bearer(request.headers.get("authorization"), self._api_key):
+                raise ApiError(401, "unauthorized", "missing or invalid API key")
+            return route, await handler(request)
+        except ApiError as exc:
+            return route, json_response(exc.status, exc.to_json())
+
+    # Handlers
+
+    async def _health(self, request: Request) -> Response:
+        return json_response(200, {"status": "ok"})
+
+    async def _metrics(self, request: Request) -> Response:
+        text = self.node.metrics.render().encode()
+        return Response(200, text, content_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def _openapi(self, request: Request) -> Response:
+        return Response(200, self._openapi_body)
+
+    async def _emit(self, request: Request) -> Response:
+        command = schemas.emit(schemas.parse_body(request.body), self._namespaces)
+        await self.node.publish([command])
+        return json_response(200, {"ok": True})
+
+    async def _batch(self, request: Request) -> Response:
+        commands = schemas.batch(schemas.parse_body(request.body), self._namespaces)
+        await self.node.publish(commands)
+        return json_response(200, {"ok": True, "count": len(commands)})
+
+    async def _join(self, request: Request) -> Response:
+        body = schemas.parse_body(request.body)
+        await self.node.publish([schemas.sockets_command("join", body, self._namespaces)])
+        return json_response(200, {"ok": True})
+
+    async def _leave(self, request: Request) -> Response:
+        body = schemas.parse_body(request.body)
+        await self.node.publish([schemas.sockets_command("leave", body, self._namespaces)])
+        return json_response(200, {"ok": True})
+
+    async def _disconnect(self, request: Request) -> Response:
+        body = schemas.parse_body(request.body)
+        await self.node.publish([schemas.sockets_command("disconnect", body, self._namespaces)])
+        return json_response(200, {"ok": True})
+
+    def _query_namespace(self, request: Request) -> Namespace:
+        unknown = sorted(set(request.query) - {"namespace"})
+        if unknown:
+            raise schemas.bad(f"unknown query parameter(s): {', '.join(unknown)}")
+        return schemas.namespace(request.arg("namespace"), self._namespaces)
+
+    async def _rooms(self, request: Request) -> Response:
+        ns = self._query_namespace(request)
+        rooms = self.node.rooms(ns)
+        listing = [{"name": name, "sockets": n} for name, n in sorted(rooms.items())]
+        return json_response(200, {"rooms": listing})
+
+    async def _room_sockets(self, request: Request) -> Response:
+        ns = self._query_namespace(request)
+        raw = request.path[len("/v1/rooms/") : -len("/sockets")]
+        room = Room(unquote(raw))
+        if not room:
+            raise schemas.bad("room must be a non-empty string")
+        sockets = self.node.sockets_in(ns, room)
+        listing = [{"id": sid, "user": user} for sid, user in sockets]
+        return json_response(200, {"sockets": listing})

@@ -1,0 +1,146 @@
+"""Validation of HTTP API request bodies into broker commands.
+
+Bodies are checked strictly: unknown fields are refused, so that a typo such as
+``"room"`` for ``"rooms"`` fails loudly instead of emitting to the whole namespace.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection
+from typing import Any, Literal
+
+from ..broker import EmitCommand, SocketsCommand
+from ..errors import ApiError
+from ..protocol.socketio import RESERVED_EVENTS
+from ..types import Namespace, Room, Sid
+
+MAX_NAME = 256
+MAX_ROOMS = 1_000
+MAX_SOCKETS = 10_000
+MAX_BATCH = 1_000
+
+
+def bad(message: str, code: str = "invalid_field") -> ApiError:
+    return ApiError(400, code, message)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_body(body: bytes) -> dict[str, Any]:
+    """The request body as a JSON object."""
+    if not body:
+        raise bad("request body must be a JSON object", "invalid_json")
+    try:
+        value = json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise bad(f"request body is not valid JSON: {exc}", "invalid_json") from None
+    if not isinstance(value, dict):
+        raise bad("request body must be a JSON object", "invalid_json")
+    return value
+
+
+def _only(body: dict[str, Any], allowed: Collection[str], where: str = "body") -> None:
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise bad(f"unknown field(s) in {where}: {', '.join(unknown)}")
+
+
+def _name(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise bad(f"{field} must be a non-empty string")
+    if len(value) > MAX_NAME:
+        raise bad(f"{field} must be at most {MAX_NAME} characters")
+    return value
+
+
+def namespace(value: Any, allowed: frozenset[str] | None) -> Namespace:
+    if value is None:
+        value = "/"
+    name = _name(value, "namespace")
+    if not name.startswith("/"):
+        raise bad("namespace must start with '/'")
+    if allowed is not None and name not in allowed:
+        raise bad(f"namespace {name!r} is not served by this gateway", "unknown_namespace")
+    return Namespace(name)
+
+
+def _names(value: Any, field: str, limit: int) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise bad(f"{field} must be a list of strings")
+    if len(value) > limit:
+        raise bad(f"{field} may hold at most {limit} entries")
+    return tuple(_name(v, f"{field}[]") for v in value)
+
+
+EMIT_FIELDS = ("event", "data", "args", "namespace", "rooms", "except")
+
+
+def emit(body: dict[str, Any], allowed: frozenset[str] | None, where: str = "body") -> EmitCommand:
+    _only(body, EMIT_FIELDS, where)
+    if "event" not in body:
+        raise bad(f"{where}: event is required")
+    event = _name(body["event"], "event")
+    if event in RESERVED_EVENTS:
+        raise bad(f"event name {event!r} is reserved by Socket.IO", "reserved_event")
+    if "data" in body and "args" in body:
+        raise bad(f"{where}: give either data or args, not both")
+    if "args" in body:
+        args = body["args"]
+        if not isinstance(args, list):
+            raise bad("args must be a list")
+    elif "data" in body:
+        args = [body["data"]]
+    else:
+        args = []
+    return EmitCommand(
+        namespace=namespace(body.get("namespace"), allowed),
+        event=event,
+        args=args,
+        rooms=tuple(Room(r) for r in _names(body.get("rooms"), "rooms", MAX_ROOMS)),
+        exclude=tuple(Room(r) for r in _names(body.get("except"), "except", MAX_ROOMS)),
+    )
+
+
+def batch(body: dict[str, Any], allowed: frozenset[str] | None) -> list[EmitCommand]:
+    _only(body, ("emits",))
+    emits = body.get("emits")
+    if not isinstance(emits, list) or not emits:
+        raise bad("emits must be a non-empty list of emit bodies")
+    if len(emits) > MAX_BATCH:
+        raise bad(f"emits may hold at most {MAX_BATCH} entries")
+    commands = []
+    for i, item in enumerate(emits):
+        if not isinstance(item, dict):
+            raise bad(f"emits[{i}] must be an object")
+        commands.append(emit(item, allowed, f"emits[{i}]"))
+    return commands
+
+
+def sockets_command(
+    action: Literal["join", "leave", "disconnect"],
+    body: dict[str, Any],
+    allowed: frozenset[str] | None,
+) -> SocketsCommand:
+    fields = ("namespace", "sockets", "rooms") + (("room",) if action != "disconnect" else ())
+    _only(body, fields)
+    sockets = _names(body.get("sockets"), "sockets", MAX_SOCKETS)
+    rooms = _names(body.get("rooms"), "rooms", MAX_ROOMS)
+    if bool(sockets) == bool(rooms):
+        raise bad("give exactly one of sockets (ids) or rooms (selector), non-empty")
+    room = None
+    if action != "disconnect":
+        if "room" not in body:
+            raise bad("room is required")
+        room = Room(_name(body["room"], "room"))
+    return SocketsCommand(
+        action=action,
+        namespace=namespace(body.get("namespace"), allowed),
+        sockets=tuple(Sid(s) for s in sockets),
+        rooms=tuple(Room(r) for r in rooms),
+        room=room,
+    )

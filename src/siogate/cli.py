@@ -1,0 +1,300 @@
+"""The ``siogate`` command: serve, emit, token, listen.
+
+Every ``serve`` option also reads ``SIOGATE_<NAME>`` (lists as comma-separated values) and
+the ``--config`` TOML file. Precedence: flag > environment > TOML > default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+
+from ._version import __version__
+from .config import AUTH_MODES, LOG_LEVELS, Settings, load_toml
+from .errors import ConfigError
+
+# Exit status when settings are wrong (as click uses for usage errors).
+EXIT_CONFIG = 2
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def dev_credentials_path() -> Path:
+    """Where a dev-mode ``serve`` leaves its generated credentials for the other commands."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "siogate" / "dev-credentials.json"
+
+
+def read_dev_credentials() -> dict[str, str]:
+    try:
+        data = json.loads(dev_credentials_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, str)} if isinstance(data, dict) else {}
+
+
+class CommaList(click.ParamType):  # type: ignore[type-arg]
+    """A repeatable option whose environment variable is a comma-separated list."""
+
+    name = "text"
+    envvar_list_splitter = ","
+
+    def split_envvar_value(self, rv: str) -> list[str]:
+        return [part.strip() for part in rv.split(",") if part.strip()]
+
+
+def _env(name: str) -> str:
+    return "SIOGATE_" + name.upper()
+
+
+def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value:
+        try:
+            ctx.default_map = {**(ctx.default_map or {}), **load_toml(Path(value))}
+        except ConfigError as exc:
+            raise click.BadParameter(str(exc)) from exc
+    return value
+
+
+def option(name: str, *decls: str, **kwargs: Any) -> Callable[[Any], Any]:
+    """A ``serve`` option bound to the Settings field ``name`` and ``SIOGATE_<NAME>``."""
+    flag = "--" + name.replace("_", "-")
+    return click.option(flag, *decls, name, envvar=_env(name), show_envvar=True, **kwargs)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="siogate")
+def main() -> None:
+    """siogate: browsers connect with Socket.IO; backends talk HTTP and receive webhooks.
+
+    Start the gateway with `siogate serve`, then push events with `POST /v1/emit`
+    (or `siogate emit`). Run `siogate COMMAND --help` for each command's options.
+    """
+
+
+@main.command()
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False),
+    envvar="SIOGATE_CONFIG",
+    show_envvar=True,
+    is_eager=True,
+    expose_value=False,
+    callback=_load_config,
+    help="TOML file with settings named like the options (api_key = ...).",
+)
+@option("host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@option("port", type=int, default=8000, show_default=True, help="TCP port (0: pick one).")
+@option("api_key", help="Key for the HTTP API (Authorization: Bearer KEY). Generated if unset.")
+@option("jwt_secret", help="HS256 secret for handshake tokens. Generated if unset.")
+@option(
+    "allow_anonymous",
+    is_flag=True,
+    default=False,
+    help="Accept sockets that send no token (user is null).",
+)
+@option(
+    "auth",
+    type=click.Choice(AUTH_MODES),
+    default="jwt",
+    show_default=True,
+    help="Who checks handshakes: JWT verification, or the handlers' on_connect.",
+)
+@option("webhook_url", help="POST client events (and connects/disconnects) here.")
+@option("webhook_secret", help="HMAC-SHA256 key for the X-Siogate-Signature header.")
+@option(
+    "webhook_timeout", type=float, default=5.0, show_default=True, help="Seconds per webhook call."
+)
+@option(
+    "webhook_concurrency",
+    type=int,
+    default=64,
+    show_default=True,
+    help="Webhook calls in flight at once.",
+)
+@option(
+    "cors_origin",
+    type=CommaList(),
+    multiple=True,
+    help="Browser origin allowed for long-polling (repeatable; '*' for any).",
+)
+@option(
+    "namespace",
+    type=CommaList(),
+    multiple=True,
+    help="Namespace clients may join (repeatable). Default: any.",
+)
+@option("handlers", metavar="MODULE:ATTR", help="In-process Python handlers to load.")
+@option(
+    "max_payload",
+    type=int,
+    default=1_000_000,
+    show_default=True,
+    help="Largest Engine.IO packet, polling body or API body, in bytes.",
+)
+@option(
+    "max_buffer",
+    type=int,
+    default=4_000_000,
+    show_default=True,
+    help="Outgoing bytes a socket may have queued before it is disconnected.",
+)
+@option("ping_interval", type=int, default=25_000, show_default=True, help="Milliseconds.")
+@option("ping_timeout", type=int, default=20_000, show_default=True, help="Milliseconds.")
+@option(
+    "log_level",
+    type=click.Choice(LOG_LEVELS),
+    default="info",
+    show_default=True,
+    help="Logging verbosity.",
+)
+def serve(**values: Any) -> None:
+    """Run the gateway (in-memory, single process)."""
+    logging.basicConfig(
+        level=values["log_level"].upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    generated = {}
+    for key in ("api_key", "jwt_secret"):
+        if not values.get(key):
+            values[key] = generated[key] = secrets.token_urlsafe(32)
+    try:
+        settings = Settings(**values)
+    except ConfigError as exc:
+        click.echo(f"siogate: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    if generated:
+        _announce_dev_mode(settings, generated)
+    from .app import build, install_event_loop
+
+    try:
+        gateway = build(settings)
+    except ConfigError as exc:
+        click.echo(f"siogate: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    install_event_loop()
+    asyncio.run(gateway.serve())
+
+
+def _announce_dev_mode(settings: Settings, generated: dict[str, str]) -> None:
+    url = f"http://{settings.host}:{settings.port}"
+    path = dev_credentials_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(
+                {"url": url, "api_key": settings.api_key, "jwt_secret": settings.jwt_secret}, f
+            )
+    except OSError:
+        pass
+    lines = ["", "=" * 72, "  siogate DEV MODE: generated credentials (set them to silence this)"]
+    lines += [f"    SIOGATE_{key.upper()}={value}" for key, value in generated.items()]
+    lines += [
+        f"  saved for `siogate emit/token/listen` in {path}",
+        "=" * 72,
+        "",
+    ]
+    click.echo("\n".join(lines), err=True)
+
+
+def _client_value(value: str | None, key: str) -> str:
+    if value:
+        return value
+    dev = read_dev_credentials().get(key)
+    if dev:
+        return dev
+    raise click.UsageError(f"--{key.replace('_', '-')} (or SIOGATE_{key.upper()}) is required")
+
+
+@main.command()
+@click.argument("event")
+@click.argument("data", required=False)
+@click.option("--room", "rooms", multiple=True, help="Target room (repeatable). Default: all.")
+@click.option("--except", "exclude", multiple=True, help="Room to leave out (repeatable).")
+@click.option("--namespace", default="/", show_default=True)
+@click.option("--url", envvar="SIOGATE_URL", show_envvar=True, help=f"Default: {DEFAULT_URL}.")
+@click.option("--api-key", envvar="SIOGATE_API_KEY", show_envvar=True)
+def emit(
+    event: str,
+    data: str | None,
+    rooms: tuple[str, ...],
+    exclude: tuple[str, ...],
+    namespace: str,
+    url: str | None,
+    api_key: str | None,
+) -> None:
+    """Emit EVENT with DATA (a JSON value) through the HTTP API."""
+    body: dict[str, Any] = {"event": event, "namespace": namespace}
+    if data is not None:
+        try:
+            body["data"] = json.loads(data)
+        except ValueError as exc:
+            raise click.BadParameter(f"not valid JSON: {exc}", param_hint="DATA") from exc
+    if rooms:
+        body["rooms"] = list(rooms)
+    if exclude:
+        body["except"] = list(exclude)
+    base = url or read_dev_credentials().get("url") or DEFAULT_URL
+    key = _client_value(api_key, "api_key")
+    try:
+        response = httpx.post(
+            f"{base}/v1/emit", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=10
+        )
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"cannot reach {base}: {exc}") from exc
+    if response.status_code != 200:
+        raise click.ClickException(f"{response.status_code}: {response.text}")
+    click.echo(response.text)
+
+
+@main.command()
+@click.option("--sub", help="User id (the sub claim); the socket joins room user:<sub>.")
+@click.option("--room", "rooms", multiple=True, help="Room joined on connect (repeatable).")
+@click.option("--ttl", type=float, default=3600, show_default=True, help="Seconds until exp.")
+@click.option("--jwt-secret", envvar="SIOGATE_JWT_SECRET", show_envvar=True)
+def token(sub: str | None, rooms: tuple[str, ...], ttl: float, jwt_secret: str | None) -> None:
+    """Mint a handshake JWT (HS256) with the gateway's secret."""
+    from .auth import mint_token
+
+    secret = _client_value(jwt_secret, "jwt_secret")
+    click.echo(mint_token(secret, sub=sub, rooms=rooms, ttl=ttl))
+
+
+@main.command()
+@click.option("--room", "rooms", multiple=True, help="Room to join (repeatable).")
+@click.option("--sub", default="siogate-cli", show_default=True, help="User id for the token.")
+@click.option("--namespace", default="/", show_default=True)
+@click.option("--url", envvar="SIOGATE_URL", show_envvar=True, help=f"Default: {DEFAULT_URL}.")
+@click.option("--jwt-secret", envvar="SIOGATE_JWT_SECRET", show_envvar=True)
+@click.option("--count", type=int, default=0, help="Exit after this many events (0: never).")
+def listen(
+    rooms: tuple[str, ...],
+    sub: str,
+    namespace: str,
+    url: str | None,
+    jwt_secret: str | None,
+    count: int,
+) -> None:
+    """Connect as a Socket.IO client and print each event as a JSON line."""
+    from .auth import mint_token
+    from .client import listen as run_listen
+
+    secret = _client_value(jwt_secret, "jwt_secret")
+    base = url or read_dev_credentials().get("url") or DEFAULT_URL
+    jwt = mint_token(secret, sub=sub, rooms=rooms, ttl=24 * 3600)
+    try:
+        code = asyncio.run(run_listen(base, namespace, {"token": jwt}, count))
+    except KeyboardInterrupt:
+        code = 0
+    sys.exit(code)

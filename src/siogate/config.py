@@ -1,0 +1,104 @@
+"""Settings: one frozen object built from defaults < TOML file < SIOGATE_* env < flags.
+
+The CLI (``siogate.cli``) generates one flag and one environment variable per field
+below, so this dataclass is the single list of what can be configured.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import ConfigError
+
+AuthMode = Literal["jwt", "handlers"]
+AUTH_MODES: tuple[AuthMode, ...] = ("jwt", "handlers")
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+LOG_LEVELS: tuple[LogLevel, ...] = ("critical", "error", "warning", "info", "debug")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything ``siogate serve`` can be told."""
+
+    # Network
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Credentials (generated for a dev run when missing; see cli.serve)
+    api_key: str | None = None
+    jwt_secret: str | None = None
+    allow_anonymous: bool = False
+    # "handlers": the handshake payload goes unverified to the handlers' on_connect.
+    auth: AuthMode = "jwt"
+    # Webhooks
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    webhook_timeout: float = 5.0
+    webhook_concurrency: int = 64
+    # Socket.IO
+    cors_origin: tuple[str, ...] = ()
+    namespace: tuple[str, ...] = ()
+    handlers: str | None = None
+    # Limits
+    max_payload: int = 1_000_000
+    max_buffer: int = 4_000_000
+    # Timeouts (milliseconds, as Engine.IO announces them)
+    ping_interval: int = 25_000
+    ping_timeout: int = 20_000
+    # Logging
+    log_level: LogLevel = "info"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be 0-65535, got {self.port}")
+        if self.max_payload < 1024:
+            raise ConfigError("max_payload must be at least 1024 bytes")
+        if self.max_buffer < self.max_payload:
+            raise ConfigError("max_buffer must be at least max_payload")
+        if self.ping_interval < 1 or self.ping_timeout < 1:
+            raise ConfigError("ping_interval and ping_timeout must be positive")
+        if self.webhook_timeout <= 0:
+            raise ConfigError("webhook_timeout must be positive")
+        if self.webhook_concurrency < 1:
+            raise ConfigError("webhook_concurrency must be at least 1")
+        if self.webhook_url is not None:
+            if not self.webhook_url.startswith(("http://", "https://")):
+                raise ConfigError("webhook_url must be an http:// or https:// URL")
+            if not self.webhook_secret:
+                raise ConfigError("webhook_url needs webhook_secret: webhooks are always signed")
+        for ns in self.namespace:
+            if not ns.startswith("/"):
+                raise ConfigError(f"namespace {ns!r} must start with '/'")
+        if self.auth not in AUTH_MODES:
+            raise ConfigError(f"auth must be one of {', '.join(AUTH_MODES)}")
+        if self.auth == "handlers" and not self.handlers:
+            raise ConfigError("auth = handlers needs handlers (module:attr) with an on_connect")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+
+    @property
+    def namespaces(self) -> frozenset[str] | None:
+        """The namespace allowlist, or None when any namespace is served."""
+        return frozenset(self.namespace) if self.namespace else None
+
+
+FIELD_NAMES = frozenset(f.name for f in fields(Settings))
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """Read a TOML settings file: top-level keys named like the fields (``api_key``...)."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    table = data.get("siogate", data)
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [siogate] must be a table")
+    unknown = sorted(set(table) - FIELD_NAMES)
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting(s): {', '.join(unknown)}")
+    return {key: tuple(v) if isinstance(v, list) else v for key, v in table.items()}

@@ -1,0 +1,5 @@
+"""Node-local state: which sockets exist and which rooms they are in. No I/O."""
+
+from .hub import Hub, Link, Outgoing, Socket
+
+__all__ = ["Hub", "Link", "Outgoing", "Socket"]

@@ -1,0 +1,168 @@
+"""The hub owns the sockets of this node and their rooms.
+
+Every socket is implicitly in a room named by its own id (as in Socket.IO); that room is
+resolved on lookup instead of being stored, which saves a dict per socket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Protocol
+
+from ..protocol.engineio import EncodedPacket
+from ..protocol.session import Session
+from ..types import Namespace, Room, Sid, UserId
+
+
+class Outgoing:
+    """Packets encoded once for a broadcast; transports cache their framing here."""
+
+    __slots__ = ("messages", "ws_bytes")
+
+    def __init__(self, messages: list[EncodedPacket]) -> None:
+        self.messages = messages
+        # Filled by the first WebSocket recipient, reused by all the others.
+        self.ws_bytes: bytes | None = None
+
+
+class Link(Protocol):
+    """What the hub and node need from a client connection (implemented by transports)."""
+
+    session: Session
+
+    def flush(self) -> None:
+        """Write whatever the session has queued."""
+
+    def write_broadcast(self, outgoing: Outgoing) -> None:
+        """Write packets shared with other recipients (after anything already queued)."""
+
+    def close(self, reason: str) -> None:
+        """Close the session and the transport."""
+
+
+class Socket:
+    """One Socket.IO socket: a client link joined to one namespace."""
+
+    __slots__ = ("id", "namespace", "user", "link", "rooms")
+
+    def __init__(self, sid: Sid, namespace: Namespace, user: UserId | None, link: Link) -> None:
+        self.id = sid
+        self.namespace = namespace
+        self.user = user
+        self.link = link
+        self.rooms: set[Room] = set()
+
+
+class _NamespaceState:
+    __slots__ = ("sockets", "rooms")
+
+    def __init__(self) -> None:
+        self.sockets: dict[Sid, Socket] = {}
+        self.rooms: dict[Room, dict[Sid, Socket]] = {}
+
+
+class Hub:
+    """Sockets and rooms of this node, per namespace."""
+
+    def __init__(self) -> None:
+        self._namespaces: dict[Namespace, _NamespaceState] = {}
+
+    # Sockets
+
+    def add(self, socket: Socket) -> None:
+        ns = self._namespaces.get(socket.namespace)
+        if ns is None:
+            ns = self._namespaces[socket.namespace] = _NamespaceState()
+        ns.sockets[socket.id] = socket
+
+    def remove(self, socket: Socket) -> None:
+        ns = self._namespaces.get(socket.namespace)
+        if ns is None or ns.sockets.pop(socket.id, None) is None:
+            return
+        for room in socket.rooms:
+            members = ns.rooms.get(room)
+            if members is not None:
+                members.pop(socket.id, None)
+                if not members:
+                    del ns.rooms[room]
+        socket.rooms.clear()
+        if not ns.sockets:
+            del self._namespaces[socket.namespace]
+
+    def get(self, namespace: Namespace, sid: Sid) -> Socket | None:
+        ns = self._namespaces.get(namespace)
+        return None if ns is None else ns.sockets.get(sid)
+
+    def count(self) -> int:
+        return sum(len(ns.sockets) for ns in self._namespaces.values())
+
+    def namespaces(self) -> list[Namespace]:
+        return list(self._namespaces)
+
+    # Rooms
+
+    def join(self, socket: Socket, room: Room) -> None:
+        ns = self._namespaces.get(socket.namespace)
+        if ns is None or socket.id not in ns.sockets or room in socket.rooms:
+            return
+        socket.rooms.add(room)
+        members = ns.rooms.get(room)
+        if members is None:
+            members = ns.rooms[room] = {}
+        members[socket.id] = socket
+
+    def leave(self, socket: Socket, room: Room) -> None:
+        ns = self._namespaces.get(socket.namespace)
+        if ns is None or room not in socket.rooms:
+            return
+        socket.rooms.discard(room)
+        members = ns.rooms.get(room)
+        if members is not None:
+            members.pop(socket.id, None)
+            if not members:
+                del ns.rooms[room]
+
+    def rooms(self, namespace: Namespace) -> dict[Room, int]:
+        """Room name -> local member count (socket-id rooms are not listed)."""
+        ns = self._namespaces.get(namespace)
+        if ns is None:
+            return {}
+        return {room: len(members) for room, members in ns.rooms.items()}
+
+    def _members(self, ns: _NamespaceState, room: Room) -> Iterable[Socket]:
+        members = ns.rooms.get(room)
+        if members is not None:
+            return members.values()
+        own = ns.sockets.get(Sid(room))
+        return () if own is None else (own,)
+
+    def select(
+        self,
+        namespace: Namespace,
+        rooms: Iterable[Room] = (),
+        exclude: Iterable[Room] = (),
+    ) -> Iterator[Socket]:
+        """Sockets in any of ``rooms`` (all sockets if empty) and in none of ``exclude``.
+
+        Each socket is yielded once even when it is in several of the rooms.
+        """
+        ns = self._namespaces.get(namespace)
+        if ns is None:
+            return iter(())
+        rooms = list(rooms)
+        excluded: set[Sid] = set()
+        for room in exclude:
+            excluded.update(s.id for s in self._members(ns, room))
+        if not rooms:
+            candidates: Iterable[Socket] = ns.sockets.values()
+            if not excluded:
+                return iter(list(candidates))
+            return iter([s for s in candidates if s.id not in excluded])
+        if len(rooms) == 1 and not excluded:
+            return iter(list(self._members(ns, rooms[0])))
+        seen: dict[Sid, Socket] = {}
+        for room in rooms:
+            for s in self._members(ns, room):
+                if s.id not in excluded:
+                    seen[s.id] = s
+        return iter(seen.values())

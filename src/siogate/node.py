@@ -1,0 +1,426 @@
+"""The node: composition of hub, broker, auth, webhooks and handlers.
+
+Transports report session events here; the HTTP API sends commands here. Commands go
+through the broker (so that, with several nodes, every node applies them) and come back
+through :meth:`Node.apply`, which acts on the local hub.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import time
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .auth import ANONYMOUS, Identity, JwtVerifier
+from .broker import Broker, Command, EmitCommand, SocketsCommand
+from .errors import AuthError, WebhookError
+from .handlers import Handlers, Refuse, call
+from .hub import Hub, Link, Outgoing, Socket
+from .metrics import Metrics
+from .protocol import socketio
+from .protocol.events import (
+    AckReceived,
+    ConnectRequested,
+    Event,
+    EventReceived,
+    NamespaceLeft,
+    SessionClosed,
+)
+from .protocol.session import REASON_SERVER_NAMESPACE, State
+from .types import Namespace, Room, Sid, UserId
+from .webhooks import WebhookDispatcher
+
+logger = logging.getLogger("siogate.node")
+
+
+def new_id() -> str:
+    """A random 20-character URL-safe id (120 bits)."""
+    return base64.urlsafe_b64encode(os.urandom(15)).decode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeOptions:
+    """What the node needs to decide about sockets."""
+
+    allow_anonymous: bool = False
+    # False: handshakes are left to the handlers' on_connect (``--auth handlers``).
+    verify_tokens: bool = True
+    # None: any namespace may be joined.
+    namespaces: frozenset[str] | None = None
+
+
+class ServerSocket:
+    """A socket as in-process handlers see it (see :mod:`siogate.handlers`)."""
+
+    __slots__ = ("_node", "_socket", "_link", "_connected", "_early")
+
+    def __init__(self, node: Node, socket: Socket, link: Link) -> None:
+        self._node = node
+        self._socket = socket
+        self._link = link
+        self._connected = False
+        # Emits made by on_connect, sent right after the CONNECT answer.
+        self._early: list[socketio.Packet] = []
+
+    @property
+    def id(self) -> str:
+        return self._socket.id
+
+    @property
+    def namespace(self) -> str:
+        return self._socket.namespace
+
+    @property
+    def user(self) -> str | None:
+        return self._socket.user
+
+    @property
+    def rooms(self) -> frozenset[str]:
+        return frozenset(self._socket.rooms)
+
+    def emit(self, event: str, *args: Any) -> None:
+        packet = socketio.event_packet(self._socket.namespace, event, list(args))
+        if not self._connected:
+            self._early.append(packet)
+            return
+        self._link.session.send(packet)
+        self._link.flush()
+
+    def join(self, room: str) -> None:
+        self._node.hub.join(self._socket, Room(room))
+
+    def leave(self, room: str) -> None:
+        self._node.hub.leave(self._socket, Room(room))
+
+    def disconnect(self) -> None:
+        self._node.disconnect_socket(self._socket, REASON_SERVER_NAMESPACE)
+
+
+class Node:
+    """One gateway process."""
+
+    def __init__(
+        self,
+        *,
+        hub: Hub,
+        broker: Broker,
+        verifier: JwtVerifier,
+        options: NodeOptions,
+        metrics: Metrics,
+        webhooks: WebhookDispatcher | None = None,
+        handlers: Handlers | None = None,
+    ) -> None:
+        # hub holds this node's sockets and rooms.
+        self.hub = hub
+        # broker carries commands to every node (this one included).
+        self.broker = broker
+        # verifier turns handshake tokens into identities.
+        self.verifier = verifier
+        self.options = options
+        self.metrics = metrics
+        # webhooks forwards client events to the backend and brings back acks.
+        self.webhooks = webhooks
+        # handlers run application logic in process (optional).
+        self.handlers = handlers
+        self._tasks: set[asyncio.Task[Any]] = set()
+        # ServerSocket wrappers, only kept while handlers are loaded.
+        self._handles: dict[Sid, ServerSocket] = {}
+
+    async def start(self) -> None:
+        await self.broker.start(self.apply)
+
+    async def close(self) -> None:
+        await self.broker.close()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5)
+        if self.webhooks is not None:
+            await self.webhooks.aclose()
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("background task failed", exc_info=task.exception())
+
+    # Session events (called by transports)
+
+    def handle_events(self, link: Link, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, EventReceived):
+                self._on_event(link, event)
+            elif isinstance(event, ConnectRequested):
+                self._on_connect(link, event)
+            elif isinstance(event, NamespaceLeft):
+                self._on_left(link, event.namespace, event.reason)
+            elif isinstance(event, SessionClosed):
+                for namespace in list(link.session.namespaces):
+                    self._on_left(link, namespace, event.reason)
+            elif isinstance(event, AckReceived):
+                # The gateway sends no events with ack ids; a stray ack is ignored.
+                pass
+        link.flush()
+
+    def _on_connect(self, link: Link, event: ConnectRequested) -> None:
+        session, namespace = link.session, event.namespace
+        allowed = self.options.namespaces
+        if allowed is not None and namespace not in allowed:
+            self._refuse(link, namespace, "Invalid namespace")
+            return
+        try:
+            identity = self._authenticate(event.auth)
+        except AuthError as exc:
+            self._refuse(link, namespace, str(exc))
+            return
+        socket = Socket(Sid(new_id()), Namespace(namespace), identity.user, link)
+        if self.handlers is None or self.handlers.on_connect is None:
+            self._accept(link, socket, identity, None)
+        else:
+            handle = ServerSocket(self, socket, link)
+            self._spawn(self._connect_with_handler(link, socket, identity, handle, event.auth))
+        del session
+
+    def _authenticate(self, auth: dict[str, Any] | None) -> Identity:
+        if not self.options.verify_tokens:
+            return ANONYMOUS
+        token = None if auth is None else auth.get("token")
+        if token is None:
+            if self.options.allow_anonymous:
+                return ANONYMOUS
+            raise AuthError("missing token")
+        return self.verifier.verify(token)
+
+    def _refuse(self, link: Link, namespace: str, message: str, data: Any = None) -> None:
+        self.metrics.connect_refused_total += 1
+        link.session.refuse(namespace, message, data)
+
+    async def _connect_with_handler(
+        self,
+        link: Link,
+        socket: Socket,
+        identity: Identity,
+        handle: ServerSocket,
+        auth: dict[str, Any] | None,
+    ) -> None:
+        assert self.handlers is not None and self.handlers.on_connect is not None
+        try:
+            await call(self.handlers.on_connect, handle, auth)
+        except Refuse as exc:
+            self._refuse(link, socket.namespace, exc.message, exc.data)
+            link.flush()
+            return
+        except Exception:
+            logger.exception("on_connect handler failed")
+            self._refuse(link, socket.namespace, "Internal error")
+            link.flush()
+            return
+        self._accept(link, socket, identity, handle)
+        link.flush()
+
+    def _accept(
+        self, link: Link, socket: Socket, identity: Identity, handle: ServerSocket | None
+    ) -> None:
+        session = link.session
+        if session.state is not State.OPEN:
+            session.pending.discard(socket.namespace)
+            return
+        self.hub.add(socket)
+        if identity.user is not None:
+            self.hub.join(socket, Room(f"user:{identity.user}"))
+        for room in identity.rooms:
+            self.hub.join(socket, room)
+        session.accept(socket.namespace, socket.id)
+        self.metrics.connections_total += 1
+        if self.handlers is not None:
+            handle = handle or ServerSocket(self, socket, link)
+            self._handles[socket.id] = handle
+            handle._connected = True
+            for packet in handle._early:
+                session.send(packet)
+            handle._early.clear()
+        if self.webhooks is not None:
+            self.webhooks.notify(self._webhook_payload("connect", socket))
+
+    def _socket_of(self, link: Link, namespace: str) -> Socket | None:
+        sid = link.session.namespaces.get(namespace)
+        return None if sid is None else self.hub.get(Namespace(namespace), Sid(sid))
+
+    def _on_left(self, link: Link, namespace: str, reason: str) -> None:
+        socket = self._socket_of(link, namespace)
+        if socket is None:
+            return
+        self._forget(socket, reason)
+
+    def _forget(self, socket: Socket, reason: str) -> None:
+        self.hub.remove(socket)
+        self.metrics.disconnections_total += 1
+        handle = self._handles.pop(socket.id, None)
+        if self.webhooks is not None:
+            payload = self._webhook_payload("disconnect", socket)
+            payload["reason"] = reason
+            self.webhooks.notify(payload)
+        if handle is not None and self.handlers is not None and self.handlers.on_disconnect:
+            self._spawn(self._run_hook(self.handlers.on_disconnect, handle, reason))
+
+    async def _run_hook(self, hook: Any, *args: Any) -> None:
+        try:
+            await call(hook, *args)
+        except Exception:
+            logger.exception("handler %s failed", getattr(hook, "__name__", hook))
+
+    def disconnect_socket(self, socket: Socket, reason: str) -> None:
+        """Server-side namespace disconnect of one local socket."""
+        link = socket.link
+        if link.session.disconnect(socket.namespace):
+            self._forget(socket, reason)
+        link.flush()
+
+    def _on_event(self, link: Link, event: EventReceived) -> None:
+        self.metrics.client_events_total += 1
+        socket = self._socket_of(link, event.namespace)
+        if socket is None:
+            return
+        handlers = self.handlers
+        if handlers is not None and handlers.on_event is not None:
+            handle = self._handles.get(socket.id)
+            if handle is not None:
+                self._spawn(self._event_with_handler(handle, link, socket, event))
+                if self.webhooks is not None:
+                    self.webhooks.notify(self._event_payload(socket, event))
+                return
+        if self.webhooks is not None:
+            self._spawn(self._event_with_webhook(link, socket, event))
+            return
+        self.metrics.client_events_unhandled_total += 1
+        logger.debug("event %r from %s has no handler or webhook", event.event, socket.id)
+        if event.ack_id is not None:
+            error = {"code": "no_handler", "message": "the gateway has no webhook for events"}
+            self._ack(link, socket, event.ack_id, [{"error": error}])
+
+    def _ack(self, link: Link, socket: Socket, ack_id: int, args: list[Any]) -> None:
+        if link.session.namespaces.get(socket.namespace) != socket.id:
+            return  # the socket left while the answer was being computed
+        packet = socketio.Packet(socketio.PacketType.ACK, socket.namespace, args, ack_id)
+        link.session.send(packet)
+        link.flush()
+
+    async def _event_with_handler(
+        self, handle: ServerSocket, link: Link, socket: Socket, event: EventReceived
+    ) -> None:
+        assert self.handlers is not None and self.handlers.on_event is not None
+        try:
+            result = await call(self.handlers.on_event, handle, event.event, event.args)
+        except Exception as exc:
+            logger.exception("on_event handler failed")
+            result = [{"error": {"code": "handler_failed", "message": type(exc).__name__}}]
+        if event.ack_id is not None:
+            if result is None:
+                args = []
+            elif isinstance(result, list | tuple):
+                args = list(result)
+            else:
+                args = [result]
+            self._ack(link, socket, event.ack_id, args)
+
+    async def _event_with_webhook(self, link: Link, socket: Socket, event: EventReceived) -> None:
+        assert self.webhooks is not None
+        started = time.perf_counter()
+        failure: str | None = None
+        try:
+            args = await self.webhooks.call(self._event_payload(socket, event))
+        except WebhookError as exc:
+            failure = exc.code
+            logger.warning("webhook failed for event %r: %s", event.event, exc.message)
+            args = [{"error": {"code": exc.code, "message": exc.message}}]
+        self.metrics.webhook_result(time.perf_counter() - started, failure)
+        if event.ack_id is not None:
+            self._ack(link, socket, event.ack_id, args)
+
+    def _webhook_payload(self, kind: str, socket: Socket) -> dict[str, Any]:
+        return {
+            "type": kind,
+            "namespace": socket.namespace,
+            "socket": {"id": socket.id, "user": socket.user},
+        }
+
+    def _event_payload(self, socket: Socket, event: EventReceived) -> dict[str, Any]:
+        payload = self._webhook_payload("event", socket)
+        payload["event"] = event.event
+        payload["args"] = _jsonable(event.args)
+        return payload
+
+    # Commands (called by the HTTP API)
+
+    async def publish(self, commands: Sequence[Command]) -> None:
+        await self.broker.publish(commands)
+
+    def apply(self, commands: Sequence[Command]) -> None:
+        """Apply commands to the local hub, in order (the broker's message handler)."""
+        for command in commands:
+            if isinstance(command, EmitCommand):
+                self._apply_emit(command)
+            else:
+                self._apply_sockets(command)
+
+    def _apply_emit(self, command: EmitCommand) -> None:
+        self.metrics.emits_total += 1
+        targets = self.hub.select(command.namespace, command.rooms, command.exclude)
+        packet = socketio.event_packet(command.namespace, command.event, command.args)
+        out = Outgoing(socketio.encode_messages(packet))
+        # Encoded once above; each recipient gets the same objects (and, on WebSocket,
+        # the same frame bytes, built by the first WebSocket recipient).
+        n = 0
+        for socket in targets:
+            socket.link.write_broadcast(out)
+            n += 1
+        if n:
+            size = sum(len(m) for m in out.messages)
+            self.metrics.packets_out_total += n
+            self.metrics.bytes_out_total += n * size
+
+    def _targets(self, command: SocketsCommand) -> list[Socket]:
+        if command.sockets:
+            found = (self.hub.get(command.namespace, sid) for sid in command.sockets)
+            return [s for s in found if s is not None]
+        return list(self.hub.select(command.namespace, command.rooms))
+
+    def _apply_sockets(self, command: SocketsCommand) -> None:
+        targets = self._targets(command)
+        if command.action == "join":
+            assert command.room is not None
+            for socket in targets:
+                self.hub.join(socket, command.room)
+        elif command.action == "leave":
+            assert command.room is not None
+            for socket in targets:
+                self.hub.leave(socket, command.room)
+        else:
+            for socket in targets:
+                self.disconnect_socket(socket, REASON_SERVER_NAMESPACE)
+
+    # Queries (local; the cluster issue extends these across nodes)
+
+    def rooms(self, namespace: Namespace) -> dict[Room, int]:
+        return self.hub.rooms(namespace)
+
+    def sockets_in(self, namespace: Namespace, room: Room) -> list[tuple[Sid, UserId | None]]:
+        return [(s.id, s.user) for s in self.hub.select(namespace, [room])]
+
+
+def _jsonable(value: Any) -> Any:
+    """Binary leaves become ``{"_binary": "<base64>"}`` for the JSON webhook body."""
+    if isinstance(value, bytes):
+        return {"_binary": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value

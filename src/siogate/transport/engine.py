@@ -1,0 +1,483 @@
+"""Engine.IO v4 over HTTP long-polling and WebSocket, including the upgrade between them.
+
+Each client connection is a :class:`Client`: it owns a sans-I/O
+:class:`~siogate.protocol.session.Session`, the transport currently in use and the ping
+timer, and hands session events to the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..errors import ProtocolError
+from ..hub import Outgoing
+from ..protocol import engineio
+from ..protocol.engineio import EncodedPacket
+from ..protocol.session import (
+    REASON_SERVER_SHUTDOWN,
+    REASON_SLOW_CONSUMER,
+    REASON_TRANSPORT_CLOSE,
+    REASON_TRANSPORT_ERROR,
+    Session,
+    State,
+)
+from .http import Request, Response, UpgradedProtocol
+from .websocket import WebSocketConnection, accept_key, frames
+
+if TYPE_CHECKING:
+    from ..node import Node
+
+logger = logging.getLogger("siogate.engine")
+
+# Engine.IO error codes (the values the reference server sends).
+UNKNOWN_TRANSPORT = 0
+UNKNOWN_SID = 1
+BAD_HANDSHAKE_METHOD = 2
+BAD_REQUEST = 3
+FORBIDDEN = 4
+UNSUPPORTED_PROTOCOL_VERSION = 5
+
+_ERROR_MESSAGES = {
+    UNKNOWN_TRANSPORT: "Transport unknown",
+    UNKNOWN_SID: "Session ID unknown",
+    BAD_HANDSHAKE_METHOD: "Bad handshake method",
+    BAD_REQUEST: "Bad request",
+    FORBIDDEN: "Forbidden",
+    UNSUPPORTED_PROTOCOL_VERSION: "Unsupported protocol version",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    """Engine.IO settings (times in milliseconds, sizes in bytes)."""
+
+    ping_interval: int = 25_000
+    ping_timeout: int = 20_000
+    max_payload: int = 1_000_000
+    # Outgoing bytes a client may have waiting before it is disconnected.
+    max_buffer: int = 4_000_000
+    cors_origins: tuple[str, ...] = ()
+
+
+class Client:
+    """One Engine.IO session and its current transport (implements ``hub.Link``)."""
+
+    __slots__ = (
+        "engine",
+        "session",
+        "ws",
+        "probe",
+        "probed",
+        "queue",
+        "queued_bytes",
+        "waiter",
+        "timer",
+        "ping_sent",
+    )
+
+    def __init__(self, engine: EngineServer, session: Session) -> None:
+        self.engine = engine
+        self.session = session
+        # The WebSocket in use; None while on long-polling.
+        self.ws: WebSocketConnection | None = None
+        # A WebSocket being probed for an upgrade, and whether its probe succeeded.
+        self.probe: WebSocketConnection | None = None
+        self.probed = False
+        # Long-polling: packets waiting for the next GET, and the GET waiting for packets.
+        self.queue: list[EncodedPacket] = []
+        self.queued_bytes = 0
+        self.waiter: asyncio.Future[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.ping_sent = 0.0
+
+    # hub.Link
+
+    def flush(self) -> None:
+        out = self.session.data_to_send()
+        if out:
+            self._write(out)
+        if self.session.state is State.CLOSED:
+            self._teardown()
+
+    def write_broadcast(self, outgoing: Outgoing) -> None:
+        if self.session.state is not State.OPEN:
+            return
+        ws = self.ws
+        if ws is not None:
+            data = outgoing.ws_bytes
+            if data is None:
+                data = outgoing.ws_bytes = frames(outgoing.messages)
+            ws.transport.write(data)
+            if ws.transport.get_write_buffer_size() > self.engine.options.max_buffer:
+                self._slow_consumer()
+        else:
+            self._enqueue(outgoing.messages)
+
+    def close(self, reason: str) -> None:
+        if self.session.state is State.OPEN:
+            self.session.close(reason)
+            self._process()
+
+    # Writing
+
+    def _write(self, messages: list[EncodedPacket]) -> None:
+        ws = self.ws
+        if ws is not None:
+            ws.send(messages)
+            if ws.buffered() > self.engine.options.max_buffer:
+                self._slow_consumer()
+        else:
+            self._enqueue(messages)
+
+    def _enqueue(self, messages: list[EncodedPacket]) -> None:
+        self.queue.extend(messages)
+        self.queued_bytes += sum(len(m) for m in messages)
+        if self.queued_bytes > self.engine.options.max_buffer:
+            self._slow_consumer()
+            return
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _slow_consumer(self) -> None:
+        self.engine.node.metrics.slow_consumer_disconnects_total += 1
+        logger.warning("closing %s: outgoing buffer over limit", self.session.sid)
+        self.session.receive_eof(REASON_SLOW_CONSUMER)
+        self._process()
+
+    def take_payload(self) -> bytes:
+        """Packets for one polling response, at most ``max_payload`` bytes (one at least)."""
+        limit = self.engine.options.max_payload
+        taken: list[EncodedPacket] = []
+        size = 0
+        for packet in self.queue:
+            cost = len(packet) + 1 if isinstance(packet, str) else len(packet) * 4 // 3 + 6
+            if taken and size + cost > limit:
+                break
+            taken.append(packet)
+            size += cost
+        del self.queue[: len(taken)]
+        self.queued_bytes = sum(len(m) for m in self.queue)
+        return engineio.encode_payload(taken)
+
+    # Reading
+
+    def receive(self, message: str | bytes) -> None:
+        self.session.receive(message)
+        self._process()
+
+    def receive_packets(self, packets: list[engineio.Packet]) -> None:
+        self.session.receive_packets(packets)
+        self._process()
+
+    def _process(self) -> None:
+        events = self.session.events_received()
+        if events:
+            self.engine.node.handle_events(self, events)
+        self.flush()
+
+    # WebSocket listener (the active transport)
+
+    def on_message(self, message: str | bytes) -> None:
+        self.receive(message)
+
+    def on_close(self) -> None:
+        self.ws = None
+        self.session.receive_eof(REASON_TRANSPORT_CLOSE)
+        self._process()
+
+    # Heartbeat: a PING every interval; a missing PONG closes the session.
+
+    def start_heartbeat(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.timer = loop.call_later(self.engine.ping_interval, self._on_ping)
+
+    def _on_ping(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.ping_sent = loop.time()
+        self.session.send_ping()
+        self.flush()
+        engine = self.engine
+        if engine.ping_timeout < engine.ping_interval:
+            self.timer = loop.call_at(self.ping_sent + engine.ping_timeout, self._on_deadline)
+        else:
+            self.timer = loop.call_at(self.ping_sent + engine.ping_interval, self._on_ping)
+
+    def _on_deadline(self) -> None:
+        if self.session.ping_expired():
+            self.timer = None
+            self._process()
+            return
+        loop = asyncio.get_running_loop()
+        self.timer = loop.call_at(self.ping_sent + self.engine.ping_interval, self._on_ping)
+
+    # End of session
+
+    def _teardown(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.engine.forget(self)
+        if self.probe is not None:
+            self.probe.listener = None
+            self.probe.close()
+            self.probe = None
+        ws, self.ws = self.ws, None
+        if ws is not None:
+            ws.listener = None
+            ws.close()
+        self._wake()
+
+
+class _Probe:
+    """Listens on a WebSocket that asks to take over a long-polling session."""
+
+    __slots__ = ("client", "ws")
+
+    def __init__(self, client: Client, ws: WebSocketConnection) -> None:
+        self.client = client
+        self.ws = ws
+
+    def on_message(self, message: str | bytes) -> None:
+        client = self.client
+        if message == "2probe" and not client.probed:
+            client.probed = True
+            self.ws.send([engineio.PROBE_PONG])
+            # Let a pending poll return so that the client can pause polling.
+            if client.waiter is not None and not client.queue:
+                client.queue.append(engineio.NOOP)
+                client._wake()
+        elif message == "5" and client.probed:
+            client.engine.complete_upgrade(client, self.ws)
+        else:
+            self.ws.listener = None
+            self.ws.close()
+            if client.probe is self.ws:
+                client.probe = None
+                client.probed = False
+
+    def on_close(self) -> None:
+        if self.client.probe is self.ws:
+            self.client.probe = None
+            self.client.probed = False
+
+
+class EngineServer:
+    """Serves ``/socket.io/``: handshakes, polling requests and WebSocket upgrades."""
+
+    def __init__(self, node: Node, options: EngineOptions) -> None:
+        self.node = node
+        self.options = options
+        self.ping_interval = options.ping_interval / 1000
+        self.ping_timeout = options.ping_timeout / 1000
+        self.clients: dict[str, Client] = {}
+        self._cors_any = "*" in options.cors_origins
+        self._cors = frozenset(options.cors_origins)
+
+    def _new_client(self) -> Client:
+        from ..node import new_id
+
+        sid = new_id()
+        client = Client(self, Session(sid))
+        self.clients[sid] = client
+        return client
+
+    def _open_packet(self, client: Client, upgrades: list[str]) -> str:
+        o = self.options
+        return engineio.encode_open(
+            client.session.sid,
+            upgrades=upgrades,
+            ping_interval=o.ping_interval,
+            ping_timeout=o.ping_timeout,
+            max_payload=o.max_payload,
+        )
+
+    def forget(self, client: Client) -> None:
+        if self.clients.get(client.session.sid) is client:
+            if client.waiter is None and client.queue and client.ws is None:
+                # A polling client has not fetched its CLOSE packet yet: keep the
+                # session readable for one more poll, then drop it.
+                loop = asyncio.get_running_loop()
+                loop.call_later(self.ping_interval + self.ping_timeout, self._drop, client)
+                return
+            del self.clients[client.session.sid]
+
+    def _drop(self, client: Client) -> None:
+        if self.clients.get(client.session.sid) is client:
+            del self.clients[client.session.sid]
+
+    # HTTP
+
+    def _error(self, request: Request, code: int, status: int = 400) -> Response:
+        body = json.dumps({"code": code, "message": _ERROR_MESSAGES[code]}).encode()
+        return Response(status, body, headers=self._cors_headers(request))
+
+    def _cors_headers(self, request: Request) -> list[tuple[str, str]]:
+        origin = request.headers.get("origin")
+        if origin is None or not (self._cors_any or origin in self._cors):
+            return []
+        return [
+            ("access-control-allow-origin", origin),
+            ("access-control-allow-credentials", "true"),
+            ("vary", "Origin"),
+        ]
+
+    def _check(self, request: Request) -> int | None:
+        if request.arg("EIO") != engineio.PROTOCOL_VERSION:
+            return UNSUPPORTED_PROTOCOL_VERSION
+        if request.arg("transport") not in ("polling", "websocket"):
+            return UNKNOWN_TRANSPORT
+        return None
+
+    async def handle(self, request: Request) -> Response:
+        """A plain HTTP request under ``/socket.io/``."""
+        if request.method == "OPTIONS":
+            headers = self._cors_headers(request)
+            if headers:
+                headers += [("access-control-allow-methods", "GET, POST, OPTIONS")]
+                wanted = request.headers.get("access-control-request-headers")
+                if wanted:
+                    headers.append(("access-control-allow-headers", wanted))
+            return Response(204, b"", content_type="text/plain", headers=headers)
+        error = self._check(request)
+        if error is not None:
+            return self._error(request, error)
+        if request.arg("transport") != "polling":
+            # A WebSocket transport request without the Upgrade header.
+            return self._error(request, BAD_REQUEST)
+        sid = request.arg("sid")
+        if sid is None:
+            if request.method != "GET":
+                return self._error(request, BAD_HANDSHAKE_METHOD)
+            return self._handshake_polling(request)
+        client = self.clients.get(sid)
+        if client is None:
+            return self._error(request, UNKNOWN_SID)
+        if request.method == "GET":
+            return await self._poll(request, client)
+        if request.method == "POST":
+            return self._post(request, client)
+        return self._error(request, BAD_REQUEST)
+
+    def _text(self, request: Request, body: bytes) -> Response:
+        return Response(
+            200,
+            body,
+            content_type="text/plain; charset=UTF-8",
+            headers=self._cors_headers(request),
+        )
+
+    def _handshake_polling(self, request: Request) -> Response:
+        client = self._new_client()
+        client.start_heartbeat()
+        return self._text(request, self._open_packet(client, ["websocket"]).encode())
+
+    async def _poll(self, request: Request, client: Client) -> Response:
+        if client.ws is not None:
+            return self._error(request, BAD_REQUEST)
+        if client.waiter is not None:
+            # Two GETs at once on one session: the reference server closes it.
+            client.session.receive_eof(REASON_TRANSPORT_ERROR)
+            client._process()
+            return self._error(request, BAD_REQUEST)
+        if not client.queue and client.session.state is State.OPEN:
+            if client.probed:
+                client.queue.append(engineio.NOOP)
+            else:
+                waiter = client.waiter = asyncio.get_running_loop().create_future()
+                try:
+                    await waiter
+                except asyncio.CancelledError:
+                    # The poll's connection went away: the client is gone.
+                    client.waiter = None
+                    if client.ws is None and client.session.state is State.OPEN:
+                        client.session.receive_eof(REASON_TRANSPORT_CLOSE)
+                        client._process()
+                    raise
+                finally:
+                    client.waiter = None
+        if client.session.state is State.CLOSED and self.clients.get(client.session.sid):
+            self._drop(client)
+        return self._text(request, client.take_payload())
+
+    def _post(self, request: Request, client: Client) -> Response:
+        try:
+            packets = engineio.decode_payload(request.body, max_payload=self.options.max_payload)
+        except ProtocolError:
+            client.session.receive_eof(REASON_TRANSPORT_ERROR)
+            client._process()
+            return self._error(request, BAD_REQUEST)
+        client.receive_packets(packets)
+        return self._text(request, b"ok")
+
+    # WebSocket
+
+    def upgrade(
+        self, request: Request, transport: asyncio.Transport
+    ) -> UpgradedProtocol | Response:
+        """An HTTP Upgrade request under ``/socket.io/``."""
+        error = self._check(request)
+        if error is not None:
+            return self._error(request, error)
+        headers = request.headers
+        key = headers.get("sec-websocket-key")
+        if (
+            request.arg("transport") != "websocket"
+            or request.method != "GET"
+            or headers.get("upgrade", "").lower() != "websocket"
+            or key is None
+            or headers.get("sec-websocket-version") != "13"
+        ):
+            return self._error(request, BAD_REQUEST)
+        sid = request.arg("sid")
+        client: Client | None = None
+        if sid is not None:
+            client = self.clients.get(sid)
+            if client is None:
+                return self._error(request, UNKNOWN_SID)
+            if client.ws is not None or client.probe is not None:
+                return self._error(request, BAD_REQUEST)
+        transport.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
+            + accept_key(key).encode()
+            + b"\r\n\r\n"
+        )
+        ws = WebSocketConnection(transport, self.options.max_payload)
+        if client is None:
+            client = self._new_client()
+            client.ws = ws
+            ws.listener = client
+            ws.send([self._open_packet(client, [])])
+            client.start_heartbeat()
+        else:
+            client.probe = ws
+            ws.listener = _Probe(client, ws)
+        return ws
+
+    def complete_upgrade(self, client: Client, ws: WebSocketConnection) -> None:
+        """The client switched to ``ws``: drain the polling queue there."""
+        client.probe = None
+        client.probed = False
+        client.ws = ws
+        ws.listener = client
+        pending = [p for p in client.queue if p != engineio.NOOP]
+        client.queue.clear()
+        client.queued_bytes = 0
+        if client.waiter is not None:
+            client.queue.append(engineio.NOOP)
+            client._wake()
+        if pending:
+            ws.send(pending)
+
+    async def close(self) -> None:
+        """Server shutdown: close every session with a CLOSE packet."""
+        for client in list(self.clients.values()):
+            client.close(REASON_SERVER_SHUTDOWN)
