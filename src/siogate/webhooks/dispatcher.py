@@ -35,7 +35,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, NoReturn
 
@@ -65,7 +65,7 @@ class WebhookSettings:
     """Where webhooks go and how much of the gateway they may use."""
 
     url: str
-    secret: str
+    secret: str = field(repr=False)  # kept out of logs
     # Timeouts
     timeout: float = 5.0
     # Limits
