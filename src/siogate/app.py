@@ -124,6 +124,7 @@ def build(settings: Settings, *, broker: Broker | None = None) -> Gateway:
                 max_response_bytes=settings.max_payload,
             )
         )
+        metrics.webhooks = webhooks.stats
     handlers = handlers_module.load(settings.handlers) if settings.handlers else None
     node = Node(
         hub=hub,

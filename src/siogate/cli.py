@@ -25,6 +25,8 @@ from .errors import ConfigError
 
 # Exit status when settings are wrong (as click uses for usage errors).
 EXIT_CONFIG = 2
+# Exit status when the server cannot start (as uvicorn's STARTUP_FAILURE).
+EXIT_STARTUP = 3
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
@@ -183,7 +185,12 @@ def serve(**values: Any) -> None:
         click.echo(f"siogate: {exc}", err=True)
         sys.exit(EXIT_CONFIG)
     install_event_loop()
-    asyncio.run(gateway.serve())
+    try:
+        asyncio.run(gateway.serve())
+    except OSError as exc:
+        # Typically the port is taken or the host cannot be bound.
+        click.echo(f"siogate: cannot listen on {settings.host}:{settings.port}: {exc}", err=True)
+        sys.exit(EXIT_STARTUP)
 
 
 def _announce_dev_mode(settings: Settings, generated: dict[str, str]) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Iterable
 
+from .webhooks import WebhookStats
+
 # Seconds; suits both HTTP API handling (sub-ms) and webhook round trips (up to timeout).
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -57,9 +59,8 @@ class Metrics:
         self.client_events_total = 0
         self.client_events_unhandled_total = 0
         self.slow_consumer_disconnects_total = 0
-        self.webhook_calls_total = 0
-        self.webhook_failures_total: dict[str, int] = {}
-        self.webhook_latency = Histogram()
+        # Read from the webhook dispatcher when one is configured.
+        self.webhooks: WebhookStats | None = None
         self.api_requests_total: dict[tuple[str, int], int] = {}
         self.api_latency = Histogram()
         self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
@@ -71,12 +72,6 @@ class Metrics:
         key = (route, status)
         self.api_requests_total[key] = self.api_requests_total.get(key, 0) + 1
         self.api_latency.observe(seconds)
-
-    def webhook_result(self, seconds: float, failure: str | None) -> None:
-        self.webhook_calls_total += 1
-        self.webhook_latency.observe(seconds)
-        if failure is not None:
-            self.webhook_failures_total[failure] = self.webhook_failures_total.get(failure, 0) + 1
 
     def render(self) -> str:
         lines: list[str] = []
@@ -106,25 +101,36 @@ class Metrics:
                 "Sockets closed because their outgoing buffer overflowed.",
                 self.slow_consumer_disconnects_total,
             ),
-            ("webhook_calls_total", "Webhook requests made.", self.webhook_calls_total),
         ]
+        hooks = self.webhooks
+        if hooks is not None:
+            counters += [
+                (
+                    "webhook_calls_total",
+                    "Webhook calls (events, connects, disconnects).",
+                    hooks.calls,
+                ),
+                ("webhook_failures_total", "Webhook calls that failed.", hooks.failures),
+                ("webhook_timeouts_total", "Webhook calls that timed out.", hooks.timeouts),
+                (
+                    "webhook_overloaded_total",
+                    "Webhook calls refused: too many in flight and queued.",
+                    hooks.overloaded,
+                ),
+            ]
         for short, help_text, value in counters:
             metric(f"siogate_{short}", "counter", help_text, [f"siogate_{short} {value}"])
-        metric(
-            "siogate_webhook_failures_total",
-            "counter",
-            "Webhook requests that failed, by error code.",
-            [
-                f'siogate_webhook_failures_total{{code="{code}"}} {n}'
-                for code, n in sorted(self.webhook_failures_total.items())
-            ],
-        )
-        metric(
-            "siogate_webhook_latency_seconds",
-            "histogram",
-            "Webhook round-trip time.",
-            self.webhook_latency.render("siogate_webhook_latency_seconds"),
-        )
+        if hooks is not None:
+            name = "siogate_webhook_latency_seconds"
+            samples = [
+                f'{name}_bucket{{le="{"+Inf" if bound == float("inf") else bound}"}} {n}'
+                for bound, n in hooks.cumulative_buckets()
+            ]
+            samples += [
+                f"{name}_sum {hooks.latency_sum_seconds}",
+                f"{name}_count {hooks.latency_count}",
+            ]
+            metric(name, "histogram", "Webhook round-trip time.", samples)
         metric(
             "siogate_api_requests_total",
             "counter",

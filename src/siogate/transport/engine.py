@@ -300,16 +300,8 @@ class EngineServer:
         )
 
     def forget(self, client: Client) -> None:
-        if self.clients.get(client.session.sid) is client:
-            if client.waiter is None and client.queue and client.ws is None:
-                # A polling client has not fetched its CLOSE packet yet: keep the
-                # session readable for one more poll, then drop it.
-                loop = asyncio.get_running_loop()
-                loop.call_later(self.ping_interval + self.ping_timeout, self._drop, client)
-                return
-            del self.clients[client.session.sid]
-
-    def _drop(self, client: Client) -> None:
+        # A closed session is unknown at once (later polls get "Session ID unknown"),
+        # as with the reference server; a poll already waiting still gets an answer.
         if self.clients.get(client.session.sid) is client:
             del self.clients[client.session.sid]
 
@@ -403,8 +395,9 @@ class EngineServer:
                     raise
                 finally:
                     client.waiter = None
-        if client.session.state is State.CLOSED and self.clients.get(client.session.sid):
-            self._drop(client)
+        if not client.queue:
+            # Woken with nothing to say (the session closed, or an upgrade finished).
+            return self._text(request, engineio.NOOP.encode())
         return self._text(request, client.take_payload())
 
     def _post(self, request: Request, client: Client) -> Response:
@@ -442,8 +435,6 @@ class EngineServer:
             client = self.clients.get(sid)
             if client is None:
                 return self._error(request, UNKNOWN_SID)
-            if client.ws is not None or client.probe is not None:
-                return self._error(request, BAD_REQUEST)
         transport.write(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
             b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
@@ -451,6 +442,11 @@ class EngineServer:
             + b"\r\n\r\n"
         )
         ws = WebSocketConnection(transport, self.options.max_payload)
+        if client is not None and (client.ws is not None or client.probe is not None):
+            # Already upgraded or upgrading: like the reference server, accept the
+            # WebSocket and close it straight away.
+            ws.close()
+            return ws
         if client is None:
             client = self._new_client()
             client.ws = ws
