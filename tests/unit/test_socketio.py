@@ -44,8 +44,7 @@ def test_binary_event_uses_placeholders_and_attachments() -> None:
     packet = socketio.event_packet("/admin", "file", [b"\x00\x01", {"x": [b"\x02"]}], 3)
     encoded = socketio.encode(packet)
     assert encoded == [
-        '52-/admin,3["file",{"_placeholder":true,"num":0},'
-        '{"x":[{"_placeholder":true,"num":1}]}]',
+        '52-/admin,3["file",{"_placeholder":true,"num":0},{"x":[{"_placeholder":true,"num":1}]}]',
         b"\x00\x01",
         b"\x02",
     ]
@@ -134,15 +133,19 @@ json_values = st.recursive(
     | st.integers(min_value=-(2**53), max_value=2**53)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(),
-    lambda children: st.lists(children, max_size=5)
-    | st.dictionaries(st.text(max_size=8), children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5)
+    ),
     max_leaves=30,
 )
 
 
-@given(st.text(min_size=1).filter(lambda s: s not in socketio.RESERVED_EVENTS), st.lists(
-    json_values | st.binary(max_size=20), max_size=4
-), st.sampled_from(["/", "/a", "/deep/ns"]), st.none() | st.integers(0, 2**31))
+@given(
+    st.text(min_size=1).filter(lambda s: s not in socketio.RESERVED_EVENTS),
+    st.lists(json_values | st.binary(max_size=20), max_size=4),
+    st.sampled_from(["/", "/a", "/deep/ns"]),
+    st.none() | st.integers(0, 2**31),
+)
 def test_any_event_round_trips(event: str, args: list[object], ns: str, ack: int | None) -> None:
     encoded = socketio.encode(socketio.event_packet(ns, event, args, ack))
     decoder = Decoder()

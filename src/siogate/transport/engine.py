@@ -25,8 +25,9 @@ from ..protocol.session import (
     Session,
     State,
 )
+from ..protocol.websocket import accept_key
 from .http import Request, Response, UpgradedProtocol
-from .websocket import WebSocketConnection, accept_key, frames
+from .websocket import WebSocketConnection, frames
 
 if TYPE_CHECKING:
     from ..node import Node

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -91,6 +90,28 @@ def render_head(status: int, headers: list[tuple[str, str]]) -> bytes:
 class HttpConnection(asyncio.Protocol):
     """One client TCP connection: HTTP/1.1 keep-alive, then maybe a WebSocket."""
 
+    # Slots, and parser state dropped after an upgrade: an idle WebSocket then costs
+    # this object and its WebSocketConnection, nothing more.
+    __slots__ = (
+        "_handler",
+        "_upgrade",
+        "_max_body",
+        "_connections",
+        "transport",
+        "_parser",
+        "_url",
+        "_headers",
+        "_header_bytes",
+        "_body",
+        "_body_size",
+        "_refused",
+        "_queue",
+        "_task",
+        "_upgraded",
+        "_idle",
+        "_paused",
+    )
+
     def __init__(
         self,
         handler: RequestHandler,
@@ -104,14 +125,15 @@ class HttpConnection(asyncio.Protocol):
         self._max_body = max_body
         self._connections = connections
         self.transport: asyncio.Transport | None = None
-        self._parser = httptools.HttpRequestParser(self)
+        self._parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
         self._url = b""
         self._headers: dict[str, str] = {}
         self._header_bytes = 0
         self._body: list[bytes] = []
         self._body_size = 0
         self._refused = False
-        self._queue: deque[tuple[Request, bool]] = deque()
+        # A short list: pipelining is rare and bounded by MAX_PIPELINED.
+        self._queue: list[tuple[Request, bool]] = []
         self._task: asyncio.Task[None] | None = None
         self._upgraded: UpgradedProtocol | None = None
         self._idle: asyncio.TimerHandle | None = None
@@ -147,8 +169,11 @@ class HttpConnection(asyncio.Protocol):
         if self._upgraded is not None:
             self._upgraded.data_received(data)
             return
+        parser = self._parser
+        if parser is None:
+            return
         try:
-            self._parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             offset = int(exc.args[0]) if exc.args else len(data)
             self._do_upgrade(data[offset:])
@@ -197,12 +222,13 @@ class HttpConnection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
-        if self._refused or self._parser.should_upgrade():
+        parser = self._parser
+        if self._refused or parser is None or parser.should_upgrade():
             return
         request = self._make_request()
         request.body = b"".join(self._body)
         self._body = []
-        self._queue.append((request, bool(self._parser.should_keep_alive())))
+        self._queue.append((request, bool(parser.should_keep_alive())))
         if len(self._queue) > MAX_PIPELINED and self.transport is not None:
             self.transport.pause_reading()
             self._paused = True
@@ -216,13 +242,14 @@ class HttpConnection(asyncio.Protocol):
         # Kept percent-encoded: routes decode each segment, so "%2F" stays inside one.
         path = parsed.path.decode("latin-1") if parsed.path else "/"
         query = parsed.query.decode("latin-1") if parsed.query else ""
-        method = self._parser.get_method().decode("ascii")
+        parser = self._parser
+        method = parser.get_method().decode("ascii") if parser is not None else "GET"
         return Request(method, path, query, self._headers, connection=self)
 
     async def _serve(self) -> None:
         try:
             while self._queue:
-                request, keep_alive = self._queue.popleft()
+                request, keep_alive = self._queue.pop(0)
                 try:
                     response = await self._handler(request)
                 except Exception:
@@ -284,6 +311,9 @@ class HttpConnection(asyncio.Protocol):
             return
         self._cancel_idle()
         self._upgraded = result
+        self._parser = None
+        self._headers = {}
+        self._queue.clear()
         if rest:
             result.data_received(rest)
 
