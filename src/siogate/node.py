@@ -162,10 +162,10 @@ class Node:
             elif isinstance(event, ConnectRequested):
                 self._on_connect(link, event)
             elif isinstance(event, NamespaceLeft):
-                self._on_left(link, event.namespace, event.reason)
+                self._on_left(event.namespace, event.sid, event.reason)
             elif isinstance(event, SessionClosed):
-                for namespace in list(link.session.namespaces):
-                    self._on_left(link, namespace, event.reason)
+                for namespace, sid in list(link.session.namespaces.items()):
+                    self._on_left(namespace, sid, event.reason)
             elif isinstance(event, AckReceived):
                 # The gateway sends no events with ack ids; a stray ack is ignored.
                 pass
@@ -266,8 +266,8 @@ class Node:
         sid = link.session.namespaces.get(namespace)
         return None if sid is None else self.hub.get(Namespace(namespace), Sid(sid))
 
-    def _on_left(self, link: Link, namespace: str, reason: str) -> None:
-        socket = self._socket_of(link, namespace)
+    def _on_left(self, namespace: str, sid: str, reason: str) -> None:
+        socket = self.hub.get(Namespace(namespace), Sid(sid))
         if socket is None:
             return
         self._forget(socket, reason)

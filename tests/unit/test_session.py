@@ -76,7 +76,7 @@ def test_events_for_unjoined_namespace_are_ignored() -> None:
 def test_client_namespace_disconnect() -> None:
     session = connected()
     session.receive("41")
-    assert session.events_received() == [NamespaceLeft("/", "client namespace disconnect")]
+    assert session.events_received() == [NamespaceLeft("/", "sock1", "client namespace disconnect")]
     assert session.namespaces == {}
     assert session.state is State.OPEN
 

@@ -67,7 +67,7 @@ def test_masked_text_and_binary_messages(size: int) -> None:
 
 def test_messages_split_across_reads() -> None:
     parser = FrameParser(max_size=1000)
-    data = client_frame(0x1, '42["hello"]'.encode()) * 3
+    data = client_frame(0x1, b'42["hello"]') * 3
     out: list[object] = []
     for i in range(len(data)):
         out += parser.feed(data[i : i + 1])

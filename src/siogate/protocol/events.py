@@ -38,6 +38,7 @@ class NamespaceLeft:
     """The client left ``namespace`` (it sent DISCONNECT) while the session stays open."""
 
     namespace: str
+    sid: str
     reason: str
 
 

@@ -133,8 +133,8 @@ class Session:
             assert packet.id is not None  # checked by the decoder
             self._events.append(AckReceived(ns, packet.id, packet.data))
         elif ptype is SioType.DISCONNECT:
-            del self.namespaces[ns]
-            self._events.append(NamespaceLeft(ns, REASON_CLIENT_NAMESPACE))
+            sid = self.namespaces.pop(ns)
+            self._events.append(NamespaceLeft(ns, sid, REASON_CLIENT_NAMESPACE))
         else:  # CONNECT_ERROR is server-to-client only
             raise ProtocolError(f"unexpected {ptype.name} packet from client")
 
