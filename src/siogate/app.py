@@ -144,6 +144,7 @@ def build(settings: Settings, *, broker: Broker | None = None) -> Gateway:
         EngineOptions(
             ping_interval=settings.ping_interval,
             ping_timeout=settings.ping_timeout,
+            connect_timeout=settings.connect_timeout,
             max_payload=settings.max_payload,
             max_buffer=settings.max_buffer,
             cors_origins=settings.cors_origin,

@@ -153,6 +153,13 @@ def main() -> None:
 @option("ping_interval", type=int, default=25_000, show_default=True, help="Milliseconds.")
 @option("ping_timeout", type=int, default=20_000, show_default=True, help="Milliseconds.")
 @option(
+    "connect_timeout",
+    type=int,
+    default=45_000,
+    show_default=True,
+    help="Milliseconds a connection may stay without joining a namespace.",
+)
+@option(
     "log_level",
     type=click.Choice(LOG_LEVELS),
     default="info",

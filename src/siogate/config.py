@@ -47,6 +47,7 @@ class Settings:
     # Timeouts (milliseconds, as Engine.IO announces them)
     ping_interval: int = 25_000
     ping_timeout: int = 20_000
+    connect_timeout: int = 45_000
     # Logging
     log_level: LogLevel = "info"
 
@@ -57,8 +58,8 @@ class Settings:
             raise ConfigError("max_payload must be at least 1024 bytes")
         if self.max_buffer < self.max_payload:
             raise ConfigError("max_buffer must be at least max_payload")
-        if self.ping_interval < 1 or self.ping_timeout < 1:
-            raise ConfigError("ping_interval and ping_timeout must be positive")
+        if self.ping_interval < 1 or self.ping_timeout < 1 or self.connect_timeout < 1:
+            raise ConfigError("ping_interval, ping_timeout and connect_timeout must be positive")
         if self.webhook_timeout <= 0:
             raise ConfigError("webhook_timeout must be positive")
         if self.webhook_concurrency < 1:

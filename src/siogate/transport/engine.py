@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("siogate.engine")
 
+REASON_CONNECT_TIMEOUT = "connect timeout"
+
 # Engine.IO error codes (the values the reference server sends).
 UNKNOWN_TRANSPORT = 0
 UNKNOWN_SID = 1
@@ -58,6 +60,8 @@ class EngineOptions:
 
     ping_interval: int = 25_000
     ping_timeout: int = 20_000
+    # A session with no namespace joined for this long is closed (checked at each ping).
+    connect_timeout: int = 45_000
     max_payload: int = 1_000_000
     # Outgoing bytes a client may have waiting before it is disconnected.
     max_buffer: int = 4_000_000
@@ -78,6 +82,7 @@ class Client:
         "waiter",
         "timer",
         "ping_sent",
+        "alone_since",
     )
 
     def __init__(self, engine: EngineServer, session: Session) -> None:
@@ -94,6 +99,8 @@ class Client:
         self.waiter: asyncio.Future[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.ping_sent = 0.0
+        # When the session last had no namespace joined (None: it has one).
+        self.alone_since: float | None = None
 
     # hub.Link
 
@@ -198,11 +205,22 @@ class Client:
 
     def start_heartbeat(self) -> None:
         loop = asyncio.get_running_loop()
+        self.alone_since = loop.time()
         self.timer = loop.call_later(self.engine.ping_interval, self._on_ping)
 
     def _on_ping(self) -> None:
         loop = asyncio.get_running_loop()
-        self.ping_sent = loop.time()
+        self.ping_sent = now = loop.time()
+        session = self.session
+        if session.namespaces or session.pending:
+            self.alone_since = None
+        elif self.alone_since is None:
+            self.alone_since = now
+        elif now - self.alone_since >= self.engine.connect_timeout:
+            # A session that joins no namespace only holds resources (the reference
+            # server's connectTimeout).
+            self.close(REASON_CONNECT_TIMEOUT)
+            return
         self.session.send_ping()
         self.flush()
         engine = self.engine
@@ -278,6 +296,7 @@ class EngineServer:
         self.options = options
         self.ping_interval = options.ping_interval / 1000
         self.ping_timeout = options.ping_timeout / 1000
+        self.connect_timeout = options.connect_timeout / 1000
         self.clients: dict[str, Client] = {}
         self._cors_any = "*" in options.cors_origins
         self._cors = frozenset(options.cors_origins)
