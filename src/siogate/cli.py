@@ -302,7 +302,7 @@ def listen(
 ) -> None:
     """Connect as a Socket.IO client and print each event as a JSON line."""
     from .auth import mint_token
-    from .client import listen as run_listen
+    from .listener import listen as run_listen
 
     secret = _client_value(jwt_secret, "jwt_secret")
     base = url or read_dev_credentials().get("url") or DEFAULT_URL
