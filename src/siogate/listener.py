@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import sys
 from typing import Any
@@ -12,16 +11,7 @@ from websockets.exceptions import WebSocketException
 
 from .protocol.client import ClientSession, Connected, ConnectFailed, Disconnected
 from .protocol.events import EventReceived
-
-
-def _printable(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return {"_binary": base64.b64encode(value).decode("ascii")}
-    if isinstance(value, list):
-        return [_printable(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _printable(v) for k, v in value.items()}
-    return value
+from .protocol.socketio import json_safe
 
 
 async def listen(url: str, namespace: str, auth: dict[str, Any], count: int) -> int:
@@ -46,7 +36,7 @@ async def listen(url: str, namespace: str, auth: dict[str, Any], count: int) -> 
                         print(f"disconnected: {event.reason}", file=sys.stderr)
                         return 1
                     elif isinstance(event, EventReceived):
-                        line = {"event": event.event, "args": _printable(event.args)}
+                        line = {"event": event.event, "args": json_safe(event.args)}
                         print(json.dumps(line, ensure_ascii=False), flush=True)
                         seen += 1
                         if count and seen >= count:

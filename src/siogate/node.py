@@ -363,7 +363,7 @@ class Node:
     def _event_payload(self, socket: Socket, event: EventReceived) -> dict[str, Any]:
         payload = self._webhook_payload("event", socket)
         payload["event"] = event.event
-        payload["args"] = _jsonable(event.args)
+        payload["args"] = socketio.json_safe(event.args)
         return payload
 
     # Commands (called by the HTTP API)
@@ -422,14 +422,3 @@ class Node:
 
     def sockets_in(self, namespace: Namespace, room: Room) -> list[tuple[Sid, UserId | None]]:
         return [(s.id, s.user) for s in self.hub.select(namespace, [room])]
-
-
-def _jsonable(value: Any) -> Any:
-    """Binary leaves become ``{"_binary": "<base64>"}`` for the JSON webhook body."""
-    if isinstance(value, bytes):
-        return {"_binary": base64.b64encode(value).decode("ascii")}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    return value

@@ -18,6 +18,10 @@
 //
 // Steps (all optional fields have defaults; "tag" is echoed in the step's result):
 //   {"op":"connect", "timeout":ms}           open the socket, wait for connect or connect_error
+//   {"op":"connect", "socket":S, "namespace":NS, "auth":{...}}
+//                                            open another socket, on the same Manager (so the
+//                                            same Engine.IO connection); any step takes
+//                                            "socket":S to act on it (default "main")
 //   {"op":"emit", "event":E, "args":[...]}   fire and forget
 //   {"op":"emit", "event":E, "args":[...], "ack":true, "timeout":ms, "wait":true, "tag":T}
 //                                            emit with an ack callback; waits for it unless wait=false
@@ -35,6 +39,7 @@
 //   ack {tag, args} | ack_timeout {tag, message}, upgrade {transport}, transport {tag, name},
 //   waited {tag, event, count} | wait_timeout {tag, event, count, got}, disconnect {reason, description},
 //   error {message}, done, timeout.
+//   Observations of a socket other than "main" carry "socket": its name.
 //
 // Values cross the JSON boundary with two escapes, in both directions:
 //   binary (Buffer, ArrayBuffer, typed arrays)  <->  {"$bin": "<base64>"}
@@ -121,8 +126,6 @@ export function decodeValue(value) {
 
 // ---------------------------------------------------------------- state
 
-let socket = null;
-const counts = new Map(); // event name -> number received
 const waiters = new Set(); // functions re-checked after every observation
 
 function notify() {
@@ -149,22 +152,43 @@ function until(predicate, timeout) {
   });
 }
 
-let connectState = "idle"; // idle | connecting | connected | refused | disconnected
+// Sockets by name. "main" is the scenario's socket; a step with "socket": NAME and
+// "namespace": NS opens another one on the same Manager, i.e. multiplexed on the same
+// Engine.IO connection. Observations of a socket other than "main" carry its name.
+const peers = new Map();
+let manager = null;
 
-function transportName() {
-  return socket?.io?.engine?.transport?.name ?? null;
+class Peer {
+  constructor(name) {
+    this.name = name;
+    this.socket = null;
+    this.counts = new Map(); // event name -> number received
+    this.state = "idle"; // idle | connecting | connected | refused | disconnected
+  }
+
+  report(obj) {
+    emitLine(this.name === "main" ? obj : { ...obj, socket: this.name });
+    notify();
+  }
 }
 
-function openSocket(scenario) {
-  const ns = scenario.namespace ?? "/";
-  // reconnection off by default: a refused or dropped socket must stay observable,
-  // not be retried behind the test's back.
-  const options = { reconnection: false, forceNew: true, ...(scenario.options ?? {}) };
-  if (options.auth !== undefined) options.auth = decodeValue(options.auth);
-  const s = io(scenario.url.replace(/\/$/, "") + (ns === "/" ? "/" : ns), options);
+function peer(step) {
+  const name = step.socket ?? "main";
+  let p = peers.get(name);
+  if (!p) {
+    p = new Peer(name);
+    peers.set(name, p);
+  }
+  return p;
+}
 
+function transportName() {
+  return manager?.engine?.transport?.name ?? null;
+}
+
+function watchManager(m) {
   const watchEngine = () => {
-    const engine = s.io.engine;
+    const engine = m.engine;
     if (!engine || engine.__siogateWatched) return;
     engine.__siogateWatched = true;
     engine.on("upgrade", (transport) => {
@@ -172,39 +196,53 @@ function openSocket(scenario) {
       notify();
     });
   };
-  s.io.on("open", () => {
+  m.on("open", () => {
     // The transport the engine opened with (before any upgrade).
     emitLine({ type: "open", transport: transportName() });
     watchEngine();
-  });
-
-  s.on("connect", () => {
-    watchEngine();
-    connectState = "connected";
-    emitLine({ type: "connected", id: s.id, transport: transportName() });
     notify();
   });
+  return watchEngine;
+}
+
+function openSocket(scenario, p, step) {
+  let s;
+  if (manager === null) {
+    const ns = step.namespace ?? scenario.namespace ?? "/";
+    // reconnection off by default: a refused or dropped socket must stay observable,
+    // not be retried behind the test's back.
+    const options = { reconnection: false, forceNew: true, ...(scenario.options ?? {}) };
+    if (step.auth !== undefined) options.auth = step.auth;
+    if (options.auth !== undefined) options.auth = decodeValue(options.auth);
+    s = io(scenario.url.replace(/\/$/, "") + (ns === "/" ? "/" : ns), options);
+    manager = s.io;
+    watchManager(manager);
+  } else {
+    const opts = step.auth === undefined ? {} : { auth: decodeValue(step.auth) };
+    s = manager.socket(step.namespace ?? "/", opts);
+  }
+
+  s.on("connect", () => {
+    p.state = "connected";
+    p.report({ type: "connected", id: s.id, transport: transportName() });
+  });
   s.on("connect_error", (err) => {
-    connectState = "refused";
-    emitLine({
+    p.state = "refused";
+    p.report({
       type: "connect_error",
       message: err?.message ?? String(err),
       data: err?.data === undefined ? null : encodeValue(err.data),
     });
-    notify();
   });
   s.on("disconnect", (reason, details) => {
-    connectState = "disconnected";
+    p.state = "disconnected";
     const description = details?.description;
-    emitLine({
+    p.report({
       type: "disconnect",
       reason,
       description:
-        description === undefined
-          ? null
-          : String(description?.message ?? description),
+        description === undefined ? null : String(description?.message ?? description),
     });
-    notify();
   });
   s.onAny((event, ...args) => {
     // A server-side emit with an ack hands us a callback as the last argument; answer it
@@ -214,13 +252,16 @@ function openSocket(scenario) {
       ackRequested = true;
       args.pop()();
     }
-    counts.set(event, (counts.get(event) ?? 0) + 1);
+    p.counts.set(event, (p.counts.get(event) ?? 0) + 1);
     const line = { type: "event", event, args: encodeValue(args) };
     if (ackRequested) line.ack_requested = true;
-    emitLine(line);
-    notify();
+    p.report(line);
   });
   return s;
+}
+
+function disconnectAll() {
+  for (const p of peers.values()) p.socket?.disconnect();
 }
 
 // ---------------------------------------------------------------- steps
@@ -228,13 +269,15 @@ function openSocket(scenario) {
 async function runStep(scenario, step) {
   const timeout = step.timeout ?? DEFAULT_STEP_TIMEOUT;
   const tag = step.tag ?? null;
+  const p = peer(step);
+  const socket = p.socket;
   switch (step.op) {
     case "connect": {
-      if (!socket) socket = openSocket(scenario);
+      if (!socket) p.socket = openSocket(scenario, p, step);
       else socket.connect();
-      connectState = "connecting";
-      const ok = await until(() => connectState !== "connecting", timeout);
-      if (!ok) emitLine({ type: "connect_timeout", tag });
+      p.state = "connecting";
+      const ok = await until(() => p.state !== "connecting", timeout);
+      if (!ok) p.report({ type: "connect_timeout", tag });
       return;
     }
     case "emit": {
@@ -247,18 +290,17 @@ async function runStep(scenario, step) {
       let acked = false;
       socket.timeout(timeout).emit(step.event, ...args, (err, ...res) => {
         acked = true;
-        if (err) emitLine({ type: "ack_timeout", tag, message: err.message });
-        else emitLine({ type: "ack", tag, args: encodeValue(res) });
-        notify();
+        if (err) p.report({ type: "ack_timeout", tag, message: err.message });
+        else p.report({ type: "ack", tag, args: encodeValue(res) });
       });
       if (step.wait ?? true) await until(() => acked, timeout + 1000);
       return;
     }
     case "wait": {
       const count = step.count ?? 1;
-      const ok = await until(() => (counts.get(step.event) ?? 0) >= count, timeout);
-      const got = counts.get(step.event) ?? 0;
-      emitLine(
+      const ok = await until(() => (p.counts.get(step.event) ?? 0) >= count, timeout);
+      const got = p.counts.get(step.event) ?? 0;
+      p.report(
         ok
           ? { type: "waited", tag, event: step.event, count }
           : { type: "wait_timeout", tag, event: step.event, count, got },
@@ -281,12 +323,12 @@ async function runStep(scenario, step) {
       socket?.disconnect();
       return;
     case "wait_disconnect": {
-      const ok = await until(() => connectState === "disconnected", timeout);
-      if (!ok) emitLine({ type: "wait_timeout", tag, event: "disconnect" });
+      const ok = await until(() => p.state === "disconnected", timeout);
+      if (!ok) p.report({ type: "wait_timeout", tag, event: "disconnect" });
       return;
     }
     case "exit":
-      socket?.disconnect();
+      disconnectAll();
       finish(0);
       return;
     default:
@@ -340,7 +382,7 @@ async function main() {
   await chain;
 
   if (!scenario.interactive) {
-    socket?.disconnect();
+    disconnectAll();
     emitLine({ type: "done" });
     finish(0);
     return;
@@ -361,7 +403,7 @@ async function main() {
   }
   // stdin closed: whoever drove us is gone.
   await chain;
-  socket?.disconnect();
+  disconnectAll();
   emitLine({ type: "done" });
   finish(0);
 }

@@ -11,6 +11,7 @@ the text packet (types BINARY_EVENT and BINARY_ACK).
 
 from __future__ import annotations
 
+import base64
 import enum
 import json
 from dataclasses import dataclass, field
@@ -88,6 +89,18 @@ def _deconstruct(value: Any, buffers: list[bytes]) -> Any:
         return [_deconstruct(v, buffers) for v in value]
     if isinstance(value, dict):
         return {k: _deconstruct(v, buffers) for k, v in value.items()}
+    return value
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with each bytes leaf as ``{"_binary": "<base64>"}``, for JSON documents
+    outside the protocol (webhook bodies, ``siogate listen`` output)."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {"_binary": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
     return value
 
 
