@@ -99,6 +99,10 @@ def decode(value: Any) -> Any:
 # ---------------------------------------------------------------- client
 
 
+def _matches(obs: Observation, socket: str, fields: dict[str, Any]) -> bool:
+    return obs.get("socket", "main") == socket and all(obs.get(k) == v for k, v in fields.items())
+
+
 class JsClient:
     """One socket.io-client socket in its own Node process."""
 
@@ -246,11 +250,14 @@ class JsClient:
                     raise JsClientError(f"timed out waiting for {what}\n{self.describe()}")
                 self._cond.wait(remaining)
 
-    def find(self, type_: str, start: int = 0, **fields: Any) -> Observation | None:
+    def find(
+        self, type_: str, start: int = 0, socket: str = "main", **fields: Any
+    ) -> Observation | None:
         """The first observation of ``type_`` (from index ``start``) matching ``fields``."""
-        for obs in self.observations[start:]:
-            if obs.get("type") == type_ and all(obs.get(k) == v for k, v in fields.items()):
-                return obs
+        with self._cond:
+            for obs in self.observations[start:]:
+                if obs.get("type") == type_ and _matches(obs, socket, fields):
+                    return obs
         return None
 
     def wait_for(
@@ -258,14 +265,19 @@ class JsClient:
         type_: str | Iterable[str],
         timeout: float = 10.0,
         start: int = 0,
+        socket: str = "main",
         **fields: Any,
     ) -> Observation:
-        """The first observation whose type is ``type_`` (or one of them) matching ``fields``."""
+        """The first observation whose type is ``type_`` (or one of them) matching ``fields``.
+
+        ``socket`` names the driver socket (see :meth:`connect`); observations about the
+        connection itself (open, upgrade, transport) belong to ``"main"``.
+        """
         types = {type_} if isinstance(type_, str) else set(type_)
 
         def pred(observations: list[Observation]) -> Observation | None:
             for obs in observations[start:]:
-                if obs.get("type") in types and all(obs.get(k) == v for k, v in fields.items()):
+                if obs.get("type") in types and _matches(obs, socket, fields):
                     return obs
                 if obs.get("type") == "exit":
                     raise JsClientError(f"driver exited before {types}\n{self.describe()}")
@@ -273,33 +285,37 @@ class JsClient:
 
         return self.wait_until(pred, timeout, what=f"{sorted(types)} {fields or ''}")
 
-    def events(self, name: str | None = None) -> list[list[Any]]:
+    @staticmethod
+    def _event_args(
+        observations: list[Observation], name: str | None, socket: str
+    ) -> list[list[Any]]:
+        return [
+            o["args"]
+            for o in observations
+            if o.get("type") == "event"
+            and (name is None or o["event"] == name)
+            and o.get("socket", "main") == socket
+        ]
+
+    def events(self, name: str | None = None, socket: str = "main") -> list[list[Any]]:
         """Args of every event received so far (named ``name``, or all)."""
         with self._cond:
-            return [
-                o["args"]
-                for o in self.observations
-                if o.get("type") == "event" and (name is None or o["event"] == name)
-            ]
+            return self._event_args(self.observations, name, socket)
 
-    def event_names(self) -> list[str]:
-        with self._cond:
-            return [o["event"] for o in self.observations if o.get("type") == "event"]
-
-    def wait_events(self, name: str, count: int = 1, timeout: float = 10.0) -> list[list[Any]]:
+    def wait_events(
+        self, name: str, count: int = 1, timeout: float = 10.0, socket: str = "main"
+    ) -> list[list[Any]]:
         """Wait until ``count`` events named ``name`` have arrived; return all their args."""
 
         def pred(observations: list[Observation]) -> list[list[Any]] | None:
-            got = [
-                o["args"] for o in observations if o.get("type") == "event" and o["event"] == name
-            ]
+            got = self._event_args(observations, name, socket)
             return got if len(got) >= count else None
 
-        return self.wait_until(pred, timeout, what=f"{count} x event {name!r}")
+        return self.wait_until(pred, timeout, what=f"{count} x event {name!r} on {socket}")
 
-    def wait_event(self, name: str, timeout: float = 10.0) -> list[Any]:
+    def wait_event(self, name: str, timeout: float = 10.0, socket: str = "main") -> list[Any]:
         """Args of the first event named ``name``."""
-        return self.wait_events(name, 1, timeout)[0]
+        return self.wait_events(name, 1, timeout, socket)[0]
 
     # -- steps
 
@@ -311,22 +327,43 @@ class JsClient:
         self._tags += 1
         return f"t{self._tags}"
 
-    def connect(self, timeout: float = 10.0) -> Observation:
-        """Open the socket; return the ``connected`` or ``connect_error`` observation."""
-        self.send(op="connect", timeout=int(timeout * 1000))
-        return self.wait_for(("connected", "connect_error", "connect_timeout"), timeout + 2)
+    def connect(
+        self,
+        timeout: float = 10.0,
+        socket: str = "main",
+        namespace: str | None = None,
+        auth: dict[str, Any] | None = None,
+    ) -> Observation:
+        """Open a socket; return the ``connected`` or ``connect_error`` observation.
 
-    def connected(self, timeout: float = 10.0) -> str:
-        """Open the socket, insist that it connects, and return its id."""
-        obs = self.connect(timeout)
+        The first socket uses the constructor's namespace and auth. Another ``socket``
+        name with a ``namespace`` opens a second socket on the same Manager: the same
+        Engine.IO connection, multiplexed.
+        """
+        step: dict[str, Any] = {"op": "connect", "timeout": int(timeout * 1000)}
+        if socket != "main":
+            step["socket"] = socket
+        if namespace is not None:
+            step["namespace"] = namespace
+        if auth is not None:
+            step["auth"] = encode(auth)
+        start = len(self.observations)
+        self.send(**step)
+        return self.wait_for(
+            ("connected", "connect_error", "connect_timeout"), timeout + 2, start, socket
+        )
+
+    def connected(self, timeout: float = 10.0, socket: str = "main", **kw: Any) -> str:
+        """Open a socket, insist that it connects, and return its id."""
+        obs = self.connect(timeout, socket, **kw)
         if obs["type"] != "connected":
             raise JsClientError(f"expected to connect, got {obs}\n{self.describe()}")
         return str(obs["id"])
 
-    def emit(self, event: str, *args: Any) -> None:
-        self.send(op="emit", event=event, args=encode(list(args)))
+    def emit(self, event: str, *args: Any, socket: str = "main") -> None:
+        self.send(op="emit", event=event, args=encode(list(args)), socket=socket)
 
-    def call(self, event: str, *args: Any, timeout: float = 5.0) -> list[Any]:
+    def call(self, event: str, *args: Any, timeout: float = 5.0, socket: str = "main") -> list[Any]:
         """Emit with an ack callback and return the ack arguments."""
         tag = self.next_tag()
         self.send(
@@ -337,8 +374,9 @@ class JsClient:
             tag=tag,
             timeout=int(timeout * 1000),
             wait=False,
+            socket=socket,
         )
-        obs = self.wait_for(("ack", "ack_timeout"), timeout + 2, tag=tag)
+        obs = self.wait_for(("ack", "ack_timeout"), timeout + 2, socket=socket, tag=tag)
         if obs["type"] != "ack":
             raise JsClientError(f"no ack for {event!r}: {obs}\n{self.describe()}")
         return list(obs["args"])
@@ -355,11 +393,11 @@ class JsClient:
         if obs["type"] != "transport":
             raise JsClientError(f"transport did not become {name}: {obs}\n{self.describe()}")
 
-    def disconnect(self) -> None:
-        self.send(op="disconnect")
+    def disconnect(self, socket: str = "main") -> None:
+        self.send(op="disconnect", socket=socket)
 
-    def wait_disconnect(self, timeout: float = 10.0) -> Observation:
-        return self.wait_for("disconnect", timeout)
+    def wait_disconnect(self, timeout: float = 10.0, socket: str = "main") -> Observation:
+        return self.wait_for("disconnect", timeout, socket=socket)
 
     # -- diagnostics
 

@@ -478,3 +478,103 @@ def test_client_disconnect_then_emit(gw: Gateway, js: Callable[..., JsClient]) -
     other = js(gw.url, transports=["polling"], auth={"token": gw.token(sub)})
     other.connected()
     sentinel(gw, other, f"user:{sub}")
+
+
+def test_room_listing_follows_connect_and_disconnect(
+    gw: Gateway, js: Callable[..., JsClient]
+) -> None:
+    sub = uid("listed")
+    path = f"/v1/rooms/user:{sub}/sockets"
+    client = js(gw.url, transports=["websocket"], auth={"token": gw.token(sub)})
+    sid = client.connected()
+    assert {"id": sid, "user": sub} in ok(gw.api("GET", path, params={"namespace": "/"}))["sockets"]
+
+    client.disconnect()
+    client.wait_disconnect()
+
+    def gone() -> bool:
+        r = gw.api("GET", path, params={"namespace": "/"})
+        return r.status_code == 404 or all(s["id"] != sid for s in r.json()["sockets"])
+
+    deadline = time.monotonic() + 5
+    while not gone():
+        assert time.monotonic() < deadline, "the socket is still listed after it left"
+        time.sleep(0.05)
+
+
+# ---------------------------------------------------------------- one connection
+
+
+def test_multiplexed_namespaces_on_one_connection(gw: Gateway, js: Callable[..., JsClient]) -> None:
+    """socket.io-client shares one Engine.IO connection between namespaces of a Manager."""
+    sub = uid("mux")
+    token = {"token": gw.token(sub)}
+    client = js(gw.url, auth=token)
+    root_id = client.connected()
+    custom_id = client.connected(socket="c", namespace="/custom", auth=token)
+    assert root_id != custom_id
+    client.wait_transport("websocket")
+
+    emit(gw, "ns-root", 1, rooms=[f"user:{sub}"])
+    emit(gw, "ns-custom", 2, rooms=[f"user:{sub}"], namespace="/custom")
+    sentinel(gw, client, f"user:{sub}")
+    name = uid("sentinel")
+    emit(gw, name, rooms=[f"user:{sub}"], namespace="/custom")
+    client.wait_event(name, socket="c")
+
+    assert client.events("ns-root") == [[1]]
+    assert client.events("ns-custom") == []
+    assert client.events("ns-custom", socket="c") == [[2]]
+    assert client.events("ns-root", socket="c") == []
+
+    # Leaving one namespace keeps the connection and the other namespace.
+    client.disconnect(socket="c")
+    assert client.wait_disconnect(socket="c")["reason"] == "io client disconnect"
+    emit(gw, "still-here", 3, rooms=[f"user:{sub}"])
+    assert client.wait_event("still-here") == [3]
+    assert client.find("disconnect") is None
+
+
+def test_multiplexed_acks_and_binary(conf_gw: Gateway, js: Callable[..., JsClient]) -> None:
+    client = js(conf_gw.url, transports=["polling"], auth={"n": "root"})
+    client.connected()
+    client.connected(socket="c", namespace="/custom", auth={"n": "custom"})
+    assert client.wait_event("auth") == [{"n": "root"}]
+    assert client.wait_event("auth", socket="c") == [{"n": "custom"}]
+    assert client.call("message-with-ack", b"root", 1) == [b"root", 1]
+    assert client.call("message-with-ack", b"custom", 2, socket="c") == [b"custom", 2]
+
+
+# ---------------------------------------------------------------- heartbeat and limits
+
+
+def test_heartbeat_keeps_sockets_alive(
+    start_gateway: Callable[..., Gateway], js: Callable[..., JsClient], transports: list[str]
+) -> None:
+    """With a 300 ms ping interval, several ping/pong rounds pass without a disconnect."""
+    g = start_gateway("--ping-interval", "300", "--ping-timeout", "200")
+    sub = uid("beat")
+    client = js(g.url, transports=transports, auth={"token": g.token(sub)})
+    client.connected()
+    time.sleep(2.0)
+    emit(g, "alive", True, rooms=[f"user:{sub}"])
+    assert client.wait_event("alive") == [True]
+    assert client.find("disconnect") is None, log_tail(g)
+
+
+def test_oversized_client_message_closes_only_that_connection(
+    conf_gw: Gateway, js: Callable[..., JsClient], transports: list[str]
+) -> None:
+    """A packet over --max-payload (1 MB here) closes that connection, nothing else."""
+    bystander = js(conf_gw.url, transports=["websocket"])
+    bystander.connected()
+    client = js(conf_gw.url, transports=transports)
+    client.connected()
+
+    client.emit("message", "x" * 1_200_000)
+    obs = client.wait_disconnect()
+    assert obs["reason"] in ("transport close", "transport error"), obs
+    assert client.events("message-back") == []
+
+    assert bystander.call("message-with-ack", "still served") == ["still served"]
+    assert conf_gw.api("GET", "/healthz").status_code == 200
