@@ -36,6 +36,10 @@ from .webhooks import WebhookDispatcher
 
 logger = logging.getLogger("siogate.node")
 
+# Limits on what one client connection may ask for.
+MAX_NAME = 256
+MAX_NAMESPACES_PER_CLIENT = 100
+
 # Seconds between the CONNECT answer and the emits an on_connect handler made.
 EARLY_EMIT_DELAY = 0.002
 
@@ -172,10 +176,13 @@ class Node:
         link.flush()
 
     def _on_connect(self, link: Link, event: ConnectRequested) -> None:
-        session, namespace = link.session, event.namespace
+        namespace = event.namespace
         allowed = self.options.namespaces
-        if allowed is not None and namespace not in allowed:
+        if (allowed is not None and namespace not in allowed) or len(namespace) > MAX_NAME:
             self._refuse(link, namespace, "Invalid namespace")
+            return
+        if len(link.session.namespaces) >= MAX_NAMESPACES_PER_CLIENT:
+            self._refuse(link, namespace, "Too many namespaces")
             return
         try:
             identity = self._authenticate(event.auth)
@@ -188,7 +195,6 @@ class Node:
         else:
             handle = ServerSocket(self, socket, link)
             self._spawn(self._connect_with_handler(link, socket, identity, handle, event.auth))
-        del session
 
     def _authenticate(self, auth: dict[str, Any] | None) -> Identity:
         if not self.options.verify_tokens:
