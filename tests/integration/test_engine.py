@@ -176,3 +176,15 @@ async def test_shutdown_sends_close_packet(start_gateway: Callable[..., Gateway]
                 received.append(await asyncio.wait_for(ws.recv(), 5))
         assert "1" in received
     assert gw.proc.wait(10) == 0
+
+
+async def test_namespace_limits(gateway: Gateway) -> None:
+    async with connect(ws_url(gateway)) as ws:
+        await ws.recv()
+        await ws.send("40/" + "n" * 300 + ",")
+        assert "Invalid namespace" in str(await ws.recv())
+        for i in range(100):
+            await ws.send(f"40/ns{i},")
+            assert str(await ws.recv()).startswith(f"40/ns{i},{{")
+        await ws.send("40/one-too-many,")
+        assert await ws.recv() == '44/one-too-many,{"message":"Too many namespaces"}'
