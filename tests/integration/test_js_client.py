@@ -20,7 +20,7 @@ from typing import Any
 
 import jwt
 import pytest
-from jsclient import JsClient
+from jsclient import JsClient, encode
 
 from conftest import Gateway, spawn_gateway
 
@@ -578,3 +578,38 @@ def test_oversized_client_message_closes_only_that_connection(
 
     assert bystander.call("message-with-ack", "still served") == ["still served"]
     assert conf_gw.api("GET", "/healthz").status_code == 200
+
+
+# ---------------------------------------------------------------- ordering under load
+
+
+def test_burst_and_batch_arrive_in_order(
+    gw: Gateway, js: Callable[..., JsClient], transports: list[str]
+) -> None:
+    """Hundreds of packets, several per polling response, keep their order."""
+    sub = uid("burst")
+    room = f"user:{sub}"
+    client = js(gw.url, transports=transports, auth={"token": gw.token(sub)})
+    client.connected()
+
+    for i in range(100):
+        emit(gw, "n", i, rooms=[room])
+    body = {"emits": [{"event": "n", "args": [i], "rooms": [room]} for i in range(100, 300)]}
+    assert ok(gw.api("POST", "/v1/batch", json=body)) == {"ok": True, "count": 200}
+    assert client.wait_events("n", 300) == [[i] for i in range(300)]
+
+
+def test_client_emits_during_upgrade(conf_gw: Gateway, js: Callable[..., JsClient]) -> None:
+    """Acks fired while the transport switches from polling to WebSocket all come back."""
+    client = js(conf_gw.url)
+    client.connected()
+    tags = []
+    for i in range(40):
+        tag = client.next_tag()
+        tags.append(tag)
+        args = encode([i, {"bin": b"\x01\x02"}])
+        client.send(op="emit", event="message-with-ack", args=args, ack=True, tag=tag, wait=False)
+    client.wait_transport("websocket")
+    for i, tag in enumerate(tags):
+        obs = client.wait_for(("ack", "ack_timeout"), tag=tag)
+        assert obs["type"] == "ack" and obs["args"] == [i, {"bin": b"\x01\x02"}], obs
