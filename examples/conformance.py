@@ -1,6 +1,6 @@
 """Handlers that make siogate behave as the Socket.IO protocol test suite expects.
 
-Start siogate for the suite (see docs/conformance.md)::
+Start siogate for the suite (see docs/handlers.md)::
 
     siogate serve --port 3000 --handlers examples.conformance:handlers --auth handlers \\
         --ping-interval 300 --ping-timeout 200 --namespace / --namespace /custom \\

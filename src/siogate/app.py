@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import handlers as handlers_module
@@ -16,6 +17,7 @@ from .api import Api
 from .auth import JwtVerifier
 from .broker import Broker, MemoryBroker
 from .config import Settings
+from .errors import ConfigError
 from .hub import Hub
 from .metrics import Metrics
 from .node import Node, NodeOptions
@@ -90,10 +92,12 @@ class Gateway:
         if self.server is not None:
             await self.server.wait_closed()
 
-    async def serve(self) -> None:
-        """Run until SIGINT or SIGTERM."""
+    async def serve(self, on_listening: Callable[[int], None] | None = None) -> None:
+        """Run until SIGINT or SIGTERM; ``on_listening`` gets the bound port."""
         port = await self.start()
         logger.info("siogate listening on http://%s:%d", self.settings.host, port)
+        if on_listening is not None:
+            on_listening(port)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -126,6 +130,8 @@ def build(settings: Settings, *, broker: Broker | None = None) -> Gateway:
         )
         metrics.webhooks = webhooks.stats
     handlers = handlers_module.load(settings.handlers) if settings.handlers else None
+    if settings.auth == "handlers" and (handlers is None or handlers.on_connect is None):
+        raise ConfigError("--auth handlers needs handlers with an on_connect method")
     node = Node(
         hub=hub,
         broker=broker or MemoryBroker(),
@@ -133,6 +139,7 @@ def build(settings: Settings, *, broker: Broker | None = None) -> Gateway:
         options=NodeOptions(
             allow_anonymous=settings.allow_anonymous,
             verify_tokens=settings.auth == "jwt",
+            webhook_per_socket=settings.webhook_per_socket,
             namespaces=settings.namespaces,
         ),
         metrics=metrics,
@@ -151,6 +158,7 @@ def build(settings: Settings, *, broker: Broker | None = None) -> Gateway:
         ),
     )
     metrics.gauge("siogate_sockets", "Sockets connected to this node.", hub.count)
+    metrics.gauge("siogate_rooms", "Rooms with members on this node.", hub.room_count)
     metrics.gauge("siogate_sessions", "Engine.IO sessions open.", lambda: len(engine.clients))
     metrics.gauge(
         "siogate_http_connections", "Open TCP connections.", lambda: len(gateway.connections)

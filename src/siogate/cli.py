@@ -124,6 +124,13 @@ def main() -> None:
     help="Webhook calls in flight at once.",
 )
 @option(
+    "webhook_per_socket",
+    type=int,
+    default=4,
+    show_default=True,
+    help="Webhook calls one socket may have in flight (more wait in its own queue).",
+)
+@option(
     "cors_origin",
     type=CommaList(),
     multiple=True,
@@ -182,8 +189,6 @@ def serve(**values: Any) -> None:
     except ConfigError as exc:
         click.echo(f"siogate: {exc}", err=True)
         sys.exit(EXIT_CONFIG)
-    if generated:
-        _announce_dev_mode(settings, generated)
     from .app import build, install_event_loop
 
     try:
@@ -191,35 +196,43 @@ def serve(**values: Any) -> None:
     except ConfigError as exc:
         click.echo(f"siogate: {exc}", err=True)
         sys.exit(EXIT_CONFIG)
+    on_listening = None
+    if generated:
+        _announce_dev_mode(generated)
+
+        def on_listening(port: int) -> None:
+            _save_dev_credentials(f"http://{settings.host}:{port}", generated)
+
     install_event_loop()
     try:
-        asyncio.run(gateway.serve())
+        asyncio.run(gateway.serve(on_listening))
     except OSError as exc:
         # Typically the port is taken or the host cannot be bound.
         click.echo(f"siogate: cannot listen on {settings.host}:{settings.port}: {exc}", err=True)
         sys.exit(EXIT_STARTUP)
 
 
-def _announce_dev_mode(settings: Settings, generated: dict[str, str]) -> None:
-    url = f"http://{settings.host}:{settings.port}"
+def _announce_dev_mode(generated: dict[str, str]) -> None:
+    lines = ["", "=" * 72, "  siogate DEV MODE: generated credentials (set them to silence this)"]
+    lines += [f"    SIOGATE_{key.upper()}={value}" for key, value in generated.items()]
+    lines += [
+        f"  saved for `siogate emit/token/listen` in {dev_credentials_path()}",
+        "=" * 72,
+        "",
+    ]
+    click.echo("\n".join(lines), err=True)
+
+
+def _save_dev_credentials(url: str, generated: dict[str, str]) -> None:
+    """Only generated values are written (owner-readable only), never ones the user gave."""
     path = dev_credentials_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            json.dump(
-                {"url": url, "api_key": settings.api_key, "jwt_secret": settings.jwt_secret}, f
-            )
-    except OSError:
-        pass
-    lines = ["", "=" * 72, "  siogate DEV MODE: generated credentials (set them to silence this)"]
-    lines += [f"    SIOGATE_{key.upper()}={value}" for key, value in generated.items()]
-    lines += [
-        f"  saved for `siogate emit/token/listen` in {path}",
-        "=" * 72,
-        "",
-    ]
-    click.echo("\n".join(lines), err=True)
+            json.dump({"url": url, **generated}, f)
+    except OSError as exc:
+        logging.getLogger("siogate").warning("cannot save dev credentials to %s: %s", path, exc)
 
 
 def _client_value(value: str | None, key: str) -> str:
@@ -227,6 +240,7 @@ def _client_value(value: str | None, key: str) -> str:
         return value
     dev = read_dev_credentials().get(key)
     if dev:
+        click.echo(f"(using the dev {key} saved in {dev_credentials_path()})", err=True)
         return dev
     raise click.UsageError(f"--{key.replace('_', '-')} (or SIOGATE_{key.upper()}) is required")
 

@@ -37,6 +37,7 @@ class Settings:
     webhook_secret: str | None = None
     webhook_timeout: float = 5.0
     webhook_concurrency: int = 64
+    webhook_per_socket: int = 4
     # Socket.IO
     cors_origin: tuple[str, ...] = ()
     namespace: tuple[str, ...] = ()
@@ -62,8 +63,8 @@ class Settings:
             raise ConfigError("ping_interval, ping_timeout and connect_timeout must be positive")
         if self.webhook_timeout <= 0:
             raise ConfigError("webhook_timeout must be positive")
-        if self.webhook_concurrency < 1:
-            raise ConfigError("webhook_concurrency must be at least 1")
+        if self.webhook_concurrency < 1 or self.webhook_per_socket < 1:
+            raise ConfigError("webhook_concurrency and webhook_per_socket must be at least 1")
         if self.webhook_url is not None:
             if not self.webhook_url.startswith(("http://", "https://")):
                 raise ConfigError("webhook_url must be an http:// or https:// URL")
@@ -99,6 +100,9 @@ def load_toml(path: Path) -> dict[str, Any]:
     table = data.get("siogate", data)
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [siogate] must be a table")
+    if table is not data and len(data) > 1:
+        others = ", ".join(sorted(k for k in data if k != "siogate"))
+        raise ConfigError(f"{path}: settings outside [siogate] would be ignored: {others}")
     unknown = sorted(set(table) - FIELD_NAMES)
     if unknown:
         raise ConfigError(f"{path}: unknown setting(s): {', '.join(unknown)}")

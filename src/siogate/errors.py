@@ -19,6 +19,8 @@ status    codes
 404       ``not_found``
 405       ``method_not_allowed``
 413       ``payload_too_large``
+431       ``header_too_large`` (more than 16 KiB or 100 header lines)
+500       ``internal`` (a bug; logged with its traceback)
 ========  =========================================================
 """
 

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import logging
 import os
+from collections import deque
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,7 @@ logger = logging.getLogger("siogate.node")
 # Limits on what one client connection may ask for.
 MAX_NAME = 256
 MAX_NAMESPACES_PER_CLIENT = 100
+MAX_WAITING_PER_SOCKET = 256
 
 # Seconds between the CONNECT answer and the emits an on_connect handler made.
 EARLY_EMIT_DELAY = 0.002
@@ -58,20 +60,39 @@ class NodeOptions:
     verify_tokens: bool = True
     # None: any namespace may be joined.
     namespaces: frozenset[str] | None = None
+    # Webhook calls one socket may have running at once.
+    webhook_per_socket: int = 4
+
+
+class _Lane:
+    """Webhook calls of one socket: how many run, and the events waiting their turn."""
+
+    __slots__ = ("running", "waiting")
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.waiting: deque[EventReceived] = deque()
 
 
 class ServerSocket:
-    """A socket as in-process handlers see it (see :mod:`siogate.handlers`)."""
+    """A socket as in-process handlers see it (see :mod:`siogate.handlers`).
 
-    __slots__ = ("_node", "_socket", "_link", "_connected", "_early")
+    During ``on_connect`` the socket is not connected yet: emits, joins and leaves are
+    recorded and applied right after the CONNECT answer, and ``disconnect()`` refuses it.
+    """
 
-    def __init__(self, node: Node, socket: Socket, link: Link) -> None:
+    __slots__ = ("_node", "_socket", "_link", "_connected", "_early", "_rooms", "_refused")
+
+    def __init__(self, node: Node, socket: Socket, link: Link, rooms: set[Room]) -> None:
         self._node = node
         self._socket = socket
         self._link = link
         self._connected = False
         # Emits made by on_connect, sent right after the CONNECT answer.
         self._early: list[socketio.Packet] = []
+        # Rooms to join on connect (from the token, changed by on_connect).
+        self._rooms = rooms
+        self._refused = False
 
     @property
     def id(self) -> str:
@@ -87,7 +108,7 @@ class ServerSocket:
 
     @property
     def rooms(self) -> frozenset[str]:
-        return frozenset(self._socket.rooms)
+        return frozenset(self._socket.rooms if self._connected else self._rooms)
 
     def emit(self, event: str, *args: Any) -> None:
         packet = socketio.event_packet(self._socket.namespace, event, list(args))
@@ -98,13 +119,22 @@ class ServerSocket:
         self._link.flush()
 
     def join(self, room: str) -> None:
-        self._node.hub.join(self._socket, Room(room))
+        if self._connected:
+            self._node.hub.join(self._socket, Room(room))
+        else:
+            self._rooms.add(Room(room))
 
     def leave(self, room: str) -> None:
-        self._node.hub.leave(self._socket, Room(room))
+        if self._connected:
+            self._node.hub.leave(self._socket, Room(room))
+        else:
+            self._rooms.discard(Room(room))
 
     def disconnect(self) -> None:
-        self._node.disconnect_socket(self._socket, REASON_SERVER_NAMESPACE)
+        if self._connected:
+            self._node.disconnect_socket(self._socket, REASON_SERVER_NAMESPACE)
+        else:
+            self._refused = True
 
 
 class Node:
@@ -136,6 +166,8 @@ class Node:
         self._tasks: set[asyncio.Task[Any]] = set()
         # ServerSocket wrappers, only kept while handlers are loaded.
         self._handles: dict[Sid, ServerSocket] = {}
+        # Per-socket webhook queues, only while a socket has calls running.
+        self._lanes: dict[Sid, _Lane] = {}
 
     async def start(self) -> None:
         await self.broker.start(self.apply)
@@ -190,11 +222,14 @@ class Node:
             self._refuse(link, namespace, str(exc))
             return
         socket = Socket(Sid(new_id()), Namespace(namespace), identity.user, link)
+        rooms = set(identity.rooms)
+        if identity.user is not None:
+            rooms.add(Room(f"user:{identity.user}"))
         if self.handlers is None or self.handlers.on_connect is None:
-            self._accept(link, socket, identity, None)
+            self._accept(link, socket, rooms, None)
         else:
-            handle = ServerSocket(self, socket, link)
-            self._spawn(self._connect_with_handler(link, socket, identity, handle, event.auth))
+            handle = ServerSocket(self, socket, link, rooms)
+            self._spawn(self._connect_with_handler(link, socket, handle, event.auth))
 
     def _authenticate(self, auth: dict[str, Any] | None) -> Identity:
         if not self.options.verify_tokens:
@@ -214,7 +249,6 @@ class Node:
         self,
         link: Link,
         socket: Socket,
-        identity: Identity,
         handle: ServerSocket,
         auth: dict[str, Any] | None,
     ) -> None:
@@ -230,25 +264,26 @@ class Node:
             self._refuse(link, socket.namespace, "Internal error")
             link.flush()
             return
-        self._accept(link, socket, identity, handle)
+        if handle._refused:
+            self._refuse(link, socket.namespace, "refused")
+        else:
+            self._accept(link, socket, handle._rooms, handle)
         link.flush()
 
     def _accept(
-        self, link: Link, socket: Socket, identity: Identity, handle: ServerSocket | None
+        self, link: Link, socket: Socket, rooms: set[Room], handle: ServerSocket | None
     ) -> None:
         session = link.session
         if session.state is not State.OPEN:
             session.pending.discard(socket.namespace)
             return
         self.hub.add(socket)
-        if identity.user is not None:
-            self.hub.join(socket, Room(f"user:{identity.user}"))
-        for room in identity.rooms:
+        for room in rooms:
             self.hub.join(socket, room)
         session.accept(socket.namespace, socket.id)
         self.metrics.connections_total += 1
         if self.handlers is not None:
-            handle = handle or ServerSocket(self, socket, link)
+            handle = handle or ServerSocket(self, socket, link, set())
             self._handles[socket.id] = handle
             handle._connected = True
             if handle._early:
@@ -256,9 +291,8 @@ class Node:
                 # write-then-drain cycle does: raw WebSocket clients that read one
                 # message per wake-up (the protocol test suite) would miss the second
                 # of two frames that arrive in the same read.
-                asyncio.get_running_loop().call_later(
-                    EARLY_EMIT_DELAY, self._send_early, link, handle
-                )
+                loop = asyncio.get_running_loop()
+                loop.call_later(EARLY_EMIT_DELAY, self._send_early, link, handle)
         if self.webhooks is not None:
             self.webhooks.notify(self._webhook_payload("connect", socket))
 
@@ -316,7 +350,7 @@ class Node:
                     self.webhooks.notify(self._event_payload(socket, event))
                 return
         if self.webhooks is not None:
-            self._spawn(self._event_with_webhook(link, socket, event))
+            self._submit_webhook(link, socket, event)
             return
         self.metrics.client_events_unhandled_total += 1
         logger.debug("event %r from %s has no handler or webhook", event.event, socket.id)
@@ -348,6 +382,38 @@ class Node:
             else:
                 args = [result]
             self._ack(link, socket, event.ack_id, args)
+
+    def _submit_webhook(self, link: Link, socket: Socket, event: EventReceived) -> None:
+        """Run the webhook call for a client event, at most ``per_socket`` per socket at once.
+
+        The dispatcher's slots are shared by all sockets; this cap keeps one socket that
+        floods events at a slow webhook from taking all of them. Calls beyond it wait in
+        the socket's own FIFO (bounded; overflow is acked with ``webhook_overloaded``).
+        """
+        lane = self._lanes.get(socket.id)
+        if lane is None:
+            lane = self._lanes[socket.id] = _Lane()
+        if lane.running < self.options.webhook_per_socket:
+            lane.running += 1
+            self._spawn(self._drain_lane(lane, link, socket, event))
+        elif len(lane.waiting) < MAX_WAITING_PER_SOCKET:
+            lane.waiting.append(event)
+        elif event.ack_id is not None:
+            error = {"code": "webhook_overloaded", "message": "too many events waiting"}
+            self._ack(link, socket, event.ack_id, [{"error": error}])
+
+    async def _drain_lane(
+        self, lane: _Lane, link: Link, socket: Socket, event: EventReceived
+    ) -> None:
+        try:
+            next_event: EventReceived | None = event
+            while next_event is not None:
+                await self._event_with_webhook(link, socket, next_event)
+                next_event = lane.waiting.popleft() if lane.waiting else None
+        finally:
+            lane.running -= 1
+            if lane.running == 0 and self._lanes.get(socket.id) is lane:
+                del self._lanes[socket.id]
 
     async def _event_with_webhook(self, link: Link, socket: Socket, event: EventReceived) -> None:
         assert self.webhooks is not None
@@ -397,7 +463,7 @@ class Node:
             socket.link.write_broadcast(out)
             n += 1
         if n:
-            size = sum(len(m) for m in out.messages)
+            size = sum(len(m.encode()) if isinstance(m, str) else len(m) for m in out.messages)
             self.metrics.packets_out_total += n
             self.metrics.bytes_out_total += n * size
 

@@ -397,7 +397,9 @@ async def test_failing_webhook_acks_an_error_and_stalls_nobody(
 
     pending = [asyncio.ensure_future(doomed_call(i)) for i in range(5)]
     if mode != "down":
-        await own_hook.wait(of_type("event", event="doomed"), count=5)
+        # One socket has at most --webhook-per-socket (default 4) calls running; the
+        # fifth waits in that socket's own queue.
+        await own_hook.wait(of_type("event", event="doomed"), count=4)
 
     # 2. Meanwhile another socket gets emits and acks, each promptly: well within the
     #    0.5 s a wait on the failing webhook would cost.
@@ -457,3 +459,27 @@ async def test_slow_webhook_does_not_delay_connects(
     await asyncio.gather(*(connected(clients, gw, f"c{i}") for i in range(10)))
     assert time.monotonic() - started < 1.0
     await own_hook.wait(of_type("connect"), count=10)
+
+
+async def test_one_flooding_socket_cannot_take_every_webhook_slot(
+    start_gateway: Callable[..., Gateway], own_hook: WebhookReceiver, clients: list[Recorder]
+) -> None:
+    # Two slots in all, one per socket: the flooder's hanging calls hold one slot and
+    # queue the rest behind it; the other socket's call gets the second slot at once.
+    own_hook.respond = failing("slow")
+    gw = hooked(
+        start_gateway, own_hook.url, "--webhook-timeout", "2",
+        "--webhook-concurrency", "2", "--webhook-per-socket", "1",
+    )  # fmt: skip
+    flooder = await connected(clients, gw, "flooder")
+    other = await connected(clients, gw, "other")
+    pending = [asyncio.ensure_future(flooder.call("doomed", i, timeout=WAIT)) for i in range(6)]
+    await own_hook.wait(of_type("event", event="doomed"), count=1)
+    started = time.monotonic()
+    assert await other.call("quick", 1) == ["fine", 1]
+    assert time.monotonic() - started < 0.5
+    # The flooder's events were called one at a time, in order.
+    doomed = [r.payload["args"][0] for r in own_hook.requests if r.payload.get("event") == "doomed"]
+    assert doomed == [0]
+    for future in pending:
+        future.cancel()

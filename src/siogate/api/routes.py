@@ -137,9 +137,11 @@ class Api:
     async def _room_sockets(self, request: Request) -> Response:
         ns = self._query_namespace(request)
         raw = request.path[len("/v1/rooms/") : -len("/sockets")]
-        room = Room(unquote(raw))
-        if not room:
-            raise schemas.bad("room must be a non-empty string")
+        try:
+            decoded = unquote(raw, errors="strict")
+        except UnicodeDecodeError:
+            raise schemas.bad("room must be percent-encoded UTF-8") from None
+        room = Room(schemas.name(decoded, "room"))
         sockets = self.node.sockets_in(ns, room)
         listing = [{"id": sid, "user": user} for sid, user in sockets]
         return json_response(200, {"sockets": listing})

@@ -48,7 +48,8 @@ def _only(body: dict[str, Any], allowed: Collection[str], where: str = "body") -
         raise bad(f"unknown field(s) in {where}: {', '.join(unknown)}")
 
 
-def _name(value: Any, field: str) -> str:
+def name(value: Any, field: str) -> str:
+    """A non-empty string of at most ``MAX_NAME`` characters."""
     if not isinstance(value, str) or not value:
         raise bad(f"{field} must be a non-empty string")
     if len(value) > MAX_NAME:
@@ -59,12 +60,12 @@ def _name(value: Any, field: str) -> str:
 def namespace(value: Any, allowed: frozenset[str] | None) -> Namespace:
     if value is None:
         value = "/"
-    name = _name(value, "namespace")
-    if not name.startswith("/"):
+    text = name(value, "namespace")
+    if not text.startswith("/"):
         raise bad("namespace must start with '/'")
-    if allowed is not None and name not in allowed:
-        raise bad(f"namespace {name!r} is not served by this gateway", "unknown_namespace")
-    return Namespace(name)
+    if allowed is not None and text not in allowed:
+        raise bad(f"namespace {text!r} is not served by this gateway", "unknown_namespace")
+    return Namespace(text)
 
 
 def _names(value: Any, field: str, limit: int) -> tuple[str, ...]:
@@ -74,7 +75,7 @@ def _names(value: Any, field: str, limit: int) -> tuple[str, ...]:
         raise bad(f"{field} must be a list of strings")
     if len(value) > limit:
         raise bad(f"{field} may hold at most {limit} entries")
-    return tuple(_name(v, f"{field}[]") for v in value)
+    return tuple(name(v, f"{field}[]") for v in value)
 
 
 EMIT_FIELDS = ("event", "data", "args", "namespace", "rooms", "except")
@@ -84,7 +85,7 @@ def emit(body: dict[str, Any], allowed: frozenset[str] | None, where: str = "bod
     _only(body, EMIT_FIELDS, where)
     if "event" not in body:
         raise bad(f"{where}: event is required")
-    event = _name(body["event"], "event")
+    event = name(body["event"], "event")
     if event in RESERVED_EVENTS:
         raise bad(f"event name {event!r} is reserved by Socket.IO", "reserved_event")
     if "data" in body and "args" in body:
@@ -97,6 +98,9 @@ def emit(body: dict[str, Any], allowed: frozenset[str] | None, where: str = "bod
         args = [body["data"]]
     else:
         args = []
+    if body.get("rooms") == []:
+        # An empty list computed by a backend must not become "everyone".
+        raise bad("rooms must not be empty; omit it to emit to the whole namespace")
     return EmitCommand(
         namespace=namespace(body.get("namespace"), allowed),
         event=event,
@@ -136,7 +140,7 @@ def sockets_command(
     if action != "disconnect":
         if "room" not in body:
             raise bad("room is required")
-        room = Room(_name(body["room"], "room"))
+        room = Room(name(body["room"], "room"))
     return SocketsCommand(
         action=action,
         namespace=namespace(body.get("namespace"), allowed),

@@ -96,6 +96,10 @@ class Hub:
     def count(self) -> int:
         return sum(len(ns.sockets) for ns in self._namespaces.values())
 
+    def room_count(self) -> int:
+        """Rooms with at least one member, over all namespaces."""
+        return sum(len(ns.rooms) for ns in self._namespaces.values())
+
     def namespaces(self) -> list[Namespace]:
         return list(self._namespaces)
 

@@ -36,6 +36,10 @@ logger = logging.getLogger("siogate.engine")
 
 REASON_CONNECT_TIMEOUT = "connect timeout"
 
+# Packets in one long-polling response. The python-engineio client refuses payloads of
+# more than 16 packets (and drops them whole); the rest waits for the next poll.
+MAX_PACKETS_PER_POLL = 16
+
 # Engine.IO error codes (the values the reference server sends).
 UNKNOWN_TRANSPORT = 0
 UNKNOWN_SID = 1
@@ -161,13 +165,14 @@ class Client:
         self._process()
 
     def take_payload(self) -> bytes:
-        """Packets for one polling response, at most ``max_payload`` bytes (one at least)."""
+        """Packets for one polling response: at least one, at most ``MAX_PACKETS_PER_POLL``
+        and (unless one packet alone is larger) ``max_payload`` bytes."""
         limit = self.engine.options.max_payload
         taken: list[EncodedPacket] = []
         size = 0
         for packet in self.queue:
             cost = len(packet) + 1 if isinstance(packet, str) else len(packet) * 4 // 3 + 6
-            if taken and size + cost > limit:
+            if taken and (size + cost > limit or len(taken) == MAX_PACKETS_PER_POLL):
                 break
             taken.append(packet)
             size += cost
@@ -223,19 +228,18 @@ class Client:
             return
         self.session.send_ping()
         self.flush()
-        engine = self.engine
-        if engine.ping_timeout < engine.ping_interval:
-            self.timer = loop.call_at(self.ping_sent + engine.ping_timeout, self._on_deadline)
-        else:
-            self.timer = loop.call_at(self.ping_sent + engine.ping_interval, self._on_ping)
+        self.timer = loop.call_at(now + self.engine.ping_timeout, self._on_deadline)
 
     def _on_deadline(self) -> None:
         if self.session.ping_expired():
             self.timer = None
             self._process()
             return
+        # The next ping is due one interval after the last (or now, when the timeout is
+        # the longer of the two).
         loop = asyncio.get_running_loop()
-        self.timer = loop.call_at(self.ping_sent + self.engine.ping_interval, self._on_ping)
+        due = max(self.ping_sent + self.engine.ping_interval, loop.time())
+        self.timer = loop.call_at(due, self._on_ping)
 
     # End of session
 

@@ -195,12 +195,12 @@ class HttpConnection(asyncio.Protocol):
         self._url += url
         self._header_bytes += len(url)
         if self._header_bytes > MAX_HEADER_BYTES:
-            self._fail(431, "bad_request", "request head too large")
+            self._fail(431, "header_too_large", "request head too large")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_bytes += len(name) + len(value)
         if self._header_bytes > MAX_HEADER_BYTES or len(self._headers) >= MAX_HEADERS:
-            self._fail(431, "bad_request", "request head too large")
+            self._fail(431, "header_too_large", "request head too large")
             return
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
