@@ -551,8 +551,12 @@ def test_multiplexed_acks_and_binary(conf_gw: Gateway, js: Callable[..., JsClien
 def test_heartbeat_keeps_sockets_alive(
     start_gateway: Callable[..., Gateway], js: Callable[..., JsClient], transports: list[str]
 ) -> None:
-    """With a 300 ms ping interval, several ping/pong rounds pass without a disconnect."""
-    g = start_gateway("--ping-interval", "300", "--ping-timeout", "200")
+    """With a 300 ms ping interval, several ping/pong rounds pass without a disconnect.
+
+    The timeout is generous (and longer than the interval, a case of its own) so that a
+    loaded CI machine does not turn a late pong into a failure.
+    """
+    g = start_gateway("--ping-interval", "300", "--ping-timeout", "1000")
     sub = uid("beat")
     client = js(g.url, transports=transports, auth={"token": g.token(sub)})
     client.connected()
