@@ -128,12 +128,15 @@ class Ledger:
     """
 
     def __init__(self) -> None:
+        self.created: list[float] = []  # when the publish was due (the pacing clock)
         self.sent: list[float] = []  # perf_counter when the POST was written; 0 = not yet
         self.expected: list[int] = []
         self.group: list[int] = []
         self.count: list[int] = []  # deliveries, duplicates excluded
         self.first: list[float] = []
         self.last: list[float] = []
+        # Latency from when the publish was due, so time spent queued in the publisher
+        # because the server answered slowly counts too (no coordinated omission).
         self.latencies: list[array] = [array("d")]
         self.dups = 0  # a client got the same seq twice
         self.reordered = 0  # a client got a seq lower than one it had already seen
@@ -141,6 +144,7 @@ class Ledger:
         self.received = 0  # every delivery (incl. duplicates)
 
     def new_seq(self, expected: int, group: int = 0) -> int:
+        self.created.append(perf())
         self.sent.append(0.0)
         self.expected.append(expected)
         self.group.append(group)
@@ -305,7 +309,7 @@ class Client(asyncio.Protocol):
             if end > n:
                 break
             off = end
-            if b0 == 0x81 and data[start] == 0x34 and data[start + 1] == 0x32:
+            if b0 == 0x81 and length > 2 and data[start] == 0x34 and data[start + 1] == 0x32:
                 # "42...": a Socket.IO EVENT. Find the sequence number by bytes.
                 k = data.find(SEQ_MARK, start, end)
                 if k < 0:
@@ -330,7 +334,7 @@ class Client(asyncio.Protocol):
                 else:
                     self.last_seq = seq
                 try:
-                    sent = ledger.sent[seq]
+                    due = ledger.created[seq]
                 except IndexError:
                     ledger.stray += 1
                     continue
@@ -338,7 +342,7 @@ class Client(asyncio.Protocol):
                     ledger.first[seq] = now
                 ledger.count[seq] += 1
                 ledger.last[seq] = now
-                ledger.latencies[ledger.group[seq]].append(now - sent)
+                ledger.latencies[ledger.group[seq]].append(now - due)
             else:
                 self._frame(b0, data[start:end])
         if off < n:
@@ -836,6 +840,7 @@ async def scenario_throughput(args: argparse.Namespace, pub: Publisher) -> dict[
         publish_rate = target / room_size
         first_seq = len(LEDGER.sent)
         recv0 = LEDGER.received
+        resp0 = len(pub.response_latency)
         cpu0 = cpu_seconds()
         t_start = perf()
         t_end = t_start + args.step
@@ -866,8 +871,7 @@ async def scenario_throughput(args: argparse.Namespace, pub: Publisher) -> dict[
             missing = LEDGER.expected[seq] - LEDGER.count[seq]
             if missing > 0:
                 undelivered += missing
-                age = t_stop - LEDGER.sent[seq] if LEDGER.sent[seq] else t_stop - t_start
-                lats.extend([age] * missing)
+                lats.extend([t_stop - LEDGER.created[seq]] * missing)
         p99 = percentile(lats, 99)
         step = {
             "target_msgs_s": target,
@@ -879,6 +883,7 @@ async def scenario_throughput(args: argparse.Namespace, pub: Publisher) -> dict[
             "p99_ms": ms(p99),
             "undelivered_at_step_end": undelivered,
             "publisher_queue": len(pub.queue),
+            "post_response_p99_ms": ms(percentile(list(pub.response_latency[resp0:]), 99)),
             "loadgen_cpu_pct": round(100 * cpu / duration, 1),
             "foreign_pct": METER.foreign(before)["max"] if METER and before else None,
             "seqs": [first_seq, last_seq],
@@ -1062,7 +1067,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--clients", type=int, default=1000)
     ap.add_argument("--inflight", type=int, default=500, help="handshakes in flight")
     ap.add_argument("--connect-timeout", type=float, default=120.0)
-    ap.add_argument("--publishers", type=int, default=32, help="keep-alive HTTP connections")
+    ap.add_argument("--publishers", type=int, default=64, help="keep-alive HTTP connections")
     ap.add_argument("--pad", type=int, default=64, help="bytes of padding in each payload")
     ap.add_argument("--settle", type=float, default=0.5, help="quiet seconds between phases")
     ap.add_argument("--deliver-timeout", type=float, default=30.0)
