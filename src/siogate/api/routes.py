@@ -19,6 +19,8 @@ from .openapi import openapi_document
 
 logger = logging.getLogger("siogate.api")
 
+OK_BODY = b'{"ok":true}'
+
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -100,7 +102,7 @@ class Api:
     async def _emit(self, request: Request) -> Response:
         command = schemas.emit(schemas.parse_body(request.body), self._namespaces)
         await self.node.publish([command])
-        return json_response(200, {"ok": True})
+        return Response(200, OK_BODY)
 
     async def _batch(self, request: Request) -> Response:
         commands = schemas.batch(schemas.parse_body(request.body), self._namespaces)
@@ -110,17 +112,17 @@ class Api:
     async def _join(self, request: Request) -> Response:
         body = schemas.parse_body(request.body)
         await self.node.publish([schemas.sockets_command("join", body, self._namespaces)])
-        return json_response(200, {"ok": True})
+        return Response(200, OK_BODY)
 
     async def _leave(self, request: Request) -> Response:
         body = schemas.parse_body(request.body)
         await self.node.publish([schemas.sockets_command("leave", body, self._namespaces)])
-        return json_response(200, {"ok": True})
+        return Response(200, OK_BODY)
 
     async def _disconnect(self, request: Request) -> Response:
         body = schemas.parse_body(request.body)
         await self.node.publish([schemas.sockets_command("disconnect", body, self._namespaces)])
-        return json_response(200, {"ok": True})
+        return Response(200, OK_BODY)
 
     def _query_namespace(self, request: Request) -> Namespace:
         unknown = sorted(set(request.query) - {"namespace"})

@@ -29,13 +29,16 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+_decode = json.JSONDecoder(parse_constant=_reject_constant).decode
+
+
 def parse_body(body: bytes) -> dict[str, Any]:
     """The request body as a JSON object."""
     if not body:
         raise bad("request body must be a JSON object", "invalid_json")
     try:
-        value = json.loads(body, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
+        value = _decode(body.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise bad(f"request body is not valid JSON: {exc}", "invalid_json") from None
     if not isinstance(value, dict):
         raise bad("request body must be a JSON object", "invalid_json")
