@@ -50,8 +50,13 @@ class Gateway:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def token(self, sub: str | None = "alice", rooms: list[str] | None = None,
-              ttl: int = 3600, **claims: Any) -> str:
+    def token(
+        self,
+        sub: str | None = "alice",
+        rooms: list[str] | None = None,
+        ttl: int = 3600,
+        **claims: Any,
+    ) -> str:
         payload: dict[str, Any] = {"exp": int(time.time()) + ttl, **claims}
         if sub is not None:
             payload["sub"] = sub
@@ -80,8 +85,9 @@ class Gateway:
                 self.proc.wait(5)
 
 
-def spawn_gateway(*args: str, log_dir: Path, env: dict[str, str] | None = None,
-                  with_defaults: bool = True) -> Gateway:
+def spawn_gateway(
+    *args: str, log_dir: Path, env: dict[str, str] | None = None, with_defaults: bool = True
+) -> Gateway:
     """Start ``siogate serve`` with ``args`` and wait until /healthz answers."""
     port = free_port()
     cmd = [sys.executable, "-m", "siogate", "serve", "--port", str(port)]
@@ -91,8 +97,7 @@ def spawn_gateway(*args: str, log_dir: Path, env: dict[str, str] | None = None,
     log_path = log_dir / f"siogate-{port}.log"
     full_env = {**os.environ, **(env or {})}
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env,
-                                cwd=ROOT)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=ROOT)
     gw = Gateway(port=port, proc=proc, log_path=log_path)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -113,8 +118,7 @@ def start_gateway(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
     """Factory fixture: ``start_gateway("--allow-anonymous")`` -> a running Gateway."""
     started: list[Gateway] = []
 
-    def start(*args: str, env: dict[str, str] | None = None,
-              with_defaults: bool = True) -> Gateway:
+    def start(*args: str, env: dict[str, str] | None = None, with_defaults: bool = True) -> Gateway:
         gw = spawn_gateway(*args, log_dir=tmp_path, env=env, with_defaults=with_defaults)
         started.append(gw)
         return gw
