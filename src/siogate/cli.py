@@ -179,6 +179,8 @@ def serve(**values: Any) -> None:
         level=values["log_level"].upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # httpx logs every webhook request at INFO; siogate's own lines say what matters.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     generated = {}
     for key in ("api_key", "jwt_secret"):
@@ -201,7 +203,8 @@ def serve(**values: Any) -> None:
         _announce_dev_mode(generated)
 
         def on_listening(port: int) -> None:
-            _save_dev_credentials(f"http://{settings.host}:{port}", generated)
+            host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+            _save_dev_credentials(f"http://{host}:{port}", generated)
 
     install_event_loop()
     try:

@@ -58,6 +58,7 @@ class Metrics:
         self.bytes_out_total = 0
         self.client_events_total = 0
         self.client_events_unhandled_total = 0
+        self.client_events_dropped_total = 0
         self.slow_consumer_disconnects_total = 0
         # Read from the webhook dispatcher when one is configured.
         self.webhooks: WebhookStats | None = None
@@ -95,6 +96,11 @@ class Metrics:
                 "client_events_unhandled_total",
                 "Client events with neither webhook nor handler.",
                 self.client_events_unhandled_total,
+            ),
+            (
+                "client_events_dropped_total",
+                "Client events dropped because their socket's webhook queue was full.",
+                self.client_events_dropped_total,
             ),
             (
                 "slow_consumer_disconnects_total",

@@ -398,9 +398,14 @@ class Node:
             self._spawn(self._drain_lane(lane, link, socket, event))
         elif len(lane.waiting) < MAX_WAITING_PER_SOCKET:
             lane.waiting.append(event)
-        elif event.ack_id is not None:
-            error = {"code": "webhook_overloaded", "message": "too many events waiting"}
-            self._ack(link, socket, event.ack_id, [{"error": error}])
+        else:
+            self.metrics.client_events_dropped_total += 1
+            logger.warning(
+                "dropping event %r from %s: its webhook queue is full", event.event, socket.id
+            )
+            if event.ack_id is not None:
+                error = {"code": "webhook_overloaded", "message": "too many events waiting"}
+                self._ack(link, socket, event.ack_id, [{"error": error}])
 
     async def _drain_lane(
         self, lane: _Lane, link: Link, socket: Socket, event: EventReceived

@@ -57,7 +57,11 @@ def openapi_document() -> dict[str, Any]:
             "data": {"description": "A single argument (same as args: [data])."},
             "args": {"type": "array", "description": "Event arguments."},
             "namespace": _NAMESPACE,
-            "rooms": {**_ROOMS, "description": "Target rooms; omitted: whole namespace."},
+            "rooms": {
+                **_ROOMS,
+                "minItems": 1,
+                "description": "Target rooms; omitted: whole namespace.",
+            },
             "except": {**_ROOMS, "description": "Rooms (or socket ids) to leave out."},
         },
     }

@@ -103,7 +103,7 @@ def emit(body: dict[str, Any], allowed: frozenset[str] | None, where: str = "bod
         args = []
     if body.get("rooms") == []:
         # An empty list computed by a backend must not become "everyone".
-        raise bad("rooms must not be empty; omit it to emit to the whole namespace")
+        raise bad(f"{where}: rooms must not be empty; omit it to emit to the whole namespace")
     return EmitCommand(
         namespace=namespace(body.get("namespace"), allowed),
         event=event,

@@ -102,6 +102,7 @@ class HttpConnection(asyncio.Protocol):
         "_url",
         "_headers",
         "_header_bytes",
+        "_header_lines",
         "_body",
         "_body_size",
         "_refused",
@@ -129,6 +130,7 @@ class HttpConnection(asyncio.Protocol):
         self._url = b""
         self._headers: dict[str, str] = {}
         self._header_bytes = 0
+        self._header_lines = 0
         self._body: list[bytes] = []
         self._body_size = 0
         self._refused = False
@@ -186,6 +188,7 @@ class HttpConnection(asyncio.Protocol):
         self._url = b""
         self._headers = {}
         self._header_bytes = 0
+        self._header_lines = 0
         self._body = []
         self._body_size = 0
         self._refused = False
@@ -199,7 +202,8 @@ class HttpConnection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_bytes += len(name) + len(value)
-        if self._header_bytes > MAX_HEADER_BYTES or len(self._headers) >= MAX_HEADERS:
+        self._header_lines += 1
+        if self._header_bytes > MAX_HEADER_BYTES or self._header_lines > MAX_HEADERS:
             self._fail(431, "header_too_large", "request head too large")
             return
         key = name.decode("latin-1").lower()
