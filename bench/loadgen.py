@@ -18,7 +18,7 @@ POST /v1/emit), so "POST sent" and "frame received" are read from the same
 receive path finds it with a byte search and never parses JSON.
 
 Python on uvloop was chosen over Node's net module because its receive path measured
-cheaper per message on this VM (see bench/README.md, "Load generator ceiling").
+cheaper per message on this VM (see bench/README.md, "Load generator").
 The result is one JSON object on stdout; progress goes to stderr.
 """
 
