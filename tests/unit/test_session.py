@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
+from siogate.errors import ProtocolError
 from siogate.protocol import engineio
 from siogate.protocol.events import (
     AckReceived,
@@ -156,3 +160,26 @@ def test_accept_after_close_sends_nothing() -> None:
     session.accept("/", "s1")
     assert session.data_to_send() == []
     assert session.namespaces == {}
+
+
+@given(st.lists(st.text(max_size=40) | st.binary(max_size=40), max_size=12))
+def test_arbitrary_input_never_raises(messages: list[str | bytes]) -> None:
+    # Any sequence of messages leaves the session open or closed, never raising.
+    session = connected()
+    for message in messages:
+        session.receive(message)
+    session.receive_packets(engineio.decode_payload(b"40", max_payload=100))
+    events = session.events_received()
+    closes = [e for e in events if isinstance(e, SessionClosed)]
+    assert len(closes) <= 1
+    assert (session.state is State.CLOSED) == bool(closes)
+
+
+@given(st.binary(max_size=200))
+def test_arbitrary_polling_bodies_never_raise_anything_but_protocol_error(body: bytes) -> None:
+    try:
+        packets = engineio.decode_payload(body, max_payload=1000)
+    except ProtocolError:
+        return
+    session = connected()
+    session.receive_packets(packets)

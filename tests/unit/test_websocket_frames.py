@@ -6,8 +6,10 @@ import os
 import struct
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from siogate.errors import PayloadTooLarge
+from siogate.errors import PayloadTooLarge, ProtocolError
 from siogate.protocol.websocket import (
     CLOSE_INVALID_DATA,
     CLOSE_PROTOCOL_ERROR,
@@ -122,3 +124,13 @@ def test_oversized_fragmented_message_is_refused() -> None:
     parser = FrameParser(max_size=100)
     with pytest.raises(PayloadTooLarge):
         parser.feed(client_frame(0x2, b"x" * 60, fin=False) + client_frame(0x0, b"x" * 60))
+
+
+@given(st.binary(max_size=300), st.integers(1, 50))
+def test_arbitrary_bytes_raise_only_protocol_errors(data: bytes, chunk: int) -> None:
+    parser = FrameParser(max_size=1000)
+    try:
+        for i in range(0, len(data), chunk):
+            parser.feed(data[i : i + chunk])
+    except ProtocolError:
+        pass

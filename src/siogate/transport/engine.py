@@ -399,9 +399,9 @@ class EngineServer:
         if client.ws is not None:
             return self._error(request, BAD_REQUEST)
         if client.waiter is not None:
-            # Two GETs at once on one session: the reference server closes it.
-            client.session.receive_eof(REASON_TRANSPORT_ERROR)
-            client._process()
+            # Two GETs at once on one session: the reference server closes it, and the
+            # first GET carries the CLOSE packet.
+            client.close(REASON_TRANSPORT_ERROR)
             return self._error(request, BAD_REQUEST)
         if not client.queue and client.session.state is State.OPEN:
             if client.probed:
