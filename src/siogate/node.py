@@ -347,7 +347,10 @@ class Node:
             if handle is not None:
                 self._spawn(self._event_with_handler(handle, link, socket, event))
                 if self.webhooks is not None:
-                    self.webhooks.notify(self._event_payload(socket, event))
+                    try:
+                        self.webhooks.notify(self._event_payload(socket, event))
+                    except WebhookError as exc:
+                        logger.warning("event %r not forwarded: %s", event.event, exc.message)
                 return
         if self.webhooks is not None:
             self._submit_webhook(link, socket, event)
@@ -440,7 +443,10 @@ class Node:
     def _event_payload(self, socket: Socket, event: EventReceived) -> dict[str, Any]:
         payload = self._webhook_payload("event", socket)
         payload["event"] = event.event
-        payload["args"] = socketio.json_safe(event.args)
+        try:
+            payload["args"] = socketio.json_safe(event.args)
+        except RecursionError:
+            raise WebhookError("webhook_bad_payload", "event arguments nested too deeply") from None
         return payload
 
     # Commands (called by the HTTP API)

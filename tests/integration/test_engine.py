@@ -188,3 +188,18 @@ async def test_namespace_limits(gateway: Gateway) -> None:
             assert str(await ws.recv()).startswith(f"40/ns{i},{{")
         await ws.send("40/one-too-many,")
         assert await ws.recv() == '44/one-too-many,{"message":"Too many namespaces"}'
+
+
+async def test_too_deep_json_is_refused_cleanly(gateway: Gateway) -> None:
+    for depth in (900, 100_000):
+        body = '{"event":"e","data":' + "[" * depth + "]" * depth + "}"
+        r = gateway.api("POST", "/v1/emit", content=body)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+    async with connect(ws_url(gateway), max_size=None) as ws:
+        await ws.recv()
+        await ws.send("40")
+        await ws.recv()
+        await ws.send('42["a",' + "[" * 100_000 + "]" * 100_000 + "]")
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 5)
+    assert gateway.api("GET", "/healthz").status_code == 200

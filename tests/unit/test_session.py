@@ -183,3 +183,9 @@ def test_arbitrary_polling_bodies_never_raise_anything_but_protocol_error(body: 
         return
     session = connected()
     session.receive_packets(packets)
+
+
+def test_deeply_nested_json_closes_with_parse_error() -> None:
+    session = connected()
+    session.receive('42["a",' + "[" * 100_000 + "]" * 100_000 + "]")
+    assert session.events_received() == [SessionClosed("parse error")]

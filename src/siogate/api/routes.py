@@ -86,6 +86,10 @@ class Api:
             return route, await handler(request)
         except ApiError as exc:
             return route, json_response(exc.status, exc.to_json())
+        except RecursionError:
+            # Parsed, but too deep to encode again at the depth the emit path runs at.
+            error = ApiError(400, "invalid_json", "request body is nested too deeply")
+            return route, json_response(400, error.to_json())
 
     # Handlers
 

@@ -38,8 +38,10 @@ def parse_body(body: bytes) -> dict[str, Any]:
         raise bad("request body must be a JSON object", "invalid_json")
     try:
         value = _decode(body.decode("utf-8"))
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+    except ValueError as exc:  # UnicodeDecodeError is a ValueError
         raise bad(f"request body is not valid JSON: {exc}", "invalid_json") from None
+    except RecursionError:
+        raise bad("request body is nested too deeply", "invalid_json") from None
     if not isinstance(value, dict):
         raise bad("request body must be a JSON object", "invalid_json")
     return value

@@ -76,6 +76,8 @@ def loads(text: str) -> Any:
         return _decode_json(text)
     except ValueError as exc:
         raise ProtocolError(f"invalid JSON: {exc}") from exc
+    except RecursionError:
+        raise ProtocolError("JSON nested too deeply") from None
 
 
 # Encoding
