@@ -8,6 +8,8 @@ metric costs a lock and a dict lookup per call on that path.
 from __future__ import annotations
 
 import bisect
+import itertools
+import math
 from collections.abc import Callable, Iterable
 
 from .webhooks import WebhookStats
@@ -34,16 +36,21 @@ class Histogram:
         self.sum += seconds
         self.count += 1
 
-    def render(self, name: str, labels: str = "") -> Iterable[str]:
-        cumulative = 0
-        sep = "," if labels else ""
-        for bound, n in zip(self.buckets, self.counts, strict=True):
-            cumulative += n
-            yield f'{name}_bucket{{{labels}{sep}le="{bound}"}} {cumulative}'
-        yield f'{name}_bucket{{{labels}{sep}le="+Inf"}} {self.count}'
-        suffix = f"{{{labels}}}" if labels else ""
-        yield f"{name}_sum{suffix} {self.sum}"
-        yield f"{name}_count{suffix} {self.count}"
+    def render(self, name: str) -> Iterable[str]:
+        pairs = list(zip(self.buckets, itertools.accumulate(self.counts), strict=True))
+        return histogram_samples(name, [*pairs, (math.inf, self.count)], self.sum, self.count)
+
+
+def histogram_samples(
+    name: str, cumulative: Iterable[tuple[float, int]], total: float, count: int
+) -> list[str]:
+    """Prometheus lines for a histogram given ``(le, cumulative count)`` pairs."""
+    samples = [
+        f'{name}_bucket{{le="{"+Inf" if bound == math.inf else bound}"}} {n}'
+        for bound, n in cumulative
+    ]
+    samples += [f"{name}_sum {total}", f"{name}_count {count}"]
+    return samples
 
 
 class Metrics:
@@ -128,14 +135,9 @@ class Metrics:
             metric(f"siogate_{short}", "counter", help_text, [f"siogate_{short} {value}"])
         if hooks is not None:
             name = "siogate_webhook_latency_seconds"
-            samples = [
-                f'{name}_bucket{{le="{"+Inf" if bound == float("inf") else bound}"}} {n}'
-                for bound, n in hooks.cumulative_buckets()
-            ]
-            samples += [
-                f"{name}_sum {hooks.latency_sum_seconds}",
-                f"{name}_count {hooks.latency_count}",
-            ]
+            samples = histogram_samples(
+                name, hooks.cumulative_buckets(), hooks.latency_sum_seconds, hooks.latency_count
+            )
             metric(name, "histogram", "Webhook round-trip time.", samples)
         metric(
             "siogate_api_requests_total",

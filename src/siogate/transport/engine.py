@@ -11,10 +11,10 @@ import asyncio
 import json
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from ..errors import ProtocolError
 from ..hub import Outgoing
+from ..node import Node, new_id
 from ..protocol import engineio
 from ..protocol.engineio import EncodedPacket
 from ..protocol.session import (
@@ -28,9 +28,6 @@ from ..protocol.session import (
 from ..protocol.websocket import accept_key
 from .http import Request, Response, UpgradedProtocol
 from .websocket import WebSocketConnection, frames
-
-if TYPE_CHECKING:
-    from ..node import Node
 
 logger = logging.getLogger("siogate.engine")
 
@@ -161,8 +158,7 @@ class Client:
     def _slow_consumer(self) -> None:
         self.engine.node.metrics.slow_consumer_disconnects_total += 1
         logger.warning("closing %s: outgoing buffer over limit", self.session.sid)
-        self.session.receive_eof(REASON_SLOW_CONSUMER)
-        self._process()
+        self.lose(REASON_SLOW_CONSUMER)
 
     def take_payload(self) -> bytes:
         """Packets for one polling response: at least one, at most ``MAX_PACKETS_PER_POLL``
@@ -190,6 +186,11 @@ class Client:
         self.session.receive_packets(packets)
         self._process()
 
+    def lose(self, reason: str) -> None:
+        """The transport is gone or misbehaved: end the session with ``reason``."""
+        self.session.receive_eof(reason)
+        self._process()
+
     def _process(self) -> None:
         events = self.session.events_received()
         if events:
@@ -203,8 +204,7 @@ class Client:
 
     def on_close(self) -> None:
         self.ws = None
-        self.session.receive_eof(REASON_TRANSPORT_CLOSE)
-        self._process()
+        self.lose(REASON_TRANSPORT_CLOSE)
 
     # Heartbeat: a PING every interval; a missing PONG closes the session.
 
@@ -306,8 +306,6 @@ class EngineServer:
         self._cors = frozenset(options.cors_origins)
 
     def _new_client(self) -> Client:
-        from ..node import new_id
-
         sid = new_id()
         client = Client(self, Session(sid))
         self.clients[sid] = client
@@ -412,10 +410,8 @@ class EngineServer:
                     await waiter
                 except asyncio.CancelledError:
                     # The poll's connection went away: the client is gone.
-                    client.waiter = None
                     if client.ws is None and client.session.state is State.OPEN:
-                        client.session.receive_eof(REASON_TRANSPORT_CLOSE)
-                        client._process()
+                        client.lose(REASON_TRANSPORT_CLOSE)
                     raise
                 finally:
                     client.waiter = None
@@ -428,8 +424,7 @@ class EngineServer:
         try:
             packets = engineio.decode_payload(request.body, max_payload=self.options.max_payload)
         except ProtocolError:
-            client.session.receive_eof(REASON_TRANSPORT_ERROR)
-            client._process()
+            client.lose(REASON_TRANSPORT_ERROR)
             return self._error(request, BAD_REQUEST)
         client.receive_packets(packets)
         return self._text(request, b"ok")
