@@ -192,6 +192,7 @@ class Node:
     # Session events (called by transports)
 
     def handle_events(self, link: Link, events: list[Event]) -> None:
+        """React to session events; the caller flushes the link afterwards."""
         for event in events:
             if isinstance(event, EventReceived):
                 self._on_event(link, event)
@@ -205,7 +206,6 @@ class Node:
             elif isinstance(event, AckReceived):
                 # The gateway sends no events with ack ids; a stray ack is ignored.
                 pass
-        link.flush()
 
     def _on_connect(self, link: Link, event: ConnectRequested) -> None:
         namespace = event.namespace
