@@ -1,0 +1,163 @@
+"""``Client`` (blocking) and ``AsyncClient`` (asyncio): the I/O half of the SDK.
+
+Each public method is one line: build a call with ``_core``, then ``_send`` it.
+``_send`` is the only logic written twice, because one version sleeps and sends
+with blocking calls and the other awaits them; the decisions it makes (retry or
+not, value or exception) are ``BaseClient``'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from types import TracebackType
+from typing import TypeVar, Unpack
+
+import httpx
+
+from siogate.client import _core
+from siogate.client._core import BaseClient, Call, Outcome
+from siogate.client._models import Emit, EmitOptions, RoomInfo, Selector, SocketInfo
+
+__all__ = ["AsyncClient", "Client"]
+
+T = TypeVar("T")
+
+
+class Client(BaseClient[httpx.Client]):
+    """A blocking client of the siogate HTTP API.
+
+    ``Client(url, api_key)``; keyword options: ``jwt_secret`` (for :meth:`token`),
+    ``timeout`` (seconds, or an ``httpx.Timeout``), ``retries`` and ``backoff``
+    (GETs only). One client holds a pool of keep-alive connections and may be
+    shared between threads; close it, or use it as a context manager.
+    """
+
+    def _open(self, headers: dict[str, str]) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers=headers, timeout=self.timeout)
+
+    def _send(self, call: Call[T]) -> T:
+        request = self._request(call)
+        attempt = 0
+        while True:
+            try:
+                outcome: Outcome = self._http.send(request)
+            except httpx.RequestError as exc:
+                outcome = exc
+            delay = self._retry_delay(call, attempt, outcome)
+            if delay is None:
+                return self._result(call, outcome)
+            time.sleep(delay)
+            attempt += 1
+
+    def emit(self, event: str, **options: Unpack[EmitOptions]) -> None:
+        """``POST /v1/emit``: send ``event`` to the selected sockets of a namespace."""
+        self._send(_core.emit_call(event, options))
+
+    def batch(self, emits: Iterable[Emit]) -> int:
+        """``POST /v1/batch``: several emits, validated together, applied in order."""
+        return self._send(_core.batch_call(emits))
+
+    def join(self, room: str, **selector: Unpack[Selector]) -> None:
+        """``POST /v1/join``: add the selected sockets to ``room``."""
+        self._send(_core.select_call("join", room, selector))
+
+    def leave(self, room: str, **selector: Unpack[Selector]) -> None:
+        """``POST /v1/leave``: remove the selected sockets from ``room``."""
+        self._send(_core.select_call("leave", room, selector))
+
+    def disconnect(self, **selector: Unpack[Selector]) -> None:
+        """``POST /v1/disconnect``: disconnect the selected sockets from the namespace."""
+        self._send(_core.select_call("disconnect", None, selector))
+
+    def rooms(self, namespace: str = "/") -> list[RoomInfo]:
+        """``GET /v1/rooms``: the namespace's rooms by name, with their socket counts."""
+        return self._send(_core.rooms_call(namespace))
+
+    def sockets(self, room: str, namespace: str = "/") -> list[SocketInfo]:
+        """``GET /v1/rooms/<room>/sockets``: the sockets in ``room``."""
+        return self._send(_core.sockets_call(room, namespace))
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class AsyncClient(BaseClient[httpx.AsyncClient]):
+    """:class:`Client` for asyncio: the same arguments, and methods to ``await``.
+
+    :meth:`token` makes no request and is not a coroutine. Close the client with
+    ``await client.aclose()``, or use it with ``async with``.
+    """
+
+    def _open(self, headers: dict[str, str]) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=self.timeout)
+
+    async def _send(self, call: Call[T]) -> T:
+        request = self._request(call)
+        attempt = 0
+        while True:
+            try:
+                outcome: Outcome = await self._http.send(request)
+            except httpx.RequestError as exc:
+                outcome = exc
+            delay = self._retry_delay(call, attempt, outcome)
+            if delay is None:
+                return self._result(call, outcome)
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    async def emit(self, event: str, **options: Unpack[EmitOptions]) -> None:
+        """``POST /v1/emit``: send ``event`` to the selected sockets of a namespace."""
+        await self._send(_core.emit_call(event, options))
+
+    async def batch(self, emits: Iterable[Emit]) -> int:
+        """``POST /v1/batch``: several emits, validated together, applied in order."""
+        return await self._send(_core.batch_call(emits))
+
+    async def join(self, room: str, **selector: Unpack[Selector]) -> None:
+        """``POST /v1/join``: add the selected sockets to ``room``."""
+        await self._send(_core.select_call("join", room, selector))
+
+    async def leave(self, room: str, **selector: Unpack[Selector]) -> None:
+        """``POST /v1/leave``: remove the selected sockets from ``room``."""
+        await self._send(_core.select_call("leave", room, selector))
+
+    async def disconnect(self, **selector: Unpack[Selector]) -> None:
+        """``POST /v1/disconnect``: disconnect the selected sockets from the namespace."""
+        await self._send(_core.select_call("disconnect", None, selector))
+
+    async def rooms(self, namespace: str = "/") -> list[RoomInfo]:
+        """``GET /v1/rooms``: the namespace's rooms by name, with their socket counts."""
+        return await self._send(_core.rooms_call(namespace))
+
+    async def sockets(self, room: str, namespace: str = "/") -> list[SocketInfo]:
+        """``GET /v1/rooms/<room>/sockets``: the sockets in ``room``."""
+        return await self._send(_core.sockets_call(room, namespace))
+
+    async def aclose(self) -> None:
+        """Close the pooled connections."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

@@ -1,0 +1,255 @@
+"""The part of the SDK that does no I/O, shared by ``Client`` and ``AsyncClient``.
+
+A public method turns its arguments into a :class:`Call` (method, path, JSON body,
+and how to read the answer); ``BaseClient`` turns a call into an ``httpx.Request``,
+decides whether an outcome is worth another attempt, and turns the final outcome
+into a value or an exception. What is left to the two clients is sending the
+request and sleeping between attempts, the only steps that differ between
+blocking and ``async`` code.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar
+from urllib.parse import quote
+
+import httpx
+
+from siogate._version import __version__
+from siogate.auth import mint_token
+from siogate.client._exceptions import RequestError, RequestTimeout
+from siogate.client._models import Emit, EmitOptions, RoomInfo, Selector, SocketInfo
+from siogate.errors import ApiError, ConfigError
+
+T = TypeVar("T")
+PoolT = TypeVar("PoolT", httpx.Client, httpx.AsyncClient)
+
+Outcome = httpx.Response | httpx.RequestError
+"""What one attempt ends with: an answer of any status, or no answer."""
+
+# Timeouts
+DEFAULT_TIMEOUT = 10.0
+"""Seconds for each of connecting, writing, reading and waiting for a pooled connection."""
+
+# Retries
+DEFAULT_RETRIES = 2
+"""Further attempts of a GET after a failed one; POSTs are never repeated."""
+DEFAULT_BACKOFF = 0.25
+"""Seconds before the first retry; each further retry waits twice as long."""
+RETRY_STATUSES = frozenset({502, 503, 504})
+"""Statuses a proxy or load balancer answers while the gateway is away or restarting."""
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[T]):
+    """One API request, before any I/O, and how to read its ``200`` body."""
+
+    method: Literal["GET", "POST"]
+    path: str
+    parse: Callable[[Any], T]
+    content: bytes | None = None
+    params: Mapping[str, str] | None = None
+
+
+# ------------------------------------------------------------------ building calls
+
+# SDK option name -> API field name. ``except`` is a Python keyword.
+_EMIT_FIELDS = {
+    "event": "event",
+    "data": "data",
+    "args": "args",
+    "rooms": "rooms",
+    "except_": "except",
+    "namespace": "namespace",
+}
+_SELECTOR_FIELDS = {"sockets": "sockets", "rooms": "rooms", "namespace": "namespace"}
+_LIST_FIELDS = frozenset({"args", "rooms", "except", "sockets"})
+
+
+def _encode(body: Mapping[str, Any]) -> bytes:
+    # Refused here rather than by the gateway: NaN and Infinity are not JSON
+    # (ValueError), and neither are bytes or other objects (TypeError).
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def _fields(options: Mapping[str, Any], names: Mapping[str, str], where: str) -> dict[str, Any]:
+    """``options`` with API field names; unknown keys raise as a bad keyword would."""
+    body: dict[str, Any] = {}
+    for key, value in options.items():
+        field = names.get(key)
+        if field is None:
+            raise TypeError(f"{where} got an unexpected keyword argument {key!r}")
+        if field in _LIST_FIELDS:
+            # A str is a Sequence[str]: rooms="news" would become n, e, w, s.
+            if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+                raise TypeError(f"{where}: {key} must be a list, not {type(value).__name__}")
+            value = list(value)
+        body[field] = value
+    return body
+
+
+def emit_call(event: str, options: EmitOptions) -> Call[None]:
+    body = _fields({"event": event, **options}, _EMIT_FIELDS, "emit()")
+    return Call("POST", "/v1/emit", _ok, _encode(body))
+
+
+def batch_call(emits: Iterable[Emit]) -> Call[int]:
+    entries = [_fields(e, _EMIT_FIELDS, f"batch() entry {i}") for i, e in enumerate(emits)]
+    return Call("POST", "/v1/batch", _count, _encode({"emits": entries}))
+
+
+def select_call(
+    action: Literal["join", "leave", "disconnect"], room: str | None, selector: Selector
+) -> Call[None]:
+    body = _fields(selector, _SELECTOR_FIELDS, f"{action}()")
+    if room is not None:
+        body["room"] = room
+    return Call("POST", f"/v1/{action}", _ok, _encode(body))
+
+
+def rooms_call(namespace: str) -> Call[list[RoomInfo]]:
+    return Call("GET", "/v1/rooms", _rooms, params={"namespace": namespace})
+
+
+def sockets_call(room: str, namespace: str) -> Call[list[SocketInfo]]:
+    # Every character is escaped, "/" included: the gateway decodes the segment.
+    path = f"/v1/rooms/{quote(room, safe='')}/sockets"
+    return Call("GET", path, _sockets, params={"namespace": namespace})
+
+
+# ------------------------------------------------------------------ reading answers
+# Each parser may raise KeyError, TypeError or ValueError on a body of the wrong
+# shape; BaseClient turns those into ApiError("unexpected_response").
+
+
+def _ok(payload: Any) -> None:
+    if payload["ok"] is not True:
+        raise ValueError("ok is not true")
+
+
+def _count(payload: Any) -> int:
+    _ok(payload)
+    count = payload["count"]
+    if not isinstance(count, int):
+        raise TypeError("count is not an integer")
+    return count
+
+
+def _rooms(payload: Any) -> list[RoomInfo]:
+    return [RoomInfo(name=str(r["name"]), sockets=int(r["sockets"])) for r in payload["rooms"]]
+
+
+def _sockets(payload: Any) -> list[SocketInfo]:
+    return [
+        SocketInfo(id=str(s["id"]), user=None if s["user"] is None else str(s["user"]))
+        for s in payload["sockets"]
+    ]
+
+
+def _api_error(response: httpx.Response, payload: Any) -> ApiError:
+    status = response.status_code
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("code"), str):
+        return ApiError(status, error["code"], str(error.get("message", "")))
+    kind = response.headers.get("content-type", "no content type")
+    return ApiError(status, "unexpected_response", f"HTTP {status} with a body of {kind}")
+
+
+# ------------------------------------------------------------------ the shared client
+
+
+class BaseClient(ABC, Generic[PoolT]):
+    """Settings, request building, retry policy and answer parsing for both clients."""
+
+    def __init__(
+        self,
+        url: str,
+        api_key: str,
+        *,
+        jwt_secret: str | None = None,
+        # Timeouts
+        timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
+        # Retries
+        retries: int = DEFAULT_RETRIES,
+        backoff: float = DEFAULT_BACKOFF,
+    ) -> None:
+        if retries < 0:
+            raise ValueError("retries must be 0 or more")
+        if backoff < 0:
+            raise ValueError("backoff must be 0 or more")
+        self.url = url.rstrip("/")
+        """The gateway's base URL, as given without a trailing slash."""
+        self.timeout = httpx.Timeout(timeout)
+        self.retries = retries
+        self.backoff = backoff
+        self._jwt_secret = jwt_secret
+        headers = {
+            "Authorization": f"Bearer {api_key}",
+            "Accept": "application/json",
+            "User-Agent": f"siogate-python/{__version__}",
+        }
+        self._http: PoolT = self._open(headers)
+
+    @abstractmethod
+    def _open(self, headers: dict[str, str]) -> PoolT:
+        """The httpx client (connection pool) that sends every request."""
+
+    def __repr__(self) -> str:
+        # The API key stays out of logs and tracebacks.
+        return f"{type(self).__name__}({self.url!r})"
+
+    def token(self, sub: str | None, rooms: Sequence[str] = (), ttl: float = 3600) -> str:
+        """Mint a handshake JWT for a browser: user ``sub``, joining ``rooms`` on connect.
+
+        Needs the client's ``jwt_secret`` (the gateway's ``--jwt-secret``); no
+        request is made. The token expires ``ttl`` seconds from now.
+        """
+        if self._jwt_secret is None:
+            raise ConfigError("token() needs the client's jwt_secret")
+        return mint_token(self._jwt_secret, sub=sub, rooms=rooms, ttl=ttl)
+
+    def _request(self, call: Call[Any]) -> httpx.Request:
+        headers = {"Content-Type": "application/json"} if call.content is not None else None
+        return self._http.build_request(
+            call.method, call.path, params=call.params, content=call.content, headers=headers
+        )
+
+    def _retry_delay(self, call: Call[Any], attempt: int, outcome: Outcome) -> float | None:
+        """Seconds to wait before attempt ``attempt + 1``, or None to stop at ``outcome``.
+
+        Only GETs are repeated. The API has no idempotency key, so a POST whose
+        answer was lost may already have been applied: repeating an emit could
+        deliver it twice, and repeating a join could undo a leave sent meanwhile.
+        """
+        if call.method != "GET" or attempt >= self.retries:
+            return None
+        if isinstance(outcome, httpx.TransportError) or (
+            isinstance(outcome, httpx.Response) and outcome.status_code in RETRY_STATUSES
+        ):
+            return self.backoff * 2.0**attempt
+        return None
+
+    def _result(self, call: Call[T], outcome: Outcome) -> T:
+        """The value of a ``200`` answer; an exception for anything else."""
+        if isinstance(outcome, httpx.RequestError):
+            error = RequestTimeout if isinstance(outcome, httpx.TimeoutException) else RequestError
+            detail = str(outcome) or "no detail"
+            raise error(f"{call.method} {call.path}: {type(outcome).__name__}: {detail}") from (
+                outcome
+            )
+        try:
+            payload = outcome.json()
+        except ValueError:  # not JSON, or not UTF-8
+            payload = None
+        if outcome.status_code != 200:
+            raise _api_error(outcome, payload)
+        try:
+            return call.parse(payload)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ApiError(
+                200, "unexpected_response", f"unexpected body from {call.path}: {exc!r}"
+            ) from None

@@ -1,0 +1,71 @@
+"""The SDK's argument and result types, shaped like the HTTP API's JSON.
+
+Options are ``TypedDict``s rather than keyword arguments with defaults because the
+API tells an absent field from a null one: ``data=None`` sends ``"data": null``
+(the client's handler gets one ``null`` argument), while leaving ``data`` out sends
+an event with no argument at all. A ``TypedDict`` key is either there or not, so no
+sentinel default is needed, and ``Client`` and ``AsyncClient`` share one spelling
+of each option set through ``Unpack``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Required, TypedDict
+
+__all__ = ["Emit", "EmitOptions", "RoomInfo", "Selector", "SocketInfo"]
+
+
+class EmitOptions(TypedDict, total=False):
+    """The optional fields of ``POST /v1/emit``; ``except_`` is sent as ``except``."""
+
+    data: Any
+    """One argument, any JSON value (``None`` included)."""
+    args: Sequence[Any]
+    """Several arguments, one per element. Not together with ``data``."""
+    rooms: Sequence[str]
+    """Target the sockets in any of these rooms; absent: the whole namespace."""
+    except_: Sequence[str]
+    """Leave out the sockets in any of these rooms."""
+    namespace: str
+    """Default ``/``."""
+
+
+class Emit(EmitOptions, total=False):
+    """One entry of :meth:`Client.batch`: an event name plus :class:`EmitOptions`."""
+
+    event: Required[str]
+
+
+class Selector(TypedDict, total=False):
+    """Which sockets ``join``, ``leave`` and ``disconnect`` act on.
+
+    Give exactly one of ``sockets`` and ``rooms``, non-empty.
+    """
+
+    sockets: Sequence[str]
+    """Socket ids; unknown ids are skipped by the gateway."""
+    rooms: Sequence[str]
+    """Select the sockets in any of these rooms."""
+    namespace: str
+    """Default ``/``."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoomInfo:
+    """One entry of ``GET /v1/rooms``."""
+
+    name: str
+    sockets: int
+    """How many sockets of the namespace are in the room."""
+
+
+@dataclass(frozen=True, slots=True)
+class SocketInfo:
+    """One entry of ``GET /v1/rooms/<room>/sockets``."""
+
+    id: str
+    """The Socket.IO socket id (also the name of the socket's own room)."""
+    user: str | None
+    """The handshake token's ``sub``; ``None`` for an anonymous socket."""
