@@ -1,0 +1,347 @@
+/**
+ * The HTTP API client: one method per route, over the global `fetch`.
+ *
+ * Each call is one request, bounded by a deadline (`timeout`) and the caller's
+ * optional `signal`. Only the two GETs are retried: an emit or a room change
+ * that timed out may have been applied already, and sending it again would
+ * deliver the event twice.
+ */
+
+import { SiogateError } from "./errors.js";
+import type { DisconnectBody, EmitBody, EmitTarget, RoomChange, RoomInfo, SocketInfo } from "./types.js";
+
+/** The part of `fetch` the client uses; pass your own to add headers, caching options or tracing. */
+export type FetchLike = (input: string, init: RequestInit) => Promise<Response>;
+
+export interface SiogateOptions {
+  /** The gateway's base URL, e.g. `http://127.0.0.1:8000` (a path prefix is kept). */
+  url: string;
+  /** The gateway's `--api-key`. */
+  apiKey: string;
+  /**
+   * Milliseconds one attempt may take, from sending the request to reading the
+   * whole answer; default 10,000. `0` or `Infinity`: no deadline.
+   */
+  timeout?: number;
+  /** Extra attempts for `rooms()` and `sockets()` after a network error, timeout, 429 or 5xx; default 2. */
+  retries?: number;
+  /** Used instead of the global `fetch`. */
+  fetch?: FetchLike;
+}
+
+/** Per-call options, accepted by every method. */
+export interface RequestOptions {
+  /** Abort the call (and its retries); it then rejects with code `aborted`. */
+  signal?: AbortSignal;
+  /** Overrides the client's `timeout` for this call, in milliseconds. */
+  timeout?: number;
+}
+
+/** Options of the short form `emit(event, data, options)`. */
+export interface EmitOptions extends EmitTarget, RequestOptions {}
+
+/** Options of `rooms()` and `sockets()`. */
+export interface NamespaceOptions extends RequestOptions {
+  /** Default `/`. */
+  namespace?: string;
+}
+
+export interface BatchResult {
+  /** Emits applied: the length of the list sent. */
+  count: number;
+}
+
+/** Default deadline of one attempt, in milliseconds. */
+export const DEFAULT_TIMEOUT = 10_000;
+/** Default number of extra attempts for the idempotent GETs. */
+export const DEFAULT_RETRIES = 2;
+
+// setTimeout fires at once for delays past 2**31 - 1 ms; longer ones mean "none".
+const MAX_TIMER = 2 ** 31 - 1;
+const RETRY_STATUSES = new Set([429, 500, 502, 503, 504]);
+const RETRY_BASE_DELAY = 100;
+const RETRY_MAX_DELAY = 2_000;
+
+type Method = "GET" | "POST";
+
+export class Siogate {
+  readonly url: string;
+  readonly #apiKey: string;
+  readonly #timeout: number;
+  readonly #retries: number;
+  readonly #fetch: FetchLike | undefined;
+
+  constructor(options: SiogateOptions) {
+    const { url, apiKey, timeout = DEFAULT_TIMEOUT, retries = DEFAULT_RETRIES } = options ?? {};
+    if (typeof url !== "string" || !isHttpUrl(url)) {
+      throw new TypeError("url must be an absolute http(s) URL, e.g. http://127.0.0.1:8000");
+    }
+    if (typeof apiKey !== "string" || apiKey.length === 0) throw new TypeError("apiKey must be a non-empty string");
+    checkTimeout(timeout);
+    if (!Number.isInteger(retries) || retries < 0) throw new RangeError("retries must be a non-negative integer");
+    this.url = url.replace(/\/+$/, "");
+    this.#apiKey = apiKey;
+    this.#timeout = timeout;
+    this.#retries = retries;
+    this.#fetch = options.fetch;
+  }
+
+  /**
+   * `POST /v1/emit`: send one event.
+   *
+   * Short form: `emit("news", data, {rooms: ["news"]})` sends `data` as the
+   * event's one argument (leave it `undefined` for none). Full form:
+   * `emit({event: "multi", args: [1, 2], rooms: ["news"]})`, any body the API
+   * takes. Resolves once the gateway has applied the emit.
+   */
+  emit(event: string, data?: unknown, options?: EmitOptions): Promise<void>;
+  emit(body: EmitBody, options?: RequestOptions): Promise<void>;
+  async emit(
+    eventOrBody: string | EmitBody,
+    dataOrOptions?: unknown,
+    options?: EmitOptions,
+  ): Promise<void> {
+    let body: Record<string, unknown>;
+    let request: RequestOptions | undefined;
+    if (typeof eventOrBody === "string") {
+      const { namespace, rooms, except, ...rest } = options ?? {};
+      body = { event: eventOrBody };
+      if (dataOrOptions !== undefined) body["data"] = dataOrOptions;
+      Object.assign(body, defined({ namespace, rooms, except }));
+      request = rest;
+    } else if (typeof eventOrBody === "object" && eventOrBody !== null) {
+      body = { ...eventOrBody };
+      request = dataOrOptions as RequestOptions | undefined;
+    } else {
+      throw new TypeError("emit takes an event name or an emit body");
+    }
+    await this.#request("POST", "/v1/emit", body, request, expectOk);
+  }
+
+  /**
+   * `POST /v1/batch`: several emits, validated together and applied in order.
+   * One bad entry refuses them all (the message names it: `emits[1]: ...`).
+   */
+  async batch(emits: readonly EmitBody[], options?: RequestOptions): Promise<BatchResult> {
+    return this.#request("POST", "/v1/batch", { emits }, options, (value) => {
+      const count = (value as { count?: unknown }).count;
+      return typeof count === "number" ? { count } : undefined;
+    });
+  }
+
+  /** `POST /v1/join`: add the selected sockets to `room`. */
+  async join(body: RoomChange, options?: RequestOptions): Promise<void> {
+    await this.#request("POST", "/v1/join", body, options, expectOk);
+  }
+
+  /** `POST /v1/leave`: remove the selected sockets from `room`. */
+  async leave(body: RoomChange, options?: RequestOptions): Promise<void> {
+    await this.#request("POST", "/v1/leave", body, options, expectOk);
+  }
+
+  /** `POST /v1/disconnect`: disconnect the selected sockets from the namespace. */
+  async disconnect(body: DisconnectBody, options?: RequestOptions): Promise<void> {
+    await this.#request("POST", "/v1/disconnect", body, options, expectOk);
+  }
+
+  /** `GET /v1/rooms`: the namespace's rooms with their socket counts, sorted by name. */
+  async rooms(options?: NamespaceOptions): Promise<RoomInfo[]> {
+    const { namespace, ...request } = options ?? {};
+    return this.#request("GET", `/v1/rooms${query(namespace)}`, undefined, request, (value) => {
+      const rooms = (value as { rooms?: unknown }).rooms;
+      return Array.isArray(rooms) ? (rooms as RoomInfo[]) : undefined;
+    });
+  }
+
+  /** `GET /v1/rooms/<room>/sockets`: the sockets in `room` (a socket id works too). */
+  async sockets(room: string, options?: NamespaceOptions): Promise<SocketInfo[]> {
+    if (typeof room !== "string") throw new TypeError("room must be a string");
+    const { namespace, ...request } = options ?? {};
+    const path = `/v1/rooms/${encodeURIComponent(room)}/sockets${query(namespace)}`;
+    return this.#request("GET", path, undefined, request, (value) => {
+      const sockets = (value as { sockets?: unknown }).sockets;
+      return Array.isArray(sockets) ? (sockets as SocketInfo[]) : undefined;
+    });
+  }
+
+  async #request<T>(
+    method: Method,
+    path: string,
+    body: unknown,
+    options: RequestOptions | undefined,
+    read: (value: object) => T | undefined,
+  ): Promise<T> {
+    const { signal, timeout = this.#timeout } = options ?? {};
+    checkTimeout(timeout);
+    const init: RequestInit = {
+      method,
+      headers: {
+        accept: "application/json",
+        authorization: `Bearer ${this.#apiKey}`,
+        ...(body === undefined ? {} : { "content-type": "application/json" }),
+      },
+    };
+    // Serialised once, before any request: a value JSON cannot hold (a BigInt,
+    // a cycle) throws its TypeError here rather than as a network failure.
+    if (body !== undefined) init.body = JSON.stringify(body);
+
+    const attempts = method === "GET" ? this.#retries + 1 : 1;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.#attempt(method, path, init, signal, timeout, read);
+      } catch (error) {
+        if (attempt >= attempts || !isRetryable(error)) throw error;
+      }
+      await sleep(backoff(attempt), signal, method, path);
+    }
+  }
+
+  async #attempt<T>(
+    method: Method,
+    path: string,
+    init: RequestInit,
+    signal: AbortSignal | undefined,
+    timeout: number,
+    read: (value: object) => T | undefined,
+  ): Promise<T> {
+    if (signal?.aborted) throw aborted(signal, method, path);
+    // One controller per attempt, aborted by the deadline or by the caller's
+    // signal. (AbortSignal.any would do this, but Node 18 lacks it.)
+    const controller = new AbortController();
+    let timedOut = false;
+    const timer =
+      timeout > 0 && timeout <= MAX_TIMER
+        ? setTimeout(() => {
+            timedOut = true;
+            controller.abort();
+          }, timeout)
+        : undefined;
+    const onAbort = (): void => controller.abort();
+    signal?.addEventListener("abort", onAbort, { once: true });
+
+    const fail = (cause: unknown): SiogateError => {
+      if (signal?.aborted) return aborted(signal, method, path);
+      if (timedOut) {
+        return new SiogateError("timeout", `${method} ${path}: no complete answer within ${timeout} ms`, 0, { cause });
+      }
+      return new SiogateError("network_error", `${method} ${path}: ${describe(cause)}`, 0, { cause });
+    };
+
+    try {
+      let response: Response;
+      let text: string;
+      try {
+        const url = this.url + path;
+        const request = { ...init, signal: controller.signal };
+        // The global is looked up on every call, not captured: Next.js and
+        // test tools replace it after this module has loaded.
+        response = await (this.#fetch ? this.#fetch(url, request) : fetch(url, request));
+        // Read inside the deadline: a gateway that sends headers and then
+        // stalls must time out too.
+        text = await response.text();
+      } catch (error) {
+        throw fail(error);
+      }
+      return interpret(response.status, text, method, path, read);
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+    }
+  }
+}
+
+function interpret<T>(
+  status: number,
+  text: string,
+  method: Method,
+  path: string,
+  read: (value: object) => T | undefined,
+): T {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    value = undefined;
+  }
+  if (status >= 200 && status < 300) {
+    const result = typeof value === "object" && value !== null ? read(value) : undefined;
+    if (result === undefined) {
+      throw new SiogateError("invalid_response", `${method} ${path}: HTTP ${status} with an unexpected body`, status);
+    }
+    return result;
+  }
+  const error = (value as { error?: { code?: unknown; message?: unknown } } | undefined)?.error;
+  if (typeof error?.code === "string" && typeof error.message === "string") {
+    return raise(new SiogateError(error.code, error.message, status));
+  }
+  return raise(new SiogateError("http_error", `${method} ${path}: HTTP ${status}`, status));
+}
+
+function raise(error: SiogateError): never {
+  throw error;
+}
+
+function expectOk(value: object): true | undefined {
+  return (value as { ok?: unknown }).ok === true ? true : undefined;
+}
+
+function isRetryable(error: unknown): boolean {
+  if (!(error instanceof SiogateError)) return false;
+  if (error.status === 0) return error.code === "timeout" || error.code === "network_error";
+  return RETRY_STATUSES.has(error.status);
+}
+
+/** Exponential backoff with jitter: about 100, 200, 400 ms ..., at most 2 s. */
+function backoff(attempt: number): number {
+  const ceiling = Math.min(RETRY_BASE_DELAY * 2 ** (attempt - 1), RETRY_MAX_DELAY);
+  return ceiling / 2 + Math.random() * (ceiling / 2);
+}
+
+function sleep(ms: number, signal: AbortSignal | undefined, method: Method, path: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(aborted(signal, method, path));
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      reject(aborted(signal!, method, path));
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+function aborted(signal: AbortSignal, method: Method, path: string): SiogateError {
+  return new SiogateError("aborted", `${method} ${path}: aborted by the caller`, 0, { cause: signal.reason });
+}
+
+function describe(error: unknown): string {
+  // undici reports "fetch failed" and keeps the useful part (ECONNREFUSED ...) in cause.
+  const cause = (error as { cause?: { code?: unknown; message?: unknown } } | undefined)?.cause;
+  const detail = typeof cause?.code === "string" ? cause.code : typeof cause?.message === "string" ? cause.message : "";
+  const message = error instanceof Error ? error.message : String(error);
+  return detail ? `${message} (${detail})` : message;
+}
+
+function query(namespace: string | undefined): string {
+  return namespace === undefined ? "" : `?namespace=${encodeURIComponent(namespace)}`;
+}
+
+function defined(fields: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(fields).filter(([, value]) => value !== undefined));
+}
+
+function checkTimeout(timeout: unknown): asserts timeout is number {
+  if (typeof timeout !== "number" || Number.isNaN(timeout) || timeout < 0) {
+    throw new RangeError("timeout must be a non-negative number of milliseconds (0 or Infinity: none)");
+  }
+}
+
+function isHttpUrl(url: string): boolean {
+  try {
+    return /^https?:$/.test(new URL(url).protocol);
+  } catch {
+    return false;
+  }
+}

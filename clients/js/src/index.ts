@@ -1,0 +1,23 @@
+/**
+ * siogate: the backend SDK for the siogate realtime gateway.
+ *
+ * Everything public is re-exported here; the other modules are private.
+ */
+
+export { Siogate, DEFAULT_RETRIES, DEFAULT_TIMEOUT } from "./client.js";
+export type { BatchResult, EmitOptions, FetchLike, NamespaceOptions, RequestOptions, SiogateOptions } from "./client.js";
+export { SiogateError } from "./errors.js";
+export type { ApiErrorCode, ClientErrorCode, SiogateErrorCode } from "./errors.js";
+export { signToken, DEFAULT_TOKEN_TTL, MAX_CLAIM_LENGTH, MAX_TOKEN_ROOMS } from "./token.js";
+export type { TokenOptions } from "./token.js";
+export { verifyWebhook, SIGNATURE_HEADER } from "./webhook.js";
+export type {
+  BytesLike,
+  DisconnectBody,
+  EmitBody,
+  EmitTarget,
+  RoomChange,
+  RoomInfo,
+  SocketInfo,
+  SocketSelector,
+} from "./types.js";

@@ -1,0 +1,60 @@
+/**
+ * The HTTP API's request and response bodies (docs/http-api.md,
+ * src/siogate/api/schemas.py), field for field.
+ */
+
+/** A secret or a body: text (encoded as UTF-8) or bytes (a Node `Buffer` is a `Uint8Array`). */
+export type BytesLike = string | ArrayBuffer | ArrayBufferView;
+
+/** Where an emit goes. */
+export interface EmitTarget {
+  /** Default `/`. */
+  namespace?: string;
+  /**
+   * Sockets in any of these rooms; absent: every socket of the namespace.
+   * `[]` is refused by the gateway (`invalid_field`), on purpose: a list your
+   * backend computed empty must not reach everyone, so the SDK sends it as is.
+   */
+  rooms?: readonly string[];
+  /** Leave out sockets in any of these rooms. */
+  except?: readonly string[];
+}
+
+/**
+ * One body of `POST /v1/emit`, and one entry of `POST /v1/batch`.
+ *
+ * Give `data` (the client's handler gets one argument) or `args` (one
+ * argument per element), not both; with neither, the event has no arguments.
+ * Values are sent with `JSON.stringify`: the API carries JSON only, no binary.
+ */
+export interface EmitBody extends EmitTarget {
+  event: string;
+  data?: unknown;
+  args?: readonly unknown[];
+}
+
+/** Socket selection of join, leave and disconnect: exactly one of `sockets` and `rooms`, non-empty. */
+export type SocketSelector =
+  | { /** Socket ids; unknown ids are skipped. */ sockets: readonly string[]; rooms?: never }
+  | { /** The sockets in any of these rooms. */ rooms: readonly string[]; sockets?: never };
+
+/** Body of `POST /v1/join` and `POST /v1/leave`. */
+export type RoomChange = { room: string; namespace?: string } & SocketSelector;
+
+/** Body of `POST /v1/disconnect`. */
+export type DisconnectBody = { namespace?: string } & SocketSelector;
+
+/** One entry of `GET /v1/rooms`. */
+export interface RoomInfo {
+  name: string;
+  /** Sockets in the room. */
+  sockets: number;
+}
+
+/** One entry of `GET /v1/rooms/<room>/sockets`. */
+export interface SocketInfo {
+  /** The socket id (also a room name). */
+  id: string;
+  /** The token's `sub`; `null` for an anonymous socket. */
+  user: string | null;
+}
