@@ -2,6 +2,12 @@
 // Node socket.io 4.8 reference server with siogate's contract, for bench/run.py.
 //
 //   JWT_SECRET=... API_KEY=... node server.js --port 8000 [--host 127.0.0.1]
+//   REDIS_URL=redis://127.0.0.1:6390/0 [REDIS_PREFIX=name] ... node server.js --port 8001
+//
+// With REDIS_URL set, every node runs @socket.io/redis-adapter over two node-redis
+// clients (publish, subscribe), so POST /v1/emit on any node reaches matching sockets on
+// every node sharing the Redis server and the prefix (the adapter's `key`, default
+// "socket.io"). The server listens only once both clients are connected.
 //
 // Contract (the subset the benchmark exercises, same names as siogate):
 // - Socket.IO at /socket.io/ (Engine.IO v4, polling + websocket), any namespace.
@@ -32,6 +38,8 @@ function parseArgs(argv) {
     backlog: 1024,
     apiKey: process.env.API_KEY,
     jwtSecret: process.env.JWT_SECRET,
+    redisUrl: process.env.REDIS_URL || "",
+    redisPrefix: process.env.REDIS_PREFIX || "socket.io",
   };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
@@ -41,6 +49,8 @@ function parseArgs(argv) {
     else if (flag === "--backlog") opts.backlog = Number(value);
     else if (flag === "--api-key") opts.apiKey = value;
     else if (flag === "--jwt-secret") opts.jwtSecret = value;
+    else if (flag === "--redis-url") opts.redisUrl = value;
+    else if (flag === "--redis-prefix") opts.redisPrefix = value;
     else throw new Error(`unknown flag ${flag}`);
     i++;
   }
@@ -171,15 +181,6 @@ function onRequest(req, res) {
   });
 }
 
-const httpServer = http.createServer({ keepAliveTimeout: 60_000 }, onRequest);
-const io = new Server(httpServer, {
-  path: "/socket.io/",
-  serveClient: false,
-  pingInterval: 25_000,
-  pingTimeout: 20_000,
-  maxHttpBufferSize: MAX_BODY,
-});
-
 function authenticate(socket, next) {
   const token = socket.handshake.auth && socket.handshake.auth.token;
   if (typeof token !== "string") return next(new Error("missing token"));
@@ -204,16 +205,51 @@ function onConnection(socket) {
   if (joined.length > 0) socket.join(joined);
 }
 
-// "/" always exists, so the catch-all child-namespace pattern never shadows it.
-for (const nsp of [io.of("/"), io.of(/^\/.+$/)]) {
-  nsp.use(authenticate);
-  nsp.on("connection", onConnection);
+// The adapter subscribes in its constructor, so both Redis clients must be connected
+// before the Server (and its namespaces) exist.
+async function redisAdapter() {
+  if (!opts.redisUrl) return undefined;
+  const { createClient } = require("redis");
+  const { createAdapter } = require("@socket.io/redis-adapter");
+  const pubClient = createClient({ url: opts.redisUrl });
+  const subClient = pubClient.duplicate();
+  for (const [name, client] of [["publish", pubClient], ["subscribe", subClient]]) {
+    client.on("error", (err) => process.stderr.write(`redis ${name} client: ${err.message}\n`));
+  }
+  await Promise.all([pubClient.connect(), subClient.connect()]);
+  return createAdapter(pubClient, subClient, { key: opts.redisPrefix });
+}
+
+let io;
+
+async function main() {
+  const httpServer = http.createServer({ keepAliveTimeout: 60_000 }, onRequest);
+  io = new Server(httpServer, {
+    path: "/socket.io/",
+    serveClient: false,
+    pingInterval: 25_000,
+    pingTimeout: 20_000,
+    maxHttpBufferSize: MAX_BODY,
+    adapter: await redisAdapter(),
+  });
+
+  // "/" always exists, so the catch-all child-namespace pattern never shadows it.
+  for (const nsp of [io.of("/"), io.of(/^\/.+$/)]) {
+    nsp.use(authenticate);
+    nsp.on("connection", onConnection);
+  }
+
+  httpServer.listen({ host: opts.host, port: opts.port, backlog: opts.backlog }, () => {
+    const { address, port } = httpServer.address();
+    const mode = opts.redisUrl ? ` (redis adapter, key ${opts.redisPrefix})` : "";
+    process.stderr.write(`node-ref listening on ${address}:${port}${mode}\n`);
+  });
 }
 
 process.on("SIGTERM", () => process.exit(0));
 process.on("SIGINT", () => process.exit(0));
 
-httpServer.listen({ host: opts.host, port: opts.port, backlog: opts.backlog }, () => {
-  const { address, port } = httpServer.address();
-  process.stderr.write(`node-ref listening on ${address}:${port}\n`);
+main().catch((err) => {
+  process.stderr.write(`node-ref failed to start: ${err.stack || err}\n`);
+  process.exit(1);
 });
