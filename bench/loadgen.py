@@ -1,7 +1,10 @@
 """Socket.IO load generator for bench/run.py: one process, raw sockets, one clock.
 
     taskset -c 1 .venv/bin/python bench/loadgen.py fanout --port P --api-key K \\
-        --jwt-secret S --clients 10000
+        --jwt-secret S --clients 10000 [--client-ports PA,PB]
+
+Clients connect to --port, or round-robin over --client-ports (client i to port
+i mod k: several nodes of a cluster); the publisher always posts to --port.
 
 Every client is a plain asyncio Protocol on a TCP socket speaking just enough
 WebSocket (RFC 6455, masked client frames), Engine.IO v4 and Socket.IO v5:
@@ -184,8 +187,8 @@ class CoreMeter:
     core, not always to a process, so heavy traffic shows a little foreign CPU by itself.
     """
 
-    def __init__(self, server_pid: int | None, server_core: int, own_core: int) -> None:
-        self.server_pid = server_pid
+    def __init__(self, server_pids: list[int], server_core: int, own_core: int) -> None:
+        self.server_pids = server_pids
         self.cores = (server_core, own_core)
         self.tck = os.sysconf("SC_CLK_TCK")
 
@@ -201,11 +204,9 @@ class CoreMeter:
         return out
 
     @staticmethod
-    def _ticks(pid: int | None) -> int:
-        if not pid:
-            return 0
+    def _ticks(pids: list[int]) -> int:
         total = 0
-        todo = [pid]
+        todo = list(pids)
         while todo:
             p = todo.pop()
             try:
@@ -219,7 +220,7 @@ class CoreMeter:
         return total
 
     def read(self) -> tuple[dict[int, tuple[int, int]], int, int]:
-        return self._cores(), self._ticks(self.server_pid), self._ticks(os.getpid())
+        return self._cores(), self._ticks(self.server_pids), self._ticks([os.getpid()])
 
     def foreign(self, before: tuple[dict[int, tuple[int, int]], int, int]) -> dict[str, float]:
         """Foreign CPU % per core since `before` (a read())."""
@@ -244,7 +245,7 @@ METER: CoreMeter | None = None
 class Client(asyncio.Protocol):
     __slots__ = (
         "index", "token", "transport", "state", "buf", "last_seq", "ws_key", "frag",
-        "on_done", "t_start", "t_connected", "_host_header", "seen",
+        "on_done", "t_start", "t_connected", "_host_header", "seen", "times",
     )
 
     def __init__(self, index: int, token: str, host_header: bytes,
@@ -256,6 +257,8 @@ class Client(asyncio.Protocol):
         self.buf = b""
         self.last_seq = -1
         self.seen: set[int] = set()
+        # seq -> receive time, kept only where a scenario asks (per-client latency).
+        self.times: dict[int, float] | None = None
         self.ws_key = base64.b64encode(os.urandom(16))
         self.frag: bytearray | None = None
         self.on_done = on_done
@@ -328,6 +331,8 @@ class Client(asyncio.Protocol):
                     ledger.dups += 1
                     continue
                 seen.add(seq)
+                if self.times is not None:
+                    self.times[seq] = now
                 if seq < self.last_seq:
                     # Publishes on different HTTP connections may be applied out of order.
                     ledger.reordered += 1
@@ -460,12 +465,15 @@ class Client(asyncio.Protocol):
             self.transport.abort()
 
 
-async def connect_clients(host: str, port: int, tokens: list[str], inflight: int,
+async def connect_clients(host: str, ports: list[int], tokens: list[str], inflight: int,
                           timeout: float) -> tuple[list[Client], dict[str, Any]]:
-    """Open len(tokens) clients with at most `inflight` handshakes unfinished."""
+    """Open len(tokens) clients with at most `inflight` handshakes unfinished.
+
+    Client i connects to ports[i % len(ports)], so the nodes of a cluster get equal shares.
+    """
     loop = asyncio.get_running_loop()
     n = len(tokens)
-    host_header = f"{host}:{port}".encode()
+    host_headers = [f"{host}:{port}".encode() for port in ports]
     clients: list[Client] = []
     pending = 0
     launched = 0
@@ -498,12 +506,14 @@ async def connect_clients(host: str, port: int, tokens: list[str], inflight: int
     def launch() -> None:
         nonlocal pending, launched
         while launched < n and pending < inflight:
-            client = Client(launched, tokens[launched], host_header, on_done)
+            node = launched % len(ports)
+            client = Client(launched, tokens[launched], host_headers[node], on_done)
             client.t_start = perf()
             clients.append(client)
             launched += 1
             pending += 1
-            fut = asyncio.ensure_future(loop.create_connection(lambda c=client: c, host, port))
+            fut = asyncio.ensure_future(
+                loop.create_connection(lambda c=client: c, host, ports[node]))
             fut.add_done_callback(lambda f, c=client: on_tcp(f, c))
 
     t_first = perf()
@@ -979,6 +989,80 @@ async def scenario_ceiling(args: argparse.Namespace, pub: Publisher) -> dict[str
     }
 
 
+async def scenario_hop(args: argparse.Namespace, pub: Publisher,
+                       clients: list[Client]) -> dict[str, Any]:
+    """Publish -> receive latency per node at a low rate: the cost of the cross-node hop.
+
+    Every client is in one room. After `hop_warmup` uncounted publishes, `hop_rate`
+    publishes a second for `hop_seconds` go to --port (node 0), paced on the clock, so at
+    most one is in flight. Clients of node 0 get them from the node that took the POST,
+    clients of the other nodes through the cluster's broker: the difference is the hop.
+    Latency is from the POST written to the frame received, per delivery.
+    """
+    n = len(clients)
+    k = len(args.client_ports)
+    rooms_json = json.dumps([args.room])
+    pad = "x" * args.pad
+    for client in clients:
+        client.times = {}
+    interval = 1 / args.hop_rate
+    count = args.hop_warmup + round(args.hop_rate * args.hop_seconds)
+    before = METER.read() if METER else None
+    seqs = []
+    t0 = perf()
+    for i in range(count):
+        delay = t0 + i * interval - perf()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        seqs.append(publish_one(pub, pad, rooms_json, n))
+    await wait_until(lambda: all(LEDGER.count[s] >= n for s in seqs), args.deliver_timeout)
+    await pub.drain(5)
+    foreign = METER.foreign(before)["max"] if METER and before else None
+    measured = seqs[args.hop_warmup:]
+    sent = LEDGER.sent
+    per_node = []
+    firsts: list[list[float | None]] = []
+    for node in range(k):
+        mine = [c for c in clients if c.index % k == node]
+        lats = [c.times[s] - sent[s] for c in mine for s in measured if s in c.times]
+        firsts.append([min((c.times[s] for c in mine if s in c.times), default=None)
+                       for s in measured])
+        per_node.append({
+            "port": args.client_ports[node],
+            "clients": len(mine),
+            "deliveries": len(lats),
+            "p50_ms": ms(percentile(lats, 50)),
+            "p90_ms": ms(percentile(lats, 90)),
+            "p99_ms": ms(percentile(lats, 99)),
+            "max_ms": ms(max(lats)) if lats else None,
+        })
+    out: dict[str, Any] = {
+        "clients": n,
+        "nodes": k,
+        "rate_per_s": args.hop_rate,
+        "publishes": len(measured),
+        "warmup": args.hop_warmup,
+        "per_node": per_node,
+        "same_p50_ms": per_node[0]["p50_ms"],
+        "same_p99_ms": per_node[0]["p99_ms"],
+        "missing": sum(LEDGER.expected[s] - LEDGER.count[s] for s in seqs),
+        "foreign_pct": foreign,
+    }
+    if k > 1:
+        other = per_node[1]
+        # Paired: per publish, first arrival on node 1 minus first arrival on node 0.
+        diffs = [b - a for a, b in zip(firsts[0], firsts[1], strict=True)
+                 if a is not None and b is not None]
+        out.update({
+            "other_p50_ms": other["p50_ms"],
+            "other_p99_ms": other["p99_ms"],
+            "hop_p50_ms": round(other["p50_ms"] - per_node[0]["p50_ms"], 2)
+            if other["p50_ms"] is not None and per_node[0]["p50_ms"] is not None else None,
+            "hop_paired_p50_ms": ms(percentile(diffs, 50)),
+        })
+    return out
+
+
 # --- Main -----------------------------------------------------------------------------------
 
 
@@ -991,7 +1075,8 @@ def rooms_for(scenario: str, i: int, args: argparse.Namespace) -> list[str]:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     global METER
     gc.disable()  # no cyclic GC pauses inside timed phases; each run is short-lived
-    METER = CoreMeter(args.server_pid, args.server_core, args.loadgen_core)
+    server_pids = ([args.server_pid] if args.server_pid else []) + args.also_pid
+    METER = CoreMeter(server_pids, args.server_core, args.loadgen_core)
     result: dict[str, Any] = {"scenario": args.scenario, "server_pid": args.server_pid}
     minter = TokenMinter(args.jwt_secret)
     tokens = [minter.mint(f"b{i}", rooms_for(args.scenario, i, args))
@@ -1004,7 +1089,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     phases["connect"] = [perf()]
     cpu0 = cpu_seconds()
     log(f"connecting {args.clients} clients, {args.inflight} handshakes in flight")
-    clients, conn = await connect_clients(args.host, args.port, tokens, args.inflight,
+    clients, conn = await connect_clients(args.host, args.client_ports, tokens, args.inflight,
                                           args.connect_timeout)
     phases["connect"].append(perf())
     conn["loadgen_cpu_s"] = round(cpu_seconds() - cpu0, 3)
@@ -1032,6 +1117,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             result.update(await scenario_throughput(args, pub))
         elif args.scenario == "ceiling":
             result.update(await scenario_ceiling(args, pub))
+        elif args.scenario == "hop":
+            result.update(await scenario_hop(args, pub, clients))
         phases["measure"].append(perf())
         cpu = cpu_seconds() - cpu0
         got = LEDGER.received - recv0
@@ -1058,12 +1145,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    ap.add_argument("scenario", choices=["fanout", "throughput", "connect", "ceiling"])
+    ap.add_argument("scenario", choices=["fanout", "throughput", "connect", "ceiling", "hop"])
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--api-key", required=True)
     ap.add_argument("--jwt-secret", required=True)
     ap.add_argument("--server-pid", type=int, default=None, help="for RSS readings")
+    ap.add_argument("--client-ports", type=lambda s: [int(x) for x in s.split(",")],
+                    default=None, help="spread clients over these ports (default: --port)")
+    ap.add_argument("--also-pid", type=int, action="append", default=[],
+                    help="another process on the server core (a second node, Redis): "
+                    "its CPU is ours, not foreign (repeatable)")
     ap.add_argument("--clients", type=int, default=1000)
     ap.add_argument("--inflight", type=int, default=500, help="handshakes in flight")
     ap.add_argument("--connect-timeout", type=float, default=120.0)
@@ -1090,10 +1182,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     default=[5000, 10000, 15000, 20000, 25000, 30000, 35000, 40000, 45000,
                              50000, 60000, 70000, 80000, 90000, 100000, 120000, 140000],
                     help="delivered msgs/s targets, one per step")
+    # hop
+    ap.add_argument("--hop-rate", type=float, default=20.0, help="publishes per second")
+    ap.add_argument("--hop-seconds", type=float, default=10.0, help="measured seconds")
+    ap.add_argument("--hop-warmup", type=int, default=20, help="uncounted first publishes")
     # connect
     ap.add_argument("--idle-wait", type=float, default=3.0,
                     help="seconds after the last CONNECT ack before reading RSS")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.client_ports is None:
+        args.client_ports = [args.port]
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
