@@ -30,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,9 +123,9 @@ def tree_pids(pid: int) -> list[int]:
     return pids
 
 
-def tree_ticks(pid: int) -> int:
+def tree_ticks(*roots: int) -> int:
     total = 0
-    for p in tree_pids(pid):
+    for p in (p for root in roots for p in tree_pids(root)):
         try:
             with open(f"/proc/{p}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
@@ -135,11 +136,15 @@ def tree_ticks(pid: int) -> int:
 
 
 class CpuSampler(threading.Thread):
-    """Samples both cores and both process trees every `interval` seconds."""
+    """Samples both cores and both sides' process trees every `interval` seconds.
 
-    def __init__(self, server_pid: int, interval: float = 0.5) -> None:
+    The server side is every process on the server core: one server, or the nodes of a
+    cluster and their Redis.
+    """
+
+    def __init__(self, server_pids: list[int], interval: float = 0.5) -> None:
         super().__init__(daemon=True)
-        self.server_pid = server_pid
+        self.server_pids = server_pids
         self.loadgen_pid: int | None = None
         self.interval = interval
         self.stop_event = threading.Event()
@@ -148,24 +153,24 @@ class CpuSampler(threading.Thread):
         # process that exits between samples does not make the delta negative.
         self._last: dict[str, int] = {}
 
-    def _proc_delta(self, key: str, pid: int | None) -> int:
-        if pid is None:
+    def _proc_delta(self, key: str, pids: list[int]) -> int:
+        if not pids:
             return 0
-        now = tree_ticks(pid)
+        now = tree_ticks(*pids)
         prev = self._last.get(key, now)
         self._last[key] = max(now, prev)
         return max(0, now - prev)
 
     def run(self) -> None:
         prev = core_times()
-        self._proc_delta("server", self.server_pid)
+        self._proc_delta("server", self.server_pids)
         t_prev = time.monotonic()
         deadline = t_prev + 3600  # bounded even if never stopped
         while not self.stop_event.wait(self.interval) and time.monotonic() < deadline:
             cur = core_times()
             t_now = time.monotonic()
             if self.loadgen_pid is not None and "loadgen" not in self._last:
-                self._proc_delta("loadgen", self.loadgen_pid)  # baseline
+                self._proc_delta("loadgen", [self.loadgen_pid])  # baseline
             sample: dict[str, float] = {"t": round(t_now, 3), "dt": round(t_now - t_prev, 3)}
             for core in (SERVER_CORE, LOADGEN_CORE):
                 busy = cur[core][0] - prev[core][0]
@@ -174,9 +179,10 @@ class CpuSampler(threading.Thread):
                 sample[f"core{core}_total_ticks"] = total
             elapsed_ticks = (t_now - t_prev) * CLK_TCK
             sample["server_pct"] = round(
-                100 * self._proc_delta("server", self.server_pid) / elapsed_ticks, 1)
+                100 * self._proc_delta("server", self.server_pids) / elapsed_ticks, 1)
             sample["loadgen_pct"] = round(
-                100 * self._proc_delta("loadgen", self.loadgen_pid) / elapsed_ticks, 1)
+                100 * self._proc_delta("loadgen", [self.loadgen_pid] if self.loadgen_pid
+                                       else []) / elapsed_ticks, 1)
             self.samples.append(sample)
             prev, t_prev = cur, t_now
 
@@ -268,80 +274,113 @@ def tail(path: Path, lines: int = 15) -> list[str]:
         return []
 
 
+def start_server(server: str, fill: dict[str, str], log_path: Path,
+                 extra_argv: list[str] | None = None,
+                 extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start `server` pinned to the server core; `fill` has port, api_key, jwt_secret."""
+    spec = SERVERS[server]
+    argv = ["taskset", "-c", str(SERVER_CORE)] + [a.format(**fill) for a in spec.argv]
+    env = dict(os.environ)
+    env.update({k: v.format(**fill) for k, v in spec.env.items()})
+    env.update(extra_env or {})
+    with open(log_path, "wb") as log_file:
+        return subprocess.Popen(argv + (extra_argv or []), stdout=log_file,
+                                stderr=subprocess.STDOUT, env=env, preexec_fn=raise_nofile,
+                                cwd=ROOT)
+
+
+def wait_healthy(proc: subprocess.Popen[bytes], port: int, timeout: float,
+                 log_path: Path) -> str | None:
+    """None once GET /healthz answers 200; else what went wrong."""
+    deadline = time.monotonic() + timeout
+    while not healthy(port):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            return f"server did not become healthy (exit {proc.poll()}): {tail(log_path)}"
+        time.sleep(0.1)
+    return None
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process we started, then SIGKILL after 5 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def run_loadgen(record: dict[str, Any], lg_argv: list[str], sampler: CpuSampler,
+                lg_err: Path, timeout: float) -> None:
+    """Run the load generator under `sampler`; put its result and the CPU into `record`."""
+    sampler.start()
+    t0 = time.monotonic()
+    with open(lg_err, "wb") as err:
+        lg = subprocess.Popen(lg_argv, stdout=subprocess.PIPE, stderr=err,
+                              preexec_fn=raise_nofile, cwd=ROOT)
+        sampler.loadgen_pid = lg.pid
+        try:
+            out, _ = lg.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            lg.kill()
+            out, _ = lg.communicate(timeout=10)
+            record["problems"].append(f"load generator timed out after {timeout}s")
+    sampler.stop_event.set()
+    sampler.join(5)
+    record["wall_s"] = round(time.monotonic() - t0, 1)
+    record["cpu"] = sampler.summary()
+    record["cpu_samples"] = sampler.samples
+    try:
+        record["result"] = json.loads(out.decode().strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        record["problems"].append(f"load generator gave no result (exit {lg.returncode}): "
+                                  f"{tail(lg_err)}")
+    else:
+        # The load generator stamps its phases on the same monotonic clock.
+        for phase, window in (record["result"].get("phases") or {}).items():
+            if len(window) == 2:
+                record[f"cpu_{phase}"] = sampler.summary(window)
+
+
+def log_errors(paths: list[Path]) -> list[str]:
+    """Lines of the servers' logs that look like errors (at most 20)."""
+    errors = [line for path in paths for line in tail(path, 400)
+              if any(w in line for w in ("Traceback", "ERROR", "Error", "Exception"))]
+    return errors[:20]
+
+
 def run_once(server: str, case: Case, rep: int, opts: argparse.Namespace,
              logs: Path) -> dict[str, Any]:
-    spec = SERVERS[server]
     port = free_port()  # a fresh port per run keeps TIME_WAIT sockets of earlier runs apart
     api_key = secrets.token_hex(16)
     jwt_secret = secrets.token_hex(24)  # 48 bytes: no short-secret penalty anywhere
     fill = {"port": str(port), "api_key": api_key, "jwt_secret": jwt_secret}
-    argv = ["taskset", "-c", str(SERVER_CORE)] + [a.format(**fill) for a in spec.argv]
-    env = dict(os.environ)
-    env.update({k: v.format(**fill) for k, v in spec.env.items()})
     record: dict[str, Any] = {"server": server, "case": case.key, "scenario": case.scenario,
                               "clients": case.clients, "rep": rep, "port": port,
                               "problems": []}
     record["quiet"] = wait_quiet(opts.quiet_pct, opts.quiet_timeout)
     log_path = logs / f"{server}-{case.key}-rep{rep}-{port}.log"
     record["server_log"] = str(log_path)
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, env=env,
-                                preexec_fn=raise_nofile, cwd=ROOT)
+    proc = start_server(server, fill, log_path)
     try:
-        deadline = time.monotonic() + opts.start_timeout
-        while not healthy(port):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                record["problems"].append(
-                    f"server did not become healthy (exit {proc.poll()}): {tail(log_path)}")
-                return record
-            time.sleep(0.1)
+        problem = wait_healthy(proc, port, opts.start_timeout, log_path)
+        if problem:
+            record["problems"].append(problem)
+            return record
         time.sleep(0.3)
-        sampler = CpuSampler(proc.pid)
-        sampler.start()
         lg_argv = loadgen_argv(case, port, api_key, jwt_secret, proc.pid, opts)
         lg_err = logs / f"loadgen-{server}-{case.key}-rep{rep}-{port}.log"
-        t0 = time.monotonic()
-        with open(lg_err, "wb") as err:
-            lg = subprocess.Popen(lg_argv, stdout=subprocess.PIPE, stderr=err,
-                                  preexec_fn=raise_nofile, cwd=ROOT)
-            sampler.loadgen_pid = lg.pid
-            try:
-                out, _ = lg.communicate(timeout=opts.run_timeout)
-            except subprocess.TimeoutExpired:
-                lg.kill()
-                out, _ = lg.communicate(timeout=10)
-                record["problems"].append(f"load generator timed out after {opts.run_timeout}s")
-        sampler.stop_event.set()
-        sampler.join(5)
-        record["wall_s"] = round(time.monotonic() - t0, 1)
-        record["cpu"] = sampler.summary()
-        record["cpu_samples"] = sampler.samples
-        try:
-            record["result"] = json.loads(out.decode().strip().splitlines()[-1])
-        except (IndexError, json.JSONDecodeError):
-            record["problems"].append(f"load generator gave no result (exit {lg.returncode}): "
-                                      f"{tail(lg_err)}")
-        else:
-            # The load generator stamps its phases on the same monotonic clock.
-            for phase, window in (record["result"].get("phases") or {}).items():
-                if len(window) == 2:
-                    record[f"cpu_{phase}"] = sampler.summary(window)
+        run_loadgen(record, lg_argv, CpuSampler([proc.pid]), lg_err, opts.run_timeout)
         if proc.poll() is not None:
             record["problems"].append(
                 f"server exited during the run with code {proc.returncode}: {tail(log_path)}")
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_process(proc)
     record["problems"] += result_problems(record.get("result"))
-    errors = [line for line in tail(log_path, 400)
-              if any(w in line for w in ("Traceback", "ERROR", "Error", "Exception"))]
+    errors = log_errors([log_path])
     if errors:
-        record["server_log_errors"] = errors[:20]
+        record["server_log_errors"] = errors
     return record
 
 
@@ -398,6 +437,18 @@ def metric_rows(scenario: str) -> list[tuple[str, str, str]]:
             ("ceiling = 1 / CPU per message, msgs/s", "ceiling_msgs_per_s", "info"),
             ("missing deliveries (sum of reps)", "missing", "sum"),
         ]
+    if scenario == "hop":
+        return [
+            ("same node: POST -> receive p50, ms", "same_p50_ms", "lower"),
+            ("same node: POST -> receive p99, ms", "same_p99_ms", "lower"),
+            ("other node: POST -> receive p50, ms", "other_p50_ms", "lower"),
+            ("other node: POST -> receive p99, ms", "other_p99_ms", "lower"),
+            ("hop: other - same node p50, ms", "hop_p50_ms", "lower"),
+            ("hop: per publish, other - same node, p50, ms", "hop_paired_p50_ms", "lower"),
+            ("missing deliveries (sum of reps)", "missing", "sum"),
+            ("duplicate deliveries (sum of reps)", "duplicates", "sum"),
+            ("server core busy % (measure phase)", "cpu_measure.server_core_busy_pct", "info"),
+        ]
     return [
         ("connects/s (500 in flight, JWT verified)", "connect.rate_per_s", "higher"),
         ("failed handshakes (sum of reps)", "connect.failed", "sum"),
@@ -437,15 +488,19 @@ def fmt(v: Any) -> str:
     return str(v)
 
 
-GOALS = {
-    ("fanout-10000", "isolated_first_ms"): None,
-    ("fanout-10000", "isolated_last_ms"): ("<= 0.5x", lambda r: r <= 0.5),
-    ("throughput", "peak_msgs_s"): (">= 1x", lambda r: r >= 1.0),
-    ("connect", "connect.rate_per_s"): (">= 1x", lambda r: r >= 1.0),
+# (case or scenario, metric) -> (goal text, test, what it tests: the ratio siogate/node,
+# or siogate's own median).
+Goal = tuple[str, Callable[[float], bool], str]
+GOALS: dict[tuple[str, str], Goal] = {
+    ("fanout-10000", "isolated_last_ms"): ("<= 0.5x", lambda r: r <= 0.5, "ratio"),
+    ("throughput", "peak_msgs_s"): (">= 1x", lambda r: r >= 1.0, "ratio"),
+    ("connect", "connect.rate_per_s"): (">= 1x", lambda r: r >= 1.0, "ratio"),
+    ("connect", "kib_per_conn"): ("<= 8 KiB", lambda v: v <= 8, "value"),
 }
 
 
-def summarize(runs: list[dict[str, Any]], servers: list[str]) -> tuple[str, dict[str, Any]]:
+def summarize(runs: list[dict[str, Any]], servers: list[str],
+              goals: dict[tuple[str, str], Goal] = GOALS) -> tuple[str, dict[str, Any]]:
     cases: list[str] = []
     for run in runs:
         if run["case"] not in cases:
@@ -488,13 +543,14 @@ def summarize(runs: list[dict[str, Any]], servers: list[str]) -> tuple[str, dict
             if show_ratio and medians.get(base) and medians.get(contender) is not None \
                     and better in ("lower", "higher"):
                 ratio = medians[contender] / medians[base]
-            goal = GOALS.get((case, path)) or GOALS.get((scenario, path))
+            goal = goals.get((case, path)) or goals.get((scenario, path))
             if show_ratio:
                 row.append("n/a" if ratio is None else f"{ratio:.2f}x")
-                if goal and ratio is not None:
-                    row.append(f"{goal[0]}: {'met' if goal[1](ratio) else 'NOT met'}")
-                elif path == "kib_per_conn" and medians.get(contender) is not None:
-                    row.append(f"<= 8 KiB: {'met' if medians[contender] <= 8 else 'NOT met'}")
+                tested = None
+                if goal is not None:
+                    tested = ratio if goal[2] == "ratio" else medians.get(contender)
+                if goal is not None and tested is not None:
+                    row.append(f"{goal[0]}: {'met' if goal[1](tested) else 'NOT met'}")
                 else:
                     row.append("")
             summary[case][label] = {"medians": medians, "ratio": ratio}
