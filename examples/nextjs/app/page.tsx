@@ -1,0 +1,5 @@
+import LivePanel from "./live-panel";
+
+export default function Home() {
+  return <LivePanel />;
+}
