@@ -8,7 +8,7 @@
  */
 
 import { SiogateError } from "./errors.js";
-import type { DisconnectBody, EmitBody, EmitTarget, RoomChange, RoomInfo, SocketInfo } from "./types.js";
+import type { DisconnectBody, EmitBody, EmitTarget, RoomChange, RoomsListing, SocketsListing } from "./types.js";
 
 /** The part of `fetch` the client uses; pass your own to add headers, caching options or tracing. */
 export type FetchLike = (input: string, init: RequestInit) => Promise<Response>;
@@ -144,24 +144,28 @@ export class Siogate {
     await this.#request("POST", "/v1/disconnect", body, options, expectOk);
   }
 
-  /** `GET /v1/rooms`: the namespace's rooms with their socket counts, sorted by name. */
-  async rooms(options?: NamespaceOptions): Promise<RoomInfo[]> {
+  /**
+   * `GET /v1/rooms`: the namespace's rooms with their socket counts, sorted by
+   * name, as the body the gateway sent: `(await siogate.rooms()).rooms`.
+   */
+  async rooms(options?: NamespaceOptions): Promise<RoomsListing> {
     const { namespace, ...request } = options ?? {};
-    return this.#request("GET", `/v1/rooms${query(namespace)}`, undefined, request, (value) => {
-      const rooms = (value as { rooms?: unknown }).rooms;
-      return Array.isArray(rooms) ? (rooms as RoomInfo[]) : undefined;
-    });
+    return this.#request("GET", `/v1/rooms${query(namespace)}`, undefined, request, (value) =>
+      Array.isArray((value as { rooms?: unknown }).rooms) ? (value as RoomsListing) : undefined,
+    );
   }
 
-  /** `GET /v1/rooms/<room>/sockets`: the sockets in `room` (a socket id works too). */
-  async sockets(room: string, options?: NamespaceOptions): Promise<SocketInfo[]> {
+  /**
+   * `GET /v1/rooms/<room>/sockets`: the sockets in `room` (a socket id works
+   * too), as the body the gateway sent: `(await siogate.sockets("news")).sockets`.
+   */
+  async sockets(room: string, options?: NamespaceOptions): Promise<SocketsListing> {
     if (typeof room !== "string") throw new TypeError("room must be a string");
     const { namespace, ...request } = options ?? {};
     const path = `/v1/rooms/${encodeURIComponent(room)}/sockets${query(namespace)}`;
-    return this.#request("GET", path, undefined, request, (value) => {
-      const sockets = (value as { sockets?: unknown }).sockets;
-      return Array.isArray(sockets) ? (sockets as SocketInfo[]) : undefined;
-    });
+    return this.#request("GET", path, undefined, request, (value) =>
+      Array.isArray((value as { sockets?: unknown }).sockets) ? (value as SocketsListing) : undefined,
+    );
   }
 
   async #request<T>(

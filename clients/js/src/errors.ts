@@ -38,7 +38,8 @@ export type ApiErrorCode =
   | "method_not_allowed"
   | "payload_too_large"
   | "header_too_large"
-  | "internal";
+  | "internal"
+  | "broker_unavailable";
 
 /** `string & {}` keeps editor completion for the known codes while allowing new ones. */
 export type SiogateErrorCode = ApiErrorCode | ClientErrorCode | (string & {});

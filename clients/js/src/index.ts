@@ -16,8 +16,11 @@ export type {
   DisconnectBody,
   EmitBody,
   EmitTarget,
+  ListingStatus,
   RoomChange,
   RoomInfo,
+  RoomsListing,
   SocketInfo,
+  SocketsListing,
   SocketSelector,
 } from "./types.js";

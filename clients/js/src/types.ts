@@ -57,4 +57,26 @@ export interface SocketInfo {
   id: string;
   /** The token's `sub`; `null` for an anonymous socket. */
   user: string | null;
+  /** The gateway node the socket is connected to (gateways with cluster support). */
+  node?: string;
+}
+
+/**
+ * How complete a listing is. Gateways with cluster support add these fields:
+ * a listing gathers the answers of every live node, and `partial` is true when
+ * some did not answer in time (their ids are in `nodes.missing`).
+ */
+export interface ListingStatus {
+  partial?: boolean;
+  nodes?: { answered: number; missing: string[] };
+}
+
+/** Body of `GET /v1/rooms`: rooms sorted by name, each with its socket count. */
+export interface RoomsListing extends ListingStatus {
+  rooms: RoomInfo[];
+}
+
+/** Body of `GET /v1/rooms/<room>/sockets`. */
+export interface SocketsListing extends ListingStatus {
+  sockets: SocketInfo[];
 }

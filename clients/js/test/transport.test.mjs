@@ -1,0 +1,217 @@
+// Timeouts, aborts and retries. The failures come from a small fault-injecting
+// HTTP proxy (node:http) in front of the real gateway: each request it gets
+// takes the next step of its plan (forward to the gateway, reset the
+// connection, answer a status, or stall), so everything that does get through
+// is answered by the gateway itself.
+
+import assert from "node:assert/strict";
+import { once } from "node:events";
+import { createServer } from "node:http";
+import { after, before, beforeEach, describe, test } from "node:test";
+
+import { Siogate, SiogateError } from "siogate";
+
+import { API_KEY, GATEWAY_URL, connectAs, members, uid } from "./helpers.mjs";
+
+class FaultProxy {
+  constructor() {
+    this.plan = [];
+    this.seen = [];
+    this.server = createServer((req, res) => this.#handle(req, res));
+  }
+
+  async start() {
+    this.server.listen(0, "127.0.0.1");
+    await once(this.server, "listening");
+    this.url = `http://127.0.0.1:${this.server.address().port}`;
+  }
+
+  async stop() {
+    this.server.closeAllConnections();
+    this.server.close();
+    await once(this.server, "close");
+  }
+
+  async #handle(req, res) {
+    const chunks = [];
+    for await (const chunk of req) chunks.push(chunk);
+    const step = this.plan.shift() ?? "forward";
+    this.seen.push(`${req.method} ${req.url} ${step}`);
+    if (step === "reset") {
+      req.socket.destroy();
+    } else if (step === "stall") {
+      // Never answer; the connection is closed by stop() or by the client.
+    } else if (step === "stall-body") {
+      res.writeHead(200, { "content-type": "application/json" });
+      res.write('{"rooms":');
+    } else if (step === "html") {
+      res.writeHead(502, { "content-type": "text/html" }).end("<h1>Bad Gateway</h1>");
+    } else if (step.startsWith("status:")) {
+      const status = Number(step.slice("status:".length));
+      res.writeHead(status, { "content-type": "application/json" }).end('{"detail":"proxy"}');
+    } else {
+      const answer = await fetch(GATEWAY_URL + req.url, {
+        method: req.method,
+        headers: { authorization: req.headers.authorization ?? "" },
+        body: req.method === "POST" ? Buffer.concat(chunks) : undefined,
+      });
+      res.writeHead(answer.status, { "content-type": "application/json" }).end(await answer.text());
+    }
+  }
+}
+
+const proxy = new FaultProxy();
+before(() => proxy.start());
+after(() => proxy.stop());
+beforeEach(() => {
+  proxy.plan = [];
+  proxy.seen = [];
+});
+
+function client(options = {}) {
+  return new Siogate({ url: proxy.url, apiKey: API_KEY, ...options });
+}
+
+async function failure(promise) {
+  const error = await promise.then(
+    () => assert.fail("expected the call to reject"),
+    (e) => e,
+  );
+  assert.ok(error instanceof SiogateError, `not a SiogateError: ${error}`);
+  return error;
+}
+
+describe("timeouts", () => {
+  test("no answer within the client's timeout is code timeout, status 0", async () => {
+    proxy.plan = ["stall"];
+    const started = performance.now();
+    const error = await failure(client({ timeout: 200 }).emit("x", 1));
+    const elapsed = performance.now() - started;
+    assert.deepEqual([error.code, error.status], ["timeout", 0]);
+    assert.match(error.message, /POST \/v1\/emit: no complete answer within 200 ms/);
+    assert.ok(elapsed >= 190 && elapsed < 3_000, `took ${elapsed} ms`);
+  });
+
+  test("the deadline covers reading the body, and a per-call timeout overrides the client's", async () => {
+    proxy.plan = ["stall-body"];
+    const error = await failure(client({ timeout: 60_000, retries: 0 }).rooms({ timeout: 200 }));
+    assert.deepEqual([error.code, error.status], ["timeout", 0]);
+  });
+
+  test("timeout 0 means no deadline", async () => {
+    proxy.plan = ["forward"];
+    assert.ok(Array.isArray((await client({ timeout: 0 }).rooms()).rooms));
+  });
+});
+
+describe("abort", () => {
+  test("the caller's signal aborts a pending call with code aborted and its reason as cause", async () => {
+    proxy.plan = ["stall"];
+    const controller = new AbortController();
+    const call = client().emit("x", 1, { signal: controller.signal });
+    setTimeout(() => controller.abort(new Error("user went away")), 100);
+    const error = await failure(call);
+    assert.deepEqual([error.code, error.status], ["aborted", 0]);
+    assert.equal(error.cause.message, "user went away");
+  });
+
+  test("an already aborted signal sends nothing", async () => {
+    const error = await failure(client().rooms({ signal: AbortSignal.abort() }));
+    assert.equal(error.code, "aborted");
+    assert.deepEqual(proxy.seen, []);
+  });
+
+  test("aborting during the backoff between retries stops them", async () => {
+    proxy.plan = ["status:503", "status:503", "status:503"];
+    const controller = new AbortController();
+    const call = client({ retries: 2 }).rooms({ signal: controller.signal });
+    // The first attempt fails at once; the abort lands in the wait before the second.
+    setTimeout(() => controller.abort(), 20);
+    const error = await failure(call);
+    assert.equal(error.code, "aborted");
+    assert.equal(proxy.seen.length, 1);
+  });
+});
+
+describe("retries", () => {
+  test("GETs are retried after a reset, a timeout and a 503, then answered by the gateway", async (t) => {
+    const room = uid("retry");
+    const a = await connectAs(t, uid("u"), { rooms: [room] });
+    proxy.plan = ["reset", "stall", "status:503", "forward"];
+    const listing = await client({ retries: 3, timeout: 300 }).sockets(room);
+    assert.deepEqual(
+      members(listing).map((s) => s.id),
+      [a.id],
+    );
+    assert.equal(proxy.seen.length, 4);
+    assert.ok(proxy.seen.every((line) => line.startsWith(`GET /v1/rooms/${room}/sockets `)));
+  });
+
+  test("the last failure is reported once the retries are spent", async () => {
+    proxy.plan = ["status:503", "status:503", "html"];
+    const error = await failure(client({ retries: 2 }).rooms());
+    assert.deepEqual([error.code, error.status], ["http_error", 502]);
+    assert.equal(proxy.seen.length, 3);
+  });
+
+  test("retries 0 makes one attempt", async () => {
+    proxy.plan = ["status:503"];
+    const error = await failure(client({ retries: 0 }).rooms());
+    assert.deepEqual([error.code, error.status], ["http_error", 503]);
+    assert.equal(proxy.seen.length, 1);
+  });
+
+  test("POSTs are never retried: a lost answer may hide an applied emit", async (t) => {
+    const a = await connectAs(t, uid("u"));
+    const sdk = client({ retries: 5, timeout: 300 });
+    for (const step of ["reset", "stall", "status:503"]) {
+      proxy.plan = Array(5).fill(step);
+      proxy.seen = [];
+      await failure(sdk.emit("x", 1, { rooms: [a.id] }));
+      await failure(sdk.batch([{ event: "x", rooms: [a.id] }]));
+      await failure(sdk.join({ room: "r", sockets: [a.id] }));
+      await failure(sdk.leave({ room: "r", sockets: [a.id] }));
+      await failure(sdk.disconnect({ sockets: ["nobody"] }));
+      assert.equal(proxy.seen.length, 5, `${step}: ${proxy.seen.join(", ")}`);
+    }
+  });
+
+  test("a 2xx answer that is not the API's body is invalid_response", async () => {
+    const sdk = new Siogate({
+      url: proxy.url,
+      apiKey: API_KEY,
+      fetch: async () => new Response("<html>captive portal</html>", { status: 200 }),
+    });
+    const error = await failure(sdk.rooms());
+    assert.deepEqual([error.code, error.status], ["invalid_response", 200]);
+  });
+});
+
+describe("fetch option", () => {
+  test("a custom fetch sees every request, with the key as a bearer token and JSON bodies", async (t) => {
+    const a = await connectAs(t, uid("u"));
+    const requests = [];
+    const sdk = new Siogate({
+      url: GATEWAY_URL,
+      apiKey: API_KEY,
+      fetch: (url, init) => {
+        requests.push({ url, method: init.method, headers: init.headers, body: init.body });
+        return fetch(url, init);
+      },
+    });
+    await sdk.emit("hello", { text: "hi" }, { rooms: [a.id], except: ["user:nobody"], namespace: "/" });
+    assert.deepEqual(await a.next("hello"), [{ text: "hi" }]);
+    assert.deepEqual(requests, [
+      {
+        url: `${GATEWAY_URL}/v1/emit`,
+        method: "POST",
+        headers: {
+          accept: "application/json",
+          authorization: `Bearer ${API_KEY}`,
+          "content-type": "application/json",
+        },
+        body: JSON.stringify({ event: "hello", data: { text: "hi" }, namespace: "/", rooms: [a.id], except: ["user:nobody"] }),
+      },
+    ]);
+  });
+});
