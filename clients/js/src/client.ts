@@ -23,7 +23,7 @@ export interface SiogateOptions {
    * whole answer; default 10,000. `0` or `Infinity`: no deadline.
    */
   timeout?: number;
-  /** Extra attempts for `rooms()` and `sockets()` after a network error, timeout, 429 or 5xx; default 2. */
+  /** Extra attempts for `rooms()` and `sockets()` after a network error, a timeout, 502, 503 or 504; default 2. */
   retries?: number;
   /** Used instead of the global `fetch`. */
   fetch?: FetchLike;
@@ -58,7 +58,9 @@ export const DEFAULT_RETRIES = 2;
 
 // setTimeout fires at once for delays past 2**31 - 1 ms; longer ones mean "none".
 const MAX_TIMER = 2 ** 31 - 1;
-const RETRY_STATUSES = new Set([429, 500, 502, 503, 504]);
+// What a proxy answers while the gateway restarts, and the gateway's own 503
+// when its cluster broker is unreachable. A 500 is a gateway bug: not retried.
+const RETRY_STATUSES = new Set([502, 503, 504]);
 const RETRY_BASE_DELAY = 100;
 const RETRY_MAX_DELAY = 2_000;
 
@@ -179,6 +181,10 @@ export class Siogate {
     checkTimeout(timeout);
     const init: RequestInit = {
       method,
+      // A redirect is not the gateway's answer: following it would turn a POST
+      // into a GET and send the key to wherever it points. It is reported as
+      // unexpected_response instead.
+      redirect: "manual",
       headers: {
         accept: "application/json",
         authorization: `Bearer ${this.#apiKey}`,
@@ -270,7 +276,7 @@ function interpret<T>(
   if (status >= 200 && status < 300) {
     const result = typeof value === "object" && value !== null ? read(value) : undefined;
     if (result === undefined) {
-      throw new SiogateError("invalid_response", `${method} ${path}: HTTP ${status} with an unexpected body`, status);
+      throw new SiogateError("unexpected_response", `${method} ${path}: HTTP ${status} with an unexpected body`, status);
     }
     return result;
   }
@@ -278,7 +284,7 @@ function interpret<T>(
   if (typeof error?.code === "string" && typeof error.message === "string") {
     return raise(new SiogateError(error.code, error.message, status));
   }
-  return raise(new SiogateError("http_error", `${method} ${path}: HTTP ${status}`, status));
+  return raise(new SiogateError("unexpected_response", `${method} ${path}: HTTP ${status}`, status));
 }
 
 function raise(error: SiogateError): never {

@@ -4,15 +4,15 @@
  * Every failed {@link Siogate} call rejects with a `SiogateError`, split by
  * `status`:
  *
- * * `status` > 0: the gateway (or a proxy in front of it) answered with a
- *   non-2xx status. `code` is the gateway's stable code from
- *   `{"error": {"code", "message"}}` (`invalid_field`, `unauthorized`, …, see
- *   docs/http-api.md), or `http_error` when the body was not in that shape.
- * * `status` === 0: no usable answer. `code` is one of
+ * * `status` > 0: an answer was read. `code` is the gateway's stable code
+ *   from `{"error": {"code", "message"}}` (`invalid_field`, `unauthorized`, …,
+ *   see docs/http-api.md), or `unexpected_response` for an answer not in the
+ *   API's shape: a proxy's HTML 502 page, a redirect, a 2xx that is not the
+ *   JSON expected.
+ * * `status` === 0: no answer. `code` is one of
  *   - `timeout`: the call's own deadline (`timeout` option) passed;
  *   - `aborted`: the caller's `signal` was aborted (its reason is `cause`);
- *   - `network_error`: fetch failed (refused, reset, DNS; the fetch error is `cause`);
- *   - `invalid_response`: a 2xx answer whose body was not the JSON expected.
+ *   - `network_error`: fetch failed (refused, reset, DNS; the fetch error is `cause`).
  *
  * Argument mistakes that no request could fix (a non-string event name, a
  * bad `ttl`) throw a plain `TypeError` or `RangeError` instead.
@@ -24,7 +24,7 @@
 const BRAND = Symbol.for("siogate.SiogateError");
 
 /** Codes the SDK sets itself, when there is no gateway error to report. */
-export type ClientErrorCode = "timeout" | "aborted" | "network_error" | "invalid_response" | "http_error";
+export type ClientErrorCode = "timeout" | "aborted" | "network_error" | "unexpected_response";
 
 /** Codes the gateway answers with (docs/http-api.md, "Errors"). */
 export type ApiErrorCode =

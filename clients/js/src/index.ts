@@ -23,4 +23,7 @@ export type {
   SocketInfo,
   SocketsListing,
   SocketSelector,
+  WebhookPayload,
+  WebhookReply,
+  WebhookSocket,
 } from "./types.js";

@@ -80,3 +80,32 @@ export interface RoomsListing extends ListingStatus {
 export interface SocketsListing extends ListingStatus {
   sockets: SocketInfo[];
 }
+
+/** The socket a webhook request is about. */
+export interface WebhookSocket {
+  /** The socket id (also a room name, usable with the HTTP API). */
+  id: string;
+  /** The token's `sub`; `null` for an anonymous socket. */
+  user: string | null;
+}
+
+/**
+ * The parsed body of a webhook request (docs/webhooks.md). Parse it only after
+ * `verifyWebhook` has accepted the raw bytes.
+ */
+export type WebhookPayload =
+  | { type: "connect"; namespace: string; socket: WebhookSocket }
+  | {
+      type: "event";
+      namespace: string;
+      socket: WebhookSocket;
+      event: string;
+      /** The event's arguments; binary values appear as `{"_binary": "<base64>"}`. */
+      args: unknown[];
+    }
+  | { type: "disconnect"; namespace: string; socket: WebhookSocket; reason: string };
+
+/** What a webhook answers to an event: each element of `ack` is one argument of the client's ack. */
+export interface WebhookReply {
+  ack?: unknown[] | null;
+}

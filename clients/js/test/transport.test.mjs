@@ -44,6 +44,8 @@ class FaultProxy {
     } else if (step === "stall-body") {
       res.writeHead(200, { "content-type": "application/json" });
       res.write('{"rooms":');
+    } else if (step === "redirect") {
+      res.writeHead(307, { location: GATEWAY_URL + req.url }).end();
     } else if (step === "html") {
       res.writeHead(502, { "content-type": "text/html" }).end("<h1>Bad Gateway</h1>");
     } else if (step.startsWith("status:")) {
@@ -150,14 +152,14 @@ describe("retries", () => {
   test("the last failure is reported once the retries are spent", async () => {
     proxy.plan = ["status:503", "status:503", "html"];
     const error = await failure(client({ retries: 2 }).rooms());
-    assert.deepEqual([error.code, error.status], ["http_error", 502]);
+    assert.deepEqual([error.code, error.status], ["unexpected_response", 502]);
     assert.equal(proxy.seen.length, 3);
   });
 
   test("retries 0 makes one attempt", async () => {
     proxy.plan = ["status:503"];
     const error = await failure(client({ retries: 0 }).rooms());
-    assert.deepEqual([error.code, error.status], ["http_error", 503]);
+    assert.deepEqual([error.code, error.status], ["unexpected_response", 503]);
     assert.equal(proxy.seen.length, 1);
   });
 
@@ -176,14 +178,31 @@ describe("retries", () => {
     }
   });
 
-  test("a 2xx answer that is not the API's body is invalid_response", async () => {
+  test("a 500 (a gateway bug) and a 4xx are final at once", async () => {
+    for (const step of ["status:500", "status:429", "status:404"]) {
+      proxy.plan = [step, "forward"];
+      proxy.seen = [];
+      const error = await failure(client({ retries: 2 }).rooms());
+      assert.equal(error.status, Number(step.slice("status:".length)));
+      assert.equal(proxy.seen.length, 1, step);
+    }
+  });
+
+  test("redirects are not followed", async () => {
+    proxy.plan = ["redirect"];
+    const error = await failure(client().emit("x", 1));
+    assert.deepEqual([error.code, error.status], ["unexpected_response", 307]);
+    assert.equal(proxy.seen.length, 1);
+  });
+
+  test("a 2xx answer that is not the API's body is unexpected_response", async () => {
     const sdk = new Siogate({
       url: proxy.url,
       apiKey: API_KEY,
       fetch: async () => new Response("<html>captive portal</html>", { status: 200 }),
     });
     const error = await failure(sdk.rooms());
-    assert.deepEqual([error.code, error.status], ["invalid_response", 200]);
+    assert.deepEqual([error.code, error.status], ["unexpected_response", 200]);
   });
 });
 
