@@ -2,6 +2,7 @@
 
 from ._version import __version__
 from .app import Gateway, build
+from .client import AsyncClient, Client, RequestError, RequestTimeout, verify_webhook
 from .config import Settings
 from .errors import (
     ApiError,
@@ -16,16 +17,21 @@ from .handlers import HandlerSocket, Refuse
 
 __all__ = [
     "ApiError",
+    "AsyncClient",
     "AuthError",
+    "Client",
     "ConfigError",
     "Gateway",
     "HandlerSocket",
     "PayloadTooLarge",
     "ProtocolError",
     "Refuse",
+    "RequestError",
+    "RequestTimeout",
     "Settings",
     "SiogateError",
     "WebhookError",
     "__version__",
     "build",
+    "verify_webhook",
 ]
