@@ -1,0 +1,48 @@
+"""A siogate webhook receiver in FastAPI: verify the signature, answer with an ack.
+
+    export SIOGATE_URL=http://127.0.0.1:8000 SIOGATE_API_KEY=... SIOGATE_WEBHOOK_SECRET=...
+    uvicorn examples.webhook_fastapi:app --port 9000
+    siogate serve --webhook-url http://127.0.0.1:9000/siogate
+
+A client's ``socket.emit("echo", x, ack)`` gets ``x`` back; ``socket.emit("join",
+room, ack)`` puts the socket in ``room`` through the HTTP API, then acks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+
+from siogate.client import AsyncClient, verify_webhook
+
+SECRET = os.environ["SIOGATE_WEBHOOK_SECRET"]
+gateway = AsyncClient(os.environ["SIOGATE_URL"], os.environ["SIOGATE_API_KEY"])
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async with gateway:  # closes its connections on shutdown
+        yield
+
+
+app = FastAPI(lifespan=lifespan)
+
+
+@app.post("/siogate")
+async def siogate_webhook(request: Request) -> dict[str, Any]:
+    body = await request.body()  # the raw bytes: the signature covers them exactly
+    if not verify_webhook(body, request.headers.get("x-siogate-signature"), SECRET):
+        raise HTTPException(status_code=401, detail="bad signature")
+    payload = json.loads(body)
+    if payload["type"] != "event":
+        return {}  # connect and disconnect are notifications: nothing to answer
+    if payload["event"] == "join":
+        room = payload["args"][0]
+        await gateway.join(room, sockets=[payload["socket"]["id"]])
+        return {"ack": [{"joined": room}]}
+    return {"ack": payload["args"]}  # each element is one argument of the client's ack
