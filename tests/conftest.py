@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -132,3 +133,84 @@ def start_gateway(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
 def gateway(start_gateway: Callable[..., Gateway]) -> Gateway:
     """A gateway with the test API key and JWT secret, anonymous sockets allowed."""
     return start_gateway("--allow-anonymous")
+
+
+@dataclass
+class RedisServer:
+    """A ``redis-server`` this test run started on a free loopback port."""
+
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        """Start (or restart, on the same port) and wait until it answers PING."""
+        assert self.proc is None or self.proc.poll() is not None
+        cmd = [
+            REDIS_SERVER or "redis-server",
+            "--port", str(self.port), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no",
+        ]  # fmt: skip
+        assert self.log_path is not None
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"redis-server did not start:\n{self.log_path.read_text()}")
+
+    def stop(self) -> None:
+        """Stop it by its PID (SIGTERM, then SIGKILL)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+REDIS_SERVER = shutil.which("redis-server") or (
+    "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
+)
+
+
+def need_redis_server() -> None:
+    """Skip (or, in CI, fail) when redis-server is not installed."""
+    if REDIS_SERVER is None:
+        message = "redis-server is not installed (scripts/test installs Debian's redis-server)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A fresh redis-server for one test (tests may stop and restart it)."""
+    need_redis_server()
+    server = RedisServer(port=free_port(), log_path=tmp_path / "redis.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for a module whose tests only read and publish."""
+    need_redis_server()
+    log = tmp_path_factory.mktemp("redis") / "redis.log"
+    server = RedisServer(port=free_port(), log_path=log)
+    server.start()
+    yield server
+    server.stop()

@@ -16,12 +16,14 @@ from . import handlers as handlers_module
 from .api import Api
 from .auth import JwtVerifier
 from .broker import Broker, MemoryBroker
+from .broker.redis import RedisBroker
 from .config import Settings
 from .errors import ConfigError
 from .hub import Hub
 from .metrics import Metrics
 from .node import Node, NodeOptions
 from .transport.engine import EngineOptions, EngineServer
+from .transport.forward import Forwarder
 from .transport.http import HttpConnection, Request, Response, UpgradedProtocol
 from .webhooks import WebhookDispatcher, WebhookSettings
 
@@ -129,18 +131,21 @@ def build(settings: Settings, *, broker: Broker | None = None) -> Gateway:
             )
         )
         metrics.webhooks = webhooks.stats
+    if broker is None:
+        broker = _broker(settings)
     handlers = handlers_module.load(settings.handlers) if settings.handlers else None
     if settings.auth == "handlers" and (handlers is None or handlers.on_connect is None):
         raise ConfigError("--auth handlers needs handlers with an on_connect method")
     node = Node(
         hub=hub,
-        broker=broker or MemoryBroker(),
+        broker=broker,
         verifier=JwtVerifier(settings.jwt_secret),
         options=NodeOptions(
             allow_anonymous=settings.allow_anonymous,
             verify_tokens=settings.auth == "jwt",
             webhook_per_socket=settings.webhook_per_socket,
             namespaces=settings.namespaces,
+            query_timeout=settings.cluster_timeout / 1000,
         ),
         metrics=metrics,
         webhooks=webhooks,
@@ -156,6 +161,7 @@ def build(settings: Settings, *, broker: Broker | None = None) -> Gateway:
             max_buffer=settings.max_buffer,
             cors_origins=settings.cors_origin,
         ),
+        forwarder=_forwarder(settings, broker),
     )
     metrics.gauge("siogate_sockets", "Sockets connected to this node.", hub.count)
     metrics.gauge("siogate_rooms", "Rooms with members on this node.", hub.room_count)
@@ -163,9 +169,93 @@ def build(settings: Settings, *, broker: Broker | None = None) -> Gateway:
     metrics.gauge(
         "siogate_http_connections", "Open TCP connections.", lambda: len(gateway.connections)
     )
-    api = Api(node, api_key=settings.api_key, namespaces=settings.namespaces)
+    _broker_metrics(metrics, broker)
+    forwarder = engine.forwarder
+    if forwarder is not None:
+        metrics.counter(
+            "siogate_forwarded_requests_total",
+            "Long-polling requests relayed to the node that owns the session.",
+            lambda: forwarder.requests,
+        )
+        metrics.counter(
+            "siogate_forwarded_websockets_total",
+            "WebSocket upgrades relayed to the node that owns the session.",
+            lambda: forwarder.websockets,
+        )
+        metrics.counter(
+            "siogate_forward_failures_total",
+            "Requests for another node's session that could not be relayed (owner gone).",
+            lambda: forwarder.failures,
+        )
+    api = Api(
+        node, api_key=settings.api_key, namespaces=settings.namespaces, cluster=settings.cluster
+    )
     gateway = Gateway(settings=settings, node=node, engine=engine, api=api)
     return gateway
+
+
+def _broker(settings: Settings) -> Broker:
+    if settings.redis_url is None:
+        return MemoryBroker()
+    advertise = settings.advertise_url
+    if advertise is None and settings.port != 0:
+        host = settings.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        elif ":" in host:
+            host = f"[{host}]"
+        advertise = f"http://{host}:{settings.port}"
+    return RedisBroker(
+        settings.redis_url,
+        prefix=settings.redis_prefix,
+        advertise_url=advertise,
+        node_ttl=settings.node_ttl / 1000,
+    )
+
+
+def _forwarder(settings: Settings, broker: Broker) -> Forwarder | None:
+    if not settings.cluster:
+        return None
+    # A relayed long poll may wait a whole ping interval at its owner.
+    timeout = (settings.ping_interval + settings.ping_timeout) / 1000 + 5
+    return Forwarder(broker.node_id, broker.node_url, timeout=timeout)
+
+
+def _broker_metrics(metrics: Metrics, broker: Broker) -> None:
+    stats = broker.stats
+    metrics.gauge(
+        "siogate_broker_connected",
+        "1 while the broker reaches the other nodes (always 1 without Redis).",
+        lambda: int(stats.connected),
+    )
+    metrics.gauge(
+        "siogate_cluster_peers", "Other live nodes seen in the registry.", lambda: stats.peers
+    )
+    metrics.counter(
+        "siogate_broker_reconnects_total",
+        "Reconnections to Redis after an outage.",
+        lambda: stats.reconnects,
+    )
+    metrics.counter(
+        "siogate_broker_publish_failures_total",
+        "Messages Redis did not take (the API answered 503).",
+        lambda: stats.publish_failures,
+    )
+    metrics.counter(
+        "siogate_broker_messages_out_total",
+        "Messages published by this node.",
+        lambda: stats.messages_out,
+    )
+    metrics.counter(
+        "siogate_broker_messages_in_total",
+        "Messages received from other nodes.",
+        lambda: stats.messages_in,
+    )
+    metrics.counter(
+        "siogate_broker_messages_invalid_total",
+        "Messages from the broker ignored as malformed.",
+        lambda: stats.messages_invalid,
+    )
 
 
 def install_event_loop() -> None:

@@ -167,6 +167,38 @@ def main() -> None:
     help="Milliseconds a connection may stay without joining a namespace.",
 )
 @option(
+    "redis_url",
+    metavar="URL",
+    help="Cluster mode: coordinate with the other nodes through this Redis "
+    "(redis://[:password@]host:port/db). Default: one process, in memory.",
+)
+@option(
+    "redis_prefix",
+    default="siogate",
+    show_default=True,
+    help="Prefix of every Redis key and channel (one per cluster sharing a Redis).",
+)
+@option(
+    "advertise_url",
+    metavar="URL",
+    help="Where the other nodes reach this one (forwarded long-polling requests). "
+    "Default: http://HOST:PORT.",
+)
+@option(
+    "node_ttl",
+    type=int,
+    default=5_000,
+    show_default=True,
+    help="Milliseconds after which a silent node counts as gone.",
+)
+@option(
+    "cluster_timeout",
+    type=int,
+    default=1_000,
+    show_default=True,
+    help="Milliseconds a rooms/sockets listing waits for the other nodes.",
+)
+@option(
     "log_level",
     type=click.Choice(LOG_LEVELS),
     default="info",
@@ -174,15 +206,26 @@ def main() -> None:
     help="Logging verbosity.",
 )
 def serve(**values: Any) -> None:
-    """Run the gateway (in-memory, single process)."""
+    """Run the gateway.
+
+    Alone it keeps everything in memory. With --redis-url, several nodes behind one load
+    balancer form a cluster (give them all the same --api-key and --jwt-secret).
+    """
     logging.basicConfig(
         level=values["log_level"].upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     # httpx logs every webhook request at INFO; siogate's own lines say what matters.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     generated = {}
+    if values.get("redis_url"):
+        missing = [k for k in ("api_key", "jwt_secret") if not values.get(k)]
+        if missing:
+            names = " and ".join("--" + k.replace("_", "-") for k in missing)
+            click.echo(f"siogate: cluster mode needs {names}, the same on every node", err=True)
+            sys.exit(EXIT_CONFIG)
     for key in ("api_key", "jwt_secret"):
         if not values.get(key):
             values[key] = generated[key] = secrets.token_urlsafe(32)

@@ -49,6 +49,12 @@ class Settings:
     ping_interval: int = 25_000
     ping_timeout: int = 20_000
     connect_timeout: int = 45_000
+    # Cluster (None: one process, in-memory broker)
+    redis_url: str | None = None
+    redis_prefix: str = "siogate"
+    advertise_url: str | None = None
+    node_ttl: int = 5_000
+    cluster_timeout: int = 1_000
     # Logging
     log_level: LogLevel = "info"
 
@@ -77,8 +83,26 @@ class Settings:
             raise ConfigError(f"auth must be one of {', '.join(AUTH_MODES)}")
         if self.auth == "handlers" and not self.handlers:
             raise ConfigError("auth = handlers needs handlers (module:attr) with an on_connect")
+        if self.redis_url is not None and not self.redis_url.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ConfigError("redis_url must be a redis://, rediss:// or unix:// URL")
+        if not self.redis_prefix or any(c in self.redis_prefix for c in " *?[]"):
+            raise ConfigError("redis_prefix must be non-empty, without spaces or * ? [ ]")
+        if self.advertise_url is not None and not self.advertise_url.startswith(
+            ("http://", "https://")
+        ):
+            raise ConfigError("advertise_url must be an http:// or https:// URL")
+        if self.node_ttl < 1000:
+            raise ConfigError("node_ttl must be at least 1000 milliseconds")
+        if self.cluster_timeout < 1:
+            raise ConfigError("cluster_timeout must be positive")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+
+    @property
+    def cluster(self) -> bool:
+        return self.redis_url is not None
 
     @property
     def namespaces(self) -> frozenset[str] | None:

@@ -72,9 +72,14 @@ class Metrics:
         self.api_requests_total: dict[tuple[str, int], int] = {}
         self.api_latency = Histogram()
         self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
+        self.counters: dict[str, tuple[str, Callable[[], float]]] = {}
 
     def gauge(self, name: str, help_text: str, read: Callable[[], float]) -> None:
         self.gauges[name] = (help_text, read)
+
+    def counter(self, name: str, help_text: str, read: Callable[[], float]) -> None:
+        """A counter kept elsewhere, read when rendering."""
+        self.counters[name] = (help_text, read)
 
     def api_request(self, route: str, status: int, seconds: float) -> None:
         key = (route, status)
@@ -91,6 +96,8 @@ class Metrics:
 
         for name, (help_text, read) in sorted(self.gauges.items()):
             metric(name, "gauge", help_text, [f"{name} {read()}"])
+        for name, (help_text, read) in sorted(self.counters.items()):
+            metric(name, "counter", help_text, [f"{name} {read()}"])
         counters = [
             ("connections_total", "Sockets accepted.", self.connections_total),
             ("connect_refused_total", "Socket CONNECTs refused.", self.connect_refused_total),

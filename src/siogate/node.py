@@ -17,7 +17,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from .auth import ANONYMOUS, Identity, JwtVerifier
-from .broker import Broker, Command, EmitCommand, SocketsCommand
+from .broker import (
+    Answers,
+    Broker,
+    Command,
+    EmitCommand,
+    Query,
+    RoomsQuery,
+    SocketsCommand,
+    SocketsQuery,
+)
 from .errors import AuthError, WebhookError
 from .handlers import Handlers, Refuse, call
 from .hub import Hub, Link, Outgoing, Socket
@@ -62,6 +71,27 @@ class NodeOptions:
     namespaces: frozenset[str] | None = None
     # Webhook calls one socket may have running at once.
     webhook_per_socket: int = 4
+    # Seconds a rooms or sockets listing waits for the other nodes' answers.
+    query_timeout: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """A cluster-wide answer, and how complete it is."""
+
+    nodes: int
+    # Live nodes that did not answer in time (their sockets are not in the answer).
+    missing: tuple[str, ...]
+    # False when the live nodes could not even be counted (the broker is unreachable).
+    complete: bool
+
+    @classmethod
+    def of(cls, answers: Answers) -> Listing:
+        return cls(len(answers.answers), answers.missing, answers.complete)
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.missing) or not self.complete
 
 
 class _Lane:
@@ -170,7 +200,7 @@ class Node:
         self._lanes: dict[Sid, _Lane] = {}
 
     async def start(self) -> None:
-        await self.broker.start(self.apply)
+        await self.broker.start(self.apply, self.answer)
 
     async def close(self) -> None:
         await self.broker.close()
@@ -498,10 +528,40 @@ class Node:
             for socket in targets:
                 self.disconnect_socket(socket, REASON_SERVER_NAMESPACE)
 
-    # Queries (local; the cluster issue extends these across nodes)
+    # Queries: every node answers about its own hub; the asking node merges.
 
-    def rooms(self, namespace: Namespace) -> dict[Room, int]:
-        return self.hub.rooms(namespace)
+    def answer(self, query: Query) -> Any:
+        """This node's part of a cluster-wide query (the broker's query handler)."""
+        if isinstance(query, RoomsQuery):
+            return self.hub.rooms(query.namespace)
+        return [[s.id, s.user] for s in self.hub.select(query.namespace, [query.room])]
 
-    def sockets_in(self, namespace: Namespace, room: Room) -> list[tuple[Sid, UserId | None]]:
-        return [(s.id, s.user) for s in self.hub.select(namespace, [room])]
+    async def rooms(self, namespace: Namespace) -> tuple[dict[Room, int], Listing]:
+        """Rooms of ``namespace`` over all nodes, with summed member counts."""
+        answers = await self.broker.query(RoomsQuery(namespace), self.options.query_timeout)
+        total: dict[Room, int] = {}
+        for node, rooms in answers.answers:
+            if not isinstance(rooms, dict):
+                logger.warning("node %s sent a malformed rooms answer", node)
+                continue
+            for room, n in rooms.items():
+                if isinstance(n, int) and not isinstance(n, bool):
+                    total[Room(room)] = total.get(Room(room), 0) + n
+        return total, Listing.of(answers)
+
+    async def sockets_in(
+        self, namespace: Namespace, room: Room
+    ) -> tuple[list[tuple[Sid, UserId | None, str]], Listing]:
+        """Sockets in ``room`` over all nodes: (id, user, node id)."""
+        query = SocketsQuery(namespace, room)
+        answers = await self.broker.query(query, self.options.query_timeout)
+        found: list[tuple[Sid, UserId | None, str]] = []
+        for node, sockets in answers.answers:
+            if not isinstance(sockets, list):
+                logger.warning("node %s sent a malformed sockets answer", node)
+                continue
+            for entry in sockets:
+                match entry:
+                    case [str(sid), str() | None as user]:
+                        found.append((Sid(sid), None if user is None else UserId(user), node))
+        return found, Listing.of(answers)

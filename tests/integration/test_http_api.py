@@ -17,17 +17,16 @@ import json
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from functools import partial
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import pytest
 import socketio
+from sioclient import WAIT, Recorder, uid
 
 from conftest import Gateway, spawn_gateway
 
-WAIT = 5.0  # seconds for one delivery
 # python-engineio's client refuses a polling payload of more than 16 packets
 # (engineio.payload.Payload.max_decode_packets), and the gateway may coalesce a burst
 # into one payload; so a polling client is sent at most this many events in a row.
@@ -49,86 +48,6 @@ V1_PATHS = {
     "/v1/rooms": "get",
     "/v1/rooms/{room}/sockets": "get",
 }
-
-
-def uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-# ---------------------------------------------------------------- clients
-
-
-class Recorder:
-    """A python-socketio ``AsyncClient`` that keeps every event it receives, in order."""
-
-    def __init__(
-        self, url: str, *, auth: dict[str, Any] | None, namespaces: list[str], transports: list[str]
-    ) -> None:
-        self.url = url
-        self.auth = auth
-        self.namespaces = namespaces
-        self.transports = transports
-        self.sio = socketio.AsyncClient(reconnection=False)
-        self.events: list[tuple[str, str, list[Any]]] = []  # (namespace, event, args)
-        self.disconnects: list[tuple[str, Any]] = []  # (namespace, reason)
-        self._changed = asyncio.Event()
-        for ns in namespaces:
-            self.sio.on("*", partial(self._on_event, ns), namespace=ns)
-            self.sio.on("disconnect", partial(self._on_disconnect, ns), namespace=ns)
-
-    async def _on_event(self, ns: str, event: str, *args: Any) -> None:
-        self.events.append((ns, event, list(args)))
-        self._changed.set()
-
-    async def _on_disconnect(self, ns: str, reason: Any = None) -> None:
-        self.disconnects.append((ns, reason))
-        self._changed.set()
-
-    async def connect(self) -> Recorder:
-        await self.sio.connect(
-            self.url,
-            auth=self.auth,
-            namespaces=self.namespaces,
-            transports=self.transports,
-            wait_timeout=WAIT,
-        )
-        return self
-
-    def sid(self, namespace: str = "/") -> str:
-        sid = self.sio.get_sid(namespace)
-        assert sid, f"not connected to {namespace}"
-        return sid
-
-    def received(self, event: str, namespace: str = "/") -> list[list[Any]]:
-        return [args for ns, ev, args in self.events if ev == event and ns == namespace]
-
-    async def until(self, done: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-        async def wait() -> None:
-            while not done():
-                self._changed.clear()
-                await self._changed.wait()
-
-        try:
-            await asyncio.wait_for(wait(), timeout)
-        except TimeoutError:
-            raise AssertionError(f"{what} within {timeout}s; saw {self.events}") from None
-
-    async def wait_event(self, event: str, namespace: str = "/", count: int = 1) -> list[Any]:
-        """The args of the ``count``-th ``event`` received on ``namespace``."""
-        await self.until(
-            lambda: len(self.received(event, namespace)) >= count,
-            f"no {count}x {event!r} on {namespace}",
-        )
-        return self.received(event, namespace)[count - 1]
-
-    async def wait_disconnect(self) -> tuple[str, Any]:
-        await self.until(lambda: bool(self.disconnects), "no disconnect")
-        return self.disconnects[0]
-
-    async def close(self) -> None:
-        if self.sio.connected:
-            await self.sio.disconnect()
-        await self.sio.shutdown()
 
 
 Connect = Callable[..., Awaitable[Recorder]]

@@ -30,6 +30,22 @@ _ERRORS = {
     "400": {"description": "Invalid request", **_json(_ref("Error"))},
     "401": {"description": "Missing or wrong API key", **_json(_ref("Error"))},
     "413": {"description": "Body larger than --max-payload", **_json(_ref("Error"))},
+    "503": {
+        "description": "Cluster mode: Redis did not take the command (applied nowhere; retry)",
+        **_json(_ref("Error")),
+    },
+}
+
+# Listings are cluster-wide; these say whether every live node answered in time.
+_LISTING = {
+    "partial": {"type": "boolean"},
+    "nodes": {
+        "type": "object",
+        "properties": {
+            "answered": {"type": "integer"},
+            "missing": {"type": "array", "items": {"type": "string"}},
+        },
+    },
 }
 
 
@@ -154,7 +170,8 @@ def openapi_document() -> dict[str, Any]:
                                                     "sockets": {"type": "integer"},
                                                 },
                                             },
-                                        }
+                                        },
+                                        **_LISTING,
                                     },
                                 }
                             ),
@@ -185,9 +202,11 @@ def openapi_document() -> dict[str, Any]:
                                                 "properties": {
                                                     "id": {"type": "string"},
                                                     "user": {"type": ["string", "null"]},
+                                                    "node": {"type": "string"},
                                                 },
                                             },
-                                        }
+                                        },
+                                        **_LISTING,
                                     },
                                 }
                             ),

@@ -10,8 +10,9 @@ from typing import Any
 from urllib.parse import unquote
 
 from ..auth import check_bearer
+from ..broker import BrokerUnavailable
 from ..errors import ApiError
-from ..node import Node
+from ..node import Listing, Node
 from ..transport.http import Request, Response
 from ..types import Namespace, Room
 from . import schemas
@@ -34,8 +35,16 @@ def json_response(
 class Api:
     """Serves every path outside ``/socket.io/``."""
 
-    def __init__(self, node: Node, *, api_key: str, namespaces: frozenset[str] | None) -> None:
+    def __init__(
+        self,
+        node: Node,
+        *,
+        api_key: str,
+        namespaces: frozenset[str] | None,
+        cluster: bool = False,
+    ) -> None:
         self.node = node
+        self._cluster = cluster
         self._api_key = api_key
         self._namespaces = namespaces
         # path -> {method: (handler, needs the API key)}
@@ -86,6 +95,9 @@ class Api:
             return route, await handler(request)
         except ApiError as exc:
             return route, json_response(exc.status, exc.to_json())
+        except BrokerUnavailable as exc:
+            error = ApiError(503, "broker_unavailable", str(exc))
+            return route, json_response(503, error.to_json(), [("retry-after", "1")])
         except RecursionError:
             # Parsed, but too deep to encode again at the depth the emit path runs at.
             error = ApiError(400, "invalid_json", "request body is nested too deeply")
@@ -94,7 +106,22 @@ class Api:
     # Handlers
 
     async def _health(self, request: Request) -> Response:
-        return json_response(200, {"status": "ok"})
+        # 200 either way: a node cut off from Redis still serves its own sockets, and a
+        # balancer that pulled every such node would turn a Redis outage into a full one.
+        broker = self.node.broker
+        stats = broker.stats
+        body: dict[str, Any] = {
+            "status": "ok" if stats.connected else "degraded",
+            "node": broker.node_id,
+        }
+        if self._cluster:
+            body["broker"] = {
+                "connected": stats.connected,
+                "since": stats.since,
+                "error": stats.error,
+                "peers": stats.peers,
+            }
+        return json_response(200, body)
 
     async def _metrics(self, request: Request) -> Response:
         text = self.node.metrics.render().encode()
@@ -136,9 +163,9 @@ class Api:
 
     async def _rooms(self, request: Request) -> Response:
         ns = self._query_namespace(request)
-        rooms = self.node.rooms(ns)
-        listing = [{"name": name, "sockets": n} for name, n in sorted(rooms.items())]
-        return json_response(200, {"rooms": listing})
+        rooms, listing = await self.node.rooms(ns)
+        items = [{"name": name, "sockets": n} for name, n in sorted(rooms.items())]
+        return json_response(200, {"rooms": items, **_listing_json(listing)})
 
     async def _room_sockets(self, request: Request) -> Response:
         ns = self._query_namespace(request)
@@ -148,6 +175,13 @@ class Api:
         except UnicodeDecodeError:
             raise schemas.bad("room must be percent-encoded UTF-8") from None
         room = Room(schemas.name(decoded, "room"))
-        sockets = self.node.sockets_in(ns, room)
-        listing = [{"id": sid, "user": user} for sid, user in sockets]
-        return json_response(200, {"sockets": listing})
+        sockets, listing = await self.node.sockets_in(ns, room)
+        items = [{"id": sid, "user": user, "node": node} for sid, user, node in sockets]
+        return json_response(200, {"sockets": items, **_listing_json(listing)})
+
+
+def _listing_json(listing: Listing) -> dict[str, Any]:
+    return {
+        "partial": listing.partial,
+        "nodes": {"answered": listing.nodes, "missing": list(listing.missing)},
+    }

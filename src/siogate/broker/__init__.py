@@ -1,6 +1,33 @@
 """Delivery of commands to every node: an interface with in-memory and Redis implementations."""
 
-from .base import Broker, Command, EmitCommand, MessageHandler, SocketsCommand
+from .base import (
+    Answers,
+    Broker,
+    BrokerStats,
+    BrokerUnavailable,
+    Command,
+    EmitCommand,
+    MessageHandler,
+    Query,
+    QueryHandler,
+    RoomsQuery,
+    SocketsCommand,
+    SocketsQuery,
+)
 from .memory import MemoryBroker
 
-__all__ = ["Broker", "Command", "EmitCommand", "MemoryBroker", "MessageHandler", "SocketsCommand"]
+__all__ = [
+    "Answers",
+    "Broker",
+    "BrokerStats",
+    "BrokerUnavailable",
+    "Command",
+    "EmitCommand",
+    "MemoryBroker",
+    "MessageHandler",
+    "Query",
+    "QueryHandler",
+    "RoomsQuery",
+    "SocketsCommand",
+    "SocketsQuery",
+]

@@ -1,8 +1,10 @@
 """The broker contract.
 
 A broker carries commands from the node that received them (through the HTTP API) to
-every node, the sender included. It never looks at sockets: each node hands it a
-:data:`MessageHandler` that applies the commands to its own hub.
+every node, the sender included, and asks every node a question (which rooms, which
+sockets) on behalf of one. It never looks at sockets: each node hands it a
+:data:`MessageHandler` that applies commands to its own hub and a :data:`QueryHandler`
+that answers questions about it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from ..errors import SiogateError
 from ..types import Namespace, Room, Sid
 
 
@@ -42,14 +45,83 @@ MessageHandler = Callable[[Sequence[Command]], None]
 """Applies commands to the local hub, in order."""
 
 
+@dataclass(frozen=True, slots=True)
+class RoomsQuery:
+    """Rooms of ``namespace`` with their member counts."""
+
+    namespace: Namespace
+
+
+@dataclass(frozen=True, slots=True)
+class SocketsQuery:
+    """Sockets of ``namespace`` in ``room``, as ``[id, user]`` pairs."""
+
+    namespace: Namespace
+    room: Room
+
+
+Query = RoomsQuery | SocketsQuery
+
+QueryHandler = Callable[[Query], Any]
+"""Answers a query about the local hub with a JSON-safe value."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answers:
+    """What the nodes answered to one query."""
+
+    # (node id, answer) for each node that answered in time, this node first.
+    answers: list[tuple[str, Any]]
+    # Nodes known to be alive that did not answer in time.
+    missing: tuple[str, ...] = ()
+    # False when the set of live nodes could not be read (the broker is unreachable).
+    complete: bool = True
+
+
+class BrokerUnavailable(SiogateError):
+    """The broker cannot reach the other nodes; nothing was published."""
+
+
+@dataclass(slots=True)
+class BrokerStats:
+    """Health and counters a broker reports (read by ``/healthz`` and ``/metrics``)."""
+
+    connected: bool = True
+    # Why the broker is disconnected, while it is.
+    error: str | None = None
+    # Unix time of the last change of ``connected``.
+    since: float = 0.0
+    reconnects: int = 0
+    publish_failures: int = 0
+    messages_out: int = 0
+    messages_in: int = 0
+    messages_invalid: int = 0
+    # Other nodes seen alive at the last heartbeat.
+    peers: int = 0
+
+
 class Broker(Protocol):
     """Carries command batches to every node; a batch keeps its order on each node."""
 
-    async def start(self, handler: MessageHandler) -> None:
-        """Begin delivering published batches to ``handler``."""
+    # This node's id: a short token, unique in the cluster.
+    node_id: str
+    stats: BrokerStats
+
+    async def start(self, handler: MessageHandler, answer: QueryHandler) -> None:
+        """Begin delivering published batches to ``handler`` and queries to ``answer``."""
 
     async def publish(self, commands: Sequence[Command]) -> None:
-        """Send one batch to all nodes. Returns once the local node has applied it."""
+        """Send one batch to all nodes. Returns once the local node has applied it.
+
+        Raises :class:`BrokerUnavailable` when the batch could not be handed on; it has
+        then been applied nowhere, so the caller may retry.
+        """
+
+    async def query(self, query: Query, timeout: float) -> Answers:
+        """Ask every live node, this one included; wait at most ``timeout`` seconds."""
+
+    async def node_url(self, node_id: str) -> str | None:
+        """The URL another node advertises (for forwarding requests), if it is alive."""
 
     async def close(self) -> None:
         """Stop delivering and release connections."""

@@ -26,6 +26,7 @@ from ..protocol.session import (
     State,
 )
 from ..protocol.websocket import accept_key
+from .forward import Forwarder
 from .http import Request, Response, UpgradedProtocol
 from .websocket import WebSocketConnection, frames
 
@@ -295,9 +296,15 @@ class _Probe:
 class EngineServer:
     """Serves ``/socket.io/``: handshakes, polling requests and WebSocket upgrades."""
 
-    def __init__(self, node: Node, options: EngineOptions) -> None:
+    def __init__(
+        self, node: Node, options: EngineOptions, forwarder: Forwarder | None = None
+    ) -> None:
         self.node = node
         self.options = options
+        # Cluster mode: session ids start with this node's id, and requests for the
+        # sessions of other nodes are relayed to them.
+        self.forwarder = forwarder
+        self._sid_prefix = forwarder.node_id if forwarder is not None else ""
         self.ping_interval = options.ping_interval / 1000
         self.ping_timeout = options.ping_timeout / 1000
         self.connect_timeout = options.connect_timeout / 1000
@@ -306,7 +313,7 @@ class EngineServer:
         self._cors = frozenset(options.cors_origins)
 
     def _new_client(self) -> Client:
-        sid = new_id()
+        sid = self._sid_prefix + new_id()
         client = Client(self, Session(sid))
         self.clients[sid] = client
         return client
@@ -373,12 +380,22 @@ class EngineServer:
             return self._handshake_polling(request)
         client = self.clients.get(sid)
         if client is None:
-            return self._error(request, UNKNOWN_SID)
+            return await self._elsewhere(request)
         if request.method == "GET":
             return await self._poll(request, client)
         if request.method == "POST":
             return self._post(request, client)
         return self._error(request, BAD_REQUEST)
+
+    async def _elsewhere(self, request: Request) -> Response:
+        """A request for a session this node does not have: its owner's answer, if any."""
+        owner = self.forwarder.owner(request) if self.forwarder is not None else None
+        if owner is not None:
+            assert self.forwarder is not None
+            response = await self.forwarder.forward(request, owner)
+            if response is not None:
+                return response
+        return self._error(request, UNKNOWN_SID)
 
     def _text(self, request: Request, body: bytes) -> Response:
         return Response(
@@ -453,7 +470,11 @@ class EngineServer:
         if sid is not None:
             client = self.clients.get(sid)
             if client is None:
-                return self._error(request, UNKNOWN_SID)
+                owner = self.forwarder.owner(request) if self.forwarder is not None else None
+                if owner is None:
+                    return self._error(request, UNKNOWN_SID)
+                assert self.forwarder is not None
+                return self.forwarder.relay_upgrade(request, transport, owner)
         transport.write(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
             b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
@@ -496,3 +517,5 @@ class EngineServer:
         """Server shutdown: close every session with a CLOSE packet."""
         for client in list(self.clients.values()):
             client.close(REASON_SERVER_SHUTDOWN)
+        if self.forwarder is not None:
+            await self.forwarder.aclose()

@@ -1,0 +1,412 @@
+"""The Redis broker: nodes of one cluster exchange commands and queries over pub/sub.
+
+Channels (``<prefix>`` is ``--redis-prefix``, so several clusters can share a Redis):
+
+* ``<prefix>:commands``: command batches published through any node; every node
+  subscribes and applies them (skipping its own, which it applied itself).
+* ``<prefix>:queries`` and ``<prefix>:answers:<node>``: a query goes to every node, each
+  answers on the asking node's own channel.
+
+Live nodes are kept in the sorted set ``<prefix>:nodes`` (member: node id, score: the
+Redis time at which its registration expires) and ``<prefix>:node:<id>`` (what it
+advertises, with the same expiry). Each node renews both every third of the TTL.
+
+Pub/sub is at most once: a node that is disconnected from Redis misses what is published
+meanwhile. A publish that Redis did not take is reported to the caller
+(:class:`BrokerUnavailable`) and applied nowhere, so it can be retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import secrets
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from . import wire
+from .base import (
+    Answers,
+    Broker,
+    BrokerStats,
+    BrokerUnavailable,
+    Command,
+    MessageHandler,
+    Query,
+    QueryHandler,
+)
+
+logger = logging.getLogger("siogate.broker")
+
+# Seconds between reconnection attempts: doubled after each failure, with jitter.
+BACKOFF_MIN = 0.1
+BACKOFF_MAX = 5.0
+# Seconds a Redis round trip may take before the connection counts as failed.
+SOCKET_TIMEOUT = 2.0
+# Seconds to wait in start() for the first subscription (the node serves meanwhile anyway).
+START_WAIT = 3.0
+# Seconds a node's advertised URL is cached by the others.
+URL_CACHE_SECONDS = 2.0
+
+_Outgoing = tuple[str, bytes, Sequence[Command] | None, asyncio.Future[None] | None]
+
+
+class _Pending:
+    """Answers to one query, as they arrive."""
+
+    __slots__ = ("expected", "answers", "complete")
+
+    def __init__(self, expected: set[str]) -> None:
+        self.expected = expected
+        self.answers: dict[str, Any] = {}
+        self.complete = asyncio.Event()
+
+    def add(self, node: str, answer: Any) -> None:
+        if node in self.answers:
+            return
+        self.answers[node] = answer
+        if self.expected <= self.answers.keys():
+            self.complete.set()
+
+
+class RedisBroker:
+    """A :class:`~siogate.broker.base.Broker` on Redis (or Valkey) pub/sub."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "siogate",
+        advertise_url: str | None = None,
+        node_ttl: float = 5.0,
+        node_id: str | None = None,
+    ) -> None:
+        self.node_id = node_id or secrets.token_hex(4)
+        self.stats = BrokerStats(connected=False, error="not started", since=time.time())
+        self._url = url
+        self._prefix = prefix
+        self._advertise_url = advertise_url
+        self._ttl = node_ttl
+        self._own = wire.prefix(self.node_id)
+        self._commands_channel = f"{prefix}:commands"
+        self._queries_channel = f"{prefix}:queries"
+        self._answers_channel = self._answers_of(self.node_id)
+        self._nodes_key = f"{prefix}:nodes"
+        self._handler: MessageHandler | None = None
+        self._answer: QueryHandler | None = None
+        self._redis: Redis | None = None
+        self._outbox: list[_Outgoing] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pending: dict[str, _Pending] = {}
+        self._subscribed = asyncio.Event()
+        self._sub_ok = False
+        self._pub_ok = False
+        self._was_connected = False
+        self._urls: dict[str, tuple[float, str | None]] = {}
+
+    def _answers_of(self, node: str) -> str:
+        return f"{self._prefix}:answers:{node}"
+
+    def _node_key(self, node: str) -> str:
+        return f"{self._prefix}:node:{node}"
+
+    def _client(self) -> Redis:
+        return Redis.from_url(
+            self._url,
+            socket_timeout=SOCKET_TIMEOUT,
+            socket_connect_timeout=SOCKET_TIMEOUT,
+            socket_keepalive=True,
+            # Failures are reported at once; the loops below reconnect with backoff.
+            retry=Retry(NoBackoff(), 0),
+        )
+
+    # Lifecycle
+
+    async def start(self, handler: MessageHandler, answer: QueryHandler) -> None:
+        self._handler = handler
+        self._answer = answer
+        self._redis = self._client()
+        self._tasks = [
+            asyncio.create_task(self._subscribe_forever(), name="siogate-redis-subscriber"),
+            asyncio.create_task(self._heartbeat_forever(), name="siogate-redis-heartbeat"),
+        ]
+        try:
+            await asyncio.wait_for(self._subscribed.wait(), START_WAIT)
+        except TimeoutError:
+            logger.warning(
+                "Redis at %s is not reachable yet (%s); serving local sockets, retrying",
+                self._url,
+                self.stats.error,
+            )
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._writer, SOCKET_TIMEOUT)
+        if self._redis is not None:
+            # Leave the registry at once rather than when the TTL runs out.
+            with contextlib.suppress(RedisError, OSError, TimeoutError):
+                async with asyncio.timeout(SOCKET_TIMEOUT):
+                    await self._redis.zrem(self._nodes_key, self.node_id)
+                    await self._redis.delete(self._node_key(self.node_id))
+            await self._redis.aclose()
+        self._handler = None
+        self._answer = None
+
+    # Health
+
+    def _set_health(self, *, sub: bool | None = None, pub: bool | None = None, error: Any) -> None:
+        if sub is not None:
+            self._sub_ok = sub
+        if pub is not None:
+            self._pub_ok = pub
+        connected = self._sub_ok and self._pub_ok
+        if connected == self.stats.connected:
+            return
+        self.stats.connected = connected
+        self.stats.since = time.time()
+        if connected:
+            self.stats.error = None
+            if self._was_connected:
+                self.stats.reconnects += 1
+                logger.warning("Redis connection restored; cross-node delivery resumes")
+            else:
+                logger.info("connected to Redis as node %s", self.node_id)
+            self._was_connected = True
+        else:
+            self.stats.error = str(error) or type(error).__name__
+            logger.warning(
+                "Redis unreachable (%s): serving local sockets only, retrying", self.stats.error
+            )
+
+    # Publishing
+
+    async def publish(self, commands: Sequence[Command]) -> None:
+        if self._handler is None:
+            raise RuntimeError("broker is not started")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        data = wire.encode_commands(self.node_id, commands)
+        self._enqueue((self._commands_channel, data, commands, future))
+        await future
+
+    def _enqueue(self, item: _Outgoing) -> None:
+        self._outbox.append(item)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write())
+
+    async def _write(self) -> None:
+        """Publish queued messages in order, pipelined, then apply local commands."""
+        while self._outbox:
+            batch, self._outbox = self._outbox, []
+            assert self._redis is not None
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for channel, data, _, _ in batch:
+                        pipe.publish(channel, data)
+                    await pipe.execute()
+            except (RedisError, OSError) as exc:
+                self.stats.publish_failures += len(batch)
+                await self._connection_lost(exc)
+                failure = BrokerUnavailable(f"Redis did not take the message: {exc}")
+                for _, _, _, future in batch:
+                    if future is not None and not future.done():
+                        future.set_exception(failure)
+                continue
+            self.stats.messages_out += len(batch)
+            self._set_health(pub=True, error=None)
+            for _, _, commands, future in batch:
+                try:
+                    if commands is not None and self._handler is not None:
+                        self._handler(commands)
+                except Exception as exc:
+                    if future is not None and not future.done():
+                        future.set_exception(exc)
+                    continue
+                if future is not None and not future.done():
+                    future.set_result(None)
+
+    # Receiving
+
+    async def _subscribe_forever(self) -> None:
+        delay = BACKOFF_MIN
+        channels = (self._commands_channel, self._queries_channel, self._answers_channel)
+        while True:
+            client = self._client()
+            pubsub: PubSub = client.pubsub()
+            try:
+                await pubsub.subscribe(*channels)
+                confirmed = 0
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is None:
+                        continue
+                    if message["type"] == "subscribe":
+                        confirmed += 1
+                        if confirmed == len(channels):
+                            if self._was_connected:
+                                # Pooled connections may predate a Redis restart.
+                                assert self._redis is not None
+                                await self._redis.connection_pool.disconnect(
+                                    inuse_connections=False
+                                )
+                            # Registered again at once: Redis may have restarted empty.
+                            await self._heartbeat()
+                            self._set_health(sub=True, error=None)
+                            self._subscribed.set()
+                            delay = BACKOFF_MIN
+                    elif message["type"] == "message":
+                        self._dispatch(message["channel"], message["data"])
+            except (RedisError, OSError) as exc:
+                self._set_health(sub=False, error=exc)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, BACKOFF_MAX)
+
+    def _dispatch(self, channel: bytes, data: bytes) -> None:
+        if data.startswith(self._own):
+            return
+        self.stats.messages_in += 1
+        try:
+            message = wire.decode(data)
+            name = channel.decode()
+            if name == self._commands_channel:
+                commands = wire.decode_commands(message)
+                if self._handler is not None:
+                    self._handler(commands)
+            elif name == self._queries_channel:
+                request_id, query = wire.decode_query(message)
+                if self._answer is not None:
+                    reply = wire.encode_answer(self.node_id, request_id, self._answer(query))
+                    self._enqueue((self._answers_of(message["node"]), reply, None, None))
+            else:
+                request_id, answer = wire.decode_answer(message)
+                pending = self._pending.get(request_id)
+                if pending is not None:
+                    pending.add(message["node"], answer)
+        except wire.WireError as exc:
+            self.stats.messages_invalid += 1
+            logger.warning("ignored a malformed message on %r: %s", channel, exc)
+        except Exception:
+            logger.exception("applying a message from %r failed", channel)
+
+    # Registry
+
+    async def _connection_lost(self, exc: Exception) -> None:
+        self._set_health(pub=False, error=exc)
+        # The other pooled connections are most likely dead too (Redis restarted): drop
+        # them now rather than fail one more request on each.
+        assert self._redis is not None
+        with contextlib.suppress(Exception):
+            await self._redis.connection_pool.disconnect(inuse_connections=False)
+
+    async def _heartbeat_forever(self) -> None:
+        delay = BACKOFF_MIN
+        while True:
+            try:
+                await self._heartbeat()
+                self._set_health(pub=True, error=None)
+                delay = BACKOFF_MIN
+                await asyncio.sleep(self._ttl / 3)
+            except (RedisError, OSError) as exc:
+                await self._connection_lost(exc)
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, BACKOFF_MAX)
+
+    async def _heartbeat(self) -> None:
+        assert self._redis is not None
+        now = await self._redis_time()
+        expires = now + self._ttl
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(self._nodes_key, {self.node_id: expires})
+            pipe.set(
+                self._node_key(self.node_id),
+                wire.encode_node(self._advertise_url),
+                px=int(self._ttl * 1000),
+            )
+            pipe.zremrangebyscore(self._nodes_key, "-inf", now)
+            pipe.zcard(self._nodes_key)
+            results = await pipe.execute()
+        self.stats.peers = max(0, int(results[3]) - 1)
+
+    async def _redis_time(self) -> float:
+        # Redis's clock, not this node's: the registry works across skewed machines.
+        assert self._redis is not None
+        seconds, micros = await self._redis.time()
+        return float(seconds) + micros / 1e6
+
+    async def _live_nodes(self) -> set[str]:
+        assert self._redis is not None
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.time()
+            pipe.zrange(self._nodes_key, 0, -1, withscores=True)
+            (seconds, micros), members = await pipe.execute()
+        now = float(seconds) + micros / 1e6
+        return {m.decode() for m, expires in members if expires > now}
+
+    async def node_url(self, node_id: str) -> str | None:
+        cached = self._urls.get(node_id)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        assert self._redis is not None
+        data = await self._redis.get(self._node_key(node_id))
+        url = None
+        if data is not None:
+            with contextlib.suppress(wire.WireError):
+                url = wire.decode_node(data)
+        self._urls[node_id] = (time.monotonic() + URL_CACHE_SECONDS, url)
+        return url
+
+    # Queries
+
+    async def query(self, query: Query, timeout: float) -> Answers:
+        if self._answer is None:
+            raise RuntimeError("broker is not started")
+        answers: list[tuple[str, Any]] = [(self.node_id, self._answer(query))]
+        request_id = secrets.token_hex(8)
+        pending = _Pending(set())
+        self._pending[request_id] = pending
+        try:
+            async with asyncio.timeout(timeout):
+                try:
+                    pending.expected = await self._live_nodes() - {self.node_id}
+                except (RedisError, OSError) as exc:
+                    await self._connection_lost(exc)
+                    return Answers(answers, complete=False)
+                if pending.expected:
+                    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                    data = wire.encode_query(self.node_id, request_id, query)
+                    self._enqueue((self._queries_channel, data, None, future))
+                    await future
+                    await pending.complete.wait()
+        except BrokerUnavailable:
+            return Answers(answers, complete=False)
+        except TimeoutError:
+            if not pending.expected:
+                return Answers(answers, complete=False)
+        finally:
+            del self._pending[request_id]
+        answers += [(node, a) for node, a in pending.answers.items()]
+        missing = tuple(sorted(pending.expected - pending.answers.keys()))
+        return Answers(answers, missing)
+
+
+_: type[Broker] = RedisBroker

@@ -1,0 +1,171 @@
+"""The JSON messages nodes exchange through Redis (format version 1).
+
+Every message is one JSON object whose first two members are ``"v"`` (the format
+version) and ``"node"`` (the sender's id), written in that order so that a node can skip
+its own messages by comparing a prefix, without parsing. See ``docs/cluster.md``.
+
+Whatever arrives from Redis is treated as untrusted input: it is parsed with ``json`` only
+(never pickle), checked member by member, and a message that does not fit is refused
+with :class:`WireError` rather than half applied.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import SiogateError
+from ..types import Namespace, Room, Sid
+from .base import Command, EmitCommand, Query, RoomsQuery, SocketsCommand, SocketsQuery
+
+VERSION = 1
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+class WireError(SiogateError):
+    """A message from the broker does not follow the format."""
+
+
+def prefix(node: str) -> bytes:
+    """The bytes every message from ``node`` starts with."""
+    return f'{{"v":{VERSION},"node":{_dumps(node)},'.encode()
+
+
+def _message(node: str, body: dict[str, Any]) -> bytes:
+    return prefix(node) + _dumps(body).encode()[1:]
+
+
+# Commands
+
+
+def _command_json(command: Command) -> dict[str, Any]:
+    if isinstance(command, EmitCommand):
+        return {
+            "type": "emit",
+            "ns": command.namespace,
+            "event": command.event,
+            "args": command.args,
+            "rooms": list(command.rooms),
+            "except": list(command.exclude),
+        }
+    out: dict[str, Any] = {
+        "type": command.action,
+        "ns": command.namespace,
+        "sockets": list(command.sockets),
+        "rooms": list(command.rooms),
+    }
+    if command.room is not None:
+        out["room"] = command.room
+    return out
+
+
+def encode_commands(node: str, commands: Sequence[Command]) -> bytes:
+    return _message(node, {"commands": [_command_json(c) for c in commands]})
+
+
+def _str(obj: dict[str, Any], key: str) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str):
+        raise WireError(f"{key!r} must be a string")
+    return value
+
+
+def _strs(obj: dict[str, Any], key: str) -> tuple[str, ...]:
+    value = obj.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise WireError(f"{key!r} must be a list of strings")
+    return tuple(value)
+
+
+def _command(obj: Any) -> Command:
+    if not isinstance(obj, dict):
+        raise WireError("a command must be an object")
+    kind = obj.get("type")
+    ns = Namespace(_str(obj, "ns"))
+    rooms = tuple(Room(r) for r in _strs(obj, "rooms"))
+    if kind == "emit":
+        args = obj.get("args")
+        if not isinstance(args, list):
+            raise WireError("'args' must be a list")
+        exclude = tuple(Room(r) for r in _strs(obj, "except"))
+        return EmitCommand(ns, _str(obj, "event"), args, rooms, exclude)
+    if kind in ("join", "leave", "disconnect"):
+        sockets = tuple(Sid(s) for s in _strs(obj, "sockets"))
+        room = None if kind == "disconnect" else Room(_str(obj, "room"))
+        return SocketsCommand(kind, ns, sockets, rooms, room)
+    raise WireError(f"unknown command type {kind!r}")
+
+
+def decode(data: bytes) -> dict[str, Any]:
+    """Parse a message and check its envelope (version and sender)."""
+    try:
+        obj = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise WireError(f"not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise WireError("a message must be a JSON object")
+    if obj.get("v") != VERSION:
+        raise WireError(f"unsupported format version {obj.get('v')!r}")
+    _str(obj, "node")
+    return obj
+
+
+def decode_commands(obj: dict[str, Any]) -> list[Command]:
+    commands = obj.get("commands")
+    if not isinstance(commands, list):
+        raise WireError("'commands' must be a list")
+    return [_command(c) for c in commands]
+
+
+# Queries and answers
+
+
+def encode_query(node: str, request_id: str, query: Query) -> bytes:
+    body: dict[str, Any] = {"id": request_id, "ns": query.namespace}
+    if isinstance(query, RoomsQuery):
+        body["query"] = "rooms"
+    else:
+        body["query"] = "sockets"
+        body["room"] = query.room
+    return _message(node, body)
+
+
+def decode_query(obj: dict[str, Any]) -> tuple[str, Query]:
+    request_id = _str(obj, "id")
+    ns = Namespace(_str(obj, "ns"))
+    kind = obj.get("query")
+    if kind == "rooms":
+        return request_id, RoomsQuery(ns)
+    if kind == "sockets":
+        return request_id, SocketsQuery(ns, Room(_str(obj, "room")))
+    raise WireError(f"unknown query {kind!r}")
+
+
+def encode_answer(node: str, request_id: str, answer: Any) -> bytes:
+    return _message(node, {"id": request_id, "answer": answer})
+
+
+def decode_answer(obj: dict[str, Any]) -> tuple[str, Any]:
+    if "answer" not in obj:
+        raise WireError("an answer needs 'answer'")
+    return _str(obj, "id"), obj["answer"]
+
+
+# Node registry entries
+
+
+def encode_node(url: str | None) -> bytes:
+    return _dumps({"v": VERSION, "url": url}).encode()
+
+
+def decode_node(data: bytes | str) -> str | None:
+    try:
+        obj = json.loads(data)
+    except ValueError:
+        raise WireError("registry entry is not JSON") from None
+    if not isinstance(obj, dict) or obj.get("v") != VERSION:
+        raise WireError("registry entry has an unsupported format")
+    url = obj.get("url")
+    return url if isinstance(url, str) else None

@@ -1,0 +1,226 @@
+"""Cluster mode: answer Engine.IO requests for sessions that another node owns.
+
+Behind a round-robin balancer, the requests of one long-polling client land on any node.
+A session id starts with the id of the node that owns it, so a node that receives a
+request for someone else's session passes it to the owner (at the URL the owner
+advertises in the registry) and relays the answer. A WebSocket upgrade of such a session
+is relayed byte for byte once the owner has answered it.
+
+A forwarded request carries ``X-Siogate-Forwarded`` and is never forwarded again, so two
+nodes that disagree about an owner cannot bounce a request between them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import cast
+from urllib.parse import urlsplit
+
+import httpx
+
+from .http import Request, Response
+
+logger = logging.getLogger("siogate.transport")
+
+FORWARDED_HEADER = "x-siogate-forwarded"
+# Bytes a relayed WebSocket may receive from the client before the owner is connected.
+MAX_EARLY_BYTES = 1 << 20
+# Seconds to open a connection to the owner node.
+CONNECT_TIMEOUT = 2.0
+
+# Per-hop headers that describe the client's connection, not the request.
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "host",
+    }
+)
+# Headers of the owner's answer that the client must see.
+_PASSED_BACK = ("access-control-allow-origin", "access-control-allow-credentials", "vary")
+
+Resolve = Callable[[str], Awaitable[str | None]]
+
+
+class Forwarder:
+    """Finds the owner of a session and relays requests to it."""
+
+    def __init__(self, node_id: str, resolve: Resolve, *, timeout: float) -> None:
+        self.node_id = node_id
+        self._resolve = resolve
+        # Counters for /metrics.
+        self.requests = 0
+        self.websockets = 0
+        self.failures = 0
+        # A long poll may legitimately wait a whole ping interval at the owner.
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT),
+            follow_redirects=False,
+        )
+
+    def owner(self, request: Request) -> str | None:
+        """The other node that owns the request's session, if it names one."""
+        if FORWARDED_HEADER in request.headers:
+            return None
+        sid = request.arg("sid")
+        size = len(self.node_id)
+        if sid is None or len(sid) <= size:
+            return None
+        node = sid[:size]
+        return None if node == self.node_id else node
+
+    async def _url(self, node: str) -> str | None:
+        try:
+            return await self._resolve(node)
+        except Exception as exc:
+            logger.warning("cannot look up node %s: %s", node, exc)
+            return None
+
+    async def forward(self, request: Request, node: str) -> Response | None:
+        """Relay a polling request; None when the owner is unknown or gone."""
+        base = await self._url(node)
+        if base is None:
+            self.failures += 1
+            return None
+        self.requests += 1
+        headers = {k: v for k, v in request.headers.items() if k not in _HOP_BY_HOP}
+        headers[FORWARDED_HEADER] = self.node_id
+        url = f"{base.rstrip('/')}{request.path}?{request.query_string}"
+        try:
+            answer = await self._client.request(
+                request.method, url, content=request.body, headers=headers
+            )
+        except httpx.HTTPError as exc:
+            logger.warning("forwarding to node %s at %s failed: %s", node, base, exc)
+            self.failures += 1
+            return None
+        passed = [(k, answer.headers[k]) for k in _PASSED_BACK if k in answer.headers]
+        content_type = answer.headers.get("content-type", "text/plain; charset=UTF-8")
+        return Response(answer.status_code, answer.content, content_type, passed)
+
+    def relay_upgrade(
+        self, request: Request, transport: asyncio.Transport, node: str
+    ) -> WebSocketRelay:
+        """Take over an upgrade request and pipe it to the owner node."""
+        head = [f"{request.method} {request.path}?{request.query_string} HTTP/1.1"]
+        head += [f"{k}: {v}" for k, v in request.headers.items()]
+        head.append(f"{FORWARDED_HEADER}: {self.node_id}")
+        raw = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
+        relay = WebSocketRelay(transport, raw)
+        relay.task = asyncio.get_running_loop().create_task(self._open_relay(relay, node))
+        return relay
+
+    async def _open_relay(self, relay: WebSocketRelay, node: str) -> None:
+        base = await self._url(node)
+        if base is None:
+            self.failures += 1
+            relay.refuse()
+            return
+        self.websockets += 1
+        parts = urlsplit(base)
+        host = parts.hostname or "127.0.0.1"
+        secure = parts.scheme == "https"
+        port = parts.port or (443 if secure else 80)
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                await asyncio.get_running_loop().create_connection(
+                    lambda: _Upstream(relay), host, port, ssl=secure or None
+                )
+        except (OSError, TimeoutError) as exc:
+            logger.warning("relaying a WebSocket to node %s at %s failed: %s", node, base, exc)
+            self.failures += 1
+            relay.refuse()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+class WebSocketRelay:
+    """The client side of a relayed WebSocket: bytes both ways, with back-pressure."""
+
+    def __init__(self, transport: asyncio.Transport, head: bytes) -> None:
+        self.client = transport
+        self.upstream: asyncio.Transport | None = None
+        self.task: asyncio.Task[None] | None = None
+        self._early: list[bytes] = [head]
+        self._early_bytes = 0
+        self._closed = False
+
+    def attach(self, upstream: asyncio.Transport) -> None:
+        if self._closed:
+            upstream.close()
+            return
+        self.upstream = upstream
+        upstream.write(b"".join(self._early))
+        self._early = []
+
+    def refuse(self) -> None:
+        """The owner cannot be reached: answer as for an unknown session."""
+        if not self._closed and not self.client.is_closing():
+            body = b'{"code":1,"message":"Session ID unknown"}'
+            self.client.write(
+                b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+                b"content-length: " + str(len(body)).encode() + b"\r\n"
+                b"connection: close\r\n\r\n" + body
+            )
+            self.client.close()
+        self._closed = True
+
+    # The client connection (UpgradedProtocol)
+
+    def data_received(self, data: bytes) -> None:
+        if self.upstream is not None:
+            self.upstream.write(data)
+            return
+        self._early_bytes += len(data)
+        if self._early_bytes > MAX_EARLY_BYTES:
+            self.refuse()
+            return
+        self._early.append(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        if self.upstream is not None:
+            self.upstream.close()
+        elif self.task is not None:
+            self.task.cancel()
+
+    def pause_writing(self) -> None:
+        if self.upstream is not None:
+            self.upstream.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.upstream is not None:
+            self.upstream.resume_reading()
+
+
+class _Upstream(asyncio.Protocol):
+    """The owner side of a relayed WebSocket."""
+
+    def __init__(self, relay: WebSocketRelay) -> None:
+        self.relay = relay
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A stream transport (uvloop's is not a subclass of asyncio.Transport).
+        self.relay.attach(cast(asyncio.Transport, transport))
+
+    def data_received(self, data: bytes) -> None:
+        self.relay.client.write(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.relay.client.close()
+
+    def pause_writing(self) -> None:
+        self.relay.client.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.relay.client.resume_reading()
