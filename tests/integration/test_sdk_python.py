@@ -1,0 +1,685 @@
+"""The Python SDK (``siogate.client``) against a real ``siogate serve`` process.
+
+Behaviour tests run twice, with ``Client`` and with ``AsyncClient`` (the ``sdk``
+fixture). The blocking client runs in a worker thread, so that this test's event
+loop keeps serving the python-socketio clients that receive the events.
+
+A socket receives emits in the order the API applied them, so "nothing else
+arrived" is checked by taking the next event from a socket's inbox: a skipped
+emit would stand before it.
+
+Failures the gateway does not produce (a 503 from a proxy, a dropped connection,
+a server that never answers) come from ``Stub``, a real HTTP server on loopback
+whose answers each test scripts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import socketio
+from webhook_receiver import WebhookReceiver, of_type
+
+from conftest import API_KEY, JWT_SECRET, ROOT, Gateway, free_port, spawn_gateway
+from siogate.auth import JwtVerifier
+from siogate.client import (
+    ApiError,
+    AsyncClient,
+    Client,
+    ConfigError,
+    RequestError,
+    RequestTimeout,
+    RoomInfo,
+    SocketInfo,
+    verify_webhook,
+)
+from siogate.webhooks import sign
+
+WAIT = 5.0
+WEBHOOK_SECRET = "whsec-sdk-0123456789abcdef0123456789"
+OTHER_SECRET = "not-the-gateway-secret-0123456789abcdef0123"
+
+
+def uid(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+# ---------------------------------------------------------------- receivers
+
+
+class Socket:
+    """A python-socketio client whose received events wait in a queue, in order."""
+
+    def __init__(self, url: str, token: str | None, namespace: str) -> None:
+        self.url, self.token, self.namespace = url, token, namespace
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self.inbox: asyncio.Queue[tuple[str, list[Any]]] = asyncio.Queue()
+        self.gone = asyncio.Event()
+        self.sio.on("*", self._received, namespace=namespace)
+        self.sio.on("disconnect", self._disconnected, namespace=namespace)
+
+    async def _received(self, event: str, *args: Any) -> None:
+        await self.inbox.put((event, list(args)))
+
+    async def _disconnected(self, *reason: Any) -> None:
+        self.gone.set()
+
+    async def open(self) -> Socket:
+        await self.sio.connect(
+            self.url,
+            auth={"token": self.token} if self.token else None,
+            transports=["websocket"],
+            namespaces=[self.namespace],
+            wait_timeout=WAIT,
+        )
+        return self
+
+    @property
+    def sid(self) -> str:
+        sid = self.sio.get_sid(self.namespace)
+        assert sid
+        return sid
+
+    async def next(self) -> tuple[str, list[Any]]:
+        try:
+            return await asyncio.wait_for(self.inbox.get(), WAIT)
+        except TimeoutError:
+            raise AssertionError(f"no event within {WAIT}s") from None
+
+    async def close(self) -> None:
+        if self.sio.connected:
+            await self.sio.disconnect()
+        await self.sio.shutdown()
+
+
+@pytest.fixture
+async def connect() -> AsyncIterator[Callable[..., Awaitable[Socket]]]:
+    """``await connect(url, token=None, namespace="/")`` -> an open Socket."""
+    opened: list[Socket] = []
+
+    async def open_socket(url: str, token: str | None = None, namespace: str = "/") -> Socket:
+        sock = Socket(url, token, namespace)
+        opened.append(sock)
+        return await sock.open()
+
+    yield open_socket
+    await asyncio.gather(*(s.close() for s in opened))
+
+
+# ---------------------------------------------------------------- the SDK, both ways
+
+
+class Sdk:
+    """One client; ``await sdk(lambda c: c.emit(...))`` runs an operation on it.
+
+    An ``AsyncClient`` operation is awaited; a ``Client`` one runs in a thread.
+    """
+
+    def __init__(self, client: Client | AsyncClient) -> None:
+        self.client = client
+
+    async def __call__(self, operation: Callable[[Any], Any]) -> Any:
+        if isinstance(self.client, AsyncClient):
+            return await operation(self.client)
+        return await asyncio.to_thread(operation, self.client)
+
+
+@pytest.fixture(params=[Client, AsyncClient], ids=["sync", "async"])
+async def make_sdk(request: pytest.FixtureRequest) -> AsyncIterator[Callable[..., Sdk]]:
+    """``make_sdk(url, api_key=API_KEY, **options)`` -> an Sdk of this test's kind."""
+    made: list[Client | AsyncClient] = []
+
+    def make(url: str, api_key: str = API_KEY, **options: Any) -> Sdk:
+        client = request.param(url, api_key, **options)
+        made.append(client)
+        return Sdk(client)
+
+    yield make
+    for client in made:
+        if isinstance(client, AsyncClient):
+            await client.aclose()
+        else:
+            client.close()
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """One gateway for the tests that need no flags; they use rooms of their own."""
+    gateway = spawn_gateway("--allow-anonymous", log_dir=tmp_path_factory.mktemp("gw"))
+    yield gateway
+    gateway.stop()
+
+
+@pytest.fixture
+def sdk(make_sdk: Callable[..., Sdk], gw: Gateway) -> Sdk:
+    return make_sdk(gw.url, jwt_secret=JWT_SECRET)
+
+
+# ---------------------------------------------------------------- emit and batch
+
+
+async def test_emit_data_args_null_and_nothing(
+    sdk: Sdk, gw: Gateway, connect: Callable[..., Awaitable[Socket]]
+) -> None:
+    s = await connect(gw.url)
+    data = {"text": "hi ü 😀", "n": [1, 2.5, None, True]}
+    await sdk(lambda c: c.emit("data", data=data, rooms=[s.sid]))
+    await sdk(lambda c: c.emit("null", data=None, rooms=[s.sid]))
+    await sdk(lambda c: c.emit("args", args=(1, "two", None, {"x": []}), rooms=[s.sid]))
+    await sdk(lambda c: c.emit("bare", rooms=[s.sid]))
+    assert await s.next() == ("data", [data])
+    assert await s.next() == ("null", [None])  # data=None is one null argument
+    assert await s.next() == ("args", [1, "two", None, {"x": []}])
+    assert await s.next() == ("bare", [])  # no data, no args: no argument
+
+
+async def test_emit_rooms_except_and_namespace(
+    sdk: Sdk, gw: Gateway, connect: Callable[..., Awaitable[Socket]]
+) -> None:
+    news, alice, bob = uid("news"), uid("alice"), uid("bob")
+    a = await connect(gw.url, sdk.client.token(alice, rooms=[news]))
+    b = await connect(gw.url, sdk.client.token(bob, rooms=[news]))
+    chat = await connect(gw.url, None, "/chat")
+
+    await sdk(lambda c: c.emit("news", data=1, rooms=[news], except_=[f"user:{bob}"]))
+    await sdk(lambda c: c.emit("everyone", data=2))  # the whole namespace "/"
+    await sdk(lambda c: c.emit("chat", data=3, namespace="/chat", rooms=[chat.sid]))
+
+    assert await a.next() == ("news", [1])
+    assert await a.next() == ("everyone", [2])
+    assert await b.next() == ("everyone", [2])  # not "news": user:bob was excepted
+    assert await chat.next() == ("chat", [3])  # not "everyone": another namespace
+
+
+async def test_batch_applies_in_order_and_counts(
+    sdk: Sdk, gw: Gateway, connect: Callable[..., Awaitable[Socket]]
+) -> None:
+    s = await connect(gw.url)
+    entries = [
+        {"event": "a", "data": 1, "rooms": [s.sid]},
+        {"event": "b", "args": [1, 2], "rooms": [s.sid]},
+        {"event": "c", "rooms": [s.sid], "except_": [uid("nobody")]},
+        {"event": "d", "rooms": [s.sid], "except_": [s.sid]},
+        {"event": "e", "data": None, "rooms": [s.sid], "namespace": "/"},
+    ]
+    assert await sdk(lambda c: c.batch(iter(entries))) == 5
+    assert await s.next() == ("a", [1])
+    assert await s.next() == ("b", [1, 2])
+    assert await s.next() == ("c", [])
+    assert await s.next() == ("e", [None])  # "d" excepted the socket itself
+
+
+# ---------------------------------------------------------------- rooms and sockets
+
+
+async def test_join_list_and_leave(
+    sdk: Sdk, gw: Gateway, connect: Callable[..., Awaitable[Socket]]
+) -> None:
+    user = uid("dana")
+    s = await connect(gw.url, sdk.client.token(user))
+    # Characters that must be percent-encoded in the /v1/rooms/<room>/sockets path.
+    room = uid("room") + "/a b?c=%2F#é"
+    other = uid("other")
+
+    await sdk(lambda c: c.join(room, sockets=[s.sid]))
+    await sdk(lambda c: c.join(other, rooms=[room]))  # the sockets of a room
+    await sdk(lambda c: c.emit("in-room", data=room, rooms=[other]))
+    assert await s.next() == ("in-room", [room])
+
+    listed = await sdk(lambda c: c.rooms())
+    assert RoomInfo(name=room, sockets=1) in listed
+    assert RoomInfo(name=other, sockets=1) in listed
+    assert [r.name for r in listed] == sorted(r.name for r in listed)
+    assert await sdk(lambda c: c.sockets(room)) == [SocketInfo(id=s.sid, user=user)]
+    assert await sdk(lambda c: c.sockets(s.sid)) == [SocketInfo(id=s.sid, user=user)]
+
+    await sdk(lambda c: c.leave(room, sockets=[s.sid]))
+    await sdk(lambda c: c.leave(other, rooms=[f"user:{user}"]))
+    assert await sdk(lambda c: c.sockets(room)) == []
+    names = {r.name for r in await sdk(lambda c: c.rooms())}
+    assert room not in names and other not in names
+
+
+async def test_rooms_and_sockets_of_a_namespace(
+    sdk: Sdk, gw: Gateway, connect: Callable[..., Awaitable[Socket]]
+) -> None:
+    s = await connect(gw.url, None, "/chat")
+    room = uid("lobby")
+    await sdk(lambda c: c.join(room, sockets=[s.sid], namespace="/chat"))
+    assert RoomInfo(room, 1) in await sdk(lambda c: c.rooms("/chat"))
+    assert room not in {r.name for r in await sdk(lambda c: c.rooms())}
+    assert await sdk(lambda c: c.sockets(room, namespace="/chat")) == [SocketInfo(s.sid, None)]
+    assert await sdk(lambda c: c.sockets(room)) == []
+
+
+async def test_disconnect_by_id_and_by_room(
+    sdk: Sdk, gw: Gateway, connect: Callable[..., Awaitable[Socket]]
+) -> None:
+    user = uid("gone")
+    by_id = await connect(gw.url)
+    by_room = await connect(gw.url, sdk.client.token(user))
+    stays = await connect(gw.url)
+    await sdk(lambda c: c.disconnect(sockets=[by_id.sid]))
+    await sdk(lambda c: c.disconnect(rooms=[f"user:{user}"], namespace="/"))
+    await asyncio.wait_for(by_id.gone.wait(), WAIT)
+    await asyncio.wait_for(by_room.gone.wait(), WAIT)
+    await sdk(lambda c: c.emit("still-here", rooms=[stays.sid]))
+    assert await stays.next() == ("still-here", [])
+
+
+# ---------------------------------------------------------------- tokens
+
+
+async def test_token_minted_by_the_sdk_is_accepted(
+    sdk: Sdk, gw: Gateway, connect: Callable[..., Awaitable[Socket]]
+) -> None:
+    user, room = uid("erin"), uid("vip")
+    s = await connect(gw.url, sdk.client.token(user, rooms=[room], ttl=60))
+    assert await sdk(lambda c: c.sockets(room)) == [SocketInfo(s.sid, user)]
+    assert await sdk(lambda c: c.sockets(f"user:{user}")) == [SocketInfo(s.sid, user)]
+    claims = JwtVerifier(JWT_SECRET).verify(sdk.client.token(user, ttl=60)).claims
+    assert claims["exp"] - claims["iat"] == 60
+
+
+async def test_tokens_the_gateway_refuses(
+    make_sdk: Callable[..., Sdk], gw: Gateway, connect: Callable[..., Awaitable[Socket]]
+) -> None:
+    expired = make_sdk(gw.url, jwt_secret=JWT_SECRET).client.token("late", ttl=-60)
+    foreign = make_sdk(gw.url, jwt_secret=OTHER_SECRET).client.token("mallory")
+    for token in (expired, foreign):
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            await connect(gw.url, token)
+    with pytest.raises(ConfigError, match="jwt_secret"):
+        make_sdk(gw.url).client.token("nobody")
+
+
+# ---------------------------------------------------------------- errors
+
+
+async def test_bad_api_key_is_unauthorized(make_sdk: Callable[..., Sdk], gw: Gateway) -> None:
+    sdk = make_sdk(gw.url, "not-the-key")
+    for operation in (lambda c: c.emit("x"), lambda c: c.rooms(), lambda c: c.sockets("r")):
+        with pytest.raises(ApiError) as info:
+            await sdk(operation)
+        assert (info.value.status, info.value.code) == (401, "unauthorized")
+        assert info.value.message == "missing or invalid API key"
+
+
+@pytest.mark.parametrize(
+    ("operation", "status", "code", "words"),
+    [
+        (lambda c: c.emit("connect"), 400, "reserved_event", "reserved"),
+        (lambda c: c.emit("x", rooms=[]), 400, "invalid_field", "rooms must not be empty"),
+        (lambda c: c.emit("x", data=1, args=[1]), 400, "invalid_field", "not both"),
+        (lambda c: c.emit("x", namespace="chat"), 400, "invalid_field", "start with '/'"),
+        (lambda c: c.emit("x" * 257), 400, "invalid_field", "at most 256"),
+        (lambda c: c.batch([]), 400, "invalid_field", "non-empty list"),
+        (lambda c: c.batch([{"event": "a"}, {"data": 1}]), 400, "invalid_field", "emits[1]"),
+        (lambda c: c.join("r"), 400, "invalid_field", "exactly one of"),
+        (lambda c: c.leave("r", sockets=["a"], rooms=["b"]), 400, "invalid_field", "exactly"),
+        (lambda c: c.disconnect(sockets=[]), 400, "invalid_field", "exactly one of"),
+        (lambda c: c.sockets("x" * 257), 400, "invalid_field", "at most 256"),
+        (lambda c: c.sockets(""), 404, "not_found", ""),
+    ],
+)
+async def test_validation_errors_carry_code_and_status(
+    sdk: Sdk, operation: Callable[[Any], Any], status: int, code: str, words: str
+) -> None:
+    with pytest.raises(ApiError) as info:
+        await sdk(operation)
+    assert (info.value.status, info.value.code) == (status, code)
+    assert words in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("operation", "error", "words"),
+    [
+        (lambda c: c.emit("x", room=["a"]), TypeError, "unexpected keyword argument 'room'"),
+        (lambda c: c.emit("x", rooms="news"), TypeError, "rooms must be a list"),
+        (lambda c: c.join("r", sockets="abc"), TypeError, "sockets must be a list"),
+        (lambda c: c.batch([{"event": "a", "except": ["b"]}]), TypeError, "'except'"),
+        (lambda c: c.emit("x", data=float("nan")), ValueError, "JSON"),
+        (lambda c: c.emit("x", data=b"bytes"), TypeError, "JSON"),
+    ],
+)
+async def test_arguments_refused_before_any_request(
+    make_sdk: Callable[..., Sdk],
+    operation: Callable[[Any], Any],
+    error: type[Exception],
+    words: str,
+) -> None:
+    with Stub() as stub:
+        with pytest.raises(error, match=re.escape(words)):
+            await make_sdk(stub.url)(operation)
+    assert stub.requests == []
+
+
+async def test_namespace_and_size_limits_of_the_gateway(
+    make_sdk: Callable[..., Sdk], tmp_path: Path
+) -> None:
+    strict = spawn_gateway("--namespace", "/", "--max-payload", "4096", log_dir=tmp_path)
+    try:
+        sdk = make_sdk(strict.url)
+        with pytest.raises(ApiError) as info:
+            await sdk(lambda c: c.rooms("/chat"))
+        assert (info.value.status, info.value.code) == (400, "unknown_namespace")
+        with pytest.raises(ApiError) as info:
+            await sdk(lambda c: c.emit("big", data="x" * 5000))
+        assert (info.value.status, info.value.code) == (413, "payload_too_large")
+        await sdk(lambda c: c.emit("small", data="x" * 100))  # the client is still usable
+    finally:
+        strict.stop()
+
+
+# ---------------------------------------------------------------- timeouts and retries
+
+
+class Stub:
+    """An HTTP server on 127.0.0.1 that answers requests from a script, in order.
+
+    A script entry is ``(status, body)`` to answer, ``"close"`` to drop the
+    connection without an answer, or ``"hang"`` to never answer. Past the script,
+    every request gets ``then``.
+    """
+
+    def __init__(self, *script: tuple[int, str] | str, then: tuple[int, str] = (200, "{}")):
+        self.script, self.then = list(script), then
+        self.requests: list[tuple[str, str]] = []
+        self._closing = threading.Event()
+        self._lock = threading.Lock()
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                with stub._lock:
+                    stub.requests.append((self.command, self.path))
+                    step = stub.script.pop(0) if stub.script else stub.then
+                if isinstance(step, str):  # "hang" or "close"
+                    if step == "hang":
+                        stub._closing.wait(WAIT * 2)
+                    self.close_connection = True
+                    return
+                status, body = step
+                data = body.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = _answer  # noqa: N815 - the http.server naming scheme
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> Stub:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._closing.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+
+UNAVAILABLE = (503, "<html>Service Unavailable</html>")
+ROOMS_BODY = '{"rooms":[{"name":"news","sockets":2}]}'
+
+
+async def test_get_is_retried_after_a_503_and_a_dropped_connection(
+    make_sdk: Callable[..., Sdk],
+) -> None:
+    with Stub(UNAVAILABLE, "close", then=(200, ROOMS_BODY)) as stub:
+        sdk = make_sdk(stub.url, retries=2, backoff=0.01)
+        assert await sdk(lambda c: c.rooms("/x")) == [RoomInfo("news", 2)]
+    assert stub.requests == [("GET", "/v1/rooms?namespace=%2Fx")] * 3
+
+
+async def test_get_gives_up_after_its_retries(make_sdk: Callable[..., Sdk]) -> None:
+    with Stub(then=UNAVAILABLE) as stub:
+        sdk = make_sdk(stub.url, retries=2, backoff=0.01)
+        with pytest.raises(ApiError) as info:
+            await sdk(lambda c: c.sockets("news"))
+        assert (info.value.status, info.value.code) == (503, "unexpected_response")
+        assert len(stub.requests) == 3
+        no_retry = make_sdk(stub.url, retries=0)
+        with pytest.raises(ApiError):
+            await no_retry(lambda c: c.rooms())
+        assert len(stub.requests) == 4
+
+
+@pytest.mark.parametrize("step", [UNAVAILABLE, "close"], ids=["503", "dropped"])
+async def test_posts_are_never_retried(make_sdk: Callable[..., Sdk], step: Any) -> None:
+    posts: list[Callable[[Any], Any]] = [
+        lambda c: c.emit("x", data=1),
+        lambda c: c.batch([{"event": "x"}]),
+        lambda c: c.join("r", sockets=["s"]),
+        lambda c: c.leave("r", sockets=["s"]),
+        lambda c: c.disconnect(sockets=["s"]),
+    ]
+    for operation in posts:
+        with Stub(step, then=(200, '{"ok":true,"count":1}')) as stub:
+            sdk = make_sdk(stub.url, retries=5, backoff=0.01)
+            expected = ApiError if step == UNAVAILABLE else RequestError
+            with pytest.raises(expected):
+                await sdk(operation)
+        assert len(stub.requests) == 1, stub.requests
+
+
+async def test_connection_refused(make_sdk: Callable[..., Sdk]) -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    sdk = make_sdk(url, retries=2, backoff=0.2)
+    started = time.monotonic()
+    with pytest.raises(RequestError) as info:
+        await sdk(lambda c: c.rooms())
+    assert time.monotonic() - started >= 0.2 + 0.4  # two retries, backoff doubling
+    assert isinstance(info.value.__cause__, httpx.ConnectError)
+    assert not isinstance(info.value, RequestTimeout)
+    with pytest.raises(RequestError):
+        await sdk(lambda c: c.emit("x"))
+
+
+@pytest.mark.parametrize(
+    "timeout", [0.3, httpx.Timeout(WAIT, read=0.3)], ids=["seconds", "httpx.Timeout"]
+)
+async def test_timeout_is_configurable(make_sdk: Callable[..., Sdk], timeout: Any) -> None:
+    with Stub("hang", "hang", "hang", "hang") as stub:
+        sdk = make_sdk(stub.url, timeout=timeout, retries=1, backoff=0.01)
+        started = time.monotonic()
+        with pytest.raises(RequestTimeout) as info:
+            await sdk(lambda c: c.emit("x"))
+        assert 0.3 <= time.monotonic() - started < WAIT
+        assert isinstance(info.value.__cause__, httpx.ReadTimeout)
+        assert len(stub.requests) == 1  # a POST: not retried
+        started = time.monotonic()
+        with pytest.raises(RequestTimeout):
+            await sdk(lambda c: c.rooms())
+        assert 0.6 <= time.monotonic() - started < 2 * WAIT
+        assert len(stub.requests) == 3  # a GET: tried again once
+
+
+async def test_unexpected_answers(make_sdk: Callable[..., Sdk]) -> None:
+    with Stub((200, "{}"), (200, "not json"), (302, ""), then=(500, '{"error":{}}')) as stub:
+        sdk = make_sdk(stub.url, retries=0)
+        for status in (200, 200, 302, 500):
+            with pytest.raises(ApiError) as info:
+                await sdk(lambda c: c.rooms())
+            assert (info.value.status, info.value.code) == (status, "unexpected_response")
+
+
+# ---------------------------------------------------------------- webhooks
+
+
+async def test_verify_webhook_against_real_gateway_signatures(
+    tmp_path: Path, connect: Callable[..., Awaitable[Socket]]
+) -> None:
+    with WebhookReceiver() as hook:
+        hooked = spawn_gateway(
+            "--allow-anonymous",
+            "--webhook-url",
+            hook.url,
+            "--webhook-secret",
+            WEBHOOK_SECRET,
+            log_dir=tmp_path,
+        )
+        try:
+            s = await connect(hooked.url)
+            await s.sio.emit("ping", {"n": 1, "text": "é"})
+            event = await hook.wait(of_type("event", event="ping"))
+            connected = await hook.wait(of_type("connect"))
+            await s.close()  # while its gateway still answers
+        finally:
+            hooked.stop()
+
+    for request in (event, connected):
+        body, header = request.body, request.headers["x-siogate-signature"]
+        assert verify_webhook(body, header, WEBHOOK_SECRET)
+        assert verify_webhook(body, header.upper(), WEBHOOK_SECRET)  # hex in either case
+        assert verify_webhook(body, f"  {header} ", WEBHOOK_SECRET)
+
+    body, header = event.body, event.headers["x-siogate-signature"]
+    tampered = body.replace(b'"n":1', b'"n":2')
+    assert tampered != body
+    assert not verify_webhook(tampered, header, WEBHOOK_SECRET)
+    assert not verify_webhook(body + b" ", header, WEBHOOK_SECRET)
+    assert not verify_webhook(body, header, WEBHOOK_SECRET + "x")
+    # A valid signature of another request does not vouch for this body (a replay).
+    assert not verify_webhook(body, connected.headers["x-siogate-signature"], WEBHOOK_SECRET)
+    digest = header.removeprefix("sha256=")
+    for garbage in [
+        None,
+        "",
+        "sha256=",
+        digest,
+        f"sha1={digest}",
+        f"sha256={digest[:-1]}",
+        f"sha256={digest}0",
+        "sha256=" + "zz" * 32,
+        "sha256=" + "é" * 64,
+        f"sha256={digest},sha256={digest}",
+    ]:
+        assert not verify_webhook(body, garbage, WEBHOOK_SECRET), garbage
+
+
+def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+async def test_fastapi_example_acks_and_joins(
+    start_gateway: Callable[..., Gateway],
+    connect: Callable[..., Awaitable[Socket]],
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("fastapi")
+    port = free_port()
+    hook_url = f"http://127.0.0.1:{port}/siogate"
+    gw = start_gateway(
+        "--allow-anonymous", "--webhook-url", hook_url, "--webhook-secret", WEBHOOK_SECRET
+    )
+    env = {
+        **os.environ,
+        "SIOGATE_URL": gw.url,
+        "SIOGATE_API_KEY": API_KEY,
+        "SIOGATE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+    }
+    cmd = [sys.executable, "-m", "uvicorn", "examples.webhook_fastapi:app"]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    with (tmp_path / "uvicorn.log").open("wb") as log:
+        app = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        await asyncio.to_thread(wait_listening, port, app)
+        s = await connect(gw.url)
+        assert await s.sio.call("echo", {"text": "hi"}, timeout=WAIT) == {"text": "hi"}
+        room = uid("lobby")
+        assert await s.sio.call("join", room, timeout=WAIT) == {"joined": room}
+        async with AsyncClient(gw.url, API_KEY) as client:
+            await client.emit("welcome", data=room, rooms=[room])
+        assert await s.next() == ("welcome", [room])
+
+        body = b'{"type":"event"}'
+        async with httpx.AsyncClient() as http:
+            forged = await http.post(hook_url, content=body, headers={"X-Siogate-Signature": ""})
+            signed = await http.post(
+                hook_url,
+                content=b'{"type":"connect","namespace":"/","socket":{"id":"a","user":null}}',
+                headers={"X-Siogate-Signature": sign(b"x", WEBHOOK_SECRET)},
+            )
+        assert forged.status_code == 401
+        assert signed.status_code == 401  # a signature of other bytes
+    finally:
+        app.terminate()
+        app.wait(10)
+    assert b"Traceback" not in (tmp_path / "uvicorn.log").read_bytes()
+
+
+# ---------------------------------------------------------------- the docs
+
+
+def doc_snippet(marker: str) -> str:
+    """The first ```python block after ``marker`` in docs/sdk-python.md."""
+    text = (ROOT / "docs" / "sdk-python.md").read_text()
+    after = text[text.index(marker) :]
+    match = re.search(r"```python\n(.*?)```", after, re.DOTALL)
+    assert match, marker
+    return match.group(1)
+
+
+async def test_the_docs_publish_snippet_runs(
+    gw: Gateway, connect: Callable[..., Awaitable[Socket]], tmp_path: Path
+) -> None:
+    s = await connect(gw.url, None)
+    # The snippet emits to "news"; this socket is the only one there at that moment.
+    async with AsyncClient(gw.url, API_KEY) as client:
+        await client.join("news", sockets=[s.sid])
+        script = tmp_path / "publish.py"
+        script.write_text(doc_snippet("## Publish"))
+        env = {**os.environ, "SIOGATE_URL": gw.url, "SIOGATE_API_KEY": API_KEY}
+        done = await asyncio.to_thread(
+            subprocess.run, [sys.executable, str(script)], env=env, capture_output=True
+        )
+        assert done.returncode == 0, done.stderr.decode()
+        assert await s.next() == ("hello", [{"text": "hi"}])
+        await client.leave("news", sockets=[s.sid])
+
+
+def test_the_docs_webhook_example_is_the_example_file() -> None:
+    example = (ROOT / "examples" / "webhook_fastapi.py").read_text()
+    assert doc_snippet("## Receiving webhooks with FastAPI") == example
