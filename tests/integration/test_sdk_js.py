@@ -40,6 +40,8 @@ import { Siogate, SiogateError, signToken, verifyWebhook, type SocketInfo } from
 const s: Siogate = new Siogate({ url: "http://127.0.0.1:8000", apiKey: "k", timeout: 5000 });
 export async function use(): Promise<void> {
   await s.emit("news", { a: 1 }, { rooms: ["news"], except: ["user:bob"] });
+  const maybe: string[] | undefined = undefined;
+  await s.emit("news", 1, { rooms: maybe, timeout: undefined });
   await s.emit({ event: "multi", args: [1, 2], namespace: "/" });
   await s.join({ room: "r", sockets: ["id"] });
   const count: number = (await s.batch([{ event: "a" }])).count;
@@ -162,6 +164,7 @@ def test_packed_tarball_installs_and_loads(sdk: Path, tmp_path: Path) -> None:
     (app / "cjs.cts").write_text(consumer)
     options = {
         "strict": True,
+        "exactOptionalPropertyTypes": True,
         "noEmit": True,
         "module": "nodenext",
         "target": "es2022",

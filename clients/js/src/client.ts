@@ -22,19 +22,19 @@ export interface SiogateOptions {
    * Milliseconds one attempt may take, from sending the request to reading the
    * whole answer; default 10,000. `0` or `Infinity`: no deadline.
    */
-  timeout?: number;
+  timeout?: number | undefined;
   /** Extra attempts for `rooms()` and `sockets()` after a network error, a timeout, 502, 503 or 504; default 2. */
-  retries?: number;
+  retries?: number | undefined;
   /** Used instead of the global `fetch`. */
-  fetch?: FetchLike;
+  fetch?: FetchLike | undefined;
 }
 
 /** Per-call options, accepted by every method. */
 export interface RequestOptions {
   /** Abort the call (and its retries); it then rejects with code `aborted`. */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
   /** Overrides the client's `timeout` for this call, in milliseconds. */
-  timeout?: number;
+  timeout?: number | undefined;
 }
 
 /** Options of the short form `emit(event, data, options)`. */
@@ -43,7 +43,7 @@ export interface EmitOptions extends EmitTarget, RequestOptions {}
 /** Options of `rooms()` and `sockets()`. */
 export interface NamespaceOptions extends RequestOptions {
   /** Default `/`. */
-  namespace?: string;
+  namespace?: string | undefined;
 }
 
 export interface BatchResult {

@@ -20,13 +20,13 @@ export const DEFAULT_TOKEN_TTL = 3600;
 
 export interface TokenOptions {
   /** The user: becomes `socket.user` and the room `user:<sub>`. Omit for a token with no user. */
-  sub?: string;
+  sub?: string | undefined;
   /** Rooms the socket joins on connect. Left out of the token when empty. */
-  rooms?: readonly string[];
+  rooms?: readonly string[] | undefined;
   /** Seconds until `exp`; default 3600. */
-  ttl?: number;
+  ttl?: number | undefined;
   /** The issue time in seconds since the epoch; default now. For tests. */
-  now?: number;
+  now?: number | undefined;
 }
 
 // The gateway counts characters the way Python does (code points), so a name of

@@ -9,15 +9,15 @@ export type BytesLike = string | ArrayBuffer | ArrayBufferView;
 /** Where an emit goes. */
 export interface EmitTarget {
   /** Default `/`. */
-  namespace?: string;
+  namespace?: string | undefined;
   /**
    * Sockets in any of these rooms; absent: every socket of the namespace.
    * `[]` is refused by the gateway (`invalid_field`), on purpose: a list your
    * backend computed empty must not reach everyone, so the SDK sends it as is.
    */
-  rooms?: readonly string[];
+  rooms?: readonly string[] | undefined;
   /** Leave out sockets in any of these rooms. */
-  except?: readonly string[];
+  except?: readonly string[] | undefined;
 }
 
 /**
@@ -30,7 +30,7 @@ export interface EmitTarget {
 export interface EmitBody extends EmitTarget {
   event: string;
   data?: unknown;
-  args?: readonly unknown[];
+  args?: readonly unknown[] | undefined;
 }
 
 /** Socket selection of join, leave and disconnect: exactly one of `sockets` and `rooms`, non-empty. */
@@ -39,10 +39,10 @@ export type SocketSelector =
   | { /** The sockets in any of these rooms. */ rooms: readonly string[]; sockets?: never };
 
 /** Body of `POST /v1/join` and `POST /v1/leave`. */
-export type RoomChange = { room: string; namespace?: string } & SocketSelector;
+export type RoomChange = { room: string; namespace?: string | undefined } & SocketSelector;
 
 /** Body of `POST /v1/disconnect`. */
-export type DisconnectBody = { namespace?: string } & SocketSelector;
+export type DisconnectBody = { namespace?: string | undefined } & SocketSelector;
 
 /** One entry of `GET /v1/rooms`. */
 export interface RoomInfo {

@@ -124,7 +124,7 @@ describe("rooms", () => {
   test("join by socket id and by room selector, leave, and the listings", async (t) => {
     const [alice, bob] = await Promise.all([connectAs(t, uid("alice")), connectAs(t, uid("bob"))]);
     const [aliceUser] = members(await siogate.sockets(alice.id));
-    const vip = uid("vip/room with spaces");
+    const vip = uid("vip/room with spaces?&%25#");
 
     await siogate.join({ room: vip, sockets: [alice.id, "no-such-socket"] });
     await siogate.join({ room: vip, rooms: [bob.id] });
