@@ -4,9 +4,9 @@ Behaviour tests run twice, with ``Client`` and with ``AsyncClient`` (the ``sdk``
 fixture). The blocking client runs in a worker thread, so that this test's event
 loop keeps serving the python-socketio clients that receive the events.
 
-A socket receives emits in the order the API applied them, so "nothing else
-arrived" is checked by taking the next event from a socket's inbox: a skipped
-emit would stand before it.
+Receivers are ``sioclient.Recorder``s. A socket receives emits in the order the
+API applied them, so ``got(recorder, *events)`` checks the exact list once the
+last one has arrived: an emit that should have skipped the socket would stand in it.
 
 Failures the gateway does not produce (a 503 from a proxy, a dropped connection,
 a server that never answers) come from ``Stub``, a real HTTP server on loopback
@@ -23,7 +23,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 import httpx
 import pytest
 import socketio
+from sioclient import WAIT, Recorder, uid
 from webhook_receiver import WebhookReceiver, of_type
 
 from conftest import API_KEY, JWT_SECRET, ROOT, Gateway, free_port, spawn_gateway
@@ -49,75 +49,37 @@ from siogate.client import (
 )
 from siogate.webhooks import sign
 
-WAIT = 5.0
 WEBHOOK_SECRET = "whsec-sdk-0123456789abcdef0123456789"
 OTHER_SECRET = "not-the-gateway-secret-0123456789abcdef0123"
-
-
-def uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 # ---------------------------------------------------------------- receivers
 
 
-class Socket:
-    """A python-socketio client whose received events wait in a queue, in order."""
-
-    def __init__(self, url: str, token: str | None, namespace: str) -> None:
-        self.url, self.token, self.namespace = url, token, namespace
-        self.sio = socketio.AsyncClient(reconnection=False)
-        self.inbox: asyncio.Queue[tuple[str, list[Any]]] = asyncio.Queue()
-        self.gone = asyncio.Event()
-        self.sio.on("*", self._received, namespace=namespace)
-        self.sio.on("disconnect", self._disconnected, namespace=namespace)
-
-    async def _received(self, event: str, *args: Any) -> None:
-        await self.inbox.put((event, list(args)))
-
-    async def _disconnected(self, *reason: Any) -> None:
-        self.gone.set()
-
-    async def open(self) -> Socket:
-        await self.sio.connect(
-            self.url,
-            auth={"token": self.token} if self.token else None,
-            transports=["websocket"],
-            namespaces=[self.namespace],
-            wait_timeout=WAIT,
-        )
-        return self
-
-    @property
-    def sid(self) -> str:
-        sid = self.sio.get_sid(self.namespace)
-        assert sid
-        return sid
-
-    async def next(self) -> tuple[str, list[Any]]:
-        try:
-            return await asyncio.wait_for(self.inbox.get(), WAIT)
-        except TimeoutError:
-            raise AssertionError(f"no event within {WAIT}s") from None
-
-    async def close(self) -> None:
-        if self.sio.connected:
-            await self.sio.disconnect()
-        await self.sio.shutdown()
-
-
 @pytest.fixture
-async def connect() -> AsyncIterator[Callable[..., Awaitable[Socket]]]:
-    """``await connect(url, token=None, namespace="/")`` -> an open Socket."""
-    opened: list[Socket] = []
+async def connect() -> AsyncIterator[Callable[..., Awaitable[Recorder]]]:
+    """``await connect(url, token=None, namespace="/")`` -> a connected Recorder."""
+    opened: list[Recorder] = []
 
-    async def open_socket(url: str, token: str | None = None, namespace: str = "/") -> Socket:
-        sock = Socket(url, token, namespace)
-        opened.append(sock)
-        return await sock.open()
+    async def open_socket(url: str, token: str | None = None, namespace: str = "/") -> Recorder:
+        auth = {"token": token} if token else None
+        recorder = Recorder(url, auth=auth, namespaces=[namespace], transports=["websocket"])
+        opened.append(recorder)
+        return await recorder.connect()
 
     yield open_socket
-    await asyncio.gather(*(s.close() for s in opened))
+    await asyncio.gather(*(r.close() for r in opened))
+
+
+async def got(r: Recorder, *expected: tuple[str, list[Any]], namespace: str = "/") -> None:
+    """``r`` has received exactly ``expected`` on ``namespace``, in this order.
+
+    It waits for the last of them; an emit the SDK should not have delivered to ``r``
+    would have arrived before it and stand in the list.
+    """
+    last = expected[-1][0]
+    await r.wait_event(last, namespace, count=[event for event, _ in expected].count(last))
+    assert [(event, args) for ns, event, args in r.events if ns == namespace] == list(expected)
 
 
 # ---------------------------------------------------------------- the SDK, both ways
@@ -173,22 +135,25 @@ def sdk(make_sdk: Callable[..., Sdk], gw: Gateway) -> Sdk:
 
 
 async def test_emit_data_args_null_and_nothing(
-    sdk: Sdk, gw: Gateway, connect: Callable[..., Awaitable[Socket]]
+    sdk: Sdk, gw: Gateway, connect: Callable[..., Awaitable[Recorder]]
 ) -> None:
     s = await connect(gw.url)
     data = {"text": "hi ü 😀", "n": [1, 2.5, None, True]}
-    await sdk(lambda c: c.emit("data", data=data, rooms=[s.sid]))
-    await sdk(lambda c: c.emit("null", data=None, rooms=[s.sid]))
-    await sdk(lambda c: c.emit("args", args=(1, "two", None, {"x": []}), rooms=[s.sid]))
-    await sdk(lambda c: c.emit("bare", rooms=[s.sid]))
-    assert await s.next() == ("data", [data])
-    assert await s.next() == ("null", [None])  # data=None is one null argument
-    assert await s.next() == ("args", [1, "two", None, {"x": []}])
-    assert await s.next() == ("bare", [])  # no data, no args: no argument
+    await sdk(lambda c: c.emit("data", data=data, rooms=[s.sid()]))
+    await sdk(lambda c: c.emit("null", data=None, rooms=[s.sid()]))
+    await sdk(lambda c: c.emit("args", args=(1, "two", None, {"x": []}), rooms=[s.sid()]))
+    await sdk(lambda c: c.emit("bare", rooms=[s.sid()]))
+    await got(
+        s,
+        ("data", [data]),
+        ("null", [None]),  # data=None is one null argument
+        ("args", [1, "two", None, {"x": []}]),
+        ("bare", []),  # no data, no args: no argument
+    )
 
 
 async def test_emit_rooms_except_and_namespace(
-    sdk: Sdk, gw: Gateway, connect: Callable[..., Awaitable[Socket]]
+    sdk: Sdk, gw: Gateway, connect: Callable[..., Awaitable[Recorder]]
 ) -> None:
     news, alice, bob = uid("news"), uid("alice"), uid("bob")
     a = await connect(gw.url, sdk.client.token(alice, rooms=[news]))
@@ -197,37 +162,33 @@ async def test_emit_rooms_except_and_namespace(
 
     await sdk(lambda c: c.emit("news", data=1, rooms=[news], except_=[f"user:{bob}"]))
     await sdk(lambda c: c.emit("everyone", data=2))  # the whole namespace "/"
-    await sdk(lambda c: c.emit("chat", data=3, namespace="/chat", rooms=[chat.sid]))
+    await sdk(lambda c: c.emit("chat", data=3, namespace="/chat", rooms=[chat.sid("/chat")]))
 
-    assert await a.next() == ("news", [1])
-    assert await a.next() == ("everyone", [2])
-    assert await b.next() == ("everyone", [2])  # not "news": user:bob was excepted
-    assert await chat.next() == ("chat", [3])  # not "everyone": another namespace
+    await got(a, ("news", [1]), ("everyone", [2]))
+    await got(b, ("everyone", [2]))  # not "news": user:bob was excepted
+    await got(chat, ("chat", [3]), namespace="/chat")  # not "everyone": another namespace
 
 
 async def test_batch_applies_in_order_and_counts(
-    sdk: Sdk, gw: Gateway, connect: Callable[..., Awaitable[Socket]]
+    sdk: Sdk, gw: Gateway, connect: Callable[..., Awaitable[Recorder]]
 ) -> None:
     s = await connect(gw.url)
     entries = [
-        {"event": "a", "data": 1, "rooms": [s.sid]},
-        {"event": "b", "args": [1, 2], "rooms": [s.sid]},
-        {"event": "c", "rooms": [s.sid], "except_": [uid("nobody")]},
-        {"event": "d", "rooms": [s.sid], "except_": [s.sid]},
-        {"event": "e", "data": None, "rooms": [s.sid], "namespace": "/"},
+        {"event": "a", "data": 1, "rooms": [s.sid()]},
+        {"event": "b", "args": [1, 2], "rooms": [s.sid()]},
+        {"event": "c", "rooms": [s.sid()], "except_": [uid("nobody")]},
+        {"event": "d", "rooms": [s.sid()], "except_": [s.sid()]},
+        {"event": "e", "data": None, "rooms": [s.sid()], "namespace": "/"},
     ]
     assert await sdk(lambda c: c.batch(iter(entries))) == 5
-    assert await s.next() == ("a", [1])
-    assert await s.next() == ("b", [1, 2])
-    assert await s.next() == ("c", [])
-    assert await s.next() == ("e", [None])  # "d" excepted the socket itself
+    await got(s, ("a", [1]), ("b", [1, 2]), ("c", []), ("e", [None]))  # "d" excepted it
 
 
 # ---------------------------------------------------------------- rooms and sockets
 
 
 async def test_join_list_and_leave(
-    sdk: Sdk, gw: Gateway, connect: Callable[..., Awaitable[Socket]]
+    sdk: Sdk, gw: Gateway, connect: Callable[..., Awaitable[Recorder]]
 ) -> None:
     user = uid("dana")
     s = await connect(gw.url, sdk.client.token(user))
@@ -235,19 +196,19 @@ async def test_join_list_and_leave(
     room = uid("room") + "/a b?c=%2F#é"
     other = uid("other")
 
-    await sdk(lambda c: c.join(room, sockets=[s.sid]))
+    await sdk(lambda c: c.join(room, sockets=[s.sid()]))
     await sdk(lambda c: c.join(other, rooms=[room]))  # the sockets of a room
     await sdk(lambda c: c.emit("in-room", data=room, rooms=[other]))
-    assert await s.next() == ("in-room", [room])
+    await got(s, ("in-room", [room]))
 
     listed = await sdk(lambda c: c.rooms())
     assert RoomInfo(name=room, sockets=1) in listed
     assert RoomInfo(name=other, sockets=1) in listed
     assert [r.name for r in listed] == sorted(r.name for r in listed)
-    assert await sdk(lambda c: c.sockets(room)) == [SocketInfo(id=s.sid, user=user)]
-    assert await sdk(lambda c: c.sockets(s.sid)) == [SocketInfo(id=s.sid, user=user)]
+    assert await sdk(lambda c: c.sockets(room)) == [SocketInfo(id=s.sid(), user=user)]
+    assert await sdk(lambda c: c.sockets(s.sid())) == [SocketInfo(id=s.sid(), user=user)]
 
-    await sdk(lambda c: c.leave(room, sockets=[s.sid]))
+    await sdk(lambda c: c.leave(room, sockets=[s.sid()]))
     await sdk(lambda c: c.leave(other, rooms=[f"user:{user}"]))
     assert await sdk(lambda c: c.sockets(room)) == []
     names = {r.name for r in await sdk(lambda c: c.rooms())}
@@ -255,48 +216,49 @@ async def test_join_list_and_leave(
 
 
 async def test_rooms_and_sockets_of_a_namespace(
-    sdk: Sdk, gw: Gateway, connect: Callable[..., Awaitable[Socket]]
+    sdk: Sdk, gw: Gateway, connect: Callable[..., Awaitable[Recorder]]
 ) -> None:
     s = await connect(gw.url, None, "/chat")
-    room = uid("lobby")
-    await sdk(lambda c: c.join(room, sockets=[s.sid], namespace="/chat"))
+    room, sid = uid("lobby"), s.sid("/chat")
+    await sdk(lambda c: c.join(room, sockets=[sid], namespace="/chat"))
     assert RoomInfo(room, 1) in await sdk(lambda c: c.rooms("/chat"))
     assert room not in {r.name for r in await sdk(lambda c: c.rooms())}
-    assert await sdk(lambda c: c.sockets(room, namespace="/chat")) == [SocketInfo(s.sid, None)]
+    assert await sdk(lambda c: c.sockets(room, namespace="/chat")) == [SocketInfo(sid, None)]
     assert await sdk(lambda c: c.sockets(room)) == []
 
 
 async def test_disconnect_by_id_and_by_room(
-    sdk: Sdk, gw: Gateway, connect: Callable[..., Awaitable[Socket]]
+    sdk: Sdk, gw: Gateway, connect: Callable[..., Awaitable[Recorder]]
 ) -> None:
     user = uid("gone")
     by_id = await connect(gw.url)
     by_room = await connect(gw.url, sdk.client.token(user))
     stays = await connect(gw.url)
-    await sdk(lambda c: c.disconnect(sockets=[by_id.sid]))
+    await sdk(lambda c: c.disconnect(sockets=[by_id.sid()]))
     await sdk(lambda c: c.disconnect(rooms=[f"user:{user}"], namespace="/"))
-    await asyncio.wait_for(by_id.gone.wait(), WAIT)
-    await asyncio.wait_for(by_room.gone.wait(), WAIT)
-    await sdk(lambda c: c.emit("still-here", rooms=[stays.sid]))
-    assert await stays.next() == ("still-here", [])
+    await by_id.wait_disconnect()
+    await by_room.wait_disconnect()
+    await sdk(lambda c: c.emit("still-here", rooms=[stays.sid()]))
+    await got(stays, ("still-here", []))
+    assert stays.disconnects == []
 
 
 # ---------------------------------------------------------------- tokens
 
 
 async def test_token_minted_by_the_sdk_is_accepted(
-    sdk: Sdk, gw: Gateway, connect: Callable[..., Awaitable[Socket]]
+    sdk: Sdk, gw: Gateway, connect: Callable[..., Awaitable[Recorder]]
 ) -> None:
     user, room = uid("erin"), uid("vip")
     s = await connect(gw.url, sdk.client.token(user, rooms=[room], ttl=60))
-    assert await sdk(lambda c: c.sockets(room)) == [SocketInfo(s.sid, user)]
-    assert await sdk(lambda c: c.sockets(f"user:{user}")) == [SocketInfo(s.sid, user)]
+    assert await sdk(lambda c: c.sockets(room)) == [SocketInfo(s.sid(), user)]
+    assert await sdk(lambda c: c.sockets(f"user:{user}")) == [SocketInfo(s.sid(), user)]
     claims = JwtVerifier(JWT_SECRET).verify(sdk.client.token(user, ttl=60)).claims
     assert claims["exp"] - claims["iat"] == 60
 
 
 async def test_tokens_the_gateway_refuses(
-    make_sdk: Callable[..., Sdk], gw: Gateway, connect: Callable[..., Awaitable[Socket]]
+    make_sdk: Callable[..., Sdk], gw: Gateway, connect: Callable[..., Awaitable[Recorder]]
 ) -> None:
     expired = make_sdk(gw.url, jwt_secret=JWT_SECRET).client.token("late", ttl=-60)
     foreign = make_sdk(gw.url, jwt_secret=OTHER_SECRET).client.token("mallory")
@@ -540,7 +502,7 @@ async def test_unexpected_answers(make_sdk: Callable[..., Sdk]) -> None:
 
 
 async def test_verify_webhook_against_real_gateway_signatures(
-    tmp_path: Path, connect: Callable[..., Awaitable[Socket]]
+    tmp_path: Path, connect: Callable[..., Awaitable[Recorder]]
 ) -> None:
     with WebhookReceiver() as hook:
         hooked = spawn_gateway(
@@ -605,7 +567,7 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
 
 async def test_fastapi_example_acks_and_joins(
     start_gateway: Callable[..., Gateway],
-    connect: Callable[..., Awaitable[Socket]],
+    connect: Callable[..., Awaitable[Recorder]],
     tmp_path: Path,
 ) -> None:
     pytest.importorskip("fastapi")
@@ -632,7 +594,7 @@ async def test_fastapi_example_acks_and_joins(
         assert await s.sio.call("join", room, timeout=WAIT) == {"joined": room}
         async with AsyncClient(gw.url, API_KEY) as client:
             await client.emit("welcome", data=room, rooms=[room])
-        assert await s.next() == ("welcome", [room])
+        await got(s, ("welcome", [room]))
 
         body = b'{"type":"event"}'
         async with httpx.AsyncClient() as http:
@@ -663,12 +625,12 @@ def doc_snippet(marker: str) -> str:
 
 
 async def test_the_docs_publish_snippet_runs(
-    gw: Gateway, connect: Callable[..., Awaitable[Socket]], tmp_path: Path
+    gw: Gateway, connect: Callable[..., Awaitable[Recorder]], tmp_path: Path
 ) -> None:
     s = await connect(gw.url, None)
     # The snippet emits to "news"; this socket is the only one there at that moment.
     async with AsyncClient(gw.url, API_KEY) as client:
-        await client.join("news", sockets=[s.sid])
+        await client.join("news", sockets=[s.sid()])
         script = tmp_path / "publish.py"
         script.write_text(doc_snippet("## Publish"))
         env = {**os.environ, "SIOGATE_URL": gw.url, "SIOGATE_API_KEY": API_KEY}
@@ -676,8 +638,8 @@ async def test_the_docs_publish_snippet_runs(
             subprocess.run, [sys.executable, str(script)], env=env, capture_output=True
         )
         assert done.returncode == 0, done.stderr.decode()
-        assert await s.next() == ("hello", [{"text": "hi"}])
-        await client.leave("news", sockets=[s.sid])
+        await got(s, ("hello", [{"text": "hi"}]))
+        await client.leave("news", sockets=[s.sid()])
 
 
 def test_the_docs_webhook_example_is_the_example_file() -> None:
