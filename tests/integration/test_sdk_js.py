@@ -131,6 +131,11 @@ def test_packed_tarball_installs_and_loads(sdk: Path, tmp_path: Path) -> None:
     [tarball] = tmp_path.glob("siogate-*.tgz")
     with tarfile.open(tarball) as tar:
         names = sorted(tar.getnames())
+        code = {}
+        for name in names:
+            member = tar.extractfile(name)
+            if member is not None and name.endswith(".js"):
+                code[name] = member.read().decode()
     assert "package/dist/esm/index.js" in names
     assert "package/dist/cjs/index.js" in names
     assert "package/dist/cjs/package.json" in names
@@ -138,6 +143,15 @@ def test_packed_tarball_installs_and_loads(sdk: Path, tmp_path: Path) -> None:
     assert not [
         n for n in names if n.startswith(("package/src/", "package/test/", "package/node_modules/"))
     ]
+    # Edge and Workers bundles must not meet a static import of a Node module or
+    # of any package: every literal specifier in the built code is relative.
+    specifiers = {
+        (name, spec)
+        for name, text in code.items()
+        for spec in re.findall(r"""(?:from |import\(|require\()\s*["']([^"']+)["']""", text)
+    }
+    assert specifiers, "no imports found: the pattern is broken"
+    assert {(name, spec) for name, spec in specifiers if not spec.startswith("./")} == set()
 
     # 2. Installed into a fresh project, offline: it has no dependencies to fetch.
     app = tmp_path / "app"
