@@ -410,6 +410,8 @@ def test_chat_ack_comes_from_the_webhook_route(page: Browser) -> None:
     assert ack["echo"] == text
     assert ack["user"] == user
     assert screenshot(page, "nextjs-example.png").stat().st_size > 0
+    # Nothing has failed yet: no console errors, no uncaught exceptions.
+    assert page.call("errors")["errors"] == []
 
 
 def test_webhook_route_refuses_bad_signatures(app: NextApp) -> None:
