@@ -237,10 +237,8 @@ class BaseClient(ABC, Generic[PoolT]):
         """The value of a ``200`` answer; an exception for anything else."""
         if isinstance(outcome, httpx.RequestError):
             error = RequestTimeout if isinstance(outcome, httpx.TimeoutException) else RequestError
-            detail = str(outcome) or "no detail"
-            raise error(f"{call.method} {call.path}: {type(outcome).__name__}: {detail}") from (
-                outcome
-            )
+            detail = f"{type(outcome).__name__}: {outcome}" if str(outcome) else repr(outcome)
+            raise error(f"{call.method} {call.path}: {detail}") from outcome
         try:
             payload = outcome.json()
         except ValueError:  # not JSON, or not UTF-8
