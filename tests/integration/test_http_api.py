@@ -25,6 +25,9 @@ import pytest
 import socketio
 from sioclient import WAIT, Recorder, uid
 
+# What a listing says about the nodes that answered: on one node, always this.
+WHOLE = {"partial": False, "nodes": {"answered": 1, "missing": []}}
+
 from conftest import Gateway, spawn_gateway
 
 # python-engineio's client refuses a polling payload of more than 16 packets
@@ -312,7 +315,7 @@ async def test_join_unknown_socket_is_a_no_op(gw: Gateway, api: httpx.AsyncClien
     room = uid("ghost")
     await ok(api.post("/v1/join", json={"room": room, "sockets": ["no-such-socket"]}))
     r = await api.get(f"/v1/rooms/{room}/sockets")
-    assert r.json() == {"sockets": []}
+    assert r.json() == {"sockets": [], **WHOLE}
 
 
 # ---------------------------------------------------------------- POST /v1/disconnect
@@ -401,7 +404,7 @@ async def test_rooms_of_another_namespace(
     assert {"name": room, "sockets": 1} in listing
     root = (await api.get("/v1/rooms", params={"namespace": "/"})).json()["rooms"]
     assert room not in {r["name"] for r in root}
-    assert (await api.get("/v1/rooms", params={"namespace": "/empty-ns"})).json() == {"rooms": []}
+    assert (await api.get("/v1/rooms", params={"namespace": "/empty-ns"})).json() == {"rooms": [], **WHOLE}
 
 
 @pytest.mark.parametrize("room", ["team/a b", "plain", "ünï 😀", "100%/x?y#z", "a+b&c=d"])
@@ -417,6 +420,8 @@ async def test_room_sockets_with_encoded_names(
     r = await api.get(path, params={"namespace": "/"})
     assert r.status_code == 200, r.text
     got = sorted(r.json()["sockets"], key=lambda s: s["user"] or "")
+    # One node: every socket names the same one.
+    assert len({s.pop("node") for s in got}) == 1
     assert got == [{"id": anonymous.sid(), "user": None}, {"id": member.sid(), "user": user}]
     # The listing matches what an emit to that room reaches.
     await ok(api.post("/v1/emit", json={"event": "room-check", "rooms": [room]}))
@@ -621,7 +626,7 @@ def test_unknown_namespace_with_an_allowlist(start_gateway: Callable[..., Gatewa
     expect_error(gw, gw.api("GET", "/v1/rooms?namespace=/other"), 400, "unknown_namespace")
     r = gw.api("GET", "/v1/rooms/r/sockets?namespace=/other")
     expect_error(gw, r, 400, "unknown_namespace")
-    assert gw.api("GET", "/v1/rooms?namespace=/chat").json() == {"rooms": []}
+    assert gw.api("GET", "/v1/rooms?namespace=/chat").json() == {"rooms": [], **WHOLE}
 
 
 def test_malformed_http_gets_400_and_the_server_stays_up(gw: Gateway) -> None:

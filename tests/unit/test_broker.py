@@ -1,35 +1,257 @@
-"""The broker contract, run against every implementation available here."""
+"""The broker contract, run against every implementation: in memory and on a real Redis.
+
+The Redis factory needs a ``redis-server`` (started by the ``shared_redis`` fixture on a
+free port); each test gets its own key prefix, so tests never see each other's nodes.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
 
 import pytest
 
-from siogate.broker import Broker, Command, EmitCommand, MemoryBroker, SocketsCommand
+from conftest import RedisServer, free_port
+from siogate.broker import (
+    Broker,
+    BrokerUnavailable,
+    Command,
+    EmitCommand,
+    MemoryBroker,
+    Query,
+    RoomsQuery,
+    SocketsCommand,
+    SocketsQuery,
+    wire,
+)
+from siogate.broker.redis import RedisBroker
 from siogate.types import Namespace, Room, Sid
 
-FACTORIES = {"memory": MemoryBroker}
+BATCH: list[Command] = [
+    EmitCommand(Namespace("/"), "a", [1, {"é": None}], rooms=(Room("r"),), exclude=(Room("x"),)),
+    SocketsCommand("join", Namespace("/"), sockets=(Sid("s"),), room=Room("r")),
+    SocketsCommand("leave", Namespace("/chat"), rooms=(Room("r"),), room=Room("q")),
+    SocketsCommand("disconnect", Namespace("/"), sockets=(Sid("s1"), Sid("s2"))),
+    EmitCommand(Namespace("/"), "b", []),
+]
+
+Factory = Callable[[], Broker]
 
 
-@pytest.fixture(params=sorted(FACTORIES))
-def broker(request: pytest.FixtureRequest) -> Broker:
-    return FACTORIES[request.param]()
+class Node:
+    """What a gateway node hands its broker: a command log and a canned answer."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.applied: list[list[Command]] = []
+        self.changed = asyncio.Event()
+
+    def apply(self, commands: Sequence[Command]) -> None:
+        self.applied.append(list(commands))
+        self.changed.set()
+
+    def answer(self, query: Query) -> Any:
+        return {"node": self.name, "query": type(query).__name__}
+
+    async def wait_batches(self, n: int) -> list[list[Command]]:
+        async with asyncio.timeout(5):
+            while len(self.applied) < n:
+                self.changed.clear()
+                await self.changed.wait()
+        return self.applied
 
 
-async def test_publish_applies_batch_in_order(broker: Broker) -> None:
-    seen: list[Sequence[Command]] = []
-    await broker.start(seen.append)
-    batch = [
-        EmitCommand(Namespace("/"), "a", [1], rooms=(Room("r"),)),
-        SocketsCommand("join", Namespace("/"), sockets=(Sid("s"),), room=Room("r")),
-        EmitCommand(Namespace("/"), "b", [2]),
-    ]
-    await broker.publish(batch)
-    assert [list(b) for b in seen] == [batch]
-    await broker.close()
+@pytest.fixture(params=["memory", "redis"])
+async def make_broker(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[Callable[[], Awaitable[tuple[Broker, Node]]]]:
+    """``await make_broker()`` -> a started broker and the node it delivers to."""
+    started: list[Broker] = []
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+
+    async def make() -> tuple[Broker, Node]:
+        broker: Broker
+        if request.param == "memory":
+            broker = MemoryBroker()
+        else:
+            redis: RedisServer = request.getfixturevalue("shared_redis")
+            broker = RedisBroker(redis.url, prefix=prefix, advertise_url="http://n:1")
+        node = Node(f"n{len(started)}")
+        await broker.start(node.apply, node.answer)
+        started.append(broker)
+        return broker, node
+
+    yield make
+    for broker in started:
+        await broker.close()
 
 
-async def test_publish_before_start_is_an_error(broker: Broker) -> None:
+# ---------------------------------------------------------------- every implementation
+
+
+async def test_publish_applies_the_batch_locally_in_order_before_returning(
+    make_broker: Callable[[], Awaitable[tuple[Broker, Node]]],
+) -> None:
+    broker, node = await make_broker()
+    await broker.publish(BATCH)
+    assert node.applied == [BATCH]
+    await broker.publish(BATCH[:1])
+    assert node.applied == [BATCH, BATCH[:1]]
+    assert broker.stats.connected and broker.stats.messages_out == 2
+
+
+async def test_query_answers_for_this_node_first(
+    make_broker: Callable[[], Awaitable[tuple[Broker, Node]]],
+) -> None:
+    broker, _ = await make_broker()
+    answers = await broker.query(RoomsQuery(Namespace("/")), timeout=1)
+    assert answers.answers == [(broker.node_id, {"node": "n0", "query": "RoomsQuery"})]
+    assert answers.complete and answers.missing == ()
+
+
+async def test_node_ids_are_distinct(
+    make_broker: Callable[[], Awaitable[tuple[Broker, Node]]],
+) -> None:
+    (one, _), (two, _) = await make_broker(), await make_broker()
+    assert one.node_id and two.node_id and one.node_id != two.node_id
+
+
+@pytest.mark.parametrize("kind", [MemoryBroker, RedisBroker])
+async def test_publish_before_start_is_an_error(kind: type[Broker]) -> None:
+    broker = MemoryBroker() if kind is MemoryBroker else RedisBroker("redis://127.0.0.1:1/0")
     with pytest.raises(RuntimeError):
         await broker.publish([EmitCommand(Namespace("/"), "a", [])])
+
+
+# ---------------------------------------------------------------- several nodes on Redis
+
+
+@pytest.fixture
+async def redis_pair(
+    shared_redis: RedisServer,
+) -> AsyncIterator[tuple[RedisBroker, Node, RedisBroker, Node]]:
+    prefix = f"pair-{uuid.uuid4().hex[:8]}"
+    a, b = Node("a"), Node("b")
+    one = RedisBroker(shared_redis.url, prefix=prefix, advertise_url="http://a:1")
+    two = RedisBroker(shared_redis.url, prefix=prefix, advertise_url="http://b:2")
+    await one.start(a.apply, a.answer)
+    await two.start(b.apply, b.answer)
+    yield one, a, two, b
+    await one.close()
+    await two.close()
+
+
+async def test_batches_reach_the_other_node_once_and_in_order(
+    redis_pair: tuple[RedisBroker, Node, RedisBroker, Node],
+) -> None:
+    one, a, _, b = redis_pair
+    batches = [[EmitCommand(Namespace("/"), "seq", [i])] for i in range(200)]
+    await asyncio.gather(*(one.publish(batch) for batch in batches))
+    assert a.applied == batches  # locally, in call order
+    assert await b.wait_batches(200) == batches
+    await asyncio.sleep(0.1)
+    assert len(a.applied) == 200  # never its own batches a second time
+
+
+async def test_query_gathers_every_live_node(
+    redis_pair: tuple[RedisBroker, Node, RedisBroker, Node],
+) -> None:
+    one, _, two, _ = redis_pair
+    answers = await one.query(SocketsQuery(Namespace("/"), Room("r")), timeout=2)
+    assert dict(answers.answers) == {
+        one.node_id: {"node": "a", "query": "SocketsQuery"},
+        two.node_id: {"node": "b", "query": "SocketsQuery"},
+    }
+    assert answers.answers[0][0] == one.node_id
+    assert answers.complete and answers.missing == ()
+    assert await one.node_url(two.node_id) == "http://b:2"
+    assert await one.node_url("nobody") is None
+
+
+async def test_a_closed_node_leaves_the_registry_at_once(
+    redis_pair: tuple[RedisBroker, Node, RedisBroker, Node],
+) -> None:
+    one, _, two, _ = redis_pair
+    gone = two.node_id
+    await two.close()
+    answers = await one.query(RoomsQuery(Namespace("/")), timeout=2)
+    assert [node for node, _ in answers.answers] == [one.node_id]
+    assert answers.missing == () and answers.complete
+    assert await one.node_url(gone) is None
+
+
+async def test_prefixes_separate_clusters(shared_redis: RedisServer) -> None:
+    a, b = Node("a"), Node("b")
+    one = RedisBroker(shared_redis.url, prefix=f"x-{uuid.uuid4().hex[:6]}")
+    two = RedisBroker(shared_redis.url, prefix=f"y-{uuid.uuid4().hex[:6]}")
+    await one.start(a.apply, a.answer)
+    await two.start(b.apply, b.answer)
+    try:
+        await one.publish(BATCH)
+        answers = await one.query(RoomsQuery(Namespace("/")), timeout=1)
+        assert len(answers.answers) == 1
+        await asyncio.sleep(0.2)
+        assert b.applied == []
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_unreachable_redis_refuses_publishes_and_reports_it() -> None:
+    node = Node("alone")
+    broker = RedisBroker(f"redis://127.0.0.1:{free_port()}/0", start_wait=0.3)
+    await broker.start(node.apply, node.answer)
+    try:
+        assert not broker.stats.connected and broker.stats.error
+        with pytest.raises(BrokerUnavailable):
+            await broker.publish(BATCH)
+        assert node.applied == []  # refused whole: applied nowhere
+        assert broker.stats.publish_failures == 1
+        answers = await broker.query(RoomsQuery(Namespace("/")), timeout=1)
+        assert not answers.complete and [n for n, _ in answers.answers] == [broker.node_id]
+    finally:
+        await broker.close()
+
+
+# ---------------------------------------------------------------- the wire format
+
+
+def test_commands_survive_the_wire() -> None:
+    data = wire.encode_commands("abcd1234", BATCH)
+    assert data.startswith(wire.prefix("abcd1234"))
+    message = wire.decode(data)
+    assert message["v"] == wire.VERSION and message["node"] == "abcd1234"
+    assert wire.decode_commands(message) == BATCH
+
+
+def test_queries_and_answers_survive_the_wire() -> None:
+    for query in (RoomsQuery(Namespace("/")), SocketsQuery(Namespace("/a"), Room("r"))):
+        data = wire.encode_query("n", "id1", query)
+        assert wire.decode_query(wire.decode(data)) == ("id1", query)
+    data = wire.encode_answer("n", "id1", {"r": 2})
+    assert wire.decode_answer(wire.decode(data)) == ("id1", {"r": 2})
+    assert wire.decode_node(wire.encode_node("http://h:1")) == "http://h:1"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"[]",
+        b"\xff",
+        b'{"v":2,"node":"n","commands":[]}',
+        b'{"v":1,"commands":[]}',
+        b'{"v":1,"node":"n","commands":{}}',
+        b'{"v":1,"node":"n","commands":[{"type":"emit","ns":"/","event":"e"}]}',
+        b'{"v":1,"node":"n","commands":[{"type":"emit","ns":"/","event":"e","args":[],"rooms":[1]}]}',
+        b'{"v":1,"node":"n","commands":[{"type":"join","ns":"/","sockets":["s"]}]}',
+        b'{"v":1,"node":"n","commands":[{"type":"explode","ns":"/"}]}',
+        b'{"v":1,"node":"n","commands":[null]}',
+        b"[" * 50_000,
+    ],
+)
+def test_malformed_messages_are_refused(data: bytes) -> None:
+    with pytest.raises(wire.WireError):
+        wire.decode_commands(wire.decode(data))

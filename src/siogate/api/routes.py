@@ -110,11 +110,9 @@ class Api:
         # balancer that pulled every such node would turn a Redis outage into a full one.
         broker = self.node.broker
         stats = broker.stats
-        body: dict[str, Any] = {
-            "status": "ok" if stats.connected else "degraded",
-            "node": broker.node_id,
-        }
+        body: dict[str, Any] = {"status": "ok" if stats.connected else "degraded"}
         if self._cluster:
+            body["node"] = broker.node_id
             body["broker"] = {
                 "connected": stats.connected,
                 "since": stats.since,

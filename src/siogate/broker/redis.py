@@ -89,6 +89,7 @@ class RedisBroker:
         advertise_url: str | None = None,
         node_ttl: float = 5.0,
         node_id: str | None = None,
+        start_wait: float = START_WAIT,
     ) -> None:
         self.node_id = node_id or secrets.token_hex(4)
         self.stats = BrokerStats(connected=False, error="not started", since=time.time())
@@ -96,6 +97,7 @@ class RedisBroker:
         self._prefix = prefix
         self._advertise_url = advertise_url
         self._ttl = node_ttl
+        self._start_wait = start_wait
         self._own = wire.prefix(self.node_id)
         self._commands_channel = f"{prefix}:commands"
         self._queries_channel = f"{prefix}:queries"
@@ -141,7 +143,7 @@ class RedisBroker:
             asyncio.create_task(self._heartbeat_forever(), name="siogate-redis-heartbeat"),
         ]
         try:
-            await asyncio.wait_for(self._subscribed.wait(), START_WAIT)
+            await asyncio.wait_for(self._subscribed.wait(), self._start_wait)
         except TimeoutError:
             logger.warning(
                 "Redis at %s is not reachable yet (%s); serving local sockets, retrying",
