@@ -34,6 +34,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,6 @@ from run import (
     ROOT,
     SERVER_CORE,
     SIOGATE,
-    VENV_PY,
     CpuSampler,
     free_port,
     log_errors,
@@ -350,20 +350,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--hop-rate", type=float, default=20.0, help="hop publishes per second")
     ap.add_argument("--hop-seconds", type=float, default=10.0)
     ap.add_argument("--hop-warmup", type=int, default=20, help="uncounted first publishes")
-    ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="1,000 clients, 1 rep, 3 s of hop")
-    ap.add_argument("--inflight", type=int, default=500, help="handshakes in flight")
-    ap.add_argument("--isolated", type=int, default=3, help="isolated publishes per run")
-    ap.add_argument("--burst", type=int, default=20, help="publishes 200 ms apart")
-    ap.add_argument("--quiet-pct", type=float, default=15.0,
-                    help="a core is quiet under this busy %% (before each run)")
-    ap.add_argument("--quiet-timeout", type=float, default=30.0)
-    ap.add_argument("--foreign-limit", type=float, default=20.0,
-                    help="rerun a run once when foreign CPU on a core was over this %%")
-    ap.add_argument("--start-timeout", type=float, default=30.0)
-    ap.add_argument("--run-timeout", type=float, default=300.0)
-    ap.add_argument("--python", default=str(VENV_PY), help="interpreter for the load generator")
-    ap.add_argument("--out", default=str(BENCH / "results"))
+    run.add_run_options(ap)
     opts = ap.parse_args(argv)
     if opts.quick:
         opts.sizes, opts.reps, opts.hop_seconds = "1000", 1, 3.0
@@ -416,15 +404,9 @@ def main(argv: list[str] | None = None) -> int:
                 for system in opts.systems:
                     if system == "siogate" and case.nodes > 1 and not clustered:
                         continue
-                    record = run_cluster_once(system, case, rep, opts, logs, redis)
-                    foreign = (record.get("cpu") or {}).get("foreign_pct", 0)
-                    if foreign > opts.foreign_limit:
-                        print(f"  foreign CPU {foreign}%: rerunning once", file=sys.stderr)
-                        record["superseded"] = True
-                        runs.append(record)
-                        record = run_cluster_once(system, case, rep, opts, logs, redis)
-                        record["rerun"] = True
-                    runs.append(record)
+                    record = run.run_rerunning(
+                        partial(run_cluster_once, system, case, rep, opts, logs, redis),
+                        opts.foreign_limit, runs)
                     save()
                     cpu = record.get("cpu") or {}
                     print(f"[{time.monotonic() - t_start:6.0f}s] rep {rep} {case.key:<20} "

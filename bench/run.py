@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -667,26 +668,12 @@ def environment() -> dict[str, Any]:
     }
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    ap.add_argument("--servers", default="node,siogate",
-                    help="comma list of node, siogate, floor (order = order inside a rep)")
-    ap.add_argument("--scenarios", default="fanout,throughput,connect",
-                    help="comma list of fanout, throughput, connect (connect = idle memory "
-                    "too), ceiling (floor server only: the load generator's own limit)")
+def add_run_options(ap: argparse.ArgumentParser) -> None:
+    """Options of every runner here: repetitions, quiet machine, time bounds, output."""
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--sizes", default="1000,5000,10000", help="fan-out client counts")
-    ap.add_argument("--throughput-clients", type=int, default=1000)
-    ap.add_argument("--connect-clients", type=int, default=10000)
-    ap.add_argument("--scale", type=float, default=1.0, help="multiply every client count")
-    ap.add_argument("--quick", action="store_true", help="--scale 0.1 --reps 1 --step 2")
     ap.add_argument("--inflight", type=int, default=500, help="handshakes in flight")
-    ap.add_argument("--step", type=float, default=5.0, help="throughput step, seconds")
-    ap.add_argument("--rates", default=None, help="throughput targets, msgs/s, comma list")
     ap.add_argument("--isolated", type=int, default=3, help="isolated publishes per run")
     ap.add_argument("--burst", type=int, default=20, help="publishes 200 ms apart")
-    ap.add_argument("--rounds", type=int, default=20,
-                    help="ceiling: back-to-back broadcasts the floor server writes")
     ap.add_argument("--quiet-pct", type=float, default=15.0,
                     help="a core is quiet under this busy %% (before each run)")
     ap.add_argument("--quiet-timeout", type=float, default=30.0)
@@ -696,6 +683,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--run-timeout", type=float, default=300.0)
     ap.add_argument("--python", default=str(VENV_PY), help="interpreter for the load generator")
     ap.add_argument("--out", default=str(BENCH / "results"))
+
+
+def run_rerunning(once: Callable[[], dict[str, Any]], foreign_limit: float,
+                  runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """once(), and once more if it had too much foreign CPU; both records go to `runs`."""
+    record = once()
+    foreign = (record.get("cpu") or {}).get("foreign_pct", 0)
+    if foreign > foreign_limit:
+        print(f"  foreign CPU {foreign}%: rerunning once", file=sys.stderr)
+        record["superseded"] = True
+        runs.append(record)
+        record = once()
+        record["rerun"] = True
+    runs.append(record)
+    return record
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--servers", default="node,siogate",
+                    help="comma list of node, siogate, floor (order = order inside a rep)")
+    ap.add_argument("--scenarios", default="fanout,throughput,connect",
+                    help="comma list of fanout, throughput, connect (connect = idle memory "
+                    "too), ceiling (floor server only: the load generator's own limit)")
+    ap.add_argument("--sizes", default="1000,5000,10000", help="fan-out client counts")
+    ap.add_argument("--throughput-clients", type=int, default=1000)
+    ap.add_argument("--connect-clients", type=int, default=10000)
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply every client count")
+    ap.add_argument("--quick", action="store_true", help="--scale 0.1 --reps 1 --step 2")
+    ap.add_argument("--step", type=float, default=5.0, help="throughput step, seconds")
+    ap.add_argument("--rates", default=None, help="throughput targets, msgs/s, comma list")
+    ap.add_argument("--rounds", type=int, default=20,
+                    help="ceiling: back-to-back broadcasts the floor server writes")
+    add_run_options(ap)
     ap.add_argument("--findings", default=None,
                     help="append problems seen in runs to this markdown file")
     opts = ap.parse_args(argv)
@@ -731,15 +752,8 @@ def main(argv: list[str] | None = None) -> int:
     for rep in range(1, opts.reps + 1):
         for case in cases:
             for server in opts.servers:
-                record = run_once(server, case, rep, opts, logs)
-                foreign = (record.get("cpu") or {}).get("foreign_pct", 0)
-                if foreign > opts.foreign_limit:
-                    print(f"  foreign CPU {foreign}%: rerunning once", file=sys.stderr)
-                    record["superseded"] = True
-                    runs.append(record)
-                    record = run_once(server, case, rep, opts, logs)
-                    record["rerun"] = True
-                runs.append(record)
+                record = run_rerunning(partial(run_once, server, case, rep, opts, logs),
+                                       opts.foreign_limit, runs)
                 save()
                 line = headline(case.scenario, record.get("result") or {})
                 cpu = record.get("cpu") or {}
