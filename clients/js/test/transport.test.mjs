@@ -127,11 +127,13 @@ describe("abort", () => {
     proxy.plan = ["status:503", "status:503", "status:503"];
     const controller = new AbortController();
     const call = client({ retries: 2 }).rooms({ signal: controller.signal });
-    // The first attempt fails at once; the abort lands in the wait before the second.
+    // The first attempt fails at once; the abort lands in the wait before the
+    // second (or, on a slow machine, still in the first attempt).
     setTimeout(() => controller.abort(), 20);
     const error = await failure(call);
     assert.equal(error.code, "aborted");
-    assert.equal(proxy.seen.length, 1);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    assert.ok(proxy.seen.length <= 1, proxy.seen.join(", "));
   });
 });
 
@@ -140,7 +142,8 @@ describe("retries", () => {
     const room = uid("retry");
     const a = await connectAs(t, uid("u"), { rooms: [room] });
     proxy.plan = ["reset", "stall", "status:503", "forward"];
-    const listing = await client({ retries: 3, timeout: 300 }).sockets(room);
+    // The timeout must fire on "stall" yet leave "forward" time on a loaded machine.
+    const listing = await client({ retries: 3, timeout: 1_000 }).sockets(room);
     assert.deepEqual(
       members(listing).map((s) => s.id),
       [a.id],
