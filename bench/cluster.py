@@ -71,11 +71,22 @@ class Redis:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.log_path = log_path
-        argv = ["taskset", "-c", str(REDIS_CORE), REDIS_SERVER, "--port", str(self.port),
-                "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        argv = [
+            "taskset",
+            "-c",
+            str(REDIS_CORE),
+            REDIS_SERVER,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
         with open(log_path, "wb") as log_file:
-            self.proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT,
-                                         cwd=ROOT)
+            self.proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -110,8 +121,9 @@ class Redis:
 
     def version(self) -> str:
         try:
-            out = subprocess.run([REDIS_SERVER, "--version"], capture_output=True, text=True,
-                                 timeout=10).stdout
+            out = subprocess.run(
+                [REDIS_SERVER, "--version"], capture_output=True, text=True, timeout=10
+            ).stdout
         except (OSError, subprocess.TimeoutExpired):
             return "n/a"
         return next((w.split("=", 1)[1] for w in out.split() if w.startswith("v=")), out.strip())
@@ -132,8 +144,9 @@ def cluster_options(system: str, redis_url: str, prefix: str) -> tuple[list[str]
 
 def siogate_has_cluster_mode() -> bool:
     try:
-        out = subprocess.run([str(SIOGATE), "serve", "--help"], capture_output=True,
-                             text=True, timeout=30).stdout
+        out = subprocess.run(
+            [str(SIOGATE), "serve", "--help"], capture_output=True, text=True, timeout=30
+        ).stdout
     except (OSError, subprocess.TimeoutExpired):
         return False
     return "--redis-url" in out
@@ -162,41 +175,65 @@ def build_cases(opts: argparse.Namespace) -> list[ClusterCase]:
 # --- One run ------------------------------------------------------------------------------
 
 
-def loadgen_argv(case: ClusterCase, ports: list[int], api_key: str, jwt_secret: str,
-                 pids: list[int], opts: argparse.Namespace) -> list[str]:
+def loadgen_argv(
+    case: ClusterCase,
+    ports: list[int],
+    api_key: str,
+    jwt_secret: str,
+    pids: list[int],
+    opts: argparse.Namespace,
+) -> list[str]:
     """run.py's load generator command, with the clients spread over every node."""
-    argv = run.loadgen_argv(run.Case(case.scenario, case.clients), ports[0], api_key,
-                            jwt_secret, pids[0], opts)
+    argv = run.loadgen_argv(
+        run.Case(case.scenario, case.clients), ports[0], api_key, jwt_secret, pids[0], opts
+    )
     argv += ["--client-ports", ",".join(map(str, ports))]
     for pid in pids[1:]:
         argv += ["--also-pid", str(pid)]
     if case.scenario == "hop":
-        argv += ["--hop-rate", str(opts.hop_rate), "--hop-seconds", str(opts.hop_seconds),
-                 "--hop-warmup", str(opts.hop_warmup)]
+        argv += [
+            "--hop-rate",
+            str(opts.hop_rate),
+            "--hop-seconds",
+            str(opts.hop_seconds),
+            "--hop-warmup",
+            str(opts.hop_warmup),
+        ]
     return argv
 
 
-def run_cluster_once(system: str, case: ClusterCase, rep: int, opts: argparse.Namespace,
-                     logs: Path, redis: Redis) -> dict[str, Any]:
+def run_cluster_once(
+    system: str, case: ClusterCase, rep: int, opts: argparse.Namespace, logs: Path, redis: Redis
+) -> dict[str, Any]:
     ports = [free_port() for _ in range(case.nodes)]
     api_key = secrets.token_hex(16)
     jwt_secret = secrets.token_hex(24)
     # A prefix no earlier run used: nothing a previous cluster left in Redis can match.
     prefix = f"bench-{secrets.token_hex(4)}"
-    record: dict[str, Any] = {"server": system, "case": case.key, "scenario": case.scenario,
-                              "clients": case.clients, "nodes": case.nodes, "rep": rep,
-                              "ports": ports, "redis_prefix": prefix, "problems": []}
+    record: dict[str, Any] = {
+        "server": system,
+        "case": case.key,
+        "scenario": case.scenario,
+        "clients": case.clients,
+        "nodes": case.nodes,
+        "rep": rep,
+        "ports": ports,
+        "redis_prefix": prefix,
+        "problems": [],
+    }
     record["quiet"] = wait_quiet(opts.quiet_pct, opts.quiet_timeout)
     redis.command("FLUSHALL")
     procs: list[tuple[subprocess.Popen[bytes], int, Path]] = []
     try:
         for i, port in enumerate(ports):
             fill = {"port": str(port), "api_key": api_key, "jwt_secret": jwt_secret}
-            extra_argv, extra_env = (cluster_options(system, redis.url, prefix)
-                                     if case.nodes > 1 else ([], {}))
+            extra_argv, extra_env = (
+                cluster_options(system, redis.url, prefix) if case.nodes > 1 else ([], {})
+            )
             log_path = logs / f"{system}-{case.key}-rep{rep}-node{'AB'[i]}-{port}.log"
-            procs.append((start_server(system, fill, log_path, extra_argv, extra_env), port,
-                          log_path))
+            procs.append(
+                (start_server(system, fill, log_path, extra_argv, extra_env), port, log_path)
+            )
         for proc, port, log_path in procs:
             problem = wait_healthy(proc, port, opts.start_timeout, log_path)
             if problem:
@@ -209,8 +246,9 @@ def run_cluster_once(system: str, case: ClusterCase, rep: int, opts: argparse.Na
         run_loadgen(record, lg_argv, CpuSampler(pids), lg_err, opts.run_timeout)
         for proc, _, log_path in procs:
             if proc.poll() is not None:
-                record["problems"].append(f"server exited during the run with code "
-                                          f"{proc.returncode}: {tail(log_path)}")
+                record["problems"].append(
+                    f"server exited during the run with code {proc.returncode}: {tail(log_path)}"
+                )
         if redis.proc.poll() is not None:
             record["problems"].append(f"redis-server exited: {tail(redis.log_path)}")
     finally:
@@ -235,12 +273,12 @@ SCALING_ROWS = [
 ]
 
 
-def scaling_table(summary: dict[str, Any], cases: list[ClusterCase],
-                  systems: list[str]) -> str:
+def scaling_table(summary: dict[str, Any], cases: list[ClusterCase], systems: list[str]) -> str:
     """Per system: the 2-node median over the 1-node median of the same case."""
-    lines = ["| case | metric | " + " | ".join(f"{s}: 1 node / 2 nodes / ratio"
-                                              for s in systems) + " |",
-             "|---|---|" + "---|" * len(systems)]
+    lines = [
+        "| case | metric | " + " | ".join(f"{s}: 1 node / 2 nodes / ratio" for s in systems) + " |",
+        "|---|---|" + "---|" * len(systems),
+    ]
     for case in cases:
         if case.nodes == 1:
             continue
@@ -274,25 +312,48 @@ def goals_table(summary: dict[str, Any], cases: list[ClusterCase], systems: list
         big = max(fanouts, key=lambda c: c.clients)
         label = "isolated publish -> last client, ms"
         values = {s: median_of(summary, big, label, s) for s in systems}
-        rows.append((f"2 nodes, {big.clients:,} clients, isolated publish -> last client "
-                     "(ms): siogate/node <= 1x", values, "ratio", lambda r: r <= 1.0))
+        rows.append(
+            (
+                f"2 nodes, {big.clients:,} clients, isolated publish -> last client "
+                "(ms): siogate/node <= 1x",
+                values,
+                "ratio",
+                lambda r: r <= 1.0,
+            )
+        )
     hops = {c.nodes: c for c in cases if c.scenario == "hop"}
     if 2 in hops:
         label = "hop: other - same node p50, ms"
         values = {s: median_of(summary, hops[2], label, s) for s in systems}
-        rows.append(("hop p50 (ms): other-node client - same-node client, 2 nodes: < 2 ms",
-                     values, "value", lambda v: v < 2.0))
+        rows.append(
+            (
+                "hop p50 (ms): other-node client - same-node client, 2 nodes: < 2 ms",
+                values,
+                "value",
+                lambda v: v < 2.0,
+            )
+        )
         if 1 in hops:
             values = {}
             for s in systems:
                 other = median_of(summary, hops[2], "other node: POST -> receive p50, ms", s)
                 alone = median_of(summary, hops[1], "same node: POST -> receive p50, ms", s)
-                values[s] = (round(other - alone, 2) if other is not None and alone is not None
-                             else None)
-            rows.append(("cross-node p50 (ms): other-node client with 2 nodes - client of a "
-                         "single node: < 2 ms", values, "value", lambda v: v < 2.0))
-    lines = ["| goal | " + " | ".join(systems) + " | siogate/node | |",
-             "|---|" + "---|" * (len(systems) + 2)]
+                values[s] = (
+                    round(other - alone, 2) if other is not None and alone is not None else None
+                )
+            rows.append(
+                (
+                    "cross-node p50 (ms): other-node client with 2 nodes - client of a "
+                    "single node: < 2 ms",
+                    values,
+                    "value",
+                    lambda v: v < 2.0,
+                )
+            )
+    lines = [
+        "| goal | " + " | ".join(systems) + " | siogate/node | |",
+        "|---|" + "---|" * (len(systems) + 2),
+    ]
     for text, values, kind, test in rows:
         contender, base = values.get("siogate"), values.get("node")
         ratio = contender / base if contender is not None and base else None
@@ -319,8 +380,10 @@ def goals_for(cases: list[ClusterCase]) -> dict[tuple[str, str], run.Goal]:
 
 def headline(case: ClusterCase, r: dict[str, Any]) -> str:
     if case.scenario == "hop":
-        return (f"same node p50 {r.get('same_p50_ms')} ms, other node p50 "
-                f"{r.get('other_p50_ms')} ms, hop {r.get('hop_p50_ms')} ms")
+        return (
+            f"same node p50 {r.get('same_p50_ms')} ms, other node p50 "
+            f"{r.get('other_p50_ms')} ms, hop {r.get('hop_p50_ms')} ms"
+        )
     return run.headline(case.scenario, r)
 
 
@@ -329,8 +392,9 @@ def environment(redis: Redis) -> dict[str, Any]:
     env["redis-server"] = redis.version()
     for package in ("redis", "@socket.io/redis-adapter"):
         try:
-            env[package] = json.loads((BENCH / "node-ref" / "node_modules" / package /
-                                       "package.json").read_text())["version"]
+            env[package] = json.loads(
+                (BENCH / "node-ref" / "node_modules" / package / "package.json").read_text()
+            )["version"]
         except (OSError, ValueError, KeyError):
             env[package] = "n/a"
     return env
@@ -341,12 +405,19 @@ def environment(redis: Redis) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    ap.add_argument("--systems", default="node,siogate",
-                    help="comma list of node, siogate (order = order inside a rep)")
+    ap.add_argument(
+        "--systems",
+        default="node,siogate",
+        help="comma list of node, siogate (order = order inside a rep)",
+    )
     ap.add_argument("--nodes", default="1,2", help="node counts to compare, comma list")
     ap.add_argument("--sizes", default="10000", help="fan-out client counts, comma list")
-    ap.add_argument("--hop-clients", type=int, default=2,
-                    help="clients in the hop case, split over the nodes (0: no hop case)")
+    ap.add_argument(
+        "--hop-clients",
+        type=int,
+        default=2,
+        help="clients in the hop case, split over the nodes (0: no hop case)",
+    )
     ap.add_argument("--hop-rate", type=float, default=20.0, help="hop publishes per second")
     ap.add_argument("--hop-seconds", type=float, default=10.0)
     ap.add_argument("--hop-warmup", type=int, default=20, help="uncounted first publishes")
@@ -378,22 +449,36 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[dict[str, Any]] = []
     raw_path = out_dir / "raw.json"
     try:
-        meta = {"argv": sys.argv, "options": vars(opts), "environment": environment(redis),
-                "cases": [c.key for c in cases], "redis_port": redis.port,
-                "siogate_cluster_mode": clustered,
-                # The marker the cluster mode's author leaves once it is complete.
-                "cluster_ready_marker": (ROOT / ".cluster-ready").exists(),
-                "loadavg_start": os.getloadavg(),
-                "placement": {"servers": SERVER_CORE, "redis": REDIS_CORE,
-                              "loadgen": LOADGEN_CORE}}
-        print(f"# cluster bench {stamp}: systems {opts.systems}, {opts.reps} reps, cases "
-              f"{meta['cases']}, redis on port {redis.port}", file=sys.stderr, flush=True)
+        meta = {
+            "argv": sys.argv,
+            "options": vars(opts),
+            "environment": environment(redis),
+            "cases": [c.key for c in cases],
+            "redis_port": redis.port,
+            "siogate_cluster_mode": clustered,
+            # The marker the cluster mode's author leaves once it is complete.
+            "cluster_ready_marker": (ROOT / ".cluster-ready").exists(),
+            "loadavg_start": os.getloadavg(),
+            "placement": {"servers": SERVER_CORE, "redis": REDIS_CORE, "loadgen": LOADGEN_CORE},
+        }
+        print(
+            f"# cluster bench {stamp}: systems {opts.systems}, {opts.reps} reps, cases "
+            f"{meta['cases']}, redis on port {redis.port}",
+            file=sys.stderr,
+            flush=True,
+        )
         if "siogate" in opts.systems and not clustered:
-            print("  siogate serve has no --redis-url yet: its multi-node cases are skipped",
-                  file=sys.stderr, flush=True)
+            print(
+                "  siogate serve has no --redis-url yet: its multi-node cases are skipped",
+                file=sys.stderr,
+                flush=True,
+            )
         elif "siogate" in opts.systems and not meta["cluster_ready_marker"]:
-            print("  no .cluster-ready marker: siogate's cluster mode may be unfinished",
-                  file=sys.stderr, flush=True)
+            print(
+                "  no .cluster-ready marker: siogate's cluster mode may be unfinished",
+                file=sys.stderr,
+                flush=True,
+            )
 
         def save() -> None:
             raw_path.write_text(json.dumps({"meta": meta, "runs": runs}, indent=1))
@@ -406,16 +491,21 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     record = run.run_rerunning(
                         partial(run_cluster_once, system, case, rep, opts, logs, redis),
-                        opts.foreign_limit, runs)
+                        opts.foreign_limit,
+                        runs,
+                    )
                     save()
                     cpu = record.get("cpu") or {}
-                    print(f"[{time.monotonic() - t_start:6.0f}s] rep {rep} {case.key:<20} "
-                          f"{system:<8} {headline(case, record.get('result') or {})}; cores "
-                          f"{cpu.get('server_core_busy_pct')}%/"
-                          f"{cpu.get('loadgen_core_busy_pct')}% foreign "
-                          f"{cpu.get('foreign_pct')}%"
-                          + (f"; PROBLEMS: {record['problems']}" if record["problems"] else ""),
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"[{time.monotonic() - t_start:6.0f}s] rep {rep} {case.key:<20} "
+                        f"{system:<8} {headline(case, record.get('result') or {})}; cores "
+                        f"{cpu.get('server_core_busy_pct')}%/"
+                        f"{cpu.get('loadgen_core_busy_pct')}% foreign "
+                        f"{cpu.get('foreign_pct')}%"
+                        + (f"; PROBLEMS: {record['problems']}" if record["problems"] else ""),
+                        file=sys.stderr,
+                        flush=True,
+                    )
         meta["total_s"] = round(time.monotonic() - t_start)
     finally:
         redis.stop()
@@ -425,16 +515,26 @@ def main(argv: list[str] | None = None) -> int:
     busy_starts = sum(1 for r in runs if not (r.get("quiet") or {}).get("quiet", True))
     meta["loadavg_end"] = os.getloadavg()
     env = meta["environment"]
-    header = (f"Cluster run {stamp} ({meta['total_s']} s): {opts.reps} reps; server nodes and "
-              f"redis-server {env['redis-server']} on core {SERVER_CORE}, load generator on "
-              f"core {LOADGEN_CORE}; socket.io {env['socket.io']} + @socket.io/redis-adapter "
-              f"{env['@socket.io/redis-adapter']} + redis {env['redis']}, siogate "
-              f"{env['siogate'].split()[-1]} @ {env['git']}; "
-              f"{busy_starts} of {len(runs)} runs started without a quiet machine; load "
-              f"average {meta['loadavg_start'][0]:.2f} at the start, "
-              f"{meta['loadavg_end'][0]:.2f} at the end.\n")
-    text = (header + "\nGoals (medians over reps):\n\n" + goals + "\n\n" + table
-            + "\n\n2 nodes / 1 node (medians):\n\n" + scaling + "\n")
+    header = (
+        f"Cluster run {stamp} ({meta['total_s']} s): {opts.reps} reps; server nodes and "
+        f"redis-server {env['redis-server']} on core {SERVER_CORE}, load generator on "
+        f"core {LOADGEN_CORE}; socket.io {env['socket.io']} + @socket.io/redis-adapter "
+        f"{env['@socket.io/redis-adapter']} + redis {env['redis']}, siogate "
+        f"{env['siogate'].split()[-1]} @ {env['git']}; "
+        f"{busy_starts} of {len(runs)} runs started without a quiet machine; load "
+        f"average {meta['loadavg_start'][0]:.2f} at the start, "
+        f"{meta['loadavg_end'][0]:.2f} at the end.\n"
+    )
+    text = (
+        header
+        + "\nGoals (medians over reps):\n\n"
+        + goals
+        + "\n\n"
+        + table
+        + "\n\n2 nodes / 1 node (medians):\n\n"
+        + scaling
+        + "\n"
+    )
     raw_path.write_text(json.dumps({"meta": meta, "summary": summary, "runs": runs}, indent=1))
     (out_dir / "table.md").write_text(text)
     print(text)

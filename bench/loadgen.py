@@ -227,8 +227,10 @@ class CoreMeter:
         cores0, server0, own0 = before
         cores1, server1, own1 = self.read()
         out = {}
-        for name, core, ours in (("server_core", self.cores[0], server1 - server0),
-                                 ("loadgen_core", self.cores[1], own1 - own0)):
+        for name, core, ours in (
+            ("server_core", self.cores[0], server1 - server0),
+            ("loadgen_core", self.cores[1], own1 - own0),
+        ):
             busy = cores1[core][0] - cores0[core][0]
             total = max(1, cores1[core][1] - cores0[core][1])
             out[name] = round(max(0.0, 100 * (busy - ours) / total), 1)
@@ -244,12 +246,29 @@ METER: CoreMeter | None = None
 
 class Client(asyncio.Protocol):
     __slots__ = (
-        "index", "token", "transport", "state", "buf", "last_seq", "ws_key", "frag",
-        "on_done", "t_start", "t_connected", "_host_header", "seen", "times",
+        "index",
+        "token",
+        "transport",
+        "state",
+        "buf",
+        "last_seq",
+        "ws_key",
+        "frag",
+        "on_done",
+        "t_start",
+        "t_connected",
+        "_host_header",
+        "seen",
+        "times",
     )
 
-    def __init__(self, index: int, token: str, host_header: bytes,
-                 on_done: Callable[[Client, str | None], None]) -> None:
+    def __init__(
+        self,
+        index: int,
+        token: str,
+        host_header: bytes,
+        on_done: Callable[[Client, str | None], None],
+    ) -> None:
         self.index = index
         self.token = token
         self.transport: asyncio.Transport | None = None
@@ -289,7 +308,7 @@ class Client(asyncio.Protocol):
                 return
             if not self._upgrade_ok(data[:end]):
                 return
-            data = data[end + 4:]
+            data = data[end + 4 :]
         # Hot path: server frames are unmasked; almost all are small text frames.
         n = len(data)
         off = 0
@@ -306,7 +325,7 @@ class Client(asyncio.Protocol):
             elif length == 127:
                 if off + 10 > n:
                     break
-                length = int.from_bytes(data[off + 2:off + 10], "big")
+                length = int.from_bytes(data[off + 2 : off + 10], "big")
                 start = off + 10
             end = start + length
             if end > n:
@@ -465,8 +484,9 @@ class Client(asyncio.Protocol):
             self.transport.abort()
 
 
-async def connect_clients(host: str, ports: list[int], tokens: list[str], inflight: int,
-                          timeout: float) -> tuple[list[Client], dict[str, Any]]:
+async def connect_clients(
+    host: str, ports: list[int], tokens: list[str], inflight: int, timeout: float
+) -> tuple[list[Client], dict[str, Any]]:
     """Open len(tokens) clients with at most `inflight` handshakes unfinished.
 
     Client i connects to ports[i % len(ports)], so the nodes of a cluster get equal shares.
@@ -513,7 +533,8 @@ async def connect_clients(host: str, ports: list[int], tokens: list[str], inflig
             launched += 1
             pending += 1
             fut = asyncio.ensure_future(
-                loop.create_connection(lambda c=client: c, host, ports[node]))
+                loop.create_connection(lambda c=client: c, host, ports[node])
+            )
             fut.add_done_callback(lambda f, c=client: on_tcp(f, c))
 
     t_first = perf()
@@ -570,7 +591,7 @@ class HttpConn(asyncio.Protocol):
             for line in lines[1:]:
                 name, _, value = line.partition(":")
                 headers[name.strip().lower()] = value.strip()
-            rest = self.buf[end + 4:]
+            rest = self.buf[end + 4 :]
             if headers.get("transfer-encoding", "").lower() == "chunked":
                 body = bytearray()
                 pos = 0
@@ -581,7 +602,7 @@ class HttpConn(asyncio.Protocol):
                     size = int(rest[pos:line_end].split(b";")[0], 16)
                     if len(rest) < line_end + 2 + size + 2:
                         return
-                    body += rest[line_end + 2:line_end + 2 + size]
+                    body += rest[line_end + 2 : line_end + 2 + size]
                     pos = line_end + 2 + size + 2
                     if size == 0:
                         break
@@ -594,8 +615,9 @@ class HttpConn(asyncio.Protocol):
                 consumed = length
             self.buf = rest[consumed:]
             self.busy = False
-            self.pool.on_response(self, status, bytes(body),
-                                  headers.get("connection", "").lower() == "close")
+            self.pool.on_response(
+                self, status, bytes(body), headers.get("connection", "").lower() == "close"
+            )
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -796,12 +818,15 @@ async def scenario_fanout(args: argparse.Namespace, pub: Publisher) -> dict[str,
                 continue
         isolated.append(summary)
     out["isolated"] = isolated
-    out["isolated_first_ms"] = percentile([x["first_ms"] for x in isolated
-                                           if x["first_ms"] is not None], 50)
-    out["isolated_last_ms"] = percentile([x["last_ms"] for x in isolated
-                                          if x["last_ms"] is not None], 50)
+    out["isolated_first_ms"] = percentile(
+        [x["first_ms"] for x in isolated if x["first_ms"] is not None], 50
+    )
+    out["isolated_last_ms"] = percentile(
+        [x["last_ms"] for x in isolated if x["last_ms"] is not None], 50
+    )
     out["isolated_loadgen_busy_pct"] = percentile(
-        [x["loadgen_busy_pct"] for x in isolated if x["loadgen_busy_pct"] is not None], 50)
+        [x["loadgen_busy_pct"] for x in isolated if x["loadgen_busy_pct"] is not None], 50
+    )
 
     # 2. A burst: `burst` publishes `interval` apart, paced on the clock, not on replies.
     seqs = []
@@ -899,18 +924,22 @@ async def scenario_throughput(args: argparse.Namespace, pub: Publisher) -> dict[
             "seqs": [first_seq, last_seq],
         }
         steps.append(step)
-        log(f"throughput step {target}/s: achieved {achieved:.0f}/s p99 {ms(p99)} ms, "
-            f"foreign CPU {step['foreign_pct']}%")
+        log(
+            f"throughput step {target}/s: achieved {achieved:.0f}/s p99 {ms(p99)} ms, "
+            f"foreign CPU {step['foreign_pct']}%"
+        )
         saturated = achieved < 0.9 * target or (p99 is not None and p99 > 1.0)
-        if saturated and (step["foreign_pct"] or 0) > args.foreign_limit \
-                and retries < args.retries:
+        if saturated and (step["foreign_pct"] or 0) > args.foreign_limit and retries < args.retries:
             # Saturation while something else ran on our cores proves nothing: let the
             # backlog drain, then repeat the step (bounded).
             retries += 1
             step["discarded"] = True
             log(f"foreign CPU {step['foreign_pct']}%: repeating the {target}/s step")
-            await wait_until(lambda: sum(LEDGER.count) >= sum(LEDGER.expected)
-                             and not pub.queue, args.deliver_timeout, step=0.05)
+            await wait_until(
+                lambda: sum(LEDGER.count) >= sum(LEDGER.expected) and not pub.queue,
+                args.deliver_timeout,
+                step=0.05,
+            )
             await asyncio.sleep(args.settle)
             continue
         targets.popleft()
@@ -920,8 +949,11 @@ async def scenario_throughput(args: argparse.Namespace, pub: Publisher) -> dict[
             break
     # Drain, then recompute each step's final latency and loss.
     total_expected = sum(LEDGER.expected)
-    await wait_until(lambda: sum(LEDGER.count) >= total_expected and not pub.queue,
-                     args.deliver_timeout, step=0.05)
+    await wait_until(
+        lambda: sum(LEDGER.count) >= total_expected and not pub.queue,
+        args.deliver_timeout,
+        step=0.05,
+    )
     await pub.drain(5)
     await asyncio.sleep(args.settle)
     for step in steps:
@@ -959,9 +991,10 @@ async def scenario_ceiling(args: argparse.Namespace, pub: Publisher) -> dict[str
     n = args.clients
     seqs = [LEDGER.new_seq(n) for _ in range(args.rounds)]
     body = json.dumps({"rounds": args.rounds, "seq0": seqs[0], "pad": "x" * args.pad}).encode()
-    request = (f"POST /flood HTTP/1.1\r\nHost: {args.host}:{args.port}\r\n"
-               f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-               ).encode() + body
+    request = (
+        f"POST /flood HTTP/1.1\r\nHost: {args.host}:{args.port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
     conn = pub.idle.pop()
     cpu0 = cpu_seconds()
     before = METER.read() if METER else None
@@ -989,8 +1022,9 @@ async def scenario_ceiling(args: argparse.Namespace, pub: Publisher) -> dict[str
     }
 
 
-async def scenario_hop(args: argparse.Namespace, pub: Publisher,
-                       clients: list[Client]) -> dict[str, Any]:
+async def scenario_hop(
+    args: argparse.Namespace, pub: Publisher, clients: list[Client]
+) -> dict[str, Any]:
     """Publish -> receive latency per node at a low rate: the cost of the cross-node hop.
 
     Every client is in one room. After `hop_warmup` uncounted publishes, `hop_rate`
@@ -1018,24 +1052,27 @@ async def scenario_hop(args: argparse.Namespace, pub: Publisher,
     await wait_until(lambda: all(LEDGER.count[s] >= n for s in seqs), args.deliver_timeout)
     await pub.drain(5)
     foreign = METER.foreign(before)["max"] if METER and before else None
-    measured = seqs[args.hop_warmup:]
+    measured = seqs[args.hop_warmup :]
     sent = LEDGER.sent
     per_node = []
     firsts: list[list[float | None]] = []
     for node in range(k):
         mine = [c for c in clients if c.index % k == node]
         lats = [c.times[s] - sent[s] for c in mine for s in measured if s in c.times]
-        firsts.append([min((c.times[s] for c in mine if s in c.times), default=None)
-                       for s in measured])
-        per_node.append({
-            "port": args.client_ports[node],
-            "clients": len(mine),
-            "deliveries": len(lats),
-            "p50_ms": ms(percentile(lats, 50)),
-            "p90_ms": ms(percentile(lats, 90)),
-            "p99_ms": ms(percentile(lats, 99)),
-            "max_ms": ms(max(lats)) if lats else None,
-        })
+        firsts.append(
+            [min((c.times[s] for c in mine if s in c.times), default=None) for s in measured]
+        )
+        per_node.append(
+            {
+                "port": args.client_ports[node],
+                "clients": len(mine),
+                "deliveries": len(lats),
+                "p50_ms": ms(percentile(lats, 50)),
+                "p90_ms": ms(percentile(lats, 90)),
+                "p99_ms": ms(percentile(lats, 99)),
+                "max_ms": ms(max(lats)) if lats else None,
+            }
+        )
     out: dict[str, Any] = {
         "clients": n,
         "nodes": k,
@@ -1051,15 +1088,21 @@ async def scenario_hop(args: argparse.Namespace, pub: Publisher,
     if k > 1:
         other = per_node[1]
         # Paired: per publish, first arrival on node 1 minus first arrival on node 0.
-        diffs = [b - a for a, b in zip(firsts[0], firsts[1], strict=True)
-                 if a is not None and b is not None]
-        out.update({
-            "other_p50_ms": other["p50_ms"],
-            "other_p99_ms": other["p99_ms"],
-            "hop_p50_ms": round(other["p50_ms"] - per_node[0]["p50_ms"], 2)
-            if other["p50_ms"] is not None and per_node[0]["p50_ms"] is not None else None,
-            "hop_paired_p50_ms": ms(percentile(diffs, 50)),
-        })
+        diffs = [
+            b - a
+            for a, b in zip(firsts[0], firsts[1], strict=True)
+            if a is not None and b is not None
+        ]
+        out.update(
+            {
+                "other_p50_ms": other["p50_ms"],
+                "other_p99_ms": other["p99_ms"],
+                "hop_p50_ms": round(other["p50_ms"] - per_node[0]["p50_ms"], 2)
+                if other["p50_ms"] is not None and per_node[0]["p50_ms"] is not None
+                else None,
+                "hop_paired_p50_ms": ms(percentile(diffs, 50)),
+            }
+        )
     return out
 
 
@@ -1079,8 +1122,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     METER = CoreMeter(server_pids, args.server_core, args.loadgen_core)
     result: dict[str, Any] = {"scenario": args.scenario, "server_pid": args.server_pid}
     minter = TokenMinter(args.jwt_secret)
-    tokens = [minter.mint(f"b{i}", rooms_for(args.scenario, i, args))
-              for i in range(args.clients)]
+    tokens = [minter.mint(f"b{i}", rooms_for(args.scenario, i, args)) for i in range(args.clients)]
 
     result["rss_0_clients_kib"] = read_rss_kib(args.server_pid)
     # perf_counter is CLOCK_MONOTONIC on Linux, the clock run.py samples CPU with.
@@ -1089,13 +1131,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     phases["connect"] = [perf()]
     cpu0 = cpu_seconds()
     log(f"connecting {args.clients} clients, {args.inflight} handshakes in flight")
-    clients, conn = await connect_clients(args.host, args.client_ports, tokens, args.inflight,
-                                          args.connect_timeout)
+    clients, conn = await connect_clients(
+        args.host, args.client_ports, tokens, args.inflight, args.connect_timeout
+    )
     phases["connect"].append(perf())
     conn["loadgen_cpu_s"] = round(cpu_seconds() - cpu0, 3)
     result["connect"] = conn
-    log(f"connected {conn['connected']}/{args.clients} in {conn['elapsed_s']} s "
-        f"({conn['rate_per_s']}/s), failed {conn['failed']}")
+    log(
+        f"connected {conn['connected']}/{args.clients} in {conn['elapsed_s']} s "
+        f"({conn['rate_per_s']}/s), failed {conn['failed']}"
+    )
 
     pub = Publisher(args.host, args.port, args.api_key, args.publishers)
     if args.scenario == "connect":
@@ -1151,11 +1196,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--api-key", required=True)
     ap.add_argument("--jwt-secret", required=True)
     ap.add_argument("--server-pid", type=int, default=None, help="for RSS readings")
-    ap.add_argument("--client-ports", type=lambda s: [int(x) for x in s.split(",")],
-                    default=None, help="spread clients over these ports (default: --port)")
-    ap.add_argument("--also-pid", type=int, action="append", default=[],
-                    help="another process on the server core (a second node, Redis): "
-                    "its CPU is ours, not foreign (repeatable)")
+    ap.add_argument(
+        "--client-ports",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=None,
+        help="spread clients over these ports (default: --port)",
+    )
+    ap.add_argument(
+        "--also-pid",
+        type=int,
+        action="append",
+        default=[],
+        help="another process on the server core (a second node, Redis): "
+        "its CPU is ours, not foreign (repeatable)",
+    )
     ap.add_argument("--clients", type=int, default=1000)
     ap.add_argument("--inflight", type=int, default=500, help="handshakes in flight")
     ap.add_argument("--connect-timeout", type=float, default=120.0)
@@ -1165,10 +1219,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--deliver-timeout", type=float, default=30.0)
     ap.add_argument("--server-core", type=int, default=0)
     ap.add_argument("--loadgen-core", type=int, default=1)
-    ap.add_argument("--foreign-limit", type=float, default=20.0,
-                    help="foreign CPU %% on a core above which a measurement is repeated")
-    ap.add_argument("--retries", type=int, default=3,
-                    help="repeats of isolated publishes / throughput steps under foreign load")
+    ap.add_argument(
+        "--foreign-limit",
+        type=float,
+        default=20.0,
+        help="foreign CPU %% on a core above which a measurement is repeated",
+    )
+    ap.add_argument(
+        "--retries",
+        type=int,
+        default=3,
+        help="repeats of isolated publishes / throughput steps under foreign load",
+    )
     ap.add_argument("--rounds", type=int, default=20, help="ceiling: broadcasts by the floor")
     # fanout
     ap.add_argument("--room", default="bench")
@@ -1178,17 +1240,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # throughput
     ap.add_argument("--room-size", type=int, default=10)
     ap.add_argument("--step", type=float, default=5.0, help="seconds per rate step")
-    ap.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")],
-                    default=[5000, 10000, 15000, 20000, 25000, 30000, 35000, 40000, 45000,
-                             50000, 60000, 70000, 80000, 90000, 100000, 120000, 140000],
-                    help="delivered msgs/s targets, one per step")
+    ap.add_argument(
+        "--rates",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[
+            5000,
+            10000,
+            15000,
+            20000,
+            25000,
+            30000,
+            35000,
+            40000,
+            45000,
+            50000,
+            60000,
+            70000,
+            80000,
+            90000,
+            100000,
+            120000,
+            140000,
+        ],
+        help="delivered msgs/s targets, one per step",
+    )
     # hop
     ap.add_argument("--hop-rate", type=float, default=20.0, help="publishes per second")
     ap.add_argument("--hop-seconds", type=float, default=10.0, help="measured seconds")
     ap.add_argument("--hop-warmup", type=int, default=20, help="uncounted first publishes")
     # connect
-    ap.add_argument("--idle-wait", type=float, default=3.0,
-                    help="seconds after the last CONNECT ack before reading RSS")
+    ap.add_argument(
+        "--idle-wait",
+        type=float,
+        default=3.0,
+        help="seconds after the last CONNECT ack before reading RSS",
+    )
     args = ap.parse_args(argv)
     if args.client_ports is None:
         args.client_ports = [args.port]

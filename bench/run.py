@@ -64,8 +64,20 @@ SERVERS = {
     ),
     "siogate": ServerSpec(
         "siogate",
-        [str(SIOGATE), "serve", "--host", "127.0.0.1", "--port", "{port}",
-         "--api-key", "{api_key}", "--jwt-secret", "{jwt_secret}", "--log-level", "warning"],
+        [
+            str(SIOGATE),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "{port}",
+            "--api-key",
+            "{api_key}",
+            "--jwt-secret",
+            "{jwt_secret}",
+            "--log-level",
+            "warning",
+        ],
     ),
     # Not a contender: the cheapest possible sender, to measure the load generator.
     "floor": ServerSpec("floor", ["node", str(BENCH / "floor_server.js"), "--port", "{port}"]),
@@ -180,10 +192,14 @@ class CpuSampler(threading.Thread):
                 sample[f"core{core}_total_ticks"] = total
             elapsed_ticks = (t_now - t_prev) * CLK_TCK
             sample["server_pct"] = round(
-                100 * self._proc_delta("server", self.server_pids) / elapsed_ticks, 1)
+                100 * self._proc_delta("server", self.server_pids) / elapsed_ticks, 1
+            )
             sample["loadgen_pct"] = round(
-                100 * self._proc_delta("loadgen", [self.loadgen_pid] if self.loadgen_pid
-                                       else []) / elapsed_ticks, 1)
+                100
+                * self._proc_delta("loadgen", [self.loadgen_pid] if self.loadgen_pid else [])
+                / elapsed_ticks,
+                1,
+            )
             self.samples.append(sample)
             prev, t_prev = cur, t_now
 
@@ -229,11 +245,17 @@ def wait_quiet(limit_pct: float, timeout: float) -> dict[str, Any]:
         b = core_times()
         last = {c: 100 * (b[c][0] - a[c][0]) / max(1, b[c][1] - a[c][1]) for c in b}
         if all(v < limit_pct for v in last.values()):
-            return {"quiet": True, "waited_s": round(time.monotonic() - t0, 1),
-                    "busy_pct": {str(c): round(v, 1) for c, v in last.items()}}
+            return {
+                "quiet": True,
+                "waited_s": round(time.monotonic() - t0, 1),
+                "busy_pct": {str(c): round(v, 1) for c, v in last.items()},
+            }
         if time.monotonic() - t0 > timeout:
-            return {"quiet": False, "waited_s": round(time.monotonic() - t0, 1),
-                    "busy_pct": {str(c): round(v, 1) for c, v in last.items()}}
+            return {
+                "quiet": False,
+                "waited_s": round(time.monotonic() - t0, 1),
+                "busy_pct": {str(c): round(v, 1) for c, v in last.items()},
+            }
 
 
 # --- One run -------------------------------------------------------------------------------
@@ -249,12 +271,29 @@ class Case:
         return f"{self.scenario}-{self.clients}"
 
 
-def loadgen_argv(case: Case, port: int, api_key: str, jwt_secret: str, pid: int,
-                 opts: argparse.Namespace) -> list[str]:
-    argv = ["taskset", "-c", str(LOADGEN_CORE), str(opts.python), str(BENCH / "loadgen.py"),
-            case.scenario, "--port", str(port), "--api-key", api_key,
-            "--jwt-secret", jwt_secret, "--server-pid", str(pid),
-            "--clients", str(case.clients), "--inflight", str(opts.inflight)]
+def loadgen_argv(
+    case: Case, port: int, api_key: str, jwt_secret: str, pid: int, opts: argparse.Namespace
+) -> list[str]:
+    argv = [
+        "taskset",
+        "-c",
+        str(LOADGEN_CORE),
+        str(opts.python),
+        str(BENCH / "loadgen.py"),
+        case.scenario,
+        "--port",
+        str(port),
+        "--api-key",
+        api_key,
+        "--jwt-secret",
+        jwt_secret,
+        "--server-pid",
+        str(pid),
+        "--clients",
+        str(case.clients),
+        "--inflight",
+        str(opts.inflight),
+    ]
     if case.scenario == "throughput":
         argv += ["--step", str(opts.step)]
         if opts.rates:
@@ -263,8 +302,14 @@ def loadgen_argv(case: Case, port: int, api_key: str, jwt_secret: str, pid: int,
         argv += ["--isolated", str(opts.isolated), "--burst", str(opts.burst)]
     if case.scenario == "ceiling":
         argv += ["--rounds", str(opts.rounds)]
-    argv += ["--server-core", str(SERVER_CORE), "--loadgen-core", str(LOADGEN_CORE),
-             "--foreign-limit", str(opts.foreign_limit)]
+    argv += [
+        "--server-core",
+        str(SERVER_CORE),
+        "--loadgen-core",
+        str(LOADGEN_CORE),
+        "--foreign-limit",
+        str(opts.foreign_limit),
+    ]
     return argv
 
 
@@ -275,9 +320,13 @@ def tail(path: Path, lines: int = 15) -> list[str]:
         return []
 
 
-def start_server(server: str, fill: dict[str, str], log_path: Path,
-                 extra_argv: list[str] | None = None,
-                 extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def start_server(
+    server: str,
+    fill: dict[str, str],
+    log_path: Path,
+    extra_argv: list[str] | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
     """Start `server` pinned to the server core; `fill` has port, api_key, jwt_secret."""
     spec = SERVERS[server]
     argv = ["taskset", "-c", str(SERVER_CORE)] + [a.format(**fill) for a in spec.argv]
@@ -285,13 +334,19 @@ def start_server(server: str, fill: dict[str, str], log_path: Path,
     env.update({k: v.format(**fill) for k, v in spec.env.items()})
     env.update(extra_env or {})
     with open(log_path, "wb") as log_file:
-        return subprocess.Popen(argv + (extra_argv or []), stdout=log_file,
-                                stderr=subprocess.STDOUT, env=env, preexec_fn=raise_nofile,
-                                cwd=ROOT)
+        return subprocess.Popen(
+            argv + (extra_argv or []),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=raise_nofile,
+            cwd=ROOT,
+        )
 
 
-def wait_healthy(proc: subprocess.Popen[bytes], port: int, timeout: float,
-                 log_path: Path) -> str | None:
+def wait_healthy(
+    proc: subprocess.Popen[bytes], port: int, timeout: float, log_path: Path
+) -> str | None:
     """None once GET /healthz answers 200; else what went wrong."""
     deadline = time.monotonic() + timeout
     while not healthy(port):
@@ -312,14 +367,16 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(5)
 
 
-def run_loadgen(record: dict[str, Any], lg_argv: list[str], sampler: CpuSampler,
-                lg_err: Path, timeout: float) -> None:
+def run_loadgen(
+    record: dict[str, Any], lg_argv: list[str], sampler: CpuSampler, lg_err: Path, timeout: float
+) -> None:
     """Run the load generator under `sampler`; put its result and the CPU into `record`."""
     sampler.start()
     t0 = time.monotonic()
     with open(lg_err, "wb") as err:
-        lg = subprocess.Popen(lg_argv, stdout=subprocess.PIPE, stderr=err,
-                              preexec_fn=raise_nofile, cwd=ROOT)
+        lg = subprocess.Popen(
+            lg_argv, stdout=subprocess.PIPE, stderr=err, preexec_fn=raise_nofile, cwd=ROOT
+        )
         sampler.loadgen_pid = lg.pid
         try:
             out, _ = lg.communicate(timeout=timeout)
@@ -335,8 +392,9 @@ def run_loadgen(record: dict[str, Any], lg_argv: list[str], sampler: CpuSampler,
     try:
         record["result"] = json.loads(out.decode().strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):
-        record["problems"].append(f"load generator gave no result (exit {lg.returncode}): "
-                                  f"{tail(lg_err)}")
+        record["problems"].append(
+            f"load generator gave no result (exit {lg.returncode}): {tail(lg_err)}"
+        )
     else:
         # The load generator stamps its phases on the same monotonic clock.
         for phase, window in (record["result"].get("phases") or {}).items():
@@ -346,20 +404,31 @@ def run_loadgen(record: dict[str, Any], lg_argv: list[str], sampler: CpuSampler,
 
 def log_errors(paths: list[Path]) -> list[str]:
     """Lines of the servers' logs that look like errors (at most 20)."""
-    errors = [line for path in paths for line in tail(path, 400)
-              if any(w in line for w in ("Traceback", "ERROR", "Error", "Exception"))]
+    errors = [
+        line
+        for path in paths
+        for line in tail(path, 400)
+        if any(w in line for w in ("Traceback", "ERROR", "Error", "Exception"))
+    ]
     return errors[:20]
 
 
-def run_once(server: str, case: Case, rep: int, opts: argparse.Namespace,
-             logs: Path) -> dict[str, Any]:
+def run_once(
+    server: str, case: Case, rep: int, opts: argparse.Namespace, logs: Path
+) -> dict[str, Any]:
     port = free_port()  # a fresh port per run keeps TIME_WAIT sockets of earlier runs apart
     api_key = secrets.token_hex(16)
     jwt_secret = secrets.token_hex(24)  # 48 bytes: no short-secret penalty anywhere
     fill = {"port": str(port), "api_key": api_key, "jwt_secret": jwt_secret}
-    record: dict[str, Any] = {"server": server, "case": case.key, "scenario": case.scenario,
-                              "clients": case.clients, "rep": rep, "port": port,
-                              "problems": []}
+    record: dict[str, Any] = {
+        "server": server,
+        "case": case.key,
+        "scenario": case.scenario,
+        "clients": case.clients,
+        "rep": rep,
+        "port": port,
+        "problems": [],
+    }
     record["quiet"] = wait_quiet(opts.quiet_pct, opts.quiet_timeout)
     log_path = logs / f"{server}-{case.key}-rep{rep}-{port}.log"
     record["server_log"] = str(log_path)
@@ -375,7 +444,8 @@ def run_once(server: str, case: Case, rep: int, opts: argparse.Namespace,
         run_loadgen(record, lg_argv, CpuSampler([proc.pid]), lg_err, opts.run_timeout)
         if proc.poll() is not None:
             record["problems"].append(
-                f"server exited during the run with code {proc.returncode}: {tail(log_path)}")
+                f"server exited during the run with code {proc.returncode}: {tail(log_path)}"
+            )
     finally:
         stop_process(proc)
     record["problems"] += result_problems(record.get("result"))
@@ -391,13 +461,16 @@ def result_problems(r: dict[str, Any] | None) -> list[str]:
     out = []
     c = r.get("connect", {})
     if c.get("connected") != c.get("clients"):
-        out.append(f"connected {c.get('connected')}/{c.get('clients')}, failed {c.get('failed')}"
-                   f" {c.get('failures')}, unfinished {c.get('unfinished')}"
-                   f" {c.get('unfinished_states')}")
+        out.append(
+            f"connected {c.get('connected')}/{c.get('clients')}, failed {c.get('failed')}"
+            f" {c.get('failures')}, unfinished {c.get('unfinished')}"
+            f" {c.get('unfinished_states')}"
+        )
     for key in ("missing", "duplicates", "dropped", "stray"):
         if r.get(key):
-            out.append(f"{key}: {r[key]}" + (f" {r.get('drop_reasons')}" if key == "dropped"
-                                             else ""))
+            out.append(
+                f"{key}: {r[key]}" + (f" {r.get('drop_reasons')}" if key == "dropped" else "")
+            )
     pub = r.get("publisher", {})
     if pub.get("errors"):
         out.append(f"publish errors: {pub['errors']}")
@@ -500,8 +573,9 @@ GOALS: dict[tuple[str, str], Goal] = {
 }
 
 
-def summarize(runs: list[dict[str, Any]], servers: list[str],
-              goals: dict[tuple[str, str], Goal] = GOALS) -> tuple[str, dict[str, Any]]:
+def summarize(
+    runs: list[dict[str, Any]], servers: list[str], goals: dict[tuple[str, str], Goal] = GOALS
+) -> tuple[str, dict[str, Any]]:
     cases: list[str] = []
     for run in runs:
         if run["case"] not in cases:
@@ -541,8 +615,12 @@ def summarize(runs: list[dict[str, Any]], servers: list[str],
                     cell += f" [{fmt(min(values))}-{fmt(max(values))}]"
                 row.append(cell)
             ratio = None
-            if show_ratio and medians.get(base) and medians.get(contender) is not None \
-                    and better in ("lower", "higher"):
+            if (
+                show_ratio
+                and medians.get(base)
+                and medians.get(contender) is not None
+                and better in ("lower", "higher")
+            ):
                 ratio = medians[contender] / medians[base]
             goal = goals.get((case, path)) or goals.get((scenario, path))
             if show_ratio:
@@ -580,16 +658,22 @@ def summarize(runs: list[dict[str, Any]], servers: list[str],
             where = "while connecting"
         discarded = len(r.get("discarded_isolated") or []) + (r.get("discarded_steps") or 0)
         if discarded:
-            notes.append(f"- {tag}: {discarded} isolated publish(es)/step(s) repeated "
-                         "because of foreign CPU")
+            notes.append(
+                f"- {tag}: {discarded} isolated publish(es)/step(s) repeated because of foreign CPU"
+            )
         if busy is not None and busy > 80:
-            notes.append(f"- {tag}: load generator {busy}% busy {where}: "
-                         "the number is a lower bound for the server")
+            notes.append(
+                f"- {tag}: load generator {busy}% busy {where}: "
+                "the number is a lower bound for the server"
+            )
     if notes:
         lines += ["", "Notes:"] + notes
     # Throughput steps, per server: p99 and achieved rate of each step, median over reps.
-    tp = [r for r in runs if r["scenario"] == "throughput" and not r.get("superseded")
-          and r.get("result")]
+    tp = [
+        r
+        for r in runs
+        if r["scenario"] == "throughput" and not r.get("superseded") and r.get("result")
+    ]
     if tp:
         lines += ["", "Throughput steps (median over reps: achieved msgs/s / p99 ms):", ""]
         targets = sorted({s["target_msgs_s"] for r in tp for s in r["result"]["steps"]})
@@ -598,8 +682,13 @@ def summarize(runs: list[dict[str, Any]], servers: list[str],
         for t in targets:
             row = [f"{t:,}"]
             for server in servers:
-                steps = [s for r in tp if r["server"] == server for s in r["result"]["steps"]
-                         if s["target_msgs_s"] == t and not s.get("discarded")]
+                steps = [
+                    s
+                    for r in tp
+                    if r["server"] == server
+                    for s in r["result"]["steps"]
+                    if s["target_msgs_s"] == t and not s.get("discarded")
+                ]
                 if not steps:
                     row.append("-")
                     continue
@@ -613,16 +702,18 @@ def summarize(runs: list[dict[str, Any]], servers: list[str],
 def headline(scenario: str, r: dict[str, Any]) -> str:
     if scenario == "fanout":
         burst = r.get("burst") or {}
-        return (f"last {r.get('isolated_last_ms')} ms, burst p50/p99 "
-                f"{burst.get('last_p50_ms')}/{burst.get('last_p99_ms')} ms")
+        return (
+            f"last {r.get('isolated_last_ms')} ms, burst p50/p99 "
+            f"{burst.get('last_p50_ms')}/{burst.get('last_p99_ms')} ms"
+        )
     if scenario == "throughput":
-        return (f"peak {r.get('peak_msgs_s')} msgs/s, kept up to "
-                f"{r.get('sustained_msgs_s')} msgs/s")
+        return f"peak {r.get('peak_msgs_s')} msgs/s, kept up to {r.get('sustained_msgs_s')} msgs/s"
     if scenario == "connect":
-        return (f"{(r.get('connect') or {}).get('rate_per_s')}/s, "
-                f"{r.get('kib_per_conn')} KiB/conn")
-    return (f"{r.get('msgs_per_s')} msgs/s at {r.get('loadgen_busy_pct')}% busy, "
-            f"{r.get('cpu_us_per_msg')} us/msg")
+        return f"{(r.get('connect') or {}).get('rate_per_s')}/s, {r.get('kib_per_conn')} KiB/conn"
+    return (
+        f"{r.get('msgs_per_s')} msgs/s at {r.get('loadgen_busy_pct')}% busy, "
+        f"{r.get('cpu_us_per_msg')} us/msg"
+    )
 
 
 # --- Main ----------------------------------------------------------------------------------
@@ -648,8 +739,9 @@ def build_cases(opts: argparse.Namespace) -> list[Case]:
 def environment() -> dict[str, Any]:
     def cmd(argv: list[str]) -> str:
         try:
-            return subprocess.run(argv, capture_output=True, text=True, timeout=10,
-                                  cwd=ROOT).stdout.strip()
+            return subprocess.run(
+                argv, capture_output=True, text=True, timeout=10, cwd=ROOT
+            ).stdout.strip()
         except (OSError, subprocess.TimeoutExpired):
             return "n/a"
 
@@ -657,12 +749,23 @@ def environment() -> dict[str, Any]:
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "kernel": platform.release(),
         "cpus": os.cpu_count(),
-        "cpu_model": next((line.split(":", 1)[1].strip() for line in
-                           open("/proc/cpuinfo") if line.startswith("model name")), "n/a"),
+        "cpu_model": next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in open("/proc/cpuinfo")
+                if line.startswith("model name")
+            ),
+            "n/a",
+        ),
         "node": cmd(["node", "--version"]),
         "python": cmd([str(VENV_PY), "--version"]),
-        "socket.io": cmd(["node", "-p", "require('./bench/node-ref/node_modules/socket.io/"
-                          "package.json').version"]),
+        "socket.io": cmd(
+            [
+                "node",
+                "-p",
+                "require('./bench/node-ref/node_modules/socket.io/package.json').version",
+            ]
+        ),
         "siogate": cmd([str(SIOGATE), "--version"]),
         "git": cmd(["git", "rev-parse", "--short", "HEAD"]),
     }
@@ -674,19 +777,28 @@ def add_run_options(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--inflight", type=int, default=500, help="handshakes in flight")
     ap.add_argument("--isolated", type=int, default=3, help="isolated publishes per run")
     ap.add_argument("--burst", type=int, default=20, help="publishes 200 ms apart")
-    ap.add_argument("--quiet-pct", type=float, default=15.0,
-                    help="a core is quiet under this busy %% (before each run)")
+    ap.add_argument(
+        "--quiet-pct",
+        type=float,
+        default=15.0,
+        help="a core is quiet under this busy %% (before each run)",
+    )
     ap.add_argument("--quiet-timeout", type=float, default=30.0)
-    ap.add_argument("--foreign-limit", type=float, default=20.0,
-                    help="rerun a run once when foreign CPU on a core was over this %%")
+    ap.add_argument(
+        "--foreign-limit",
+        type=float,
+        default=20.0,
+        help="rerun a run once when foreign CPU on a core was over this %%",
+    )
     ap.add_argument("--start-timeout", type=float, default=30.0)
     ap.add_argument("--run-timeout", type=float, default=300.0)
     ap.add_argument("--python", default=str(VENV_PY), help="interpreter for the load generator")
     ap.add_argument("--out", default=str(BENCH / "results"))
 
 
-def run_rerunning(once: Callable[[], dict[str, Any]], foreign_limit: float,
-                  runs: list[dict[str, Any]]) -> dict[str, Any]:
+def run_rerunning(
+    once: Callable[[], dict[str, Any]], foreign_limit: float, runs: list[dict[str, Any]]
+) -> dict[str, Any]:
     """once(), and once more if it had too much foreign CPU; both records go to `runs`."""
     record = once()
     foreign = (record.get("cpu") or {}).get("foreign_pct", 0)
@@ -702,11 +814,17 @@ def run_rerunning(once: Callable[[], dict[str, Any]], foreign_limit: float,
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    ap.add_argument("--servers", default="node,siogate",
-                    help="comma list of node, siogate, floor (order = order inside a rep)")
-    ap.add_argument("--scenarios", default="fanout,throughput,connect",
-                    help="comma list of fanout, throughput, connect (connect = idle memory "
-                    "too), ceiling (floor server only: the load generator's own limit)")
+    ap.add_argument(
+        "--servers",
+        default="node,siogate",
+        help="comma list of node, siogate, floor (order = order inside a rep)",
+    )
+    ap.add_argument(
+        "--scenarios",
+        default="fanout,throughput,connect",
+        help="comma list of fanout, throughput, connect (connect = idle memory "
+        "too), ceiling (floor server only: the load generator's own limit)",
+    )
     ap.add_argument("--sizes", default="1000,5000,10000", help="fan-out client counts")
     ap.add_argument("--throughput-clients", type=int, default=1000)
     ap.add_argument("--connect-clients", type=int, default=10000)
@@ -714,11 +832,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="--scale 0.1 --reps 1 --step 2")
     ap.add_argument("--step", type=float, default=5.0, help="throughput step, seconds")
     ap.add_argument("--rates", default=None, help="throughput targets, msgs/s, comma list")
-    ap.add_argument("--rounds", type=int, default=20,
-                    help="ceiling: back-to-back broadcasts the floor server writes")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=20,
+        help="ceiling: back-to-back broadcasts the floor server writes",
+    )
     add_run_options(ap)
-    ap.add_argument("--findings", default=None,
-                    help="append problems seen in runs to this markdown file")
+    ap.add_argument(
+        "--findings", default=None, help="append problems seen in runs to this markdown file"
+    )
     opts = ap.parse_args(argv)
     if opts.quick:
         opts.scale, opts.reps, opts.step = 0.1, 1, 2.0
@@ -738,10 +861,17 @@ def main(argv: list[str] | None = None) -> int:
     logs = out_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     cases = build_cases(opts)
-    meta = {"argv": sys.argv, "options": {k: v for k, v in vars(opts).items()},
-            "environment": environment(), "cases": [c.key for c in cases]}
-    print(f"# bench run {stamp}: servers {opts.servers}, {opts.reps} reps, "
-          f"cases {meta['cases']}", file=sys.stderr, flush=True)
+    meta = {
+        "argv": sys.argv,
+        "options": {k: v for k, v in vars(opts).items()},
+        "environment": environment(),
+        "cases": [c.key for c in cases],
+    }
+    print(
+        f"# bench run {stamp}: servers {opts.servers}, {opts.reps} reps, cases {meta['cases']}",
+        file=sys.stderr,
+        flush=True,
+    )
     runs: list[dict[str, Any]] = []
     raw_path = out_dir / "raw.json"
 
@@ -752,20 +882,26 @@ def main(argv: list[str] | None = None) -> int:
     for rep in range(1, opts.reps + 1):
         for case in cases:
             for server in opts.servers:
-                record = run_rerunning(partial(run_once, server, case, rep, opts, logs),
-                                       opts.foreign_limit, runs)
+                record = run_rerunning(
+                    partial(run_once, server, case, rep, opts, logs), opts.foreign_limit, runs
+                )
                 save()
                 line = headline(case.scenario, record.get("result") or {})
                 cpu = record.get("cpu") or {}
-                print(f"[{time.monotonic() - t_start:6.0f}s] rep {rep} {case.key:<16} "
-                      f"{server:<8} {line}; cores {cpu.get('server_core_busy_pct')}%/"
-                      f"{cpu.get('loadgen_core_busy_pct')}% foreign {cpu.get('foreign_pct')}%"
-                      + (f"; PROBLEMS: {record['problems']}" if record["problems"] else ""),
-                      file=sys.stderr, flush=True)
+                print(
+                    f"[{time.monotonic() - t_start:6.0f}s] rep {rep} {case.key:<16} "
+                    f"{server:<8} {line}; cores {cpu.get('server_core_busy_pct')}%/"
+                    f"{cpu.get('loadgen_core_busy_pct')}% foreign {cpu.get('foreign_pct')}%"
+                    + (f"; PROBLEMS: {record['problems']}" if record["problems"] else ""),
+                    file=sys.stderr,
+                    flush=True,
+                )
                 if opts.findings and record["problems"]:
                     with open(opts.findings, "a") as f:
-                        f.write(f"\n- {time.strftime('%H:%M:%S')} {server} {case.key} rep {rep} "
-                                f"(log {record['server_log']}):\n")
+                        f.write(
+                            f"\n- {time.strftime('%H:%M:%S')} {server} {case.key} rep {rep} "
+                            f"(log {record['server_log']}):\n"
+                        )
                         for p in record["problems"]:
                             f.write(f"  - {p}\n")
                         for line in record.get("server_log_errors", [])[:10]:
@@ -773,10 +909,12 @@ def main(argv: list[str] | None = None) -> int:
     table, summary = summarize(runs, opts.servers)
     meta["total_s"] = round(time.monotonic() - t_start)
     raw_path.write_text(json.dumps({"meta": meta, "summary": summary, "runs": runs}, indent=1))
-    header = (f"Run {stamp} ({meta['total_s']} s): {opts.reps} reps, servers pinned to core "
-              f"{SERVER_CORE}, load generator to core {LOADGEN_CORE}; "
-              f"{meta['environment']['socket.io']} socket.io, siogate "
-              f"{meta['environment']['siogate']} @ {meta['environment']['git']}.\n")
+    header = (
+        f"Run {stamp} ({meta['total_s']} s): {opts.reps} reps, servers pinned to core "
+        f"{SERVER_CORE}, load generator to core {LOADGEN_CORE}; "
+        f"{meta['environment']['socket.io']} socket.io, siogate "
+        f"{meta['environment']['siogate']} @ {meta['environment']['git']}.\n"
+    )
     (out_dir / "table.md").write_text(header + "\n" + table + "\n")
     print(header)
     print(table)
