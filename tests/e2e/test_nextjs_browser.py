@@ -100,11 +100,30 @@ def build_is_current() -> bool:
     return build_id.stat().st_mtime >= newest_mtime([p for p in sources if p.exists()])
 
 
+def run_bounded(cmd: list[str], cwd: Path, timeout: float, quiet: bool = False) -> None:
+    """Run ``cmd`` to completion; past ``timeout``, kill it and all it started."""
+    # npm and next build start workers of their own: a process group of their
+    # own lets a timeout end them all, and nothing else.
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=clean_env(),
+        stdout=subprocess.DEVNULL if quiet else None,
+        start_new_session=True,
+    )
+    try:
+        returncode = proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+        raise
+    if returncode != 0:
+        raise subprocess.CalledProcessError(returncode, cmd)
+
+
 def npm_ci(directory: Path, marker: str) -> None:
     if not (directory / "node_modules" / marker).exists():
-        subprocess.run(
-            ["npm", "ci", *QUIET_NPM], cwd=directory, check=True, timeout=INSTALL_TIMEOUT
-        )
+        run_bounded(["npm", "ci", *QUIET_NPM], directory, INSTALL_TIMEOUT)
 
 
 @pytest.fixture(scope="module")
@@ -123,14 +142,7 @@ def example_build() -> None:
         if sdk == ROOT / "clients" / "js" and not (sdk / "dist").is_dir():
             unavailable("clients/js is not built: (cd clients/js && npm ci && npm run build)")
         if not build_is_current():
-            subprocess.run(
-                ["npm", "run", "build"],
-                cwd=EXAMPLE,
-                env=clean_env(),
-                check=True,
-                timeout=BUILD_TIMEOUT,
-                stdout=subprocess.DEVNULL,
-            )
+            run_bounded(["npm", "run", "build"], EXAMPLE, BUILD_TIMEOUT, quiet=True)
 
 
 # ---------------------------------------------------------------- servers
