@@ -63,8 +63,11 @@ const ops = {
     };
   },
 
-  /** Click "Publish"; return the API route's reply and the JSON the socket received. */
-  async publish({ timeoutMs }) {
+  /**
+   * Click "Publish"; return the API route's reply and the JSON the socket received.
+   * With `expectError`, return the route's status and the error the page shows.
+   */
+  async publish({ timeoutMs, expectError = false }) {
     const replied = page.waitForResponse(
       (r) => new URL(r.url()).pathname === "/api/publish" && r.request().method() === "POST",
       { timeout: timeoutMs },
@@ -72,6 +75,11 @@ const ops = {
     await page.getByTestId("publish").click();
     const response = await replied;
     const reply = await response.json();
+    if (expectError) {
+      const shown = page.getByTestId("publish-error");
+      await shown.waitFor({ timeout: timeoutMs });
+      return { status: response.status(), reply, shown: await shown.textContent() };
+    }
     if (!response.ok() || !reply.sent) {
       throw new Error(`/api/publish answered ${response.status()}: ${JSON.stringify(reply)}`);
     }

@@ -457,6 +457,11 @@ def test_page_recovers_after_gateway_restart(page: Browser, gateway: GatewayProc
     before = page.call("status", status="connected")
     gateway.kill()
     page.call("status", status="disconnected")
+    # Meanwhile the API route reports the failed emit, and the page shows it.
+    down = page.call("publish", expectError=True)
+    assert down["status"] == 502
+    assert down["shown"] == down["reply"]["error"]
+    assert down["shown"].startswith("siogate network_error")
     gateway.start()
     after = page.call(
         "status",

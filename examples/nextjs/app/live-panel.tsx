@@ -247,7 +247,11 @@ export default function LivePanel() {
 
 function PublishResult({ publish }: { publish: Publish }) {
   if (publish.error) {
-    return <p className="error">{publish.error}</p>;
+    return (
+      <p className="error" data-testid="publish-error">
+        {publish.error}
+      </p>
+    );
   }
   const sentJson = publish.sent === undefined ? undefined : JSON.stringify(publish.sent);
   const receivedJson =
