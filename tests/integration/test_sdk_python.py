@@ -41,9 +41,11 @@ from siogate.client import (
     AsyncClient,
     Client,
     ConfigError,
+    ListingNodes,
     RequestError,
     RequestTimeout,
     RoomInfo,
+    RoomsListing,
     SocketInfo,
     verify_webhook,
 )
@@ -131,6 +133,12 @@ def sdk(make_sdk: Callable[..., Sdk], gw: Gateway) -> Sdk:
     return make_sdk(gw.url, jwt_secret=JWT_SECRET)
 
 
+async def members(sdk: Sdk, room: str, namespace: str = "/") -> list[tuple[str, str | None]]:
+    """``(id, user)`` of each socket in ``room``, as the SDK lists them."""
+    listing = await sdk(lambda c: c.sockets(room, namespace=namespace))
+    return [(socket.id, socket.user) for socket in listing.sockets]
+
+
 # ---------------------------------------------------------------- emit and batch
 
 
@@ -202,16 +210,24 @@ async def test_join_list_and_leave(
     await got(s, ("in-room", [room]))
 
     listed = await sdk(lambda c: c.rooms())
-    assert RoomInfo(name=room, sockets=1) in listed
-    assert RoomInfo(name=other, sockets=1) in listed
-    assert [r.name for r in listed] == sorted(r.name for r in listed)
-    assert await sdk(lambda c: c.sockets(room)) == [SocketInfo(id=s.sid(), user=user)]
-    assert await sdk(lambda c: c.sockets(s.sid())) == [SocketInfo(id=s.sid(), user=user)]
+    assert RoomInfo(name=room, sockets=1) in listed.rooms
+    assert RoomInfo(name=other, sockets=1) in listed.rooms
+    assert [r.name for r in listed.rooms] == sorted(r.name for r in listed.rooms)
+    assert await members(sdk, room) == [(s.sid(), user)]
+    assert await members(sdk, s.sid()) == [(s.sid(), user)]
+
+    # How complete a listing is: one node, which answered.
+    listing = await sdk(lambda c: c.sockets(room))
+    assert (listed.partial, listing.partial) == (False, False)
+    assert listed.nodes == listing.nodes == ListingNodes(answered=1, missing=())
+    node = listing.sockets[0].node
+    assert isinstance(node, str) and node
+    assert listing.sockets == (SocketInfo(id=s.sid(), user=user, node=node),)
 
     await sdk(lambda c: c.leave(room, sockets=[s.sid()]))
     await sdk(lambda c: c.leave(other, rooms=[f"user:{user}"]))
-    assert await sdk(lambda c: c.sockets(room)) == []
-    names = {r.name for r in await sdk(lambda c: c.rooms())}
+    assert await members(sdk, room) == []
+    names = {r.name for r in (await sdk(lambda c: c.rooms())).rooms}
     assert room not in names and other not in names
 
 
@@ -221,10 +237,10 @@ async def test_rooms_and_sockets_of_a_namespace(
     s = await connect(gw.url, None, "/chat")
     room, sid = uid("lobby"), s.sid("/chat")
     await sdk(lambda c: c.join(room, sockets=[sid], namespace="/chat"))
-    assert RoomInfo(room, 1) in await sdk(lambda c: c.rooms("/chat"))
-    assert room not in {r.name for r in await sdk(lambda c: c.rooms())}
-    assert await sdk(lambda c: c.sockets(room, namespace="/chat")) == [SocketInfo(sid, None)]
-    assert await sdk(lambda c: c.sockets(room)) == []
+    assert RoomInfo(room, 1) in (await sdk(lambda c: c.rooms("/chat"))).rooms
+    assert room not in {r.name for r in (await sdk(lambda c: c.rooms())).rooms}
+    assert await members(sdk, room, "/chat") == [(sid, None)]
+    assert await members(sdk, room) == []
 
 
 async def test_disconnect_by_id_and_by_room(
@@ -251,8 +267,8 @@ async def test_token_minted_by_the_sdk_is_accepted(
 ) -> None:
     user, room = uid("erin"), uid("vip")
     s = await connect(gw.url, sdk.client.token(user, rooms=[room], ttl=60))
-    assert await sdk(lambda c: c.sockets(room)) == [SocketInfo(s.sid(), user)]
-    assert await sdk(lambda c: c.sockets(f"user:{user}")) == [SocketInfo(s.sid(), user)]
+    assert await members(sdk, room) == [(s.sid(), user)]
+    assert await members(sdk, f"user:{user}") == [(s.sid(), user)]
     claims = JwtVerifier(JWT_SECRET).verify(sdk.client.token(user, ttl=60)).claims
     assert claims["exp"] - claims["iat"] == 60
 
@@ -422,7 +438,8 @@ async def test_get_is_retried_after_a_503_and_a_dropped_connection(
 ) -> None:
     with Stub(UNAVAILABLE, "close", then=(200, ROOMS_BODY)) as stub:
         sdk = make_sdk(stub.url, retries=2, backoff=0.01)
-        assert await sdk(lambda c: c.rooms("/x")) == [RoomInfo("news", 2)]
+        listing = await sdk(lambda c: c.rooms("/x"))
+        assert listing == RoomsListing(rooms=(RoomInfo("news", 2),))
     assert stub.requests == [("GET", "/v1/rooms?namespace=%2Fx")] * 3
 
 

@@ -20,10 +20,13 @@ from siogate.client import (
     AsyncClient,
     Client,
     ConfigError,
+    ListingNodes,
     RequestError,
     RequestTimeout,
     RoomInfo,
+    RoomsListing,
     SocketInfo,
+    SocketsListing,
     _core,
 )
 
@@ -52,13 +55,17 @@ def test_the_sdk_surface_is_locked() -> None:
         "DEFAULT_TIMEOUT",
         "Emit",
         "EmitOptions",
+        "Listing",
+        "ListingNodes",
         "RequestError",
         "RequestTimeout",
         "RoomInfo",
+        "RoomsListing",
         "SIGNATURE_HEADER",
         "Selector",
         "SiogateError",
         "SocketInfo",
+        "SocketsListing",
         "verify_webhook",
     ]
     for name in siogate.client.__all__:
@@ -169,12 +176,34 @@ def test_retry_policy(call: Any, attempt: int, outcome: Any, delay: float | None
 
 
 def test_answers_become_values(client: Client) -> None:
+    # A gateway without cluster support: no partial, nodes or node fields.
     rooms = httpx.Response(200, json={"rooms": [{"name": "a", "sockets": 2}]})
-    assert client._result(_core.rooms_call("/"), rooms) == [RoomInfo("a", 2)]
+    assert client._result(_core.rooms_call("/"), rooms) == RoomsListing(rooms=(RoomInfo("a", 2),))
     sockets = httpx.Response(200, json={"sockets": [{"id": "s", "user": None}]})
-    assert client._result(_core.sockets_call("a", "/"), sockets) == [SocketInfo("s", None)]
+    assert client._result(_core.sockets_call("a", "/"), sockets) == SocketsListing(
+        sockets=(SocketInfo("s", None),)
+    )
     count = httpx.Response(200, json={"ok": True, "count": 3})
     assert client._result(_core.batch_call([{"event": "a"}]), count) == 3
+
+
+def test_listings_say_how_complete_they_are(client: Client) -> None:
+    body = {
+        "sockets": [{"id": "s", "user": "u", "node": "n1"}],
+        "partial": True,
+        "nodes": {"answered": 1, "missing": ["n2"]},
+    }
+    listing = client._result(_core.sockets_call("a", "/"), httpx.Response(200, json=body))
+    assert listing == SocketsListing(
+        sockets=(SocketInfo("s", "u", node="n1"),),
+        partial=True,
+        nodes=ListingNodes(answered=1, missing=("n2",)),
+    )
+    for bad in ({"partial": "no"}, {"nodes": {"answered": "1", "missing": []}}, {"nodes": []}):
+        response = httpx.Response(200, json={"rooms": [], **bad})
+        with pytest.raises(ApiError) as info:
+            client._result(_core.rooms_call("/"), response)
+        assert info.value.code == "unexpected_response"
 
 
 @pytest.mark.parametrize(

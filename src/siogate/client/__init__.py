@@ -16,7 +16,17 @@ from __future__ import annotations
 from siogate.client._client import AsyncClient, Client
 from siogate.client._core import DEFAULT_BACKOFF, DEFAULT_RETRIES, DEFAULT_TIMEOUT
 from siogate.client._exceptions import RequestError, RequestTimeout
-from siogate.client._models import Emit, EmitOptions, RoomInfo, Selector, SocketInfo
+from siogate.client._models import (
+    Emit,
+    EmitOptions,
+    Listing,
+    ListingNodes,
+    RoomInfo,
+    RoomsListing,
+    Selector,
+    SocketInfo,
+    SocketsListing,
+)
 from siogate.client._webhooks import SIGNATURE_HEADER, verify_webhook
 from siogate.errors import ApiError, ConfigError, SiogateError
 
@@ -31,11 +41,15 @@ __all__ = [
     "ConfigError",
     "Emit",
     "EmitOptions",
+    "Listing",
+    "ListingNodes",
     "RequestError",
     "RequestTimeout",
     "RoomInfo",
+    "RoomsListing",
     "Selector",
     "SiogateError",
     "SocketInfo",
+    "SocketsListing",
     "verify_webhook",
 ]

@@ -18,7 +18,7 @@ import httpx
 
 from siogate.client import _core
 from siogate.client._core import BaseClient, Call, Outcome
-from siogate.client._models import Emit, EmitOptions, RoomInfo, Selector, SocketInfo
+from siogate.client._models import Emit, EmitOptions, RoomsListing, Selector, SocketsListing
 
 __all__ = ["AsyncClient", "Client"]
 
@@ -71,11 +71,11 @@ class Client(BaseClient[httpx.Client]):
         """``POST /v1/disconnect``: disconnect the selected sockets from the namespace."""
         self._send(_core.select_call("disconnect", None, selector))
 
-    def rooms(self, namespace: str = "/") -> list[RoomInfo]:
+    def rooms(self, namespace: str = "/") -> RoomsListing:
         """``GET /v1/rooms``: the namespace's rooms by name, with their socket counts."""
         return self._send(_core.rooms_call(namespace))
 
-    def sockets(self, room: str, namespace: str = "/") -> list[SocketInfo]:
+    def sockets(self, room: str, namespace: str = "/") -> SocketsListing:
         """``GET /v1/rooms/<room>/sockets``: the sockets in ``room``."""
         return self._send(_core.sockets_call(room, namespace))
 
@@ -139,11 +139,11 @@ class AsyncClient(BaseClient[httpx.AsyncClient]):
         """``POST /v1/disconnect``: disconnect the selected sockets from the namespace."""
         await self._send(_core.select_call("disconnect", None, selector))
 
-    async def rooms(self, namespace: str = "/") -> list[RoomInfo]:
+    async def rooms(self, namespace: str = "/") -> RoomsListing:
         """``GET /v1/rooms``: the namespace's rooms by name, with their socket counts."""
         return await self._send(_core.rooms_call(namespace))
 
-    async def sockets(self, room: str, namespace: str = "/") -> list[SocketInfo]:
+    async def sockets(self, room: str, namespace: str = "/") -> SocketsListing:
         """``GET /v1/rooms/<room>/sockets``: the sockets in ``room``."""
         return await self._send(_core.sockets_call(room, namespace))
 

@@ -22,7 +22,16 @@ import httpx
 from siogate._version import __version__
 from siogate.auth import mint_token
 from siogate.client._exceptions import RequestError, RequestTimeout
-from siogate.client._models import Emit, EmitOptions, RoomInfo, Selector, SocketInfo
+from siogate.client._models import (
+    Emit,
+    EmitOptions,
+    ListingNodes,
+    RoomInfo,
+    RoomsListing,
+    Selector,
+    SocketInfo,
+    SocketsListing,
+)
 from siogate.errors import ApiError, ConfigError
 
 T = TypeVar("T")
@@ -111,18 +120,18 @@ def select_call(
     return Call("POST", f"/v1/{action}", _ok, _encode(body))
 
 
-def rooms_call(namespace: str) -> Call[list[RoomInfo]]:
+def rooms_call(namespace: str) -> Call[RoomsListing]:
     return Call("GET", "/v1/rooms", _rooms, params={"namespace": namespace})
 
 
-def sockets_call(room: str, namespace: str) -> Call[list[SocketInfo]]:
+def sockets_call(room: str, namespace: str) -> Call[SocketsListing]:
     # Every character is escaped, "/" included: the gateway decodes the segment.
     path = f"/v1/rooms/{quote(room, safe='')}/sockets"
     return Call("GET", path, _sockets, params={"namespace": namespace})
 
 
 # ------------------------------------------------------------------ reading answers
-# Each parser may raise KeyError, TypeError or ValueError on a body of the wrong
+# Each parser may raise KeyError, TypeError, ValueError or AttributeError on a body of the wrong
 # shape; BaseClient turns those into ApiError("unexpected_response").
 
 
@@ -139,15 +148,44 @@ def _count(payload: Any) -> int:
     return count
 
 
-def _rooms(payload: Any) -> list[RoomInfo]:
-    return [RoomInfo(name=str(r["name"]), sockets=int(r["sockets"])) for r in payload["rooms"]]
+def _nodes(payload: Any) -> ListingNodes | None:
+    nodes = payload.get("nodes")
+    if nodes is None:
+        return None
+    answered = nodes["answered"]
+    if not isinstance(answered, int):
+        raise TypeError("nodes.answered is not an integer")
+    return ListingNodes(answered=answered, missing=tuple(str(n) for n in nodes["missing"]))
 
 
-def _sockets(payload: Any) -> list[SocketInfo]:
-    return [
-        SocketInfo(id=str(s["id"]), user=None if s["user"] is None else str(s["user"]))
-        for s in payload["sockets"]
-    ]
+def _partial(payload: Any) -> bool:
+    partial = payload.get("partial", False)
+    if not isinstance(partial, bool):
+        raise TypeError("partial is not a boolean")
+    return partial
+
+
+def _rooms(payload: Any) -> RoomsListing:
+    return RoomsListing(
+        rooms=tuple(RoomInfo(str(r["name"]), int(r["sockets"])) for r in payload["rooms"]),
+        partial=_partial(payload),
+        nodes=_nodes(payload),
+    )
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _sockets(payload: Any) -> SocketsListing:
+    return SocketsListing(
+        sockets=tuple(
+            SocketInfo(str(s["id"]), _optional_str(s["user"]), _optional_str(s.get("node")))
+            for s in payload["sockets"]
+        ),
+        partial=_partial(payload),
+        nodes=_nodes(payload),
+    )
 
 
 def _api_error(response: httpx.Response, payload: Any) -> ApiError:
@@ -247,7 +285,7 @@ class BaseClient(ABC, Generic[PoolT]):
             raise _api_error(outcome, payload)
         try:
             return call.parse(payload)
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ApiError(
                 200, "unexpected_response", f"unexpected body from {call.path}: {exc!r}"
             ) from None

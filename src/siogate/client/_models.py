@@ -14,7 +14,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Required, TypedDict
 
-__all__ = ["Emit", "EmitOptions", "RoomInfo", "Selector", "SocketInfo"]
+__all__ = [
+    "Emit",
+    "EmitOptions",
+    "Listing",
+    "ListingNodes",
+    "RoomInfo",
+    "RoomsListing",
+    "Selector",
+    "SocketInfo",
+    "SocketsListing",
+]
 
 
 class EmitOptions(TypedDict, total=False):
@@ -69,3 +79,40 @@ class SocketInfo:
     """The Socket.IO socket id (also the name of the socket's own room)."""
     user: str | None
     """The handshake token's ``sub``; ``None`` for an anonymous socket."""
+    node: str | None = None
+    """The gateway node the socket is connected to (``None`` if the gateway does not say)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListingNodes:
+    """Which gateway nodes contributed to a listing."""
+
+    answered: int
+    """How many nodes answered."""
+    missing: tuple[str, ...] = ()
+    """Ids of live nodes that did not answer in time: their sockets are not counted."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Listing:
+    """How complete a listing is; every node of a cluster answers for its own sockets."""
+
+    partial: bool = False
+    """True when some node did not answer in time, or the nodes could not be counted."""
+    nodes: ListingNodes | None = None
+    """``None`` if the gateway does not say (a gateway without cluster support)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoomsListing(Listing):
+    """The answer of ``GET /v1/rooms``."""
+
+    rooms: tuple[RoomInfo, ...]
+    """Sorted by name; the room named by each socket's id is not listed."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SocketsListing(Listing):
+    """The answer of ``GET /v1/rooms/<room>/sockets``."""
+
+    sockets: tuple[SocketInfo, ...]
