@@ -494,7 +494,10 @@ class Node:
 
     def _apply_emit(self, command: EmitCommand) -> None:
         self.metrics.emits_total += 1
-        targets = self.hub.select(command.namespace, command.rooms, command.exclude)
+        targets = list(self.hub.select(command.namespace, command.rooms, command.exclude))
+        if not targets:
+            # Common in a cluster: every node sees every emit, few hold its recipients.
+            return
         packet = socketio.event_packet(command.namespace, command.event, command.args)
         out = Outgoing(socketio.encode_messages(packet))
         # Encoded once above; each recipient gets the same objects (and, on WebSocket,
