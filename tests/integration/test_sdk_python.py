@@ -34,7 +34,15 @@ import socketio
 from sioclient import WAIT, Recorder, uid
 from webhook_receiver import WebhookReceiver, of_type
 
-from conftest import API_KEY, JWT_SECRET, ROOT, Gateway, free_port, spawn_gateway
+from conftest import (
+    API_KEY,
+    JWT_SECRET,
+    ROOT,
+    Gateway,
+    RedisServer,
+    free_port,
+    spawn_gateway,
+)
 from siogate.auth import JwtVerifier
 from siogate.client import (
     ApiError,
@@ -257,6 +265,40 @@ async def test_disconnect_by_id_and_by_room(
     await sdk(lambda c: c.emit("still-here", rooms=[stays.sid()]))
     await got(stays, ("still-here", []))
     assert stays.disconnects == []
+
+
+@pytest.mark.redis
+async def test_a_cluster_listing_names_each_socket_node(
+    redis_server: RedisServer, tmp_path: Path, connect: Callable[..., Awaitable[Recorder]]
+) -> None:
+    flags = ("--allow-anonymous", "--redis-url", redis_server.url)
+    nodes = [spawn_gateway(*flags, log_dir=tmp_path) for _ in range(2)]
+    try:
+        for node in nodes:
+            await asyncio.to_thread(wait_for_peers, node, 1)
+        a, b = [await connect(node.url) for node in nodes]
+        room = uid("both")
+        async with AsyncClient(nodes[0].url, API_KEY) as client:
+            await client.join(room, sockets=[a.sid(), b.sid()])
+            listing = await client.sockets(room)
+            assert (listing.partial, listing.nodes) == (False, ListingNodes(answered=2))
+            assert {s.id for s in listing.sockets} == {a.sid(), b.sid()}
+            assert len({s.node for s in listing.sockets}) == 2
+            assert (await client.rooms()).nodes == ListingNodes(answered=2)
+            await client.emit("both", rooms=[room])
+        await got(a, ("both", []))
+        await got(b, ("both", []))
+        await asyncio.gather(a.close(), b.close())  # while their nodes still answer
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def wait_for_peers(node: Gateway, peers: int) -> None:
+    deadline = time.monotonic() + 10
+    while httpx.get(f"{node.url}/healthz").json()["broker"]["peers"] != peers:
+        assert time.monotonic() < deadline, f"node {node.port} did not see {peers} peer(s)"
+        time.sleep(0.05)
 
 
 # ---------------------------------------------------------------- tokens
