@@ -25,10 +25,10 @@ import pytest
 import socketio
 from sioclient import WAIT, Recorder, uid
 
+from conftest import Gateway, spawn_gateway
+
 # What a listing says about the nodes that answered: on one node, always this.
 WHOLE = {"partial": False, "nodes": {"answered": 1, "missing": []}}
-
-from conftest import Gateway, spawn_gateway
 
 # python-engineio's client refuses a polling payload of more than 16 packets
 # (engineio.payload.Payload.max_decode_packets), and the gateway may coalesce a burst
@@ -404,7 +404,10 @@ async def test_rooms_of_another_namespace(
     assert {"name": room, "sockets": 1} in listing
     root = (await api.get("/v1/rooms", params={"namespace": "/"})).json()["rooms"]
     assert room not in {r["name"] for r in root}
-    assert (await api.get("/v1/rooms", params={"namespace": "/empty-ns"})).json() == {"rooms": [], **WHOLE}
+    assert (await api.get("/v1/rooms", params={"namespace": "/empty-ns"})).json() == {
+        "rooms": [],
+        **WHOLE,
+    }
 
 
 @pytest.mark.parametrize("room", ["team/a b", "plain", "ünï 😀", "100%/x?y#z", "a+b&c=d"])
