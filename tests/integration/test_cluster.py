@@ -179,6 +179,21 @@ async def test_emit_through_either_node_reaches_sockets_on_both(
     assert len(on_a.received("news")) == len(on_b.received("news")) == 2
 
 
+async def test_deep_and_large_payloads_cross_nodes_intact(
+    two: tuple[Gateway, Gateway], connect: Connect
+) -> None:
+    a, b = two
+    on_b = await connect(b)
+    deep: Any = "bottom"
+    for level in range(500):
+        deep = [deep] if level % 2 else {"level": level, "k": deep}
+    large = {"text": "é😀" * 100_000, "numbers": list(range(5_000))}  # 0.6 MB
+    await ok(a, "/v1/emit", {"event": "deep", "data": deep})
+    await ok(a, "/v1/emit", {"event": "large", "data": large})
+    assert await on_b.wait_event("deep") == [deep]
+    assert await on_b.wait_event("large") == [large]
+
+
 async def test_per_socket_order_is_kept_for_emits_through_one_node(
     two: tuple[Gateway, Gateway], connect: Connect
 ) -> None:

@@ -191,12 +191,12 @@ async def test_namespace_limits(gateway: Gateway) -> None:
 
 
 async def test_too_deep_json_is_refused_cleanly(gateway: Gateway) -> None:
-    # Refused whether or not any socket would receive it (the limit is 256 levels).
-    for depth in (256, 900, 100_000):
+    # Refused whether or not any socket would receive it (the limit is 512 levels).
+    for depth in (512, 900, 100_000):
         body = '{"event":"e","data":' + "[" * depth + "]" * depth + "}"
         r = gateway.api("POST", "/v1/emit", content=body)
         assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
-    body = '{"event":"e","data":' + "[" * 255 + "]" * 255 + "}"
+    body = '{"event":"e","data":' + "[" * 511 + "]" * 511 + "}"
     assert gateway.api("POST", "/v1/emit", content=body).status_code == 200
     async with connect(ws_url(gateway), max_size=None) as ws:
         await ws.recv()

@@ -21,7 +21,7 @@ MAX_SOCKETS = 10_000
 MAX_BATCH = 1_000
 # Containers nested in a body. Deeper values could be parsed but not encoded again for
 # the sockets (or for Redis), so they are refused up front, whoever would receive them.
-MAX_DEPTH = 256
+MAX_DEPTH = 512
 
 
 def bad(message: str, code: str = "invalid_field") -> ApiError:

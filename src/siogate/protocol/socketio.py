@@ -108,12 +108,16 @@ def json_safe(value: Any) -> Any:
 
 def has_binary(value: Any) -> bool:
     """Whether ``value`` holds any bytes leaf (and so needs attachments)."""
-    if isinstance(value, bytes | bytearray | memoryview):
-        return True
-    if isinstance(value, list | tuple):
-        return any(has_binary(v) for v in value)
-    if isinstance(value, dict):
-        return any(has_binary(v) for v in value.values())
+    # A loop rather than recursion: nesting is limited by the JSON encoder's depth only.
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, bytes | bytearray | memoryview):
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
     return False
 
 
