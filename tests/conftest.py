@@ -214,3 +214,9 @@ def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.start()
     yield server
     server.stop()
+
+
+def without_node(sockets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A sockets listing without the ``node`` each entry names (one node: always the same)."""
+    assert len({s["node"] for s in sockets}) <= 1
+    return [{k: v for k, v in s.items() if k != "node"} for s in sockets]

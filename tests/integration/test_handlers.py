@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import socketio
 
-from conftest import API_KEY, JWT_SECRET, ROOT, Gateway, free_port
+from conftest import API_KEY, JWT_SECRET, ROOT, Gateway, free_port, without_node
 
 HANDLERS = "tests.integration.handlers_app:Handlers"
 
@@ -39,7 +39,7 @@ async def test_rooms_joined_in_on_connect_take_effect(
         sid, user, rooms = await client.call("whoami", timeout=5)
         assert user == "alice" and rooms == ["news", "user:alice", "vip"]
         listing = gw.api("GET", "/v1/rooms/vip/sockets").json()["sockets"]
-        assert listing == [{"id": sid, "user": "alice"}]
+        assert without_node(listing) == [{"id": sid, "user": "alice"}]
     finally:
         await client.disconnect()
 
@@ -54,7 +54,7 @@ async def test_refuse_and_disconnect_in_on_connect(start_gateway: Callable[..., 
             await client.connect(gw.url, auth=auth, transports=["websocket"], wait_timeout=5)
         error = await asyncio.wait_for(errors.get(), 5)
         assert error["message"] == message
-    assert gw.api("GET", "/v1/rooms").json() == {"rooms": []}
+    assert gw.api("GET", "/v1/rooms").json()["rooms"] == []
 
 
 async def test_failing_handler_acks_an_error(start_gateway: Callable[..., Gateway]) -> None:
