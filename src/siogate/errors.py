@@ -21,8 +21,8 @@ status    codes
 413       ``payload_too_large``
 431       ``header_too_large`` (more than 16 KiB or 100 header lines)
 500       ``internal`` (a bug; logged with its traceback)
-503       ``broker_unavailable`` (cluster mode: Redis did not take the
-          command, which was applied nowhere; safe to retry)
+503       ``broker_unavailable`` (cluster mode: Redis did not confirm the
+          command; this node did not apply it)
 ========  =========================================================
 """
 

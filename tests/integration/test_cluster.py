@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -372,6 +373,39 @@ def local_sockets(node: Gateway) -> int:
     text = httpx.get(f"{node.url}/metrics", headers=HEADERS, timeout=5).text
     line = next(x for x in text.splitlines() if x.startswith("siogate_sockets "))
     return int(float(line.split()[1]))
+
+
+async def test_a_node_stopped_normally_leaves_listings_whole_at_once(
+    cluster: Cluster, connect: Connect
+) -> None:
+    a, b = cluster.start_node(), cluster.start_node()
+    wait_peers([a, b])
+    on_b = await connect(b)
+    b.stop()  # SIGTERM: sessions closed, registration removed
+    ns, _ = await on_b.wait_disconnect()
+    assert ns == "/"
+    started = time.monotonic()
+    rooms = await get(a, "/v1/rooms")
+    assert time.monotonic() - started < CLUSTER_TIMEOUT_MS / 1000
+    assert rooms["partial"] is False and rooms["nodes"] == {"answered": 1, "missing": []}
+
+
+def test_cluster_settings_are_checked_before_starting(tmp_path: Path) -> None:
+    def serve(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "siogate", "serve", "--port", "0", *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30, cwd=tmp_path)
+
+    no_secrets = serve("--redis-url", "redis://127.0.0.1:1/0")
+    assert no_secrets.returncode == 2
+    assert "cluster mode needs --api-key and --jwt-secret" in no_secrets.stderr
+    keys = ("--api-key", API_KEY, "--jwt-secret", "j" * 32)
+    for bad, message in (
+        (("--redis-url", "http://127.0.0.1:6379"), "redis_url must be a redis://"),
+        (("--redis-url", "redis://x", "--node-ttl", "10"), "node_ttl must be at least 1000"),
+        (("--redis-url", "redis://x", "--redis-prefix", "a b"), "redis_prefix must be"),
+    ):
+        result = serve(*keys, *bad)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
 
 
 async def test_redis_outage_degrades_then_recovers_without_restarts(

@@ -26,7 +26,7 @@ from siogate.broker import (
     SocketsQuery,
     wire,
 )
-from siogate.broker.redis import RedisBroker
+from siogate.broker.redis import RedisBroker, redacted
 from siogate.types import Namespace, Room, Sid
 
 BATCH: list[Command] = [
@@ -255,3 +255,15 @@ def test_queries_and_answers_survive_the_wire() -> None:
 def test_malformed_messages_are_refused(data: bytes) -> None:
     with pytest.raises(wire.WireError):
         wire.decode_commands(wire.decode(data))
+
+
+@pytest.mark.parametrize(
+    ("url", "logged"),
+    [
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        ("redis://:hunter2@cache:6379/0", "redis://:***@cache:6379/0"),
+        ("rediss://app:hunter2@cache/1", "rediss://app:***@cache/1"),
+    ],
+)
+def test_passwords_stay_out_of_logs(url: str, logged: str) -> None:
+    assert redacted(url) == logged

@@ -114,7 +114,8 @@ class Broker(Protocol):
         """Send one batch to all nodes. Returns once the local node has applied it.
 
         Raises :class:`BrokerUnavailable` when the batch could not be handed on; it has
-        then been applied nowhere, so the caller may retry.
+        then not been applied on this node (nor, unless the connection broke after the
+        broker received it, on any other).
         """
 
     async def query(self, query: Query, timeout: float) -> Answers:

@@ -12,8 +12,9 @@ Redis time at which its registration expires) and ``<prefix>:node:<id>`` (what i
 advertises, with the same expiry). Each node renews both every third of the TTL.
 
 Pub/sub is at most once: a node that is disconnected from Redis misses what is published
-meanwhile. A publish that Redis did not take is reported to the caller
-(:class:`BrokerUnavailable`) and applied nowhere, so it can be retried.
+meanwhile. A publish that Redis did not confirm is reported to the caller
+(:class:`BrokerUnavailable`) and not applied locally. Usually no node has it then; only
+when the connection broke after Redis received it can other nodes have it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import secrets
 import time
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
@@ -58,6 +60,16 @@ START_WAIT = 3.0
 URL_CACHE_SECONDS = 2.0
 
 _Outgoing = tuple[str, bytes, Sequence[Command] | None, asyncio.Future[None] | None]
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password, for logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit(parts._replace(netloc=user + netloc))
 
 
 class _Pending:
@@ -147,7 +159,7 @@ class RedisBroker:
         except TimeoutError:
             logger.warning(
                 "Redis at %s is not reachable yet (%s); serving local sockets, retrying",
-                self._url,
+                redacted(self._url),
                 self.stats.error,
             )
 
