@@ -31,7 +31,7 @@ _ERRORS = {
     "401": {"description": "Missing or wrong API key", **_json(_ref("Error"))},
     "413": {"description": "Body larger than --max-payload", **_json(_ref("Error"))},
     "503": {
-        "description": "Cluster mode: Redis did not confirm the command; this node did not apply it",
+        "description": "Cluster mode: Redis did not confirm the command (not applied here)",
         **_json(_ref("Error")),
     },
 }
