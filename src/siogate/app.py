@@ -218,7 +218,7 @@ def _forwarder(settings: Settings, broker: Broker) -> Forwarder | None:
         return None
     # A relayed long poll may wait a whole ping interval at its owner.
     timeout = (settings.ping_interval + settings.ping_timeout) / 1000 + 5
-    return Forwarder(broker.node_id, broker.node_url, timeout=timeout)
+    return Forwarder(broker.node_id, broker.node_url, timeout=timeout, max_body=settings.max_buffer)
 
 
 def _broker_metrics(metrics: Metrics, broker: Broker) -> None:

@@ -10,6 +10,7 @@ the test is about load balancing.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -23,7 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
-from jsclient import JsClient
+from jsclient import JS_DIR, JsClient
 from sioclient import Recorder, uid
 
 from conftest import API_KEY, Gateway, RedisServer, free_port, spawn_gateway
@@ -593,3 +594,45 @@ def test_polling_client_works_behind_a_plain_round_robin_balancer(
     # The balancer did send the session's requests to the node that does not own it.
     counts = {**forwarded(a), **{k + "_b": v for k, v in forwarded(b).items()}}
     assert sum(counts.values()) > 0, counts
+
+
+def test_many_idle_long_polls_forwarded_at_once_keep_their_sessions(
+    cluster: Cluster,
+) -> None:
+    """More waiting polls than an HTTP client pool usually holds, all relayed by one node,
+    through several ping rounds (a relay that queued them would let sessions time out)."""
+    fast = ("--ping-interval", "700", "--ping-timeout", "1500")
+    owner, relay = cluster.start_node(*fast), cluster.start_node(*fast)
+    wait_peers([owner, relay])
+    n = 300
+    driver = subprocess.Popen(
+        ["node", str(JS_DIR / "longpolls.mjs"), owner.url, relay.url, str(n), "wake-up", "30000"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert driver.stdout is not None
+        first = driver.stdout.readline()
+        assert first == "ready\n", first
+        time.sleep(3)  # four ping rounds while every poll waits at the owner
+        assert local_sockets(owner) == n
+        r = httpx.post(f"{relay.url}/v1/emit", json={"event": "wake-up"}, headers=HEADERS)
+        assert r.status_code == 200
+        result = json.loads(driver.stdout.readline())
+    finally:
+        driver.wait(40)
+        if driver.stdout is not None:
+            driver.stdout.close()
+    assert result == {"received": n, "closed": 0, "errors": []}
+    forwarded = {k: v for k, v in _metrics(relay).items() if "forward" in k}
+    assert forwarded["siogate_forwarded_requests_total"] >= 3 * n, forwarded
+    assert forwarded["siogate_forward_failures_total"] == 0
+
+
+def _metrics(node: Gateway) -> dict[str, float]:
+    text = httpx.get(f"{node.url}/metrics", headers=HEADERS, timeout=5).text
+    return {
+        line.split()[0]: float(line.split()[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#") and "{" not in line
+    }

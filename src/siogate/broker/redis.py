@@ -127,6 +127,7 @@ class RedisBroker:
         self._pub_ok = False
         self._was_connected = False
         self._urls: dict[str, tuple[float, str | None]] = {}
+        self._lookups: dict[str, asyncio.Future[str | None]] = {}
 
     def _answers_of(self, node: str) -> str:
         return f"{self._prefix}:answers:{node}"
@@ -380,6 +381,15 @@ class RedisBroker:
         cached = self._urls.get(node_id)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
+        # Concurrent lookups of one node (a burst of forwarded polls) share one request.
+        lookup = self._lookups.get(node_id)
+        if lookup is None:
+            lookup = asyncio.ensure_future(self._fetch_url(node_id))
+            self._lookups[node_id] = lookup
+            lookup.add_done_callback(lambda _: self._lookups.pop(node_id, None))
+        return await asyncio.shield(lookup)
+
+    async def _fetch_url(self, node_id: str) -> str | None:
         assert self._redis is not None
         data = await self._redis.get(self._node_key(node_id))
         url = None
