@@ -636,3 +636,24 @@ def _metrics(node: Gateway) -> dict[str, float]:
         for line in text.splitlines()
         if line and not line.startswith("#") and "{" not in line
     }
+
+
+async def test_a_frozen_redis_is_noticed_and_its_return_too(
+    cluster: Cluster, connect: Connect
+) -> None:
+    """SIGSTOP keeps Redis's connections open but silent: no error ever arrives by itself."""
+    a, b = cluster.start_node(), cluster.start_node()
+    wait_peers([a, b])
+    on_b = await connect(b)
+    assert cluster.redis.proc is not None
+    cluster.redis.proc.send_signal(signal.SIGSTOP)
+    try:
+        for node in (a, b):
+            wait_until(lambda node=node: health(node)["status"] == "degraded", "degraded", 10)
+    finally:
+        cluster.redis.proc.send_signal(signal.SIGCONT)
+    for node in (a, b):
+        wait_until(lambda node=node: health(node)["status"] == "ok", "healthy again", 15)
+    wait_peers([a, b])
+    await ok(a, "/v1/emit", {"event": "after-freeze"})
+    await on_b.wait_event("after-freeze")

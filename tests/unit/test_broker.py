@@ -267,3 +267,70 @@ def test_malformed_messages_are_refused(data: bytes) -> None:
 )
 def test_passwords_stay_out_of_logs(url: str, logged: str) -> None:
     assert redacted(url) == logged
+
+
+class FreezableProxy:
+    """A TCP proxy to Redis whose current connections can be frozen: kept open, silent.
+
+    That is what a connection looks like after a balancer or NAT drops its state: no
+    error, no data, ever. New connections made after the freeze work normally.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.server: asyncio.Server | None = None
+        self.pipes: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter, list[bool]]] = []
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        frozen = [False]
+        self.pipes.append((writer, up_writer, frozen))
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            while data := await src.read(65536):
+                if not frozen[0]:
+                    dst.write(data)
+
+        await asyncio.gather(
+            pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True
+        )
+
+    def freeze_existing(self) -> None:
+        for _, _, frozen in self.pipes:
+            frozen[0] = True
+
+    async def close(self) -> None:
+        for writer, up_writer, _ in self.pipes:
+            writer.close()
+            up_writer.close()
+        if self.server is not None:
+            self.server.close()
+
+
+async def test_a_silently_dead_subscription_is_found_and_replaced(
+    shared_redis: RedisServer,
+) -> None:
+    proxy = FreezableProxy(shared_redis.port)
+    port = await proxy.start()
+    prefix = f"frozen-{uuid.uuid4().hex[:6]}"
+    a, b = Node("a"), Node("b")
+    through_proxy = RedisBroker(f"redis://127.0.0.1:{port}/0", prefix=prefix, node_ttl=1.5)
+    direct = RedisBroker(shared_redis.url, prefix=prefix, node_ttl=1.5)
+    await through_proxy.start(a.apply, a.answer)
+    await direct.start(b.apply, b.answer)
+    try:
+        proxy.freeze_existing()
+        # Its subscription still looks fine; only an unanswered PING can tell.
+        async with asyncio.timeout(10):
+            while through_proxy.stats.reconnects == 0 or not through_proxy.stats.connected:
+                await asyncio.sleep(0.05)
+        await direct.publish(BATCH)
+        assert await a.wait_batches(1) == [BATCH]
+    finally:
+        await through_proxy.close()
+        await direct.close()
+        await proxy.close()

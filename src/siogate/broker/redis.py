@@ -33,6 +33,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from . import wire
@@ -266,11 +267,25 @@ class RedisBroker:
             try:
                 await pubsub.subscribe(*channels)
                 confirmed = 0
+                # A subscriber only reads, so a connection that died without a FIN (a
+                # balancer's idle timeout, a host gone) would look quiet forever; a PING
+                # every third of the TTL must be answered within SOCKET_TIMEOUT.
+                interval = self._ttl / 3
+                next_ping = time.monotonic() + interval
+                ping_sent: float | None = None
                 while True:
-                    message = await pubsub.get_message(timeout=1.0)
+                    now = time.monotonic()
+                    if ping_sent is not None and now - ping_sent > SOCKET_TIMEOUT:
+                        raise RedisConnectionError("no answer to PING on the subscription")
+                    if ping_sent is None and now >= next_ping:
+                        await pubsub.ping()
+                        ping_sent, next_ping = now, now + interval
+                    message = await pubsub.get_message(timeout=min(interval, 0.5))
                     if message is None:
                         continue
-                    if message["type"] == "subscribe":
+                    if message["type"] == "pong":
+                        ping_sent = None
+                    elif message["type"] == "subscribe":
                         confirmed += 1
                         if confirmed == len(channels):
                             if self._was_connected:
