@@ -89,10 +89,9 @@ class Settings:
             raise ConfigError("redis_url must be a redis://, rediss:// or unix:// URL")
         if not self.redis_prefix or any(c in self.redis_prefix for c in " *?[]"):
             raise ConfigError("redis_prefix must be non-empty, without spaces or * ? [ ]")
-        if self.advertise_url is not None and not self.advertise_url.startswith(
-            ("http://", "https://")
-        ):
-            raise ConfigError("advertise_url must be an http:// or https:// URL")
+        if self.advertise_url is not None and not self.advertise_url.startswith("http://"):
+            # Node-to-node traffic is plain HTTP, meant for a private network.
+            raise ConfigError("advertise_url must be an http:// URL")
         if self.node_ttl < 1000:
             raise ConfigError("node_ttl must be at least 1000 milliseconds")
         if self.cluster_timeout < 1:

@@ -178,12 +178,10 @@ class Forwarder:
         self.websockets += 1
         parts = urlsplit(base)
         host = parts.hostname or "127.0.0.1"
-        secure = parts.scheme == "https"
-        port = parts.port or (443 if secure else 80)
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 await asyncio.get_running_loop().create_connection(
-                    lambda: _Upstream(relay), host, port, ssl=secure or None
+                    lambda: _Upstream(relay), host, parts.port or 80
                 )
         except (OSError, TimeoutError) as exc:
             logger.warning("relaying a WebSocket to node %s at %s failed: %s", node, base, exc)
