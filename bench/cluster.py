@@ -16,6 +16,9 @@ to node i mod 2); every publish is a POST to node A. Two cases per node count:
   POST -> receive latency of the clients on node A (same node) and on node B (other
   node); the difference is the cost of the Redis hop.
 
+`--nodes 1+redis` adds one node in cluster mode (with Redis, no peer): what the cluster
+mode costs a node before there is a second one.
+
 Placement: every server node and redis-server on core 0, the load generator alone on
 core 1 (see bench/README.md, "Two nodes + Redis"). Systems alternate inside each rep;
 each case's table row is the median over reps, with siogate/node ratios, plus the
@@ -157,18 +160,25 @@ class ClusterCase:
     scenario: str  # fanout | hop
     clients: int
     nodes: int
+    # One node in cluster mode all the same: what Redis costs before any second node.
+    redis: bool = False
+
+    @property
+    def clustered(self) -> bool:
+        return self.nodes > 1 or self.redis
 
     @property
     def key(self) -> str:
-        return f"{self.scenario}-{self.clients}-{self.nodes}node{'s' if self.nodes > 1 else ''}"
+        nodes = f"{self.nodes}node{'s' if self.nodes > 1 else ''}"
+        return f"{self.scenario}-{self.clients}-{nodes}{'+redis' if self.redis else ''}"
 
 
 def build_cases(opts: argparse.Namespace) -> list[ClusterCase]:
     cases = []
-    for nodes in opts.nodes:
-        cases += [ClusterCase("fanout", n, nodes) for n in opts.sizes]
+    for nodes, redis in opts.nodes:
+        cases += [ClusterCase("fanout", n, nodes, redis) for n in opts.sizes]
         if opts.hop_clients:
-            cases.append(ClusterCase("hop", opts.hop_clients, nodes))
+            cases.append(ClusterCase("hop", opts.hop_clients, nodes, redis))
     return cases
 
 
@@ -216,6 +226,7 @@ def run_cluster_once(
         "scenario": case.scenario,
         "clients": case.clients,
         "nodes": case.nodes,
+        "cluster_mode": case.clustered,
         "rep": rep,
         "ports": ports,
         "redis_prefix": prefix,
@@ -228,7 +239,7 @@ def run_cluster_once(
         for i, port in enumerate(ports):
             fill = {"port": str(port), "api_key": api_key, "jwt_secret": jwt_secret}
             extra_argv, extra_env = (
-                cluster_options(system, redis.url, prefix) if case.nodes > 1 else ([], {})
+                cluster_options(system, redis.url, prefix) if case.clustered else ([], {})
             )
             log_path = logs / f"{system}-{case.key}-rep{rep}-node{'AB'[i]}-{port}.log"
             procs.append(
@@ -321,7 +332,7 @@ def goals_table(summary: dict[str, Any], cases: list[ClusterCase], systems: list
                 lambda r: r <= 1.0,
             )
         )
-    hops = {c.nodes: c for c in cases if c.scenario == "hop"}
+    hops = {c.nodes: c for c in cases if c.scenario == "hop" and not c.redis}
     if 2 in hops:
         label = "hop: other - same node p50, ms"
         values = {s: median_of(summary, hops[2], label, s) for s in systems}
@@ -410,7 +421,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="node,siogate",
         help="comma list of node, siogate (order = order inside a rep)",
     )
-    ap.add_argument("--nodes", default="1,2", help="node counts to compare, comma list")
+    ap.add_argument(
+        "--nodes",
+        default="1,2",
+        help="node counts to compare, comma list; 1+redis: one node in cluster mode",
+    )
     ap.add_argument("--sizes", default="10000", help="fan-out client counts, comma list")
     ap.add_argument(
         "--hop-clients",
@@ -427,7 +442,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if opts.quick:
         opts.sizes, opts.reps, opts.hop_seconds = "1000", 1, 3.0
     opts.systems = [s for s in opts.systems.split(",") if s]
-    opts.nodes = [int(x) for x in opts.nodes.split(",") if x]
+    opts.nodes = [
+        (int(x.removesuffix("+redis")), x.endswith("+redis")) for x in opts.nodes.split(",") if x
+    ]
     opts.sizes = [int(x) for x in opts.sizes.split(",") if x]
     for s in opts.systems:
         if s not in ("node", "siogate"):
@@ -487,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
         for rep in range(1, opts.reps + 1):
             for case in cases:
                 for system in opts.systems:
-                    if system == "siogate" and case.nodes > 1 and not clustered:
+                    if system == "siogate" and case.clustered and not clustered:
                         continue
                     record = run.run_rerunning(
                         partial(run_cluster_once, system, case, rep, opts, logs, redis),
