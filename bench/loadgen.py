@@ -787,8 +787,27 @@ def seq_summary(seq: int) -> dict[str, Any]:
     }
 
 
-async def scenario_fanout(args: argparse.Namespace, pub: Publisher) -> dict[str, Any]:
+def last_by_node(clients: list[Client], k: int, seq: int) -> dict[str, float | None]:
+    """POST -> last client of each node ("A", "B", ...), from the clients' own times."""
+    last: list[float | None] = [None] * k
+    for c in clients:
+        t = c.times.get(seq) if c.times is not None else None
+        node = c.index % k
+        if t is not None and (last[node] is None or t > last[node]):  # type: ignore[operator]
+            last[node] = t
+    sent = LEDGER.sent[seq]
+    return {"ABCDEFGH"[i]: None if t is None else ms(t - sent) for i, t in enumerate(last)}
+
+
+async def scenario_fanout(
+    args: argparse.Namespace, pub: Publisher, clients: list[Client]
+) -> dict[str, Any]:
     n = args.clients
+    k = len(args.client_ports)
+    if k > 1:
+        # Several nodes: keep receive times per client, to tell each node's last client.
+        for client in clients:
+            client.times = {}
     rooms_json = json.dumps([args.room])
     pad = "x" * args.pad
     out: dict[str, Any] = {"clients": n}
@@ -805,6 +824,8 @@ async def scenario_fanout(args: argparse.Namespace, pub: Publisher) -> dict[str,
         await pub.drain(5)
         await asyncio.sleep(args.settle)
         summary = seq_summary(seq)
+        if k > 1:
+            summary["last_by_node_ms"] = last_by_node(clients, k, seq)
         # How busy this process was between the POST and the last delivery (+<=2 ms):
         # near 100% means the load generator, not the server, set the pace.
         summary["loadgen_busy_pct"] = round(100 * cpu / wall, 1) if wall > 0 else None
@@ -827,6 +848,12 @@ async def scenario_fanout(args: argparse.Namespace, pub: Publisher) -> dict[str,
     out["isolated_loadgen_busy_pct"] = percentile(
         [x["loadgen_busy_pct"] for x in isolated if x["loadgen_busy_pct"] is not None], 50
     )
+    if k > 1 and isolated:
+        by_node = [x["last_by_node_ms"] for x in isolated]
+        out["isolated_last_by_node_ms"] = {
+            name: percentile([b[name] for b in by_node if b[name] is not None], 50)
+            for name in by_node[0]
+        }
 
     # 2. A burst: `burst` publishes `interval` apart, paced on the clock, not on replies.
     seqs = []
@@ -1157,7 +1184,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         recv0, cpu0 = LEDGER.received, cpu_seconds()
         phases["measure"] = [perf()]
         if args.scenario == "fanout":
-            result.update(await scenario_fanout(args, pub))
+            result.update(await scenario_fanout(args, pub, clients))
         elif args.scenario == "throughput":
             result.update(await scenario_throughput(args, pub))
         elif args.scenario == "ceiling":

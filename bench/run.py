@@ -486,6 +486,8 @@ def metric_rows(scenario: str) -> list[tuple[str, str, str]]:
         return [
             ("isolated publish -> first client, ms", "isolated_first_ms", "lower"),
             ("isolated publish -> last client, ms", "isolated_last_ms", "lower"),
+            ("isolated: last client on node A, ms", "isolated_last_by_node_ms.A", "lower"),
+            ("isolated: last client on node B, ms", "isolated_last_by_node_ms.B", "lower"),
             ("20 x 200 ms: last client p50, ms", "burst.last_p50_ms", "lower"),
             ("20 x 200 ms: last client p99, ms", "burst.last_p99_ms", "lower"),
             ("missing deliveries (sum of reps)", "missing", "sum"),
@@ -633,7 +635,9 @@ def summarize(
                 else:
                     row.append("")
             summary[case][label] = {"medians": medians, "ratio": ratio}
-            lines.append("| " + " | ".join(row) + " |")
+            if any(m is not None for m in medians.values()):
+                # A metric this case does not have (a second node, say) gets no row.
+                lines.append("| " + " | ".join(row) + " |")
     # Runs that went wrong, and noise.
     notes = []
     for run in runs:
