@@ -170,23 +170,8 @@ def build(settings: Settings, *, broker: Broker | None = None) -> Gateway:
         "siogate_http_connections", "Open TCP connections.", lambda: len(gateway.connections)
     )
     _broker_metrics(metrics, broker)
-    forwarder = engine.forwarder
-    if forwarder is not None:
-        metrics.counter(
-            "siogate_forwarded_requests_total",
-            "Long-polling requests relayed to the node that owns the session.",
-            lambda: forwarder.requests,
-        )
-        metrics.counter(
-            "siogate_forwarded_websockets_total",
-            "WebSocket upgrades relayed to the node that owns the session.",
-            lambda: forwarder.websockets,
-        )
-        metrics.counter(
-            "siogate_forward_failures_total",
-            "Requests for another node's session that could not be relayed (owner gone).",
-            lambda: forwarder.failures,
-        )
+    if engine.forwarder is not None:
+        _forwarder_metrics(metrics, engine.forwarder)
     api = Api(
         node, api_key=settings.api_key, namespaces=settings.namespaces, cluster=settings.cluster
     )
@@ -199,12 +184,7 @@ def _broker(settings: Settings) -> Broker:
         return MemoryBroker()
     advertise = settings.advertise_url
     if advertise is None and settings.port != 0:
-        host = settings.host
-        if host in ("0.0.0.0", "::", ""):
-            host = "127.0.0.1"
-        elif ":" in host:
-            host = f"[{host}]"
-        advertise = f"http://{host}:{settings.port}"
+        advertise = settings.local_url(settings.port)
     return RedisBroker(
         settings.redis_url,
         prefix=settings.redis_prefix,
@@ -255,6 +235,24 @@ def _broker_metrics(metrics: Metrics, broker: Broker) -> None:
         "siogate_broker_messages_invalid_total",
         "Messages from the broker ignored as malformed.",
         lambda: stats.messages_invalid,
+    )
+
+
+def _forwarder_metrics(metrics: Metrics, forwarder: Forwarder) -> None:
+    metrics.counter(
+        "siogate_forwarded_requests_total",
+        "Long-polling requests relayed to the node that owns the session.",
+        lambda: forwarder.requests,
+    )
+    metrics.counter(
+        "siogate_forwarded_websockets_total",
+        "WebSocket upgrades relayed to the node that owns the session.",
+        lambda: forwarder.websockets,
+    )
+    metrics.counter(
+        "siogate_forward_failures_total",
+        "Requests for another node's session that could not be relayed (owner gone).",
+        lambda: forwarder.failures,
     )
 
 

@@ -246,8 +246,7 @@ def serve(**values: Any) -> None:
         _announce_dev_mode(generated)
 
         def on_listening(port: int) -> None:
-            host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
-            _save_dev_credentials(f"http://{host}:{port}", generated)
+            _save_dev_credentials(settings.local_url(port), generated)
 
     install_event_loop()
     try:

@@ -99,6 +99,15 @@ class Settings:
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
 
+    def local_url(self, port: int) -> str:
+        """The gateway's http:// URL as seen from this machine, once listening on ``port``."""
+        host = self.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{port}"
+
     @property
     def cluster(self) -> bool:
         return self.redis_url is not None

@@ -73,6 +73,28 @@ def redacted(url: str) -> str:
     return urlunsplit(parts._replace(netloc=user + netloc))
 
 
+class _Backoff:
+    """Waits between reconnection attempts: doubling from BACKOFF_MIN, with jitter."""
+
+    __slots__ = ("delay",)
+
+    def __init__(self) -> None:
+        self.delay = BACKOFF_MIN
+
+    def reset(self) -> None:
+        self.delay = BACKOFF_MIN
+
+    async def wait(self) -> None:
+        await asyncio.sleep(self.delay * random.uniform(0.5, 1.0))
+        self.delay = min(self.delay * 2, BACKOFF_MAX)
+
+
+def _seconds(reply: tuple[int, int]) -> float:
+    """A Redis ``TIME`` reply (seconds, microseconds) as float seconds."""
+    seconds, micros = reply
+    return float(seconds) + micros / 1e6
+
+
 class _Pending:
     """Answers to one query, as they arrive."""
 
@@ -259,7 +281,7 @@ class RedisBroker:
     # Receiving
 
     async def _subscribe_forever(self) -> None:
-        delay = BACKOFF_MIN
+        backoff = _Backoff()
         channels = (self._commands_channel, self._queries_channel, self._answers_channel)
         while True:
             client = self._client()
@@ -298,7 +320,7 @@ class RedisBroker:
                             await self._heartbeat()
                             self._set_health(sub=True, error=None)
                             self._subscribed.set()
-                            delay = BACKOFF_MIN
+                            backoff.reset()
                     elif message["type"] == "message":
                         self._dispatch(message["channel"], message["data"])
             except (RedisError, OSError) as exc:
@@ -308,8 +330,7 @@ class RedisBroker:
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
                 with contextlib.suppress(Exception):
                     await client.aclose()
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, BACKOFF_MAX)
+            await backoff.wait()
 
     def _dispatch(self, channel: bytes, data: bytes) -> None:
         if data.startswith(self._own):
@@ -349,21 +370,21 @@ class RedisBroker:
             await self._redis.connection_pool.disconnect(inuse_connections=False)
 
     async def _heartbeat_forever(self) -> None:
-        delay = BACKOFF_MIN
+        backoff = _Backoff()
         while True:
             try:
                 await self._heartbeat()
                 self._set_health(pub=True, error=None)
-                delay = BACKOFF_MIN
+                backoff.reset()
                 await asyncio.sleep(self._ttl / 3)
             except (RedisError, OSError) as exc:
                 await self._connection_lost(exc)
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, BACKOFF_MAX)
+                await backoff.wait()
 
     async def _heartbeat(self) -> None:
         assert self._redis is not None
-        now = await self._redis_time()
+        # Redis's clock, not this node's: the registry works across skewed machines.
+        now = _seconds(await self._redis.time())
         expires = now + self._ttl
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.zadd(self._nodes_key, {self.node_id: expires})
@@ -377,19 +398,13 @@ class RedisBroker:
             results = await pipe.execute()
         self.stats.peers = max(0, int(results[3]) - 1)
 
-    async def _redis_time(self) -> float:
-        # Redis's clock, not this node's: the registry works across skewed machines.
-        assert self._redis is not None
-        seconds, micros = await self._redis.time()
-        return float(seconds) + micros / 1e6
-
     async def _live_nodes(self) -> set[str]:
         assert self._redis is not None
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.time()
             pipe.zrange(self._nodes_key, 0, -1, withscores=True)
-            (seconds, micros), members = await pipe.execute()
-        now = float(seconds) + micros / 1e6
+            reply, members = await pipe.execute()
+        now = _seconds(reply)
         return {m.decode() for m, expires in members if expires > now}
 
     async def node_url(self, node_id: str) -> str | None:

@@ -389,10 +389,9 @@ class EngineServer:
 
     async def _elsewhere(self, request: Request) -> Response:
         """A request for a session this node does not have: its owner's answer, if any."""
-        owner = self.forwarder.owner(request) if self.forwarder is not None else None
-        if owner is not None:
-            assert self.forwarder is not None
-            response = await self.forwarder.forward(request, owner)
+        forwarder = self.forwarder
+        if forwarder is not None and (owner := forwarder.owner(request)) is not None:
+            response = await forwarder.forward(request, owner)
             if response is not None:
                 return response
         return self._error(request, UNKNOWN_SID)
@@ -470,11 +469,10 @@ class EngineServer:
         if sid is not None:
             client = self.clients.get(sid)
             if client is None:
-                owner = self.forwarder.owner(request) if self.forwarder is not None else None
-                if owner is None:
-                    return self._error(request, UNKNOWN_SID)
-                assert self.forwarder is not None
-                return self.forwarder.relay_upgrade(request, transport, owner)
+                forwarder = self.forwarder
+                if forwarder is not None and (owner := forwarder.owner(request)) is not None:
+                    return forwarder.relay_upgrade(request, transport, owner)
+                return self._error(request, UNKNOWN_SID)
         transport.write(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
             b"Connection: Upgrade\r\nSec-WebSocket-Accept: "

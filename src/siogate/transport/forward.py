@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import cast
 from urllib.parse import urlsplit
 
@@ -81,47 +81,49 @@ class Forwarder:
         node = sid[:size]
         return None if node == self.node_id else node
 
-    async def _url(self, node: str) -> str | None:
+    async def _address(self, node: str) -> tuple[str, int] | None:
+        """(host, port) the owner advertises; None (a failure, counted) when it has none."""
         try:
-            return await self._resolve(node)
+            base = await self._resolve(node)
         except Exception as exc:
             logger.warning("cannot look up node %s: %s", node, exc)
+            base = None
+        parts = urlsplit(base) if base is not None else None
+        if parts is None or parts.scheme != "http" or parts.hostname is None:
+            if base is not None:
+                logger.warning("node %s advertises %s: only http:// is forwarded to", node, base)
+            self.failures += 1
             return None
+        return parts.hostname, parts.port or 80
+
+    def _head(self, request: Request, headers: Iterable[tuple[str, str]]) -> bytes:
+        """The request line and ``headers``, marked as forwarded by this node."""
+        lines = [f"{request.method} {request.path}?{request.query_string} HTTP/1.1"]
+        lines += [f"{k}: {v}" for k, v in headers]
+        lines.append(f"{FORWARDED_HEADER}: {self.node_id}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
     async def forward(self, request: Request, node: str) -> Response | None:
         """Relay a polling request; None when the owner is unknown or gone."""
-        base = await self._url(node)
-        if base is None:
-            self.failures += 1
-            return None
-        parts = urlsplit(base)
-        if parts.scheme != "http" or parts.hostname is None:
-            logger.warning("node %s advertises %s: only http:// can be forwarded to", node, base)
-            self.failures += 1
+        address = await self._address(node)
+        if address is None:
             return None
         self.requests += 1
-        address = (parts.hostname, parts.port or 80)
-        raw = self._request_bytes(request, parts.netloc)
+        host, port = address
+        headers = [(k, v) for k, v in request.headers.items() if k not in _HOP_BY_HOP]
+        headers += [("host", f"{host}:{port}"), ("content-length", str(len(request.body)))]
+        raw = self._head(request, headers) + request.body
         try:
             async with asyncio.timeout(self._timeout):
                 answer = await self._exchange(address, raw)
         except (OSError, TimeoutError, ProtocolError) as exc:
-            logger.warning("forwarding to node %s at %s failed: %r", node, base, exc)
+            logger.warning("forwarding to node %s at %s:%d failed: %r", node, host, port, exc)
             self.failures += 1
             return None
         status, headers, body = answer
         passed = [(k, v) for k, v in headers if k in _PASSED_BACK]
         content_type = next((v for k, v in headers if k == "content-type"), "text/plain")
         return Response(status, body, content_type, passed)
-
-    def _request_bytes(self, request: Request, host: str) -> bytes:
-        lines = [
-            f"{request.method} {request.path}?{request.query_string} HTTP/1.1",
-            f"host: {host}",
-        ]
-        lines += [f"{k}: {v}" for k, v in request.headers.items() if k not in _HOP_BY_HOP]
-        lines += [f"{FORWARDED_HEADER}: {self.node_id}", f"content-length: {len(request.body)}"]
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + request.body
 
     async def _exchange(
         self, address: tuple[str, int], raw: bytes
@@ -161,30 +163,23 @@ class Forwarder:
         self, request: Request, transport: asyncio.Transport, node: str
     ) -> WebSocketRelay:
         """Take over an upgrade request and pipe it to the owner node."""
-        head = [f"{request.method} {request.path}?{request.query_string} HTTP/1.1"]
-        head += [f"{k}: {v}" for k, v in request.headers.items()]
-        head.append(f"{FORWARDED_HEADER}: {self.node_id}")
-        raw = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
-        relay = WebSocketRelay(transport, raw)
+        relay = WebSocketRelay(transport, self._head(request, request.headers.items()))
         relay.task = asyncio.get_running_loop().create_task(self._open_relay(relay, node))
         return relay
 
     async def _open_relay(self, relay: WebSocketRelay, node: str) -> None:
-        base = await self._url(node)
-        if base is None:
-            self.failures += 1
+        address = await self._address(node)
+        if address is None:
             relay.refuse()
             return
         self.websockets += 1
-        parts = urlsplit(base)
-        host = parts.hostname or "127.0.0.1"
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 await asyncio.get_running_loop().create_connection(
-                    lambda: _Upstream(relay), host, parts.port or 80
+                    lambda: _Upstream(relay), *address
                 )
         except (OSError, TimeoutError) as exc:
-            logger.warning("relaying a WebSocket to node %s at %s failed: %s", node, base, exc)
+            logger.warning("relaying a WebSocket to node %s at %s failed: %s", node, address, exc)
             self.failures += 1
             relay.refuse()
 
