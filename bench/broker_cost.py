@@ -9,7 +9,8 @@ join can be missed, see docs/architecture.md).
 
     .venv/bin/python bench/broker_cost.py [--messages 20000]
 
-It starts its own redis-server on a free port and stops it at the end.
+It starts its own redis-server on a spare port (``cluster.Redis``, pinned to core 0 with
+the publisher) and stops it at the end; the measured node runs on core 1.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ import argparse
 import asyncio
 import multiprocessing
 import os
-import socket
-import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import redis.asyncio as aioredis
+from cluster import Redis
+from run import LOADGEN_CORE, SERVER_CORE
 
 from siogate.app import build
 from siogate.broker import EmitCommand, MemoryBroker, wire
@@ -33,12 +35,6 @@ from siogate.config import Settings
 from siogate.types import Namespace, Room
 
 SIZES = (100, 1_000, 10_000)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def command(size: int, i: int) -> EmitCommand:
@@ -61,6 +57,8 @@ def in_process_cost(messages: int) -> dict[int, float]:
 
 
 def _publish(url: str, channel: str, size: int, messages: int) -> None:
+    os.sched_setaffinity(0, {SERVER_CORE})  # with Redis, away from the measured node
+
     async def run() -> None:
         client = aioredis.Redis.from_url(url)
         data = [wire.encode_commands("other", [command(size, i)]) for i in range(messages)]
@@ -133,20 +131,15 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--rooms", type=int, default=5_000)
     args = parser.parse_args()
-    port = free_port()
-    server = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        time.sleep(0.3)
-        url = f"redis://127.0.0.1:{port}/0"
-        local = in_process_cost(args.messages)
-        remote = asyncio.run(through_redis(url, args.messages))
-        churn = asyncio.run(subscribe_cost(url, args.rooms))
-    finally:
-        server.terminate()
-        server.wait(5)
+    os.sched_setaffinity(0, {LOADGEN_CORE})
+    with tempfile.TemporaryDirectory() as logs:
+        redis = Redis(Path(logs) / "redis-server.log")
+        try:
+            local = in_process_cost(args.messages)
+            remote = asyncio.run(through_redis(redis.url, args.messages))
+            churn = asyncio.run(subscribe_cost(redis.url, args.rooms))
+        finally:
+            redis.stop()
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, {args.messages} messages")
     print("| payload | decode + apply, no local recipient | through Redis: node CPU | absorbed |")
     print("|---|---|---|---|")
@@ -157,5 +150,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
     main()
