@@ -494,7 +494,7 @@ class Node:
 
     def _apply_emit(self, command: EmitCommand) -> None:
         self.metrics.emits_total += 1
-        targets = list(self.hub.select(command.namespace, command.rooms, command.exclude))
+        targets = self.hub.select(command.namespace, command.rooms, command.exclude)
         if not targets:
             # Common in a cluster: every node sees every emit, few hold its recipients.
             return
@@ -502,20 +502,17 @@ class Node:
         out = Outgoing(socketio.encode_messages(packet))
         # Encoded once above; each recipient gets the same objects (and, on WebSocket,
         # the same frame bytes, built by the first WebSocket recipient).
-        n = 0
         for socket in targets:
             socket.link.write_broadcast(out)
-            n += 1
-        if n:
-            size = sum(len(m.encode()) if isinstance(m, str) else len(m) for m in out.messages)
-            self.metrics.packets_out_total += n
-            self.metrics.bytes_out_total += n * size
+        size = sum(len(m.encode()) if isinstance(m, str) else len(m) for m in out.messages)
+        self.metrics.packets_out_total += len(targets)
+        self.metrics.bytes_out_total += len(targets) * size
 
     def _targets(self, command: SocketsCommand) -> list[Socket]:
         if command.sockets:
             found = (self.hub.get(command.namespace, sid) for sid in command.sockets)
             return [s for s in found if s is not None]
-        return list(self.hub.select(command.namespace, command.rooms))
+        return self.hub.select(command.namespace, command.rooms)
 
     def _apply_sockets(self, command: SocketsCommand) -> None:
         targets = self._targets(command)

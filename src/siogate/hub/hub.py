@@ -6,7 +6,7 @@ resolved on lookup instead of being stored, which saves a dict per socket.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Protocol
 
 from ..protocol.engineio import EncodedPacket
@@ -145,14 +145,15 @@ class Hub:
         namespace: Namespace,
         rooms: Iterable[Room] = (),
         exclude: Iterable[Room] = (),
-    ) -> Iterator[Socket]:
+    ) -> list[Socket]:
         """Sockets in any of ``rooms`` (all sockets if empty) and in none of ``exclude``.
 
-        Each socket is yielded once even when it is in several of the rooms.
+        Each socket is listed once even when it is in several of the rooms. The list is a
+        snapshot: callers may change rooms or disconnect sockets while walking it.
         """
         ns = self._namespaces.get(namespace)
         if ns is None:
-            return iter(())
+            return []
         rooms = list(rooms)
         excluded: set[Sid] = set()
         for room in exclude:
@@ -160,13 +161,13 @@ class Hub:
         if not rooms:
             candidates: Iterable[Socket] = ns.sockets.values()
             if not excluded:
-                return iter(list(candidates))
-            return iter([s for s in candidates if s.id not in excluded])
+                return list(candidates)
+            return [s for s in candidates if s.id not in excluded]
         if len(rooms) == 1 and not excluded:
-            return iter(list(self._members(ns, rooms[0])))
+            return list(self._members(ns, rooms[0]))
         seen: dict[Sid, Socket] = {}
         for room in rooms:
             for s in self._members(ns, room):
                 if s.id not in excluded:
                     seen[s.id] = s
-        return iter(seen.values())
+        return list(seen.values())
