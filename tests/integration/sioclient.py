@@ -26,8 +26,15 @@ class Recorder:
     """A python-socketio ``AsyncClient`` that keeps every event it receives, in order."""
 
     def __init__(
-        self, url: str, *, auth: dict[str, Any] | None, namespaces: list[str], transports: list[str]
+        self,
+        url: str,
+        *,
+        auth: dict[str, Any] | None = None,
+        namespaces: list[str] | None = None,
+        transports: list[str] | None = None,
     ) -> None:
+        """``transports`` None: python-socketio's default, polling first, then an upgrade."""
+        namespaces = namespaces or ["/"]
         self.url = url
         self.auth = auth
         self.namespaces = namespaces
@@ -35,14 +42,19 @@ class Recorder:
         self.sio = socketio.AsyncClient(reconnection=False)
         self.events: list[tuple[str, str, list[Any]]] = []  # (namespace, event, args)
         self.disconnects: list[tuple[str, Any]] = []  # (namespace, reason)
+        self.connect_errors: list[Any] = []  # the CONNECT_ERROR data, any namespace
         self._changed = asyncio.Event()
         for ns in namespaces:
             self.sio.on("*", partial(self._on_event, ns), namespace=ns)
             self.sio.on("disconnect", partial(self._on_disconnect, ns), namespace=ns)
+            self.sio.on("connect_error", self._on_connect_error, namespace=ns)
 
     async def _on_event(self, ns: str, event: str, *args: Any) -> None:
         self.events.append((ns, event, list(args)))
         self._changed.set()
+
+    async def _on_connect_error(self, data: Any = None) -> None:
+        self.connect_errors.append(data)
 
     async def _on_disconnect(self, ns: str, reason: Any = None) -> None:
         self.disconnects.append((ns, reason))

@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
 import jwt
 import pytest
 import socketio
+from sioclient import WAIT, Recorder, uid
 
 from conftest import Gateway, spawn_gateway, without_node
 
-WAIT = 5.0
 TRANSPORTS = ["websocket", "polling"]
 CONFORMANCE_HANDLERS = "examples.conformance:handlers"
 OTHER_SECRET = "not-the-gateway-secret-0123456789abcdef0123"  # 32+ bytes: no PyJWT warning
@@ -35,57 +34,9 @@ BINARY_ARGS: list[Any] = [
 ]
 
 
-def uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-class Recorder:
-    """An ``AsyncClient`` that records events (and the CONNECT_ERROR data) in order."""
-
-    def __init__(self, url: str, transport: str | None, auth: dict[str, Any] | None = None) -> None:
-        self.url, self.transport, self.auth = url, transport, auth
-        self.sio = socketio.AsyncClient(reconnection=False)
-        self.events: list[tuple[str, list[Any]]] = []
-        self.connect_errors: list[Any] = []
-        self._changed = asyncio.Event()
-        self.sio.on("*", self._on_event)
-        self.sio.on("connect_error", self._on_connect_error)
-
-    async def _on_event(self, event: str, *args: Any) -> None:
-        self.events.append((event, list(args)))
-        self._changed.set()
-
-    async def _on_connect_error(self, data: Any = None) -> None:
-        self.connect_errors.append(data)
-
-    async def connect(self) -> Recorder:
-        # No transport: python-socketio's default, polling first and then an upgrade.
-        transports = [self.transport] if self.transport else None
-        await self.sio.connect(self.url, auth=self.auth, transports=transports, wait_timeout=WAIT)
-        return self
-
-    def received(self, event: str) -> list[list[Any]]:
-        return [args for name, args in self.events if name == event]
-
-    async def wait_event(self, event: str) -> list[Any]:
-        async def wait() -> None:
-            while not self.received(event):
-                self._changed.clear()
-                await self._changed.wait()
-
-        try:
-            await asyncio.wait_for(wait(), WAIT)
-        except TimeoutError:
-            raise AssertionError(f"no {event!r} within {WAIT}s; saw {self.events}") from None
-        return self.received(event)[0]
-
-    async def close(self) -> None:
-        if self.sio.connected:
-            await self.sio.disconnect()
-        await self.sio.shutdown()
-
-
-Connect = Callable[..., Awaitable[Recorder]]
+def recorder(url: str, transport: str | None, auth: dict[str, Any] | None = None) -> Recorder:
+    """A socket on "/"; no transport: python-socketio's default, polling then an upgrade."""
+    return Recorder(url, auth=auth, transports=[transport] if transport else None)
 
 
 @pytest.fixture(scope="module")
@@ -143,8 +94,8 @@ def foreign_token(secret: str, *, algorithm: str = "HS256", **claims: Any) -> st
 async def test_jwt_rooms_and_user_room(
     gw: Gateway, api: httpx.AsyncClient, recorders: list[Recorder], transport: str
 ) -> None:
-    alice = Recorder(gw.url, transport, {"token": gw.token("alice", rooms=["news"])})
-    bob = Recorder(gw.url, transport, {"token": gw.token("bob", rooms=["sports"])})
+    alice = recorder(gw.url, transport, {"token": gw.token("alice", rooms=["news"])})
+    bob = recorder(gw.url, transport, {"token": gw.token("bob", rooms=["sports"])})
     recorders += [alice, bob]
     await alice.connect()
     await bob.connect()
@@ -167,7 +118,7 @@ async def test_jwt_rooms_and_user_room(
 async def test_upgrade_from_polling_keeps_receiving(
     gw: Gateway, api: httpx.AsyncClient, recorders: list[Recorder]
 ) -> None:
-    client = Recorder(gw.url, None, {"token": gw.token("upgrader", rooms=["up"])})
+    client = recorder(gw.url, None, {"token": gw.token("upgrader", rooms=["up"])})
     recorders.append(client)
     await client.connect()
     for _ in range(100):
@@ -215,7 +166,7 @@ async def test_refused_handshake(
     gw: Gateway, recorders: list[Recorder], transport: str, case: str
 ) -> None:
     auth, words = refused_tokens(gw)[case]
-    client = Recorder(gw.url, transport, auth)
+    client = recorder(gw.url, transport, auth)
     recorders.append(client)
     with pytest.raises(socketio.exceptions.ConnectionError) as info:
         await client.connect()
@@ -231,8 +182,8 @@ async def test_refused_handshake(
 async def test_refused_socket_gets_no_events(
     gw: Gateway, api: httpx.AsyncClient, recorders: list[Recorder]
 ) -> None:
-    good = Recorder(gw.url, "websocket", {"token": gw.token("good")})
-    bad = Recorder(gw.url, "websocket", {"token": gw.token("good", ttl=-60)})
+    good = recorder(gw.url, "websocket", {"token": gw.token("good")})
+    bad = recorder(gw.url, "websocket", {"token": gw.token("good", ttl=-60)})
     recorders += [good, bad]
     await good.connect()
     with pytest.raises(socketio.exceptions.ConnectionError):
@@ -245,14 +196,14 @@ async def test_anonymous_only_with_the_flag(
     start_gateway: Callable[..., Gateway], recorders: list[Recorder]
 ) -> None:
     gw = start_gateway("--allow-anonymous")
-    anonymous = Recorder(gw.url, "websocket")
+    anonymous = recorder(gw.url, "websocket")
     recorders.append(anonymous)
     await anonymous.connect()
     sid = anonymous.sio.get_sid()
     r = gw.api("GET", f"/v1/rooms/{sid}/sockets")
     assert without_node(r.json()["sockets"]) == [{"id": sid, "user": None}]
     # A bad token is still refused: anonymous means "no token", not "any token".
-    forged = Recorder(gw.url, "websocket", {"token": foreign_token(OTHER_SECRET)})
+    forged = recorder(gw.url, "websocket", {"token": foreign_token(OTHER_SECRET)})
     recorders.append(forged)
     with pytest.raises(socketio.exceptions.ConnectionError):
         await forged.connect()
@@ -266,7 +217,7 @@ async def test_binary_round_trip_with_handlers(
     conformance_gw: Gateway, recorders: list[Recorder], transport: str
 ) -> None:
     token = conformance_gw.token("binary")
-    client = Recorder(conformance_gw.url, transport, {"token": token})
+    client = recorder(conformance_gw.url, transport, {"token": token})
     recorders.append(client)
     await client.connect()
     # The handlers' on_connect echoes the CONNECT payload as "auth".
@@ -283,7 +234,7 @@ async def test_binary_round_trip_with_handlers(
 async def test_event_without_webhook_or_handler_acks_an_error(
     gw: Gateway, recorders: list[Recorder]
 ) -> None:
-    client = Recorder(gw.url, "websocket", {"token": gw.token("lonely")})
+    client = recorder(gw.url, "websocket", {"token": gw.token("lonely")})
     recorders.append(client)
     await client.connect()
     ack = await client.sio.call("hello", {"x": 1}, timeout=WAIT)
@@ -299,14 +250,14 @@ async def test_fifty_clients_receive_one_broadcast_exactly_once(
 ) -> None:
     room = uid("crowd")
     clients = [
-        Recorder(
+        recorder(
             gw.url,
             "polling" if i % 5 == 0 else "websocket",
             {"token": gw.token(f"crowd-{i}", rooms=[room])},
         )
         for i in range(50)
     ]
-    outsider = Recorder(gw.url, "websocket", {"token": gw.token("outsider")})
+    outsider = recorder(gw.url, "websocket", {"token": gw.token("outsider")})
     recorders += [*clients, outsider]
     await asyncio.gather(*(c.connect() for c in [*clients, outsider]))
     r = await api.get("/v1/rooms")
