@@ -97,6 +97,16 @@ class Recorder:
         )
         return self.received(event, namespace)[count - 1]
 
+    async def call(
+        self, event: str, *args: Any, namespace: str = "/", timeout: float = WAIT
+    ) -> list[Any]:
+        """Emit with an ack callback; the ack's arguments as a list."""
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        await self.sio.emit(
+            event, args, namespace=namespace, callback=lambda *ack: future.set_result(list(ack))
+        )
+        return await asyncio.wait_for(future, timeout)
+
     async def wait_disconnect(self) -> tuple[str, Any]:
         await self.until(lambda: bool(self.disconnects), "no disconnect")
         return self.disconnects[0]

@@ -12,14 +12,13 @@ import base64
 import json
 import re
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
-import socketio
+from sioclient import WAIT, Recorder
 from webhook_receiver import Received, Reply, WebhookReceiver, of_type
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
@@ -27,16 +26,11 @@ from websockets.asyncio.client import connect as ws_connect
 from conftest import Gateway, free_port, spawn_gateway
 
 SECRET = "whsec-e2e-0123456789abcdef0123456789"
-WAIT = 5.0
 SIGNATURE = re.compile(r"^sha256=[0-9a-f]{64}$")
 
 
-def uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-class Recorder:
-    """An ``AsyncClient`` that records the events it receives, in order."""
+class HookClient(Recorder):
+    """A socket on one namespace, with a token for ``user`` (None: anonymous)."""
 
     def __init__(
         self,
@@ -47,60 +41,20 @@ class Recorder:
         namespace: str = "/",
         rooms: list[str] | None = None,
     ) -> None:
-        self.gw, self.transport, self.namespace = gw, transport, namespace
-        self.auth = {"token": gw.token(user, rooms=rooms)} if user else None
-        self.sio = socketio.AsyncClient(reconnection=False)
-        self.events: list[tuple[str, list[Any]]] = []
-        self._changed = asyncio.Event()
-        self.sio.on("*", self._on_event, namespace=namespace)
-
-    async def _on_event(self, event: str, *args: Any) -> None:
-        self.events.append((event, list(args)))
-        self._changed.set()
-
-    async def connect(self) -> Recorder:
-        await self.sio.connect(
-            self.gw.url,
-            auth=self.auth,
-            transports=[self.transport],
-            namespaces=[self.namespace],
-            wait_timeout=WAIT,
-        )
-        return self
+        auth = {"token": gw.token(user, rooms=rooms)} if user else None
+        super().__init__(gw.url, auth=auth, namespaces=[namespace], transports=[transport])
+        self.namespace = namespace
 
     @property
-    def sid(self) -> str:
-        sid = self.sio.get_sid(self.namespace)
-        assert sid
-        return sid
+    def id(self) -> str:
+        return self.sid(self.namespace)
 
-    def received(self, event: str) -> list[list[Any]]:
-        return [args for name, args in self.events if name == event]
-
-    async def wait_event(self, event: str, count: int = 1) -> list[Any]:
-        async def wait() -> None:
-            while len(self.received(event)) < count:
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(wait(), WAIT)
-        return self.received(event)[count - 1]
-
-    async def call(self, event: str, *args: Any, timeout: float = WAIT) -> list[Any]:
-        """Emit with an ack callback; the ack's arguments as a list."""
-        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        await self.sio.emit(
-            event,
-            args,
-            namespace=self.namespace,
-            callback=lambda *ack: future.set_result(list(ack)),
+    async def call(
+        self, event: str, *args: Any, namespace: str | None = None, timeout: float = WAIT
+    ) -> list[Any]:
+        return await super().call(
+            event, *args, namespace=namespace or self.namespace, timeout=timeout
         )
-        return await asyncio.wait_for(future, timeout)
-
-    async def close(self) -> None:
-        if self.sio.connected:
-            await self.sio.disconnect()
-        await self.sio.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -141,8 +95,8 @@ def own_hook() -> Iterator[WebhookReceiver]:
 
 
 @pytest.fixture
-async def clients() -> AsyncIterator[list[Recorder]]:
-    made: list[Recorder] = []
+async def clients() -> AsyncIterator[list[HookClient]]:
+    made: list[HookClient] = []
     yield made
     await asyncio.gather(*(c.close() for c in made))
 
@@ -160,11 +114,12 @@ def hooked(start_gateway: Callable[..., Gateway], url: str, *flags: str) -> Gate
 
 
 async def connected(
-    clients: list[Recorder], gw: Gateway, user: str | None, **kwargs: Any
-) -> Recorder:
-    client = Recorder(gw, user, **kwargs)
+    clients: list[HookClient], gw: Gateway, user: str | None, **kwargs: Any
+) -> HookClient:
+    client = HookClient(gw, user, **kwargs)
     clients.append(client)
-    return await client.connect()
+    await client.connect()
+    return client
 
 
 def assert_signed(request: Received) -> None:
@@ -181,7 +136,7 @@ def assert_signed(request: Received) -> None:
 
 @pytest.mark.parametrize("transport", ["websocket", "polling"])
 async def test_event_round_trip(
-    gw: Gateway, hook: WebhookReceiver, clients: list[Recorder], transport: str
+    gw: Gateway, hook: WebhookReceiver, clients: list[HookClient], transport: str
 ) -> None:
     def respond(request: Received) -> Reply:
         payload = request.payload
@@ -196,42 +151,42 @@ async def test_event_round_trip(
     ack = await client.call("order", *args)
     assert ack == ["got", "order", args, {"n": 1}]
 
-    request = await hook.wait(from_socket("event", client.sid, "alice", event="order"))
+    request = await hook.wait(from_socket("event", client.id, "alice", event="order"))
     assert_signed(request)
     assert request.payload == {
         "type": "event",
         "namespace": "/",
-        "socket": {"id": client.sid, "user": "alice"},
+        "socket": {"id": client.id, "user": "alice"},
         "event": "order",
         "args": args,
     }
 
 
 async def test_event_without_ack_is_posted(
-    gw: Gateway, hook: WebhookReceiver, clients: list[Recorder]
+    gw: Gateway, hook: WebhookReceiver, clients: list[HookClient]
 ) -> None:
     client = await connected(clients, gw, "bob")
     await client.sio.emit("note", ("fire", "and forget"))
-    request = await hook.wait(from_socket("event", client.sid, "bob", event="note"))
+    request = await hook.wait(from_socket("event", client.id, "bob", event="note"))
     assert_signed(request)
     assert request.payload["args"] == ["fire", "and forget"]
-    assert request.payload["socket"] == {"id": client.sid, "user": "bob"}
+    assert request.payload["socket"] == {"id": client.id, "user": "bob"}
 
 
 async def test_anonymous_socket_in_a_namespace(
-    gw: Gateway, hook: WebhookReceiver, clients: list[Recorder]
+    gw: Gateway, hook: WebhookReceiver, clients: list[HookClient]
 ) -> None:
     hook.respond = lambda request: Reply(body={"ack": [request.payload.get("namespace")]})
     client = await connected(clients, gw, None, namespace="/chat")
     assert await client.call("hi") == ["/chat"]
-    event = (await hook.wait(from_socket("event", client.sid, None, event="hi"))).payload
+    event = (await hook.wait(from_socket("event", client.id, None, event="hi"))).payload
     assert event["namespace"] == "/chat"
-    assert event["socket"] == {"id": client.sid, "user": None}
-    connect = (await hook.wait(from_socket("connect", client.sid, None))).payload
+    assert event["socket"] == {"id": client.id, "user": None}
+    connect = (await hook.wait(from_socket("connect", client.id, None))).payload
     assert connect == {
         "type": "connect",
         "namespace": "/chat",
-        "socket": {"id": client.sid, "user": None},
+        "socket": {"id": client.id, "user": None},
     }
 
 
@@ -249,7 +204,7 @@ async def test_anonymous_socket_in_a_namespace(
     ids=["empty", "null-arg", "several", "ack-null", "no-ack", "204", "201"],
 )
 async def test_ack_reply_shapes(
-    gw: Gateway, hook: WebhookReceiver, clients: list[Recorder], reply: Reply, ack: list[Any]
+    gw: Gateway, hook: WebhookReceiver, clients: list[HookClient], reply: Reply, ack: list[Any]
 ) -> None:
     hook.respond = lambda request: reply
     client = await connected(clients, gw, "shapes")
@@ -257,12 +212,12 @@ async def test_ack_reply_shapes(
 
 
 async def test_binary_args_reach_the_webhook_as_base64(
-    gw: Gateway, hook: WebhookReceiver, clients: list[Recorder]
+    gw: Gateway, hook: WebhookReceiver, clients: list[HookClient]
 ) -> None:
     client = await connected(clients, gw, "bin")
     blob = bytes(range(256))
     await client.call("upload", {"file": blob}, b"\x00")
-    args = (await hook.wait(from_socket("event", client.sid, "bin"))).payload["args"]
+    args = (await hook.wait(from_socket("event", client.id, "bin"))).payload["args"]
     assert args == [
         {"file": {"_binary": base64.b64encode(blob).decode()}},
         {"_binary": base64.b64encode(b"\x00").decode()},
@@ -284,14 +239,16 @@ async def raw_socket(gw: Gateway, token: str) -> AsyncIterator[tuple[ClientConne
         yield ws, json.loads(answer[2:])["sid"]
 
 
-async def test_connect_webhook(gw: Gateway, hook: WebhookReceiver, clients: list[Recorder]) -> None:
+async def test_connect_webhook(
+    gw: Gateway, hook: WebhookReceiver, clients: list[HookClient]
+) -> None:
     client = await connected(clients, gw, "carol", rooms=["lobby"])
-    connect = await hook.wait(from_socket("connect", client.sid, "carol"))
+    connect = await hook.wait(from_socket("connect", client.id, "carol"))
     assert_signed(connect)
     assert connect.payload == {
         "type": "connect",
         "namespace": "/",
-        "socket": {"id": client.sid, "user": "carol"},
+        "socket": {"id": client.id, "user": "carol"},
     }
 
 
@@ -312,12 +269,12 @@ async def test_client_disconnect_reason(gw: Gateway, hook: WebhookReceiver) -> N
 
 
 async def test_python_client_disconnect_over_polling(
-    gw: Gateway, hook: WebhookReceiver, clients: list[Recorder]
+    gw: Gateway, hook: WebhookReceiver, clients: list[HookClient]
 ) -> None:
     # (Over WebSocket, python-socketio closes the socket without waiting for its queued
     # DISCONNECT packet, so the reason there may be "transport close"; polling sends it.)
     client = await connected(clients, gw, "frank", transport="polling")
-    sid = client.sid
+    sid = client.id
     await client.close()
     disconnect = (await hook.wait(from_socket("disconnect", sid, "frank"))).payload
     assert disconnect["socket"] == {"id": sid, "user": "frank"}
@@ -325,10 +282,10 @@ async def test_python_client_disconnect_over_polling(
 
 
 async def test_server_disconnect_reason(
-    gw: Gateway, hook: WebhookReceiver, clients: list[Recorder]
+    gw: Gateway, hook: WebhookReceiver, clients: list[HookClient]
 ) -> None:
     client = await connected(clients, gw, "dave")
-    sid = client.sid
+    sid = client.id
     r = gw.api("POST", "/v1/disconnect", json={"sockets": [sid]})
     assert r.status_code == 200
     disconnect = (await hook.wait(from_socket("disconnect", sid, "dave"))).payload
@@ -376,7 +333,7 @@ def failing(mode: str) -> Callable[[Received], Reply]:
 async def test_failing_webhook_acks_an_error_and_stalls_nobody(
     start_gateway: Callable[..., Gateway],
     own_hook: WebhookReceiver,
-    clients: list[Recorder],
+    clients: list[HookClient],
     mode: str,
 ) -> None:
     code, words = FAILURES[mode]
@@ -450,7 +407,7 @@ async def test_failing_webhook_acks_an_error_and_stalls_nobody(
 
 
 async def test_slow_webhook_does_not_delay_connects(
-    start_gateway: Callable[..., Gateway], own_hook: WebhookReceiver, clients: list[Recorder]
+    start_gateway: Callable[..., Gateway], own_hook: WebhookReceiver, clients: list[HookClient]
 ) -> None:
     # Every webhook call hangs, connect notifications included.
     own_hook.respond = lambda request: Reply(delay=3.0)
@@ -462,7 +419,7 @@ async def test_slow_webhook_does_not_delay_connects(
 
 
 async def test_one_flooding_socket_cannot_take_every_webhook_slot(
-    start_gateway: Callable[..., Gateway], own_hook: WebhookReceiver, clients: list[Recorder]
+    start_gateway: Callable[..., Gateway], own_hook: WebhookReceiver, clients: list[HookClient]
 ) -> None:
     # Two slots in all, one per socket: the flooder's hanging calls hold one slot and
     # queue the rest behind it; the other socket's call gets the second slot at once.
