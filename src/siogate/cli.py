@@ -20,7 +20,7 @@ import click
 import httpx
 
 from ._version import __version__
-from .config import AUTH_MODES, LOG_LEVELS, Settings, load_toml
+from .config import AUTH_MODES, LOG_LEVELS, RATE_ACTIONS, Settings, load_toml
 from .errors import ConfigError
 
 # Exit status when settings are wrong (as click uses for usage errors).
@@ -105,11 +105,26 @@ def main() -> None:
     help="Accept sockets that send no token (user is null).",
 )
 @option(
+    "dev",
+    is_flag=True,
+    default=False,
+    help="Development mode: allow generated credentials on a non-loopback --host.",
+)
+@option(
     "auth",
     type=click.Choice(AUTH_MODES),
     default="jwt",
     show_default=True,
     help="Who checks handshakes: JWT verification, or the handlers' on_connect.",
+)
+@option("jwt_issuer", help="Refuse handshake tokens whose iss claim is not this.")
+@option("jwt_audience", help="Refuse handshake tokens whose aud claim does not name this.")
+@option(
+    "jwt_leeway",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Seconds of clock skew allowed on exp and nbf.",
 )
 @option("webhook_url", help="POST client events (and connects/disconnects) here.")
 @option("webhook_secret", help="HMAC-SHA256 key for the X-Siogate-Signature header.")
@@ -153,9 +168,86 @@ def main() -> None:
 @option(
     "max_buffer",
     type=int,
-    default=4_000_000,
+    default=1_000_000,
     show_default=True,
     help="Outgoing bytes a socket may have queued before it is disconnected.",
+)
+@option(
+    "slow_timeout",
+    type=int,
+    default=10_000,
+    show_default=True,
+    help="Milliseconds a socket's outgoing buffer may stay undrained before it is cut.",
+)
+@option(
+    "max_connections",
+    type=int,
+    default=10_000,
+    show_default=True,
+    help="Open TCP connections in total; more are closed at once (503 over HTTP).",
+)
+@option(
+    "max_connections_per_ip",
+    type=int,
+    default=1_000,
+    show_default=True,
+    help="Open TCP connections per client address (0: no cap). Raise it behind a proxy.",
+)
+@option(
+    "max_head_size",
+    type=int,
+    default=16_384,
+    show_default=True,
+    help="Bytes of one HTTP request head, counted as it arrives (431 over it).",
+)
+@option(
+    "head_timeout",
+    type=int,
+    default=10_000,
+    show_default=True,
+    help="Milliseconds for a request head to arrive once begun (408 over it).",
+)
+@option(
+    "body_timeout",
+    type=int,
+    default=30_000,
+    show_default=True,
+    help="Milliseconds for a request body to arrive after its head (408 over it).",
+)
+@option(
+    "max_pipelined",
+    type=int,
+    default=8,
+    show_default=True,
+    help="Requests read ahead on one keep-alive connection before reading pauses.",
+)
+@option(
+    "max_attachments",
+    type=int,
+    default=10,
+    show_default=True,
+    help="Binary attachments in one Socket.IO packet (none before a namespace is joined).",
+)
+@option(
+    "event_rate",
+    type=float,
+    default=100.0,
+    show_default=True,
+    help="Events per second one client connection may send (token bucket; 0: no limit).",
+)
+@option(
+    "event_burst",
+    type=int,
+    default=200,
+    show_default=True,
+    help="Events a client connection may send at once above --event-rate.",
+)
+@option(
+    "event_rate_action",
+    type=click.Choice(RATE_ACTIONS),
+    default="drop",
+    show_default=True,
+    help="What happens to events over the rate: dropped (acked with an error) or disconnect.",
 )
 @option("ping_interval", type=int, default=25_000, show_default=True, help="Milliseconds.")
 @option("ping_timeout", type=int, default=20_000, show_default=True, help="Milliseconds.")

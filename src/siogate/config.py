@@ -17,6 +17,8 @@ AuthMode = Literal["jwt", "handlers"]
 AUTH_MODES: tuple[AuthMode, ...] = ("jwt", "handlers")
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 LOG_LEVELS: tuple[LogLevel, ...] = ("critical", "error", "warning", "info", "debug")
+RateAction = Literal["drop", "disconnect"]
+RATE_ACTIONS: tuple[RateAction, ...] = ("drop", "disconnect")
 
 
 @dataclass(frozen=True)
@@ -30,8 +32,14 @@ class Settings:
     api_key: str | None = None
     jwt_secret: str | None = None
     allow_anonymous: bool = False
+    # Development mode: generated credentials are allowed on a non-loopback host.
+    dev: bool = False
     # "handlers": the handshake payload goes unverified to the handlers' on_connect.
     auth: AuthMode = "jwt"
+    # Optional checks on handshake tokens (seconds for the leeway).
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_leeway: float = 0.0
     # Webhooks
     webhook_url: str | None = None
     webhook_secret: str | None = None
@@ -44,7 +52,21 @@ class Settings:
     handlers: str | None = None
     # Limits
     max_payload: int = 1_000_000
-    max_buffer: int = 4_000_000
+    max_buffer: int = 1_000_000
+    # Milliseconds a socket's outgoing buffer may stay undrained before it is cut.
+    slow_timeout: int = 10_000
+    max_connections: int = 10_000
+    max_connections_per_ip: int = 1_000
+    max_head_size: int = 16_384
+    # Milliseconds for a request head, and for a body once its head has arrived.
+    head_timeout: int = 10_000
+    body_timeout: int = 30_000
+    max_pipelined: int = 8
+    max_attachments: int = 10
+    # Inbound events per second per client connection (0: no limit), and the burst.
+    event_rate: float = 100.0
+    event_burst: int = 200
+    event_rate_action: RateAction = "drop"
     # Timeouts (milliseconds, as Engine.IO announces them)
     ping_interval: int = 25_000
     ping_timeout: int = 20_000
@@ -67,6 +89,24 @@ class Settings:
             raise ConfigError("max_buffer must be at least max_payload")
         if self.ping_interval < 1 or self.ping_timeout < 1 or self.connect_timeout < 1:
             raise ConfigError("ping_interval, ping_timeout and connect_timeout must be positive")
+        if self.slow_timeout < 1:
+            raise ConfigError("slow_timeout must be positive")
+        if self.max_connections < 1 or self.max_connections_per_ip < 0:
+            raise ConfigError("max_connections must be >= 1 and max_connections_per_ip >= 0")
+        if self.max_head_size < 1024:
+            raise ConfigError("max_head_size must be at least 1024 bytes")
+        if self.head_timeout < 1 or self.body_timeout < 1:
+            raise ConfigError("head_timeout and body_timeout must be positive")
+        if self.max_pipelined < 1:
+            raise ConfigError("max_pipelined must be at least 1")
+        if not 0 <= self.max_attachments <= 1000:
+            raise ConfigError("max_attachments must be 0-1000")
+        if self.event_rate < 0 or self.event_burst < 1:
+            raise ConfigError("event_rate must be >= 0 and event_burst >= 1")
+        if self.event_rate_action not in RATE_ACTIONS:
+            raise ConfigError(f"event_rate_action must be one of {', '.join(RATE_ACTIONS)}")
+        if self.jwt_leeway < 0:
+            raise ConfigError("jwt_leeway must be >= 0")
         if self.webhook_timeout <= 0:
             raise ConfigError("webhook_timeout must be positive")
         if self.webhook_concurrency < 1 or self.webhook_per_socket < 1:

@@ -327,7 +327,7 @@ class RedisBroker:
                 self._set_health(sub=False, error=exc)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
                 with contextlib.suppress(Exception):
                     await client.aclose()
             await backoff.wait()
