@@ -207,14 +207,19 @@ async def test_stalled_websockets_are_cut_and_healthy_ones_keep_up(
                     if "siogate_slow_consumer_disconnects_total 20\n" in text:
                         cut_after = time.monotonic() - started
             await asyncio.sleep(max(0.0, started + (i + 1) / rate - time.monotonic()))
+        while cut_after is None and time.monotonic() - started < 8:
+            if metric(gw, "siogate_slow_consumer_disconnects_total") == 20:
+                cut_after = time.monotonic() - started
+            await asyncio.sleep(0.1)
     await asyncio.wait_for(asyncio.gather(*readers), 30)
     for ws in healthy:
         await ws.close()
     for sock in stalled:
         sock.close()
     assert cut_after is not None, "the stalled clients were not all cut"
-    # Their buffers reach the high-water mark in about a second; then 2 s of grace.
-    assert cut_after < 2.0 + 3.0, cut_after
+    # Their buffers reach the high-water mark in about 1.5 s (at 240 KB/s), then 2 s of
+    # grace; with only the 4 MB cap they would not be cut at all in this test.
+    assert cut_after < 2.0 + 5.0, cut_after
     assert (peak - before) < 32 * MIB, f"RSS grew by {(peak - before) / MIB:.0f} MiB"
     assert all(got == list(range(events)) for got in received)
     assert "slow consumer" in gw.log()

@@ -447,7 +447,11 @@ class EngineServer:
             )
             client = self.clients.get(request.arg("sid") or "")
             if client is not None:
-                client.lose(REASON_TRANSPORT_ERROR)
+                try:
+                    client.lose(REASON_TRANSPORT_ERROR)
+                except Exception:
+                    # The same bug again on the way out: drop the session regardless.
+                    client._teardown()
             return self._error(request, BAD_REQUEST)
 
     async def _handle(self, request: Request) -> Response:
