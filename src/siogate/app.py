@@ -159,6 +159,8 @@ def build(settings: Settings, *, broker: Broker | None = None) -> Gateway:
             connect_timeout=settings.connect_timeout,
             max_payload=settings.max_payload,
             max_buffer=settings.max_buffer,
+            slow_timeout=settings.slow_timeout,
+            max_attachments=settings.max_attachments,
             cors_origins=settings.cors_origin,
         ),
         forwarder=_forwarder(settings, broker),

@@ -206,3 +206,51 @@ async def test_too_deep_json_is_refused_cleanly(gateway: Gateway) -> None:
         with pytest.raises(ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 5)
     assert gateway.api("GET", "/healthz").status_code == 200
+
+
+def _raw_upgrade(gw: Gateway, key: bytes, extra: bytes = b"") -> bytes:
+    """Send a WebSocket upgrade by hand; returns everything the gateway answers."""
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as sock:
+        sock.sendall(
+            b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\n"
+            b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n" + extra + b"\r\n"
+        )
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+        return answer
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "dGhlIHNhbXBsZSBub25jZQ\u00e9\u00e9".encode("latin-1"),  # not ASCII
+        b"dGhlIHNhbXBsZSBub25jZQ",  # too short
+        b"dGhlIHNhbXBsZSBub25jZQ=!",  # not base64
+        b"dGhlIHNhbXBsZSBub25jZQ==dGhl",  # decodes to more than 16 bytes
+    ],
+)
+def test_invalid_websocket_keys_are_refused_quietly(gateway: Gateway, key: bytes) -> None:
+    for _ in range(50 if key.isascii() else 200):
+        answer = _raw_upgrade(gateway, key)
+        assert answer.startswith(b"HTTP/1.1 400 "), answer
+    assert gateway.api("GET", "/healthz").status_code == 200
+    log = gateway.log()
+    assert "Traceback" not in log and len(log.splitlines()) < 5, log[-2000:]
+
+
+async def test_refused_origin_is_logged_once(start_gateway: Callable[..., Gateway]) -> None:
+    gw = start_gateway("--allow-anonymous", "--cors-origin", "https://app.example.com")
+    async with httpx.AsyncClient() as http:
+        for _ in range(20):
+            r = await http.get(poll_url(gw), headers={"Origin": "https://evil.example.net"})
+            assert r.status_code == 200
+            assert "access-control-allow-origin" not in r.headers
+        r = await http.get(poll_url(gw), headers={"Origin": "https://app.example.com"})
+        assert r.headers["access-control-allow-origin"] == "https://app.example.com"
+    lines = [line for line in gw.log().splitlines() if "evil.example.net" in line]
+    assert len(lines) == 1 and "--cors-origin" in lines[0], lines

@@ -26,6 +26,7 @@ from siogate.broker import (
     SocketsQuery,
     wire,
 )
+from siogate.broker import redis as redis_module
 from siogate.broker.redis import RedisBroker, redacted
 from siogate.types import Namespace, Room, Sid
 
@@ -180,6 +181,38 @@ async def test_a_closed_node_leaves_the_registry_at_once(
     assert [node for node, _ in answers.answers] == [one.node_id]
     assert answers.missing == () and answers.complete
     assert await one.node_url(gone) is None
+
+
+async def test_a_node_that_starts_later_is_found_soon(shared_redis: RedisServer) -> None:
+    prefix = f"late-{uuid.uuid4().hex[:8]}"
+    one = RedisBroker(shared_redis.url, prefix=prefix, advertise_url="http://a:1")
+    late = RedisBroker(
+        shared_redis.url, prefix=prefix, advertise_url="http://late:2", node_id="latenode"
+    )
+    await one.start(Node("a").apply, Node("a").answer)
+    try:
+        assert await one.node_url("latenode") is None  # a miss, cached briefly
+        missed = asyncio.get_running_loop().time()
+        await late.start(Node("l").apply, Node("l").answer)
+        while await one.node_url("latenode") is None:
+            await asyncio.sleep(0.05)
+        assert asyncio.get_running_loop().time() - missed < redis_module.URL_MISS_SECONDS + 0.5
+    finally:
+        await late.close()
+        await one.close()
+
+
+async def test_the_node_url_cache_is_bounded(
+    redis_pair: tuple[RedisBroker, Node, RedisBroker, Node], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one, _, two, _ = redis_pair
+    monkeypatch.setattr(redis_module, "URL_CACHE_SIZE", 50)
+    assert await one.node_url(two.node_id) == "http://b:2"
+    # Session ids with made-up node prefixes, as a client may send.
+    for i in range(300):
+        assert await one.node_url(f"x{i:07d}") is None
+    assert len(one._urls) <= 50
+    assert await one.node_url(two.node_id) == "http://b:2"  # looked up again if evicted
 
 
 async def test_prefixes_separate_clusters(shared_redis: RedisServer) -> None:

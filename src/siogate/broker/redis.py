@@ -57,8 +57,12 @@ BACKOFF_MAX = 5.0
 SOCKET_TIMEOUT = 2.0
 # Seconds to wait in start() for the first subscription (the node serves meanwhile anyway).
 START_WAIT = 3.0
-# Seconds a node's advertised URL is cached by the others.
-URL_CACHE_SECONDS = 2.0
+# Node URLs looked up by session-id prefix are cached: a found one for node_ttl (a node
+# that vanishes is found out by its forward failing), an unknown one only this many
+# seconds (a node that has just started is found soon after), and at most URL_CACHE_SIZE
+# of them (clients choose the prefixes, so random ones must not grow memory).
+URL_MISS_SECONDS = 1.0
+URL_CACHE_SIZE = 1024
 
 _Outgoing = tuple[str, bytes, Sequence[Command] | None, asyncio.Future[None] | None]
 
@@ -149,6 +153,7 @@ class RedisBroker:
         self._sub_ok = False
         self._pub_ok = False
         self._was_connected = False
+        # node id -> (monotonic expiry, URL or None), oldest first.
         self._urls: dict[str, tuple[float, str | None]] = {}
         self._lookups: dict[str, asyncio.Future[str | None]] = {}
 
@@ -409,8 +414,10 @@ class RedisBroker:
 
     async def node_url(self, node_id: str) -> str | None:
         cached = self._urls.get(node_id)
-        if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
+        if cached is not None:
+            if cached[0] > time.monotonic():
+                return cached[1]
+            del self._urls[node_id]
         # Concurrent lookups of one node (a burst of forwarded polls) share one request.
         lookup = self._lookups.get(node_id)
         if lookup is None:
@@ -426,8 +433,19 @@ class RedisBroker:
         if data is not None:
             with contextlib.suppress(wire.WireError):
                 url = wire.decode_node(data)
-        self._urls[node_id] = (time.monotonic() + URL_CACHE_SECONDS, url)
+        self._remember(node_id, url)
         return url
+
+    def _remember(self, node_id: str, url: str | None) -> None:
+        now = time.monotonic()
+        urls = self._urls
+        urls.pop(node_id, None)
+        if len(urls) >= URL_CACHE_SIZE:
+            for key in [k for k, (expires, _) in urls.items() if expires <= now]:
+                del urls[key]
+            while len(urls) >= URL_CACHE_SIZE:
+                del urls[next(iter(urls))]  # the oldest
+        urls[node_id] = (now + (self._ttl if url is not None else URL_MISS_SECONDS), url)
 
     # Queries
 

@@ -8,9 +8,12 @@ timer, and hands session events to the node.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 import logging
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from ..errors import ProtocolError
 from ..hub import Outgoing
@@ -26,11 +29,14 @@ from ..protocol.session import (
     State,
 )
 from ..protocol.websocket import accept_key
+from ..ratelog import RateLimitedLog
 from .forward import Forwarder
 from .http import Request, Response, UpgradedProtocol
-from .websocket import WebSocketConnection, frames
+from .websocket import CLOSE_INTERNAL_ERROR, WebSocketConnection, frames
 
 logger = logging.getLogger("siogate.engine")
+# Every line a peer can cause goes through this (one per kind per interval).
+_log = RateLimitedLog(logger)
 
 REASON_CONNECT_TIMEOUT = "connect timeout"
 
@@ -65,9 +71,24 @@ class EngineOptions:
     # A session with no namespace joined for this long is closed (checked at each ping).
     connect_timeout: int = 45_000
     max_payload: int = 1_000_000
-    # Outgoing bytes a client may have waiting before it is disconnected.
-    max_buffer: int = 4_000_000
+    # Outgoing bytes a client may have waiting before it is disconnected at once.
+    max_buffer: int = 1_000_000
+    # A client whose writes have not drained (WebSocket) or whose queue has not been
+    # taken (long-polling) for this long is disconnected as a slow consumer.
+    slow_timeout: int = 10_000
+    # Binary attachments in one Socket.IO packet.
+    max_attachments: int = 10
     cors_origins: tuple[str, ...] = ()
+
+
+def _valid_key(key: str) -> bool:
+    """RFC 6455: ``Sec-WebSocket-Key`` is 16 bytes in base64 (24 ASCII characters)."""
+    if len(key) != 24 or not key.isascii():
+        return False
+    try:
+        return len(base64.b64decode(key, validate=True)) == 16
+    except binascii.Error:
+        return False
 
 
 class Client:
@@ -81,6 +102,7 @@ class Client:
         "probed",
         "queue",
         "queued_bytes",
+        "queued_since",
         "waiter",
         "timer",
         "ping_sent",
@@ -98,6 +120,8 @@ class Client:
         # Long-polling: packets waiting for the next GET, and the GET waiting for packets.
         self.queue: list[EncodedPacket] = []
         self.queued_bytes = 0
+        # Loop time since which the queue has held packets that no poll has taken.
+        self.queued_since: float | None = None
         self.waiter: asyncio.Future[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.ping_sent = 0.0
@@ -123,7 +147,7 @@ class Client:
                 data = outgoing.ws_bytes = frames(outgoing.messages)
             ws.transport.write(data)
             if ws.transport.get_write_buffer_size() > self.engine.options.max_buffer:
-                self._slow_consumer()
+                self._slow_consumer("outgoing buffer over --max-buffer")
         else:
             self._enqueue(outgoing.messages)
 
@@ -139,7 +163,7 @@ class Client:
         if ws is not None:
             ws.send(messages)
             if ws.buffered() > self.engine.options.max_buffer:
-                self._slow_consumer()
+                self._slow_consumer("outgoing buffer over --max-buffer")
         else:
             self._enqueue(messages)
 
@@ -147,8 +171,15 @@ class Client:
         self.queue.extend(messages)
         self.queued_bytes += sum(len(m) for m in messages)
         if self.queued_bytes > self.engine.options.max_buffer:
-            self._slow_consumer()
+            self._slow_consumer("long-polling queue over --max-buffer")
             return
+        if self.waiter is None and self.session.state is State.OPEN:
+            now = asyncio.get_running_loop().time()
+            if self.queued_since is None:
+                self.queued_since = now
+            elif now - self.queued_since > self.engine.slow_timeout:
+                self._slow_consumer("long-polling queue not taken for --slow-timeout")
+                return
         self._wake()
 
     def _wake(self) -> None:
@@ -156,9 +187,15 @@ class Client:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _slow_consumer(self) -> None:
+    def _slow_consumer(self, why: str) -> None:
+        if self.session.state is not State.OPEN:
+            return
         self.engine.node.metrics.slow_consumer_disconnects_total += 1
-        logger.warning("closing %s: outgoing buffer over limit", self.session.sid)
+        _log.warning("slow consumer", "closing %s (slow consumer): %s", self.session.sid, why)
+        ws, self.ws = self.ws, None
+        if ws is not None:
+            # Its buffer is not draining: drop it now rather than wait for a flush.
+            ws.abort()
         self.lose(REASON_SLOW_CONSUMER)
 
     def take_payload(self) -> bytes:
@@ -175,6 +212,8 @@ class Client:
             size += cost
         del self.queue[: len(taken)]
         self.queued_bytes = sum(len(m) for m in self.queue)
+        # A client that keeps polling is not slow, even if the queue refills meanwhile.
+        self.queued_since = asyncio.get_running_loop().time() if self.queue else None
         return engineio.encode_payload(taken)
 
     # Reading
@@ -207,6 +246,9 @@ class Client:
         self.ws = None
         self.lose(REASON_TRANSPORT_CLOSE)
 
+    def on_stalled(self) -> None:
+        self._slow_consumer("WebSocket writes not drained for --slow-timeout")
+
     # Heartbeat: a PING every interval; a missing PONG closes the session.
 
     def start_heartbeat(self) -> None:
@@ -226,6 +268,12 @@ class Client:
             # A session that joins no namespace only holds resources (the reference
             # server's connectTimeout).
             self.close(REASON_CONNECT_TIMEOUT)
+            return
+        since = self.queued_since
+        if since is not None and self.ws is None and now - since > self.engine.slow_timeout:
+            # Nothing new was queued lately (that check is in _enqueue), but what is
+            # queued has waited too long.
+            self._slow_consumer("long-polling queue not taken for --slow-timeout")
             return
         self.session.send_ping()
         self.flush()
@@ -292,6 +340,10 @@ class _Probe:
             self.client.probe = None
             self.client.probed = False
 
+    def on_stalled(self) -> None:
+        self.ws.abort()
+        self.on_close()
+
 
 class EngineServer:
     """Serves ``/socket.io/``: handshakes, polling requests and WebSocket upgrades."""
@@ -308,12 +360,14 @@ class EngineServer:
         self.ping_interval = options.ping_interval / 1000
         self.ping_timeout = options.ping_timeout / 1000
         self.connect_timeout = options.connect_timeout / 1000
+        self.slow_timeout = options.slow_timeout / 1000
         self.clients: dict[str, Client] = {}
         self._cors_any = "*" in options.cors_origins
         self._cors = frozenset(options.cors_origins)
 
     def _new_client(self) -> Client:
         sid = self._sid_prefix + new_id()
+        # TODO(lead): pass to Session: max_attachments=self.options.max_attachments
         client = Client(self, Session(sid))
         self.clients[sid] = client
         return client
@@ -342,13 +396,32 @@ class EngineServer:
 
     def _cors_headers(self, request: Request) -> list[tuple[str, str]]:
         origin = request.headers.get("origin")
-        if origin is None or not (self._cors_any or origin in self._cors):
+        if origin is None:
+            return []
+        if not (self._cors_any or origin in self._cors):
+            self._refused_origin(request, origin)
             return []
         return [
             ("access-control-allow-origin", origin),
             ("access-control-allow-credentials", "true"),
             ("vary", "Origin"),
         ]
+
+    def _refused_origin(self, request: Request, origin: str) -> None:
+        # A page on another origin gets no CORS headers, and the browser then blocks the
+        # answer with a console message that does not say why: say it here.
+        try:
+            same_site = urlsplit(origin).netloc == request.headers.get("host")
+        except ValueError:
+            same_site = False
+        if not same_site:
+            _log.warning(
+                "cors origin",
+                "no CORS headers for Origin %r: it is not allowed by --cors-origin "
+                "(browsers on that origin cannot use long-polling; add --cors-origin %s)",
+                origin[:200],
+                origin[:200],
+            )
 
     def _check(self, request: Request) -> int | None:
         if request.arg("EIO") != engineio.PROTOCOL_VERSION:
@@ -359,6 +432,29 @@ class EngineServer:
 
     async def handle(self, request: Request) -> Response:
         """A plain HTTP request under ``/socket.io/``."""
+        try:
+            return await self._handle(request)
+        except Exception as exc:
+            # A bug, not the client's fault: end its session (if any) with a 400, as for
+            # a transport error, and keep the log to one line per kind per interval.
+            _log.error(
+                f"polling {type(exc).__qualname__}",
+                "%s %s failed with an unexpected error: %r",
+                request.method,
+                request.path,
+                exc,
+                exc_info=exc,
+            )
+            client = self.clients.get(request.arg("sid") or "")
+            if client is not None:
+                try:
+                    client.lose(REASON_TRANSPORT_ERROR)
+                except Exception:
+                    # The same bug again on the way out: drop the session regardless.
+                    client._teardown()
+            return self._error(request, BAD_REQUEST)
+
+    async def _handle(self, request: Request) -> Response:
         if request.method == "OPTIONS":
             headers = self._cors_headers(request)
             if headers:
@@ -451,6 +547,21 @@ class EngineServer:
         self, request: Request, transport: asyncio.Transport
     ) -> UpgradedProtocol | Response:
         """An HTTP Upgrade request under ``/socket.io/``."""
+        try:
+            return self._upgrade(request, transport)
+        except Exception as exc:
+            # Raised before the 101 was written (what follows it catches its own).
+            _log.error(
+                f"upgrade {type(exc).__qualname__}",
+                "WebSocket upgrade failed with an unexpected error: %r",
+                exc,
+                exc_info=exc,
+            )
+            return self._error(request, BAD_REQUEST)
+
+    def _upgrade(
+        self, request: Request, transport: asyncio.Transport
+    ) -> UpgradedProtocol | Response:
         error = self._check(request)
         if error is not None:
             return self._error(request, error)
@@ -461,6 +572,7 @@ class EngineServer:
             or request.method != "GET"
             or headers.get("upgrade", "").lower() != "websocket"
             or key is None
+            or not _valid_key(key)
             or headers.get("sec-websocket-version") != "13"
         ):
             return self._error(request, BAD_REQUEST)
@@ -479,12 +591,29 @@ class EngineServer:
             + accept_key(key).encode()
             + b"\r\n\r\n"
         )
-        ws = WebSocketConnection(transport, self.options.max_payload)
+        o = self.options
+        ws = WebSocketConnection(
+            transport, o.max_payload, slow_timeout=self.slow_timeout, max_buffer=o.max_buffer
+        )
+        try:
+            self._attach(ws, client)
+        except Exception as exc:
+            _log.error(
+                f"websocket {type(exc).__qualname__}",
+                "closing a new WebSocket after an unexpected error: %r",
+                exc,
+                exc_info=exc,
+            )
+            ws.close(CLOSE_INTERNAL_ERROR, "internal error")
+        return ws
+
+    def _attach(self, ws: WebSocketConnection, client: Client | None) -> None:
+        """Give a fresh WebSocket its listener: a new session, or a probe of ``client``."""
         if client is not None and (client.ws is not None or client.probe is not None):
             # Already upgraded or upgrading: like the reference server, accept the
             # WebSocket and close it straight away.
             ws.close()
-            return ws
+            return
         if client is None:
             client = self._new_client()
             client.ws = ws
@@ -494,7 +623,6 @@ class EngineServer:
         else:
             client.probe = ws
             ws.listener = _Probe(client, ws)
-        return ws
 
     def complete_upgrade(self, client: Client, ws: WebSocketConnection) -> None:
         """The client switched to ``ws``: drain the polling queue there."""
@@ -505,6 +633,7 @@ class EngineServer:
         pending = [p for p in client.queue if p != engineio.NOOP]
         client.queue.clear()
         client.queued_bytes = 0
+        client.queued_since = None
         if client.waiter is not None:
             client.queue.append(engineio.NOOP)
             client._wake()

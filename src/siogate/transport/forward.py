@@ -7,7 +7,9 @@ advertises in the registry) and relays the answer. A WebSocket upgrade of such a
 is relayed byte for byte once the owner has answered it.
 
 A forwarded request carries ``X-Siogate-Forwarded`` and is never forwarded again, so two
-nodes that disagree about an owner cannot bounce a request between them.
+nodes that disagree about an owner cannot bounce a request between them. At most
+``MAX_IN_FLIGHT_PER_OWNER`` requests are relayed to one owner at a time (each holds a
+connection to it); more are answered ``503`` at once.
 """
 
 from __future__ import annotations
@@ -21,9 +23,12 @@ from urllib.parse import urlsplit
 import httptools
 
 from ..errors import ProtocolError
+from ..ratelog import RateLimitedLog
 from .http import Request, Response
 
 logger = logging.getLogger("siogate.transport")
+# Clients pick the session ids that lead here: one line per kind per interval.
+_log = RateLimitedLog(logger)
 
 FORWARDED_HEADER = "x-siogate-forwarded"
 # Bytes a relayed WebSocket may receive from the client before the owner is connected.
@@ -32,6 +37,14 @@ MAX_EARLY_BYTES = 1 << 20
 CONNECT_TIMEOUT = 2.0
 # Idle keep-alive connections kept open to each owner node.
 MAX_IDLE_PER_OWNER = 256
+# Polling requests relayed to one owner node at once (a long poll holds one for up to a
+# ping interval, so this is about that many long-polling clients on the wrong node).
+MAX_IN_FLIGHT_PER_OWNER = 1000
+
+_BUSY_BODY = (
+    b'{"error":{"code":"forward_overloaded",'
+    b'"message":"too many requests relayed to the node that owns this session"}}'
+)
 
 # Per-hop headers that describe the client's connection, not the request.
 _HOP_BY_HOP = frozenset(
@@ -57,18 +70,30 @@ Resolve = Callable[[str], Awaitable[str | None]]
 class Forwarder:
     """Finds the owner of a session and relays requests to it."""
 
-    def __init__(self, node_id: str, resolve: Resolve, *, timeout: float, max_body: int) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        resolve: Resolve,
+        *,
+        timeout: float,
+        max_body: int,
+        max_in_flight: int = MAX_IN_FLIGHT_PER_OWNER,
+    ) -> None:
         self.node_id = node_id
         self._resolve = resolve
         # A long poll may legitimately wait a whole ping interval at the owner.
         self._timeout = timeout
         self._max_body = max_body
+        self._max_in_flight = max_in_flight
         # Idle keep-alive connections to each owner, by (host, port).
         self._idle: dict[tuple[str, int], list[_OwnerConnection]] = {}
-        # Counters for /metrics.
+        # Requests being relayed, by owner node (only owners with some).
+        self._in_flight: dict[str, int] = {}
+        # Counters for /metrics (refused: answered 503 over max_in_flight; also failures).
         self.requests = 0
         self.websockets = 0
         self.failures = 0
+        self.refused = 0
 
     def owner(self, request: Request) -> str | None:
         """The other node that owns the request's session, if it names one."""
@@ -86,12 +111,14 @@ class Forwarder:
         try:
             base = await self._resolve(node)
         except Exception as exc:
-            logger.warning("cannot look up node %s: %s", node, exc)
+            _log.warning("lookup", "cannot look up node %s: %s", node, exc)
             base = None
         parts = urlsplit(base) if base is not None else None
         if parts is None or parts.scheme != "http" or parts.hostname is None:
             if base is not None:
-                logger.warning("node %s advertises %s: only http:// is forwarded to", node, base)
+                _log.warning(
+                    "advertised", "node %s advertises %s: only http:// is forwarded to", node, base
+                )
             self.failures += 1
             return None
         return parts.hostname, parts.port or 80
@@ -108,6 +135,30 @@ class Forwarder:
         address = await self._address(node)
         if address is None:
             return None
+        in_flight = self._in_flight.get(node, 0)
+        if in_flight >= self._max_in_flight:
+            self.refused += 1
+            self.failures += 1
+            _log.warning(
+                "overloaded",
+                "node %s already has %d requests relayed to it: answering 503",
+                node,
+                in_flight,
+            )
+            return Response(503, _BUSY_BODY)
+        self._in_flight[node] = in_flight + 1
+        try:
+            return await self._relay(request, node, address)
+        finally:
+            left = self._in_flight[node] - 1
+            if left:
+                self._in_flight[node] = left
+            else:
+                del self._in_flight[node]
+
+    async def _relay(
+        self, request: Request, node: str, address: tuple[str, int]
+    ) -> Response | None:
         self.requests += 1
         host, port = address
         headers = [(k, v) for k, v in request.headers.items() if k not in _HOP_BY_HOP]
@@ -117,7 +168,9 @@ class Forwarder:
             async with asyncio.timeout(self._timeout):
                 answer = await self._exchange(address, raw)
         except (OSError, TimeoutError, ProtocolError) as exc:
-            logger.warning("forwarding to node %s at %s:%d failed: %r", node, host, port, exc)
+            _log.warning(
+                "forward", "forwarding to node %s at %s:%d failed: %r", node, host, port, exc
+            )
             self.failures += 1
             return None
         status, headers, body = answer
@@ -179,7 +232,9 @@ class Forwarder:
                     lambda: _Upstream(relay), *address
                 )
         except (OSError, TimeoutError) as exc:
-            logger.warning("relaying a WebSocket to node %s at %s failed: %s", node, address, exc)
+            _log.warning(
+                "relay", "relaying a WebSocket to node %s at %s failed: %s", node, address, exc
+            )
             self.failures += 1
             relay.refuse()
 
