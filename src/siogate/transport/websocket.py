@@ -21,6 +21,9 @@ from ..protocol.websocket import (
 
 logger = logging.getLogger("siogate.websocket")
 
+# Seconds a closed WebSocket may take to flush its buffer before it is aborted.
+CLOSE_LINGER = 5.0
+
 
 def frames(messages: list[EncodedPacket]) -> bytes:
     """Frames for several messages, ready for one write."""
@@ -60,6 +63,10 @@ class WebSocketConnection:
         if not transport.is_closing():
             transport.write(close_frame(code, reason))
             transport.close()
+            if transport.get_write_buffer_size():
+                # close() waits for the buffer to drain: a peer that reads nothing
+                # would hold the descriptor for good.
+                asyncio.get_running_loop().call_later(CLOSE_LINGER, transport.abort)
 
     # UpgradedProtocol
 
