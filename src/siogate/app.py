@@ -24,7 +24,14 @@ from .metrics import Metrics
 from .node import Node, NodeOptions
 from .transport.engine import EngineOptions, EngineServer
 from .transport.forward import Forwarder
-from .transport.http import HttpConnection, Request, Response, UpgradedProtocol
+from .transport.http import (
+    HttpConnection,
+    HttpLimits,
+    HttpServerState,
+    Request,
+    Response,
+    UpgradedProtocol,
+)
 from .webhooks import WebhookDispatcher, WebhookSettings
 
 logger = logging.getLogger("siogate")
@@ -42,8 +49,12 @@ class Gateway:
     node: Node
     engine: EngineServer
     api: Api
-    connections: set[HttpConnection] = field(default_factory=set)
+    http: HttpServerState = field(default_factory=HttpServerState)
     server: asyncio.Server | None = None
+
+    @property
+    def connections(self) -> set[HttpConnection]:
+        return self.http.connections
 
     async def handle(self, request: Request) -> Response:
         if request.path.startswith(ENGINE_PREFIX):
@@ -60,15 +71,13 @@ class Gateway:
         )
 
     def _protocol(self) -> HttpConnection:
-        return HttpConnection(
-            self.handle,
-            self.upgrade,
-            max_body=self.settings.max_payload,
-            connections=self.connections,
-        )
+        return HttpConnection(self.handle, self.upgrade, self.http)
 
     async def start(self) -> int:
         """Start the node and listen; returns the bound port."""
+        limit = raise_open_files_limit()
+        if limit is not None:
+            logger.info("open files limit: %d", limit)
         await self.node.start()
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(
@@ -110,6 +119,37 @@ class Gateway:
         finally:
             logger.info("shutting down")
             await self.stop()
+
+
+def raise_open_files_limit() -> int | None:
+    """Raise the soft RLIMIT_NOFILE to the hard one; returns the soft limit in force.
+
+    Every connection costs a descriptor, and the usual soft default (1024) is far below
+    ``max_connections``. None where the platform has no such limit.
+    """
+    try:
+        import resource
+    except ImportError:
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != soft:
+        # macOS refuses RLIM_INFINITY as a soft limit; keep the old one there.
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return int(soft)
+
+
+def http_limits(settings: Settings) -> HttpLimits:
+    return HttpLimits(
+        max_body=settings.max_payload,
+        max_head_size=settings.max_head_size,
+        head_timeout=settings.head_timeout / 1000,
+        body_timeout=settings.body_timeout / 1000,
+        max_pipelined=settings.max_pipelined,
+        max_connections=settings.max_connections,
+        max_connections_per_ip=settings.max_connections_per_ip,
+    )
 
 
 def build(settings: Settings, *, broker: Broker | None = None) -> Gateway:
@@ -177,7 +217,9 @@ def build(settings: Settings, *, broker: Broker | None = None) -> Gateway:
     api = Api(
         node, api_key=settings.api_key, namespaces=settings.namespaces, cluster=settings.cluster
     )
-    gateway = Gateway(settings=settings, node=node, engine=engine, api=api)
+    http = HttpServerState(http_limits(settings))
+    _http_metrics(metrics, http)
+    gateway = Gateway(settings=settings, node=node, engine=engine, api=api, http=http)
     return gateway
 
 
@@ -237,6 +279,35 @@ def _broker_metrics(metrics: Metrics, broker: Broker) -> None:
         "siogate_broker_messages_invalid_total",
         "Messages from the broker ignored as malformed.",
         lambda: stats.messages_invalid,
+    )
+
+
+def _http_metrics(metrics: Metrics, http: HttpServerState) -> None:
+    stats = http.stats
+    metrics.counter(
+        "siogate_http_connections_refused_total",
+        "New TCP connections closed at once: --max-connections reached.",
+        lambda: stats.refused_total,
+    )
+    metrics.counter(
+        "siogate_http_connections_refused_per_ip_total",
+        "New TCP connections closed at once: --max-connections-per-ip reached.",
+        lambda: stats.refused_per_ip,
+    )
+    metrics.counter(
+        "siogate_http_timeouts_total",
+        "Requests answered 408: head or body not received within its timeout.",
+        lambda: stats.timeouts,
+    )
+    metrics.counter(
+        "siogate_http_heads_too_large_total",
+        "Requests answered 431: head over --max-head-size or too many headers.",
+        lambda: stats.heads_too_large,
+    )
+    metrics.counter(
+        "siogate_http_errors_total",
+        "HTTP connections or requests ended by an unexpected server error.",
+        lambda: stats.errors,
     )
 
 

@@ -84,6 +84,9 @@ class Api:
             return "unmatched", json_response(404, error.to_json())
         route, methods = matched
         entry = methods.get(request.method)
+        if entry is None and request.method == "HEAD":
+            # The GET handler's headers; the HTTP layer leaves the body out.
+            entry = methods.get("GET")
         if entry is None:
             allow = ", ".join(sorted(methods))
             error = ApiError(405, "method_not_allowed", f"{request.method} is not allowed here")
@@ -116,7 +119,9 @@ class Api:
             body["broker"] = {
                 "connected": stats.connected,
                 "since": stats.since,
-                "error": stats.error,
+                # Generic on purpose: the broker's own error names the Redis address,
+                # and this route needs no key. The detail is in the log.
+                "error": None if stats.connected else "broker unreachable",
                 "peers": stats.peers,
             }
         return json_response(200, body)

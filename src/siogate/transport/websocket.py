@@ -32,6 +32,9 @@ CLOSE_INTERNAL_ERROR = 1011
 # before the hard cap; the low-water mark is a quarter of it.
 WRITE_HIGH_WATER = 256 * 1024
 
+# Seconds a closed WebSocket may take to flush its buffer before it is aborted.
+CLOSE_LINGER = 5.0
+
 
 def frames(messages: list[EncodedPacket]) -> bytes:
     """Frames for several messages, ready for one write."""
@@ -99,6 +102,10 @@ class WebSocketConnection:
         if not transport.is_closing():
             transport.write(close_frame(code, reason))
             transport.close()
+            if transport.get_write_buffer_size():
+                # close() waits for the buffer to drain: a peer that reads nothing
+                # would hold the descriptor for good.
+                asyncio.get_running_loop().call_later(CLOSE_LINGER, transport.abort)
         self._disarm()
 
     def abort(self) -> None:
