@@ -93,6 +93,7 @@ def test_binary_event_with_zero_attachments() -> None:
         '5x-["a"]',
         '5101-["a"]',  # too many attachments
         '2["a"]junk',
+        '2["a",1e999]',  # valid JSON, but infinity: no encoder writes it back
         "4",  # connect_error without payload
     ],
 )
@@ -182,9 +183,9 @@ def test_overlong_numbers_raise_protocol_error(wire: str) -> None:
 
 @pytest.mark.parametrize("container", ["list", "dict"])
 def test_deeply_nested_placeholder_tree_is_rebuilt_without_recursion(container: str) -> None:
-    # 600 levels parse as JSON, but rebuilding them recursively (two frames per level)
+    # 500 levels parse as JSON, but rebuilding them recursively (two frames per level)
     # ran out of Python's recursion limit.
-    depth = 600
+    depth = 500
     leaf = '{"_placeholder":true,"num":0}'
     if container == "list":
         tree = "[" * depth + leaf + "]" * depth
@@ -229,3 +230,27 @@ def test_discarded_packet_drops_its_attachments() -> None:
     assert not decoder.waiting
     packet = decoder.feed('2["b"]')
     assert packet is not None and packet.data == ["b"]
+
+
+def test_nesting_is_limited_and_what_is_accepted_can_be_written_back() -> None:
+    def packet(depth: int) -> str:  # data nested ``depth`` levels, counting itself
+        return (
+            '51-["a",'
+            + "[" * (depth - 2)
+            + '{"_placeholder":true,"num":0}'
+            + "]" * (depth - 2)
+            + "]"
+        )
+
+    decoder = Decoder()
+    assert decoder.feed(packet(socketio.MAX_DEPTH)) is None
+    decoded = decoder.feed(b"bin")
+    assert decoded is not None
+    decoded.namespace = "/ns"
+    encoded = socketio.encode(decoded)  # the same depth, written back (an echo)
+    assert encoded[1:] == [b"bin"]
+    assert socketio.json_safe(decoded.data)  # and as a webhook body
+    with pytest.raises(ProtocolError, match="nested"):
+        Decoder().feed(packet(socketio.MAX_DEPTH + 1))
+    with pytest.raises(ProtocolError, match="nested"):
+        Decoder().feed('2["a",' + '{"k":' * 600 + "1" + "}" * 600 + "]")

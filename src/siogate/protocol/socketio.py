@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import enum
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,10 @@ MAX_ATTACHMENTS = 100
 # ValueError and is quadratic below that.
 _MAX_ID_DIGITS = 16
 _MAX_COUNT_DIGITS = 6
+# Containers nested in a packet's data, counting the data itself; the HTTP API has the
+# same limit. Deeper data parses but cannot be written back (for a webhook, an ack, an
+# echo) within Python's recursion limit.
+MAX_DEPTH = 512
 RESERVED_EVENTS = frozenset(
     {"connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"}
 )
@@ -54,7 +59,16 @@ def _reject_constant(name: str) -> Any:
     raise ProtocolError(f"{name} is not valid JSON")
 
 
-_decode_json = json.JSONDecoder(parse_constant=_reject_constant).decode
+def _finite_float(text: str) -> float:
+    # ``1e999`` is valid JSON but becomes infinity, which no encoder here writes back
+    # (allow_nan=False): refuse it on the way in, like NaN and Infinity.
+    value = float(text)
+    if math.isinf(value):
+        raise ProtocolError(f"number out of range: {text[:20]}")
+    return value
+
+
+_decode_json = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float).decode
 _encode_json_utf8 = json.JSONEncoder(
     ensure_ascii=False, allow_nan=False, separators=(",", ":")
 ).encode
@@ -91,14 +105,26 @@ def loads(text: str) -> Any:
 # Encoding
 
 
+# _deconstruct and json_safe recurse with one frame per level (no comprehensions, which
+# are a frame of their own on Python 3.11): a decoded packet may nest MAX_DEPTH levels,
+# and writing it back must fit in the recursion limit. Recursion, not a loop, so that a
+# cyclic value from server code still ends in RecursionError rather than looping.
+
+
 def _deconstruct(value: Any, buffers: list[bytes]) -> Any:
     if isinstance(value, bytes | bytearray | memoryview):
         buffers.append(bytes(value))
         return {"_placeholder": True, "num": len(buffers) - 1}
     if isinstance(value, list | tuple):
-        return [_deconstruct(v, buffers) for v in value]
+        items = []
+        for v in value:
+            items.append(_deconstruct(v, buffers))
+        return items
     if isinstance(value, dict):
-        return {k: _deconstruct(v, buffers) for k, v in value.items()}
+        members = {}
+        for k, v in value.items():
+            members[k] = _deconstruct(v, buffers)
+        return members
     return value
 
 
@@ -108,9 +134,15 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, bytes | bytearray | memoryview):
         return {"_binary": base64.b64encode(value).decode("ascii")}
     if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
+        items = []
+        for v in value:
+            items.append(json_safe(v))
+        return items
     if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
+        members = {}
+        for k, v in value.items():
+            members[k] = json_safe(v)
+        return members
     return value
 
 
@@ -202,6 +234,17 @@ def _reconstruct(value: Any, attachments: list[bytes]) -> Any:
     return value
 
 
+def _deeper_than(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
+
+
 def _parse(text: str, max_attachments: int) -> tuple[Packet, int]:
     """Parse the text part of a packet; returns it and its attachment count."""
     if not text or not "0" <= text[0] <= "6":
@@ -231,6 +274,10 @@ def _parse(text: str, max_attachments: int) -> tuple[Packet, int]:
         raise ProtocolError("ack id too long")
     ack_id = int(text[start:i]) if i > start else None
     data = loads(text[i:]) if i < n else None
+    # Counting brackets (C speed) rules out deep nesting for almost every packet; only
+    # packets with many containers are walked.
+    if text.count("[", i) + text.count("{", i) > MAX_DEPTH and _deeper_than(data, MAX_DEPTH):
+        raise ProtocolError(f"packet data nested more than {MAX_DEPTH} levels deep")
     packet = Packet(ptype, namespace, data, ack_id)
     _validate(packet)
     return packet, attachments
