@@ -189,3 +189,51 @@ def test_deeply_nested_json_closes_with_parse_error() -> None:
     session = connected()
     session.receive('42["a",' + "[" * 100_000 + "]" * 100_000 + "]")
     assert session.events_received() == [SessionClosed("parse error")]
+
+
+PLACEHOLDERS = ",".join(f'{{"_placeholder":true,"num":{i}}}' for i in range(10))
+
+
+def test_attachments_are_limited_per_packet() -> None:
+    session = Session("eio1", max_attachments=3, max_attachment_bytes=1000)
+    session.receive("40")
+    session.accept("/", "s1")
+    session.receive('454-["a"]')
+    assert session.events_received() == [ConnectRequested("/", None), SessionClosed("parse error")]
+
+    session = Session("eio1", max_attachments=3, max_attachment_bytes=1000)
+    session.receive("40")
+    session.accept("/", "s1")
+    session.receive('453-["a",{"_placeholder":true,"num":0}]')
+    session.receive(b"x" * 600)
+    assert session.state is State.OPEN
+    session.receive(b"x" * 600)  # 1,200 bytes: refused as it arrives
+    assert session.events_received()[-1] == SessionClosed("parse error")
+
+
+def test_attachments_for_a_namespace_not_joined_are_not_buffered() -> None:
+    # Before its CONNECT is accepted (auth still running) and for a namespace never
+    # joined: the packet is dropped, and its attachments with it, uncounted.
+    for setup in ["40", "40/admin,", ""]:
+        session = Session("eio1", max_attachments=10, max_attachment_bytes=1000)
+        if setup:
+            session.receive(setup)
+        session.receive(f'4510-/admin,["up",{PLACEHOLDERS}]')
+        for _ in range(10):
+            session.receive(b"z" * 100_000)  # far over max_attachment_bytes
+        assert session.state is State.OPEN
+        assert not any(isinstance(e, EventReceived) for e in session.events_received())
+        session.accept("/admin", "s1")
+        session.receive('42/admin,["after"]')  # back to normal parsing
+        assert session.events_received() == [EventReceived("/admin", "after", [], None)]
+
+
+def test_binary_ack_for_a_namespace_not_joined_is_dropped() -> None:
+    session = connected()
+    session.receive('462-/other,5[{"_placeholder":true,"num":0}]')
+    session.receive(b"a")
+    session.receive(b"b")
+    session.receive('461-5[{"_placeholder":true,"num":0}]')
+    session.receive(b"c")
+    assert session.events_received() == [AckReceived("/", 5, [b"c"])]
+    assert session.state is State.OPEN

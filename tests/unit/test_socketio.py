@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from siogate.errors import ProtocolError
+from siogate.errors import PayloadTooLarge, ProtocolError
 from siogate.protocol import socketio
 from siogate.protocol.socketio import Decoder, Packet, PacketType
 
@@ -93,6 +93,7 @@ def test_binary_event_with_zero_attachments() -> None:
         '5x-["a"]',
         '5101-["a"]',  # too many attachments
         '2["a"]junk',
+        '2["a",1e999]',  # valid JSON, but infinity: no encoder writes it back
         "4",  # connect_error without payload
     ],
 )
@@ -164,3 +165,92 @@ def _same(a: object, b: object) -> bool:
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     return a == b and type(a) is type(b) or (isinstance(a, int | float) and a == b)
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        "2" + "1" * 5000 + '["a"]',  # int() refuses over 4,300 digits with a ValueError
+        "2" + "1" * 17 + '["a"]',  # longer than a JavaScript safe integer
+        "5" + "1" * 5000 + '-["a"]',  # attachment count
+        "5" + "0" * 7 + '-["a"]',
+    ],
+)
+def test_overlong_numbers_raise_protocol_error(wire: str) -> None:
+    with pytest.raises(ProtocolError):
+        Decoder().feed(wire)
+
+
+@pytest.mark.parametrize("container", ["list", "dict"])
+def test_deeply_nested_placeholder_tree_is_rebuilt_without_recursion(container: str) -> None:
+    # 500 levels parse as JSON, but rebuilding them recursively (two frames per level)
+    # ran out of Python's recursion limit.
+    depth = 500
+    leaf = '{"_placeholder":true,"num":0}'
+    if container == "list":
+        tree = "[" * depth + leaf + "]" * depth
+    else:
+        tree = '{"k":' * depth + leaf + "}" * depth
+    decoder = Decoder()
+    assert decoder.feed(f'51-["a",{tree}]') is None
+    packet = decoder.feed(b"bin")
+    assert packet is not None
+    node = packet.data[1]
+    for _ in range(depth):
+        node = node[0] if container == "list" else node["k"]
+    assert node == b"bin"
+
+
+def test_attachment_count_is_limited_per_decoder() -> None:
+    with pytest.raises(ProtocolError, match="more than 2 attachments"):
+        Decoder(max_attachments=2).feed('53-["a"]')
+    assert Decoder(max_attachments=2).feed('52-["a"]') is None
+    with pytest.raises(ProtocolError):
+        Decoder(max_attachments=0).feed('51-["a"]')
+
+
+def test_attachment_bytes_are_limited_as_they_arrive() -> None:
+    decoder = Decoder(max_attachment_bytes=10)
+    assert decoder.feed('53-["a"]') is None
+    assert decoder.feed(b"x" * 6) is None
+    with pytest.raises(PayloadTooLarge):
+        decoder.feed(b"x" * 6)  # refused before the third attachment
+
+
+def test_discarded_packet_drops_its_attachments() -> None:
+    decoder = Decoder(max_attachment_bytes=10)
+    assert decoder.feed('52-/x,["a",{"_placeholder":true,"num":1}]') is None
+    assert decoder.namespace == "/x"
+    decoder.discard()
+    assert decoder.waiting and decoder.namespace is None
+    assert decoder.feed(b"y" * 100) is None  # not kept, so not counted against the limit
+    with pytest.raises(ProtocolError):
+        decoder.feed('2["b"]')  # the second attachment is still due
+    assert decoder.feed(b"y" * 100) is None
+    assert not decoder.waiting
+    packet = decoder.feed('2["b"]')
+    assert packet is not None and packet.data == ["b"]
+
+
+def test_nesting_is_limited_and_what_is_accepted_can_be_written_back() -> None:
+    def packet(depth: int) -> str:  # data nested ``depth`` levels, counting itself
+        return (
+            '51-["a",'
+            + "[" * (depth - 2)
+            + '{"_placeholder":true,"num":0}'
+            + "]" * (depth - 2)
+            + "]"
+        )
+
+    decoder = Decoder()
+    assert decoder.feed(packet(socketio.MAX_DEPTH)) is None
+    decoded = decoder.feed(b"bin")
+    assert decoded is not None
+    decoded.namespace = "/ns"
+    encoded = socketio.encode(decoded)  # the same depth, written back (an echo)
+    assert encoded[1:] == [b"bin"]
+    assert socketio.json_safe(decoded.data)  # and as a webhook body
+    with pytest.raises(ProtocolError, match="nested"):
+        Decoder().feed(packet(socketio.MAX_DEPTH + 1))
+    with pytest.raises(ProtocolError, match="nested"):
+        Decoder().feed('2["a",' + '{"k":' * 600 + "1" + "}" * 600 + "]")

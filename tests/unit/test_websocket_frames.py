@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import struct
+import time
 
 import pytest
 from hypothesis import given
@@ -19,6 +20,7 @@ from siogate.protocol.websocket import (
     accept_key,
     close_frame,
     frame,
+    valid_key,
 )
 
 
@@ -134,3 +136,62 @@ def test_arbitrary_bytes_raise_only_protocol_errors(data: bytes, chunk: int) -> 
             parser.feed(data[i : i + chunk])
     except ProtocolError:
         pass
+
+
+def test_sec_websocket_key_is_validated() -> None:
+    assert valid_key("dGhlIHNhbXBsZSBub25jZQ==")
+    for key in ["", "dGhlIHNhbXBsZSBub25jZQ=", "é" * 24, "dGhlIHNhbXBsZSBub25jZQ=é", "A" * 24]:
+        assert not valid_key(key)
+        with pytest.raises(ProtocolError):
+            accept_key(key)
+
+
+def _fragmented(count: int, part: bytes = b"x") -> list[bytes]:
+    """A binary message split into ``count`` frames of ``part`` each."""
+    return [client_frame(0x2 if i == 0 else 0x0, part, fin=i == count - 1) for i in range(count)]
+
+
+@pytest.mark.parametrize("whole", [True, False], ids=["one-read", "frame-by-frame"])
+def test_many_tiny_continuation_frames_take_linear_time(whole: bool) -> None:
+    # Summing the parts again on each continuation made this take ~26 s.
+    frames = _fragmented(40_000)
+    parser = FrameParser(max_size=1_000_000)
+    started = time.perf_counter()
+    if whole:
+        out = parser.feed(b"".join(frames))
+    else:
+        out = [m for f in frames for m in parser.feed(f)]
+    elapsed = time.perf_counter() - started
+    assert out == [b"x" * 40_000]
+    assert elapsed < 1.0, f"{elapsed:.2f} s"
+
+
+def test_large_frame_trickled_in_small_reads_takes_linear_time() -> None:
+    # Joining the buffer again on each read copied the partial frame every time.
+    data = client_frame(0x2, b"y" * 1_000_000)
+    chunks = [data[i : i + 8] for i in range(0, len(data), 8)]
+    parser = FrameParser(max_size=1_000_000)
+    started = time.perf_counter()
+    out = [m for c in chunks for m in parser.feed(c)]
+    elapsed = time.perf_counter() - started
+    assert out == [b"y" * 1_000_000]
+    assert elapsed < 1.5, f"{elapsed:.2f} s"
+
+
+def test_oversized_fragmented_message_is_refused_before_its_last_frame() -> None:
+    parser = FrameParser(max_size=100)
+    frames = _fragmented(10, b"z" * 20)  # 200 bytes in all
+    for f in frames[:5]:  # 100 bytes: at the limit
+        assert parser.feed(f) == []
+    with pytest.raises(PayloadTooLarge):
+        parser.feed(frames[5][:2])  # the header of the 6th frame is enough
+
+
+def test_ping_flood_keeps_one_pong_pending() -> None:
+    parser = FrameParser(max_size=1000)
+    pings = b"".join(client_frame(0x9, b"%d" % i) for i in range(100_000))
+    assert parser.feed(pings) == []
+    assert parser.replies == [bytes([0x8A, 5]) + b"99999"]
+    for i in range(3):  # fed one by one, still one pong: the latest
+        parser.feed(client_frame(0x9, b"p%d" % i))
+    assert parser.replies == [bytes([0x8A, 2]) + b"p2"]

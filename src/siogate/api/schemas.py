@@ -7,6 +7,7 @@ Bodies are checked strictly: unknown fields are refused, so that a typo such as
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Collection
 from typing import Any, Literal
 
@@ -32,7 +33,16 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-_decode = json.JSONDecoder(parse_constant=_reject_constant).decode
+def _finite_float(text: str) -> float:
+    # ``1e999`` parses as infinity, which the encoders (allow_nan=False) then refuse
+    # with a ValueError deep in the emit path: refuse it here as invalid JSON.
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number out of range: {text[:20]}")
+    return value
+
+
+_decode = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float).decode
 
 
 def parse_body(body: bytes) -> dict[str, Any]:

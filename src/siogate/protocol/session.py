@@ -59,7 +59,9 @@ class Session:
         "_out",
     )
 
-    def __init__(self, sid: str) -> None:
+    def __init__(
+        self, sid: str, *, max_attachments: int = 10, max_attachment_bytes: int = 1_000_000
+    ) -> None:
         self.sid = sid
         self.state = State.OPEN
         # namespace -> Socket.IO socket id, for every namespace the client has joined.
@@ -67,7 +69,10 @@ class Session:
         # Namespaces whose CONNECT is being decided (auth runs outside the session).
         self.pending: set[str] = set()
         self.awaiting_pong = False
-        self._decoder = socketio.Decoder()
+        # Attachments are limited per packet, in number and in total bytes.
+        self._decoder = socketio.Decoder(
+            max_attachments=max_attachments, max_attachment_bytes=max_attachment_bytes
+        )
         self._events: list[Event] = []
         self._out: list[EncodedPacket] = []
 
@@ -100,9 +105,15 @@ class Session:
     def _receive(self, packet: engineio.Packet) -> None:
         ptype = packet.type
         if ptype is EioType.MESSAGE:
-            sio = self._decoder.feed(packet.data)
+            decoder = self._decoder
+            sio = decoder.feed(packet.data)
             if sio is not None:
                 self._dispatch(sio)
+            elif decoder.namespace is not None and decoder.namespace not in self.namespaces:
+                # A binary packet for a namespace not joined (its CONNECT not accepted
+                # yet, so no auth has run) would be dropped by _dispatch: drop it now,
+                # so that its attachments are counted down instead of buffered.
+                decoder.discard()
         elif ptype is EioType.PONG:
             self.awaiting_pong = False
         elif ptype is EioType.CLOSE:

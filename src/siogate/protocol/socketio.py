@@ -14,12 +14,25 @@ from __future__ import annotations
 import base64
 import enum
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ProtocolError
+from ..errors import PayloadTooLarge, ProtocolError
 
+# Default attachments per packet for a Decoder. The server's sessions use the lower
+# ``max_attachments`` setting (10); this default only serves decoders of a trusted
+# peer (the client SDK reading the gateway).
 MAX_ATTACHMENTS = 100
+# Digits accepted in an ack id (JavaScript's safe integers have 16) and in an
+# attachment count; checked before int(), which refuses over 4,300 digits with a
+# ValueError and is quadratic below that.
+_MAX_ID_DIGITS = 16
+_MAX_COUNT_DIGITS = 6
+# Containers nested in a packet's data, counting the data itself; the HTTP API has the
+# same limit. Deeper data parses but cannot be written back (for a webhook, an ack, an
+# echo) within Python's recursion limit.
+MAX_DEPTH = 512
 RESERVED_EVENTS = frozenset(
     {"connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"}
 )
@@ -46,7 +59,16 @@ def _reject_constant(name: str) -> Any:
     raise ProtocolError(f"{name} is not valid JSON")
 
 
-_decode_json = json.JSONDecoder(parse_constant=_reject_constant).decode
+def _finite_float(text: str) -> float:
+    # ``1e999`` is valid JSON but becomes infinity, which no encoder here writes back
+    # (allow_nan=False): refuse it on the way in, like NaN and Infinity.
+    value = float(text)
+    if math.isinf(value):
+        raise ProtocolError(f"number out of range: {text[:20]}")
+    return value
+
+
+_decode_json = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float).decode
 _encode_json_utf8 = json.JSONEncoder(
     ensure_ascii=False, allow_nan=False, separators=(",", ":")
 ).encode
@@ -83,14 +105,26 @@ def loads(text: str) -> Any:
 # Encoding
 
 
+# _deconstruct and json_safe recurse with one frame per level (no comprehensions, which
+# are a frame of their own on Python 3.11): a decoded packet may nest MAX_DEPTH levels,
+# and writing it back must fit in the recursion limit. Recursion, not a loop, so that a
+# cyclic value from server code still ends in RecursionError rather than looping.
+
+
 def _deconstruct(value: Any, buffers: list[bytes]) -> Any:
     if isinstance(value, bytes | bytearray | memoryview):
         buffers.append(bytes(value))
         return {"_placeholder": True, "num": len(buffers) - 1}
     if isinstance(value, list | tuple):
-        return [_deconstruct(v, buffers) for v in value]
+        items = []
+        for v in value:
+            items.append(_deconstruct(v, buffers))
+        return items
     if isinstance(value, dict):
-        return {k: _deconstruct(v, buffers) for k, v in value.items()}
+        members = {}
+        for k, v in value.items():
+            members[k] = _deconstruct(v, buffers)
+        return members
     return value
 
 
@@ -100,9 +134,15 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, bytes | bytearray | memoryview):
         return {"_binary": base64.b64encode(value).decode("ascii")}
     if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
+        items = []
+        for v in value:
+            items.append(json_safe(v))
+        return items
     if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
+        members = {}
+        for k, v in value.items():
+            members[k] = json_safe(v)
+        return members
     return value
 
 
@@ -159,20 +199,53 @@ def event_packet(namespace: str, event: str, args: list[Any], ack_id: int | None
 # Decoding
 
 
+def _placeholder_index(value: dict[str, Any], count: int) -> int | None:
+    """The attachment index ``value`` stands for, or None if it is not a placeholder."""
+    if value.get("_placeholder") is not True or len(value) != 2:
+        return None
+    num = value.get("num")
+    if type(num) is not int or not 0 <= num < count:
+        raise ProtocolError("invalid attachment placeholder")
+    return num
+
+
 def _reconstruct(value: Any, attachments: list[bytes]) -> Any:
+    """``value`` (freshly parsed JSON, changed in place) with placeholders replaced."""
+    count = len(attachments)
     if isinstance(value, dict):
-        if value.get("_placeholder") is True and len(value) == 2:
-            num = value.get("num")
-            if type(num) is not int or not 0 <= num < len(attachments):
-                raise ProtocolError("invalid attachment placeholder")
+        num = _placeholder_index(value, count)
+        if num is not None:
             return attachments[num]
-        return {k: _reconstruct(v, attachments) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_reconstruct(v, attachments) for v in value]
+    # A loop rather than recursion: a hostile packet may nest as deep as the JSON
+    # parser allows, which is deeper than Python's recursion limit leaves room for here.
+    stack: list[dict[str, Any] | list[Any]] = [value] if isinstance(value, dict | list) else []
+    while stack:
+        container = stack.pop()
+        items = container.items() if isinstance(container, dict) else enumerate(container)
+        for key, item in items:
+            if isinstance(item, dict):
+                num = _placeholder_index(item, count)
+                if num is None:
+                    stack.append(item)
+                else:
+                    container[key] = attachments[num]  # type: ignore[index]
+            elif isinstance(item, list):
+                stack.append(item)
     return value
 
 
-def _parse(text: str) -> tuple[Packet, int]:
+def _deeper_than(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
+
+
+def _parse(text: str, max_attachments: int) -> tuple[Packet, int]:
     """Parse the text part of a packet; returns it and its attachment count."""
     if not text or not "0" <= text[0] <= "6":
         raise ProtocolError("unknown Socket.IO packet type")
@@ -182,11 +255,11 @@ def _parse(text: str) -> tuple[Packet, int]:
     if ptype in (PacketType.BINARY_EVENT, PacketType.BINARY_ACK):
         dash = text.find("-", i)
         digits = text[i:dash] if dash > 0 else ""
-        if not digits.isdigit() or not digits.isascii():
+        if not digits.isdigit() or not digits.isascii() or len(digits) > _MAX_COUNT_DIGITS:
             raise ProtocolError("invalid attachment count")
         attachments = int(digits)
-        if attachments > MAX_ATTACHMENTS:
-            raise ProtocolError(f"more than {MAX_ATTACHMENTS} attachments")
+        if attachments > max_attachments:
+            raise ProtocolError(f"more than {max_attachments} attachments")
         i = dash + 1
     namespace = "/"
     if i < n and text[i] == "/":
@@ -197,10 +270,14 @@ def _parse(text: str) -> tuple[Packet, int]:
     start = i
     while i < n and "0" <= text[i] <= "9":
         i += 1
-    ack_id = int(text[start:i]) if i > start else None
-    if ack_id is not None and (i - start > 16):
+    if i - start > _MAX_ID_DIGITS:
         raise ProtocolError("ack id too long")
+    ack_id = int(text[start:i]) if i > start else None
     data = loads(text[i:]) if i < n else None
+    # Counting brackets (C speed) rules out deep nesting for almost every packet; only
+    # packets with many containers are walked.
+    if text.count("[", i) + text.count("{", i) > MAX_DEPTH and _deeper_than(data, MAX_DEPTH):
+        raise ProtocolError(f"packet data nested more than {MAX_DEPTH} levels deep")
     packet = Packet(ptype, namespace, data, ack_id)
     _validate(packet)
     return packet, attachments
@@ -234,46 +311,77 @@ class Decoder:
 
     Feed every MESSAGE payload in order; a complete packet is returned once its last
     attachment has arrived, ``None`` while it is still waiting for attachments.
+
+    A packet may announce at most ``max_attachments`` attachments, whose sizes together
+    stay within ``max_attachment_bytes`` (None: no limit); both are checked as the
+    packet and its attachments arrive. After :meth:`discard`, the attachments of the
+    waiting packet are counted down and dropped instead of kept.
     """
 
-    __slots__ = ("_pending", "_expected")
+    __slots__ = ("_pending", "_expected", "_size", "_skip", "_max_attachments", "_max_bytes")
 
-    def __init__(self) -> None:
+    def __init__(
+        self, *, max_attachments: int = MAX_ATTACHMENTS, max_attachment_bytes: int | None = None
+    ) -> None:
         self._pending: Packet | None = None
         self._expected = 0
+        self._size = 0
+        # Attachments still to drop for a discarded packet.
+        self._skip = 0
+        self._max_attachments = max_attachments
+        self._max_bytes = max_attachment_bytes
 
     @property
     def waiting(self) -> bool:
-        return self._pending is not None
+        """Whether attachments are expected (kept, or to be dropped)."""
+        return self._pending is not None or self._skip > 0
+
+    @property
+    def namespace(self) -> str | None:
+        """Namespace of the packet whose attachments are being kept, if any."""
+        return self._pending.namespace if self._pending is not None else None
+
+    def discard(self) -> None:
+        """Drop the packet waiting for attachments: they are counted, not kept."""
+        packet = self._pending
+        if packet is not None:
+            self._skip = self._expected - len(packet.attachments)
+            self._pending, self._expected, self._size = None, 0, 0
 
     def feed(self, payload: str | bytes) -> Packet | None:
         if isinstance(payload, bytes):
             return self._feed_binary(payload)
-        if self._pending is not None:
+        if self._pending is not None or self._skip:
             raise ProtocolError("text packet received while waiting for attachments")
-        packet, attachments = _parse(payload)
+        packet, attachments = _parse(payload, self._max_attachments)
         if attachments == 0:
             if packet.type in (PacketType.BINARY_EVENT, PacketType.BINARY_ACK):
                 packet.data = _reconstruct(packet.data, [])
             return packet
-        self._pending, self._expected = packet, attachments
+        self._pending, self._expected, self._size = packet, attachments, 0
         return None
 
     def _feed_binary(self, payload: bytes) -> Packet | None:
+        if self._skip:
+            self._skip -= 1
+            return None
         packet = self._pending
         if packet is None:
             raise ProtocolError("unexpected binary attachment")
+        self._size += len(payload)
+        if self._max_bytes is not None and self._size > self._max_bytes:
+            raise PayloadTooLarge(f"attachments of one packet exceed {self._max_bytes} bytes")
         packet.attachments.append(payload)
         if len(packet.attachments) < self._expected:
             return None
         packet.data = _reconstruct(packet.data, packet.attachments)
-        self._pending, self._expected = None, 0
+        self._pending, self._expected, self._size = None, 0, 0
         return packet
 
 
 def decode(text: str) -> Packet:
     """Decode a packet that has no attachments (``ProtocolError`` if it announces any)."""
-    packet, attachments = _parse(text)
+    packet, attachments = _parse(text, MAX_ATTACHMENTS)
     if attachments:
         raise ProtocolError("packet announces attachments")
     return packet

@@ -13,6 +13,7 @@ during the handshake), so RSV bits are always an error.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import struct
 from dataclasses import dataclass
@@ -35,8 +36,27 @@ CLOSE_TOO_BIG = 1009
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
+def valid_key(key: str) -> bool:
+    """Whether ``key`` is a well-formed ``Sec-WebSocket-Key``: base64 of 16 bytes.
+
+    RFC 6455 §4.1 makes that 24 ASCII characters. Checked before :func:`accept_key`, so
+    a hostile header (non-ASCII, any length) is refused with a 400 instead of an error.
+    """
+    if len(key) != 24 or not key.isascii():
+        return False
+    try:
+        return len(base64.b64decode(key, validate=True)) == 16
+    except (binascii.Error, ValueError):
+        return False
+
+
 def accept_key(key: str) -> str:
-    """The ``Sec-WebSocket-Accept`` value for a client's ``Sec-WebSocket-Key``."""
+    """The ``Sec-WebSocket-Accept`` value for a client's ``Sec-WebSocket-Key``.
+
+    Raises :class:`ProtocolError` when the key is not valid (see :func:`valid_key`).
+    """
+    if not valid_key(key):
+        raise ProtocolError("invalid Sec-WebSocket-Key")
     return base64.b64encode(hashlib.sha1(key.encode("ascii") + _GUID).digest()).decode()
 
 
@@ -83,20 +103,36 @@ class FrameParser:
     :meth:`feed` returns the messages and :class:`CloseReceived` events completed by the
     data; pings are answered by queueing a pong in :attr:`replies`. Raises
     :class:`FrameError` on a violation; the caller sends ``close_frame(err.code)``.
+
+    Hostile input costs time and memory linear in its size: a partial frame and a
+    fragmented message each grow one ``bytearray`` (appends, never re-joins), the
+    message size limit counts the fragments received so far and is checked from each
+    frame's header, and at most one pong waits in :attr:`replies`.
     """
 
-    __slots__ = ("_buffer", "_max_size", "_fragments", "replies")
+    __slots__ = ("_buffer", "_max_size", "_frag_opcode", "_frag", "replies")
 
     def __init__(self, max_size: int) -> None:
-        self._buffer = b""
+        # Bytes of an incomplete frame; None (free) while there are none.
+        self._buffer: bytearray | None = None
         self._max_size = max_size
-        # Opcode and parts of a fragmented message in progress.
-        self._fragments: tuple[int, list[bytes]] | None = None
-        # Frames to write back (pongs).
+        # Opcode and payload so far of a fragmented message in progress (``_frag`` is
+        # None when there is none).
+        self._frag_opcode = 0
+        self._frag: bytearray | None = None
+        # Frames to write back: at most one pong, for the latest ping (RFC 6455 §5.5.3
+        # allows answering only the most recent one), so a ping flood holds no memory.
         self.replies: list[bytes] = []
 
     def feed(self, data: bytes) -> list[str | bytes | CloseReceived]:
-        buf = self._buffer + data if self._buffer else data
+        buf: bytes | bytearray
+        carried = self._buffer
+        if carried is not None:
+            # Append in place: a large frame trickled in tiny reads stays linear.
+            carried += data
+            buf = carried
+        else:
+            buf = data
         out: list[str | bytes | CloseReceived] = []
         pos, end = 0, len(buf)
         while end - pos >= 2:
@@ -114,7 +150,15 @@ class FrameParser:
                 if end - pos < 10:
                     break
                 length, head = struct.unpack_from("!Q", buf, pos + 2)[0], 10
-            if length > self._max_size:
+            opcode = b0 & 0x0F
+            # Refuse from the header, before buffering the payload.
+            if opcode >= OP_CLOSE:
+                if length > 125 or not b0 & 0x80:
+                    raise FrameError(CLOSE_PROTOCOL_ERROR, "invalid control frame")
+            elif opcode == OP_CONT and self._frag is not None:
+                if length > self._max_size - len(self._frag):
+                    raise PayloadTooLarge(f"fragmented message exceeds {self._max_size} bytes")
+            elif length > self._max_size:
                 raise PayloadTooLarge(f"frame of {length} bytes exceeds {self._max_size}")
             stop = pos + head + 4 + length
             if stop > end:
@@ -122,42 +166,43 @@ class FrameParser:
             mask = buf[pos + head : pos + head + 4]
             payload = apply_mask(buf[pos + head + 4 : stop], mask)
             pos = stop
-            self._frame(b0 & 0x80 != 0, b0 & 0x0F, payload, out)
-        self._buffer = buf[pos:] if pos < end else b""
-        if len(self._buffer) > self._max_size + 14:
-            raise PayloadTooLarge("frame too large")
+            self._frame(b0 & 0x80 != 0, opcode, payload, out)
+        if pos >= end:
+            self._buffer = None
+        elif carried is not None:
+            del carried[:pos]
+            self._buffer = carried
+        else:
+            self._buffer = bytearray(buf[pos:])
         return out
 
     def _frame(
         self, fin: bool, opcode: int, payload: bytes, out: list[str | bytes | CloseReceived]
     ) -> None:
         if opcode >= OP_CLOSE:
-            if not fin or len(payload) > 125:
-                raise FrameError(CLOSE_PROTOCOL_ERROR, "invalid control frame")
             if opcode == OP_PING:
-                self.replies.append(control_frame(OP_PONG, payload))
+                self.replies[:] = (control_frame(OP_PONG, payload),)
             elif opcode == OP_CLOSE:
                 code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else CLOSE_NORMAL
                 out.append(CloseReceived(code))
             elif opcode != OP_PONG:
                 raise FrameError(CLOSE_PROTOCOL_ERROR, f"unknown opcode {opcode}")
             return
+        frag = self._frag
         if opcode == OP_CONT:
-            if self._fragments is None:
+            if frag is None:
                 raise FrameError(CLOSE_PROTOCOL_ERROR, "continuation without a message")
-            first, parts = self._fragments
-            parts.append(payload)
-            if sum(len(p) for p in parts) > self._max_size:
-                raise PayloadTooLarge("fragmented message too large")
+            # The size was checked from the frame header.
+            frag += payload
             if not fin:
                 return
-            self._fragments = None
-            opcode, payload = first, b"".join(parts)
+            self._frag = None
+            opcode, payload = self._frag_opcode, bytes(frag)
         elif opcode in (OP_TEXT, OP_BINARY):
-            if self._fragments is not None:
+            if frag is not None:
                 raise FrameError(CLOSE_PROTOCOL_ERROR, "new message inside a fragmented one")
             if not fin:
-                self._fragments = (opcode, [payload])
+                self._frag_opcode, self._frag = opcode, bytearray(payload)
                 return
         else:
             raise FrameError(CLOSE_PROTOCOL_ERROR, f"unknown opcode {opcode}")
