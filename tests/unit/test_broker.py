@@ -259,6 +259,13 @@ def test_commands_survive_the_wire() -> None:
     assert wire.decode_commands(message) == BATCH
 
 
+def test_a_lone_surrogate_survives_the_wire() -> None:
+    # JavaScript strings may hold one; UTF-8 cannot, so it travels as a \u escape.
+    batch: list[Command] = [EmitCommand(Namespace("/"), "x", ["\ud800", {"k\udfff": 1}])]
+    data = wire.encode_commands("n", batch)
+    assert wire.decode_commands(wire.decode(data)) == batch
+
+
 def test_queries_and_answers_survive_the_wire() -> None:
     for query in (RoomsQuery(Namespace("/")), SocketsQuery(Namespace("/a"), Room("r"))):
         data = wire.encode_query("n", "id1", query)

@@ -16,12 +16,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import SiogateError
+from ..protocol.socketio import dumps
 from ..types import Namespace, Room, Sid
 from .base import Command, EmitCommand, Query, RoomsQuery, SocketsCommand, SocketsQuery
 
 VERSION = 1
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+# Compact JSON that falls back to \u escapes for strings UTF-8 cannot carry (a lone
+# surrogate sent by JavaScript), as on the Socket.IO wire.
+_dumps = dumps
 
 
 class WireError(SiogateError):

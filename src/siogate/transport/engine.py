@@ -8,8 +8,6 @@ timer, and hands session events to the node.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import logging
 from dataclasses import dataclass
@@ -28,7 +26,7 @@ from ..protocol.session import (
     Session,
     State,
 )
-from ..protocol.websocket import accept_key
+from ..protocol.websocket import accept_key, valid_key
 from ..ratelog import RateLimitedLog
 from .forward import Forwarder
 from .http import Request, Response, UpgradedProtocol
@@ -79,16 +77,6 @@ class EngineOptions:
     # Binary attachments in one Socket.IO packet.
     max_attachments: int = 10
     cors_origins: tuple[str, ...] = ()
-
-
-def _valid_key(key: str) -> bool:
-    """RFC 6455: ``Sec-WebSocket-Key`` is 16 bytes in base64 (24 ASCII characters)."""
-    if len(key) != 24 or not key.isascii():
-        return False
-    try:
-        return len(base64.b64decode(key, validate=True)) == 16
-    except binascii.Error:
-        return False
 
 
 class Client:
@@ -367,8 +355,13 @@ class EngineServer:
 
     def _new_client(self) -> Client:
         sid = self._sid_prefix + new_id()
-        # TODO(lead): pass to Session: max_attachments=self.options.max_attachments
-        client = Client(self, Session(sid))
+        options = self.options
+        session = Session(
+            sid,
+            max_attachments=options.max_attachments,
+            max_attachment_bytes=options.max_payload,
+        )
+        client = Client(self, session)
         self.clients[sid] = client
         return client
 
@@ -572,7 +565,7 @@ class EngineServer:
             or request.method != "GET"
             or headers.get("upgrade", "").lower() != "websocket"
             or key is None
-            or not _valid_key(key)
+            or not valid_key(key)
             or headers.get("sec-websocket-version") != "13"
         ):
             return self._error(request, BAD_REQUEST)
