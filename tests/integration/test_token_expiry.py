@@ -24,6 +24,7 @@ from webhook_receiver import WebhookReceiver, of_type
 from conftest import Gateway
 
 WEBHOOK_SECRET = "whsec-expiry-0123456789abcdef0123456789"
+HANDLERS = "tests.integration.handlers_app:Handlers"
 # How early or late (seconds) the close may come: generous, the machine may be loaded.
 EARLY = 0.25
 LATE = 3.0
@@ -51,9 +52,17 @@ class Polling:
     def connect(self, token: str) -> str:
         """CONNECT to "/" with ``token``; the socket id."""
         self.post("40" + json.dumps({"token": token}))
-        answer = self.poll()
+        answer = self.poll().split("\x1e")[0]
         assert answer.startswith("40{"), answer
         return str(json.loads(answer[2:])["sid"])
+
+    def wait_close(self) -> tuple[list[str], float]:
+        """Poll until the server sends CLOSE; every packet received, and when it came."""
+        packets: list[str] = []
+        while "1" not in packets:
+            packets += self.poll().split("\x1e")
+            assert len(packets) < 10, packets
+        return packets, time.time()
 
     def close(self) -> None:
         self.client.close()
@@ -73,21 +82,29 @@ def with_hook(start_gateway: Callable[..., Gateway], hook: WebhookReceiver, *arg
     return start_gateway("--webhook-url", hook.url, "--webhook-secret", WEBHOOK_SECRET, *args)
 
 
-@pytest.mark.parametrize("leeway", [0.0, 1.0])
+@pytest.mark.parametrize(
+    ("leeway", "handlers"),
+    [(0.0, None), (1.0, None), (0.0, HANDLERS)],
+    ids=["exp", "exp+leeway", "on_connect-handler"],
+)
 def test_session_closes_at_exp_with_reason_token_expired(
-    start_gateway: Callable[..., Gateway], hook: WebhookReceiver, leeway: float
+    start_gateway: Callable[..., Gateway],
+    hook: WebhookReceiver,
+    leeway: float,
+    handlers: str | None,
 ) -> None:
-    gw = with_hook(start_gateway, hook, "--jwt-leeway", str(leeway))
+    extra = ["--handlers", handlers] if handlers else []
+    gw = with_hook(start_gateway, hook, "--jwt-leeway", str(leeway), *extra)
     client = Polling(gw)
     try:
         exp = time.time() + 1.5
         sid = client.connect(token(gw, exp))
         # The long poll stays open until the server has something to say: the CLOSE.
-        answer = client.poll()
-        closed_at = time.time()
+        packets, closed_at = client.wait_close()
     finally:
         client.close()
-    assert answer == "1", answer  # an Engine.IO CLOSE, not a namespace DISCONNECT ("41")
+    # An Engine.IO CLOSE ("1"), not a namespace DISCONNECT ("41").
+    assert packets[-1] == "1" and "41" not in packets, packets
     deadline = exp + leeway
     assert deadline - EARLY <= closed_at <= deadline + LATE, closed_at - deadline
     gone = hook.wait_for(of_type("disconnect", socket={"id": sid, "user": "alice"}))
