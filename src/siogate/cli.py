@@ -55,12 +55,15 @@ def dev_credentials_path() -> Path:
 def _normal_url(url: str) -> str:
     """``url`` as a key of the dev-credentials file (localhost and 127.0.0.1 are one)."""
     parts = urlsplit(url.strip().rstrip("/"))
+    try:
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:  # not a URL with a valid port: compared as written
+        return url.strip().rstrip("/")
     host = (parts.hostname or "").lower()
     if host == "localhost":
         host = "127.0.0.1"
     elif ":" in host:
         host = f"[{host}]"
-    port = f":{parts.port}" if parts.port is not None else ""
     return f"{parts.scheme.lower()}://{host}{port}{parts.path}"
 
 
@@ -599,12 +602,6 @@ def _client_value(value: str | None, key: str, dev: dict[str, str]) -> str:
     raise click.UsageError(f"--{key.replace('_', '-')} (or SIOGATE_{key.upper()}) is required")
 
 
-def _dev_credentials_for(url: str | None, *given: str | None) -> dict[str, str]:
-    """Saved dev credentials for ``url`` (the newest server's without one), unless every
-    value they would stand in for was ``given``."""
-    return {} if all(given) else read_dev_credentials(url)
-
-
 @main.command()
 @click.argument("event")
 @click.argument("data", required=False)
@@ -633,7 +630,7 @@ def emit(
         body["rooms"] = list(rooms)
     if exclude:
         body["except"] = list(exclude)
-    dev = _dev_credentials_for(url, api_key)
+    dev = read_dev_credentials(url)
     base = url or dev.get("url") or DEFAULT_URL
     key = _client_value(api_key, "api_key", dev)
     try:
@@ -688,7 +685,7 @@ def token(
     """Mint a handshake JWT (HS256) with the gateway's secret."""
     from .auth import mint_token
 
-    secret = _client_value(jwt_secret, "jwt_secret", _dev_credentials_for(url, jwt_secret))
+    secret = _client_value(jwt_secret, "jwt_secret", read_dev_credentials(url))
     try:
         minted = mint_token(
             secret,
@@ -726,7 +723,7 @@ def listen(
     from .auth import mint_token
     from .listener import listen as run_listen
 
-    dev = _dev_credentials_for(url, jwt_secret)
+    dev = read_dev_credentials(url)
     secret = _client_value(jwt_secret, "jwt_secret", dev)
     base = url or dev.get("url") or DEFAULT_URL
     jwt = mint_token(
