@@ -179,7 +179,12 @@ def build(settings: Settings, *, broker: Broker | None = None) -> Gateway:
     node = Node(
         hub=hub,
         broker=broker,
-        verifier=JwtVerifier(settings.jwt_secret),
+        verifier=JwtVerifier(
+            settings.jwt_secret,
+            leeway=settings.jwt_leeway,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+        ),
         options=NodeOptions(
             allow_anonymous=settings.allow_anonymous,
             verify_tokens=settings.auth == "jwt",

@@ -7,19 +7,26 @@ the ``--config`` TOML file. Precedence: flag > environment > TOML > default.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import ipaddress
 import json
 import logging
 import os
 import secrets
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 import click
 import httpx
+from click.core import ParameterSource
 
 from ._version import __version__
+from .auth.strength import GENERATE_HINT, secret_problem
 from .config import AUTH_MODES, LOG_LEVELS, RATE_ACTIONS, Settings, load_toml
 from .errors import ConfigError
 
@@ -30,18 +37,123 @@ EXIT_STARTUP = 3
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
+# Servers remembered in the dev-credentials file; the oldest entries go first.
+MAX_DEV_SERVERS = 32
+
+
 def dev_credentials_path() -> Path:
-    """Where a dev-mode ``serve`` leaves its generated credentials for the other commands."""
+    """Where a dev-mode ``serve`` leaves its generated credentials for the other commands.
+
+    The file maps each server's URL to what it generated, so that several dev servers
+    on one machine do not overwrite each other: ``{"http://127.0.0.1:8000": {"api_key":
+    ..., "jwt_secret": ..., "saved_at": ...}}``. It is always owner-only (0600).
+    """
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "siogate" / "dev-credentials.json"
 
 
-def read_dev_credentials() -> dict[str, str]:
+def _normal_url(url: str) -> str:
+    """``url`` as a key of the dev-credentials file (localhost and 127.0.0.1 are one)."""
+    parts = urlsplit(url.strip().rstrip("/"))
     try:
-        data = json.loads(dev_credentials_path().read_text())
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:  # not a URL with a valid port: compared as written
+        return url.strip().rstrip("/")
+    host = (parts.hostname or "").lower()
+    if host == "localhost":
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme.lower()}://{host}{port}{parts.path}"
+
+
+def _load_dev_servers(path: Path) -> dict[str, dict[str, Any]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    return {k: v for k, v in data.items() if isinstance(v, str)} if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        return {}
+    if isinstance(data.get("url"), str):
+        # The single-server layout of earlier versions.
+        data = {data["url"]: data}
+    return {
+        _normal_url(url): entry
+        for url, entry in data.items()
+        if isinstance(url, str) and isinstance(entry, dict)
+    }
+
+
+def read_dev_credentials(url: str | None = None) -> dict[str, str]:
+    """The dev credentials saved by the server at ``url`` (by the last one to start, when
+    ``url`` is None), with its ``url``; empty when there are none."""
+    servers = _load_dev_servers(dev_credentials_path())
+    if url is not None:
+        key = _normal_url(url)
+        entry = servers.get(key)
+    elif servers:
+        key, entry = max(servers.items(), key=lambda item: _saved_at(item[1]))
+    else:
+        return {}
+    if entry is None:
+        return {}
+    found = {
+        k: v for k, v in entry.items() if k in ("api_key", "jwt_secret") and isinstance(v, str)
+    }
+    return {"url": key, **found} if found else {}
+
+
+def _saved_at(entry: dict[str, Any]) -> float:
+    value = entry.get("saved_at")
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock for a read-modify-write of ``path`` (where flock exists)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: a concurrent start may lose the other server's entry
+        yield
+        return
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _write_private(path: Path, data: dict[str, Any]) -> None:
+    """Replace ``path`` with ``data`` as JSON, owner-only from the first byte.
+
+    The content goes to a fresh file (O_EXCL, 0600, not following links) that then
+    replaces ``path``: whatever mode or link was there before, the result is a 0600
+    regular file, and a reader never sees half of it.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(tmp, flags, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1)
+        os.chmod(tmp, 0o600)  # in case the umask or the filesystem changed it
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _update_dev_servers(change: Callable[[dict[str, dict[str, Any]]], None]) -> Path:
+    path = dev_credentials_path()
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with _locked(path):
+        servers = _load_dev_servers(path)
+        change(servers)
+        newest = sorted(servers.items(), key=lambda item: _saved_at(item[1]))[-MAX_DEV_SERVERS:]
+        _write_private(path, dict(newest))
+    return path
 
 
 class CommaList(click.ParamType):  # type: ignore[type-arg]
@@ -58,19 +170,50 @@ def _env(name: str) -> str:
     return "SIOGATE_" + name.upper()
 
 
+# ctx.meta key: which file the TOML settings came from, and who named it.
+_CONFIG_ORIGIN = "siogate.config"
+
+
 def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
     if value:
+        by_env = ctx.get_parameter_source("config") is ParameterSource.ENVIRONMENT
+        origin = f"{value} (named by {'SIOGATE_CONFIG' if by_env else '--config'})"
+        ctx.meta[_CONFIG_ORIGIN] = origin
         try:
             ctx.default_map = {**(ctx.default_map or {}), **load_toml(Path(value))}
         except ConfigError as exc:
-            raise click.BadParameter(str(exc)) from exc
+            # Not click.BadParameter: its message would always add "(env var:
+            # 'SIOGATE_CONFIG')", even when the file came from --config.
+            source = "SIOGATE_CONFIG" if by_env else "--config"
+            click.echo(f"siogate: config file from {source}: {exc}", err=True)
+            ctx.exit(EXIT_CONFIG)
     return value
+
+
+class SettingOption(click.Option):
+    """An option whose error messages name where the bad value came from.
+
+    click names the environment variable in every error about an option that has one,
+    so a bad value from the TOML file (or the command line) blamed ``SIOGATE_<NAME>``.
+    """
+
+    def get_error_hint(self, ctx: click.Context | None) -> str:
+        source = ctx.get_parameter_source(self.name) if ctx is not None and self.name else None
+        if source is ParameterSource.ENVIRONMENT:
+            return super().get_error_hint(ctx)
+        flags = click.Parameter.get_error_hint(self, ctx)
+        if source is ParameterSource.DEFAULT_MAP and ctx is not None:
+            origin = ctx.meta.get(_CONFIG_ORIGIN, "the config file")
+            return f"{self.name!r} in {origin}, for {flags}"
+        return flags
 
 
 def option(name: str, *decls: str, **kwargs: Any) -> Callable[[Any], Any]:
     """A ``serve`` option bound to the Settings field ``name`` and ``SIOGATE_<NAME>``."""
     flag = "--" + name.replace("_", "-")
-    return click.option(flag, *decls, name, envvar=_env(name), show_envvar=True, **kwargs)
+    return click.option(
+        flag, *decls, name, cls=SettingOption, envvar=_env(name), show_envvar=True, **kwargs
+    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -311,34 +454,34 @@ def serve(**values: Any) -> None:
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    generated = {}
-    if values.get("redis_url"):
-        missing = [k for k in ("api_key", "jwt_secret") if not values.get(k)]
-        if missing:
-            names = " and ".join("--" + k.replace("_", "-") for k in missing)
-            click.echo(f"siogate: cluster mode needs {names}, the same on every node", err=True)
-            sys.exit(EXIT_CONFIG)
-    for key in ("api_key", "jwt_secret"):
-        if not values.get(key):
-            values[key] = generated[key] = secrets.token_urlsafe(32)
     try:
         settings = Settings(**values)
     except ConfigError as exc:
-        click.echo(f"siogate: {exc}", err=True)
-        sys.exit(EXIT_CONFIG)
+        _config_error(str(exc))
+    _check_credentials(settings)
+    generated: dict[str, str] = {}
+    api_key = settings.api_key or generated.setdefault("api_key", secrets.token_urlsafe(32))
+    jwt_secret = settings.jwt_secret or generated.setdefault(
+        "jwt_secret", secrets.token_urlsafe(32)
+    )
+    settings = dataclasses.replace(settings, api_key=api_key, jwt_secret=jwt_secret)
     from .app import build, install_event_loop
 
     try:
         gateway = build(settings)
     except ConfigError as exc:
-        click.echo(f"siogate: {exc}", err=True)
-        sys.exit(EXIT_CONFIG)
+        _config_error(str(exc))
     on_listening = None
+    saved_url: list[str] = []
     if generated:
-        _announce_dev_mode(generated)
 
         def on_listening(port: int) -> None:
-            _save_dev_credentials(settings.local_url(port), generated)
+            # Only now: a server that cannot bind must neither save nor announce anything.
+            url = settings.local_url(port)
+            path = _save_dev_credentials(url, generated)
+            if path is not None:
+                saved_url.append(url)
+            _announce_dev_mode(generated, url, path)
 
     install_event_loop()
     try:
@@ -347,38 +490,115 @@ def serve(**values: Any) -> None:
         # Typically the port is taken or the host cannot be bound.
         click.echo(f"siogate: cannot listen on {settings.host}:{settings.port}: {exc}", err=True)
         sys.exit(EXIT_STARTUP)
+    finally:
+        for url in saved_url:
+            _forget_dev_credentials(url, generated)
 
 
-def _announce_dev_mode(generated: dict[str, str]) -> None:
+def _config_error(message: str) -> NoReturn:
+    click.echo(f"siogate: {message}", err=True)
+    sys.exit(EXIT_CONFIG)
+
+
+_SECRET_FLAGS = {
+    "api_key": "--api-key",
+    "jwt_secret": "--jwt-secret",
+    "webhook_secret": "--webhook-secret",
+}
+
+
+def _check_credentials(settings: Settings) -> None:
+    """Refuse weak secrets, and generated credentials where others could reach them."""
+    if settings.cluster:
+        missing = [k for k in ("api_key", "jwt_secret") if not getattr(settings, k)]
+        if missing:
+            names = " and ".join(_SECRET_FLAGS[k] for k in missing)
+            _config_error(f"cluster mode needs {names}, the same on every node")
+    for key, flag in _SECRET_FLAGS.items():
+        value = getattr(settings, key)
+        problem = None if value is None else secret_problem(value)
+        if problem is not None:
+            _config_error(
+                f"{flag} (SIOGATE_{key.upper()}) {problem}; use a random value of 32+ "
+                f"characters, for example the output of: {GENERATE_HINT}"
+            )
+    # A generated API key is printed to the log; a generated JWT secret lets nobody but
+    # this machine's user mint tokens (with --auth handlers no token is checked at all).
+    missing = [] if settings.api_key else ["--api-key"]
+    if not settings.jwt_secret and settings.auth == "jwt":
+        missing.append("--jwt-secret")
+    if missing and not settings.dev and not is_loopback(settings.host):
+        names = " and ".join(missing)
+        _config_error(
+            f"refusing to listen on {settings.host!r} with generated credentials: pass "
+            f"{names} (or their SIOGATE_* variables), or --dev to allow generated ones "
+            "on a non-loopback host"
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False  # another host name: it may resolve to anything
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+def _announce_dev_mode(generated: dict[str, str], url: str, saved: Path | None) -> None:
     lines = ["", "=" * 72, "  siogate DEV MODE: generated credentials (set them to silence this)"]
     lines += [f"    SIOGATE_{key.upper()}={value}" for key, value in generated.items()]
-    lines += [
-        f"  saved for `siogate emit/token/listen` in {dev_credentials_path()}",
-        "=" * 72,
-        "",
-    ]
+    if saved is not None:
+        lines.append(f"  saved for `siogate emit/token/listen --url {url}` in {saved}")
+    else:
+        lines.append("  (not saved: `siogate emit/token/listen` need them passed)")
+    lines += ["=" * 72, ""]
     click.echo("\n".join(lines), err=True)
 
 
-def _save_dev_credentials(url: str, generated: dict[str, str]) -> None:
+def _save_dev_credentials(url: str, generated: dict[str, str]) -> Path | None:
     """Only generated values are written (owner-readable only), never ones the user gave."""
-    path = dev_credentials_path()
+
+    def add(servers: dict[str, dict[str, Any]]) -> None:
+        servers[_normal_url(url)] = {**generated, "saved_at": time.time()}
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump({"url": url, **generated}, f)
+        return _update_dev_servers(add)
     except OSError as exc:
-        logging.getLogger("siogate").warning("cannot save dev credentials to %s: %s", path, exc)
+        logging.getLogger("siogate").warning(
+            "cannot save dev credentials to %s: %s", dev_credentials_path(), exc
+        )
+        return None
 
 
-def _client_value(value: str | None, key: str) -> str:
+def _forget_dev_credentials(url: str, generated: dict[str, str]) -> None:
+    """Drop this server's entry when it stops: its credentials are dead now."""
+    key = _normal_url(url)
+
+    def drop(servers: dict[str, dict[str, Any]]) -> None:
+        entry = servers.get(key)
+        if entry is not None and all(entry.get(k) == v for k, v in generated.items()):
+            del servers[key]
+
+    with contextlib.suppress(OSError):
+        _update_dev_servers(drop)
+
+
+def _client_value(value: str | None, key: str, dev: dict[str, str]) -> str:
+    """``value``, else the dev credential ``key`` of the server ``dev`` was read for."""
     if value:
         return value
-    dev = read_dev_credentials().get(key)
-    if dev:
-        click.echo(f"(using the dev {key} saved in {dev_credentials_path()})", err=True)
-        return dev
+    saved = dev.get(key)
+    if saved:
+        click.echo(
+            f"(using the dev {key} of {dev['url']} saved in {dev_credentials_path()})", err=True
+        )
+        return saved
     raise click.UsageError(f"--{key.replace('_', '-')} (or SIOGATE_{key.upper()}) is required")
 
 
@@ -410,8 +630,9 @@ def emit(
         body["rooms"] = list(rooms)
     if exclude:
         body["except"] = list(exclude)
-    base = url or read_dev_credentials().get("url") or DEFAULT_URL
-    key = _client_value(api_key, "api_key")
+    dev = read_dev_credentials(url)
+    base = url or dev.get("url") or DEFAULT_URL
+    key = _client_value(api_key, "api_key", dev)
     try:
         response = httpx.post(
             f"{base}/v1/emit", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=10
@@ -423,17 +644,61 @@ def emit(
     click.echo(response.text)
 
 
+def _claim_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--jwt-issuer and --jwt-audience, for tokens a gateway that checks them accepts."""
+    f = click.option(
+        "--jwt-audience", envvar="SIOGATE_JWT_AUDIENCE", show_envvar=True, help="The aud claim."
+    )(f)
+    return click.option(
+        "--jwt-issuer", envvar="SIOGATE_JWT_ISSUER", show_envvar=True, help="The iss claim."
+    )(f)
+
+
 @main.command()
 @click.option("--sub", help="User id (the sub claim); the socket joins room user:<sub>.")
 @click.option("--room", "rooms", multiple=True, help="Room joined on connect (repeatable).")
+@click.option(
+    "--namespace",
+    "namespaces",
+    multiple=True,
+    help="Namespace the token may join (repeatable; the namespaces claim). Default: any.",
+)
 @click.option("--ttl", type=float, default=3600, show_default=True, help="Seconds until exp.")
 @click.option("--jwt-secret", envvar="SIOGATE_JWT_SECRET", show_envvar=True)
-def token(sub: str | None, rooms: tuple[str, ...], ttl: float, jwt_secret: str | None) -> None:
+@_claim_options
+@click.option(
+    "--url",
+    envvar="SIOGATE_URL",
+    show_envvar=True,
+    help="Gateway whose saved dev secret to use. Default: the last dev server started.",
+)
+def token(
+    sub: str | None,
+    rooms: tuple[str, ...],
+    namespaces: tuple[str, ...],
+    ttl: float,
+    jwt_secret: str | None,
+    jwt_issuer: str | None,
+    jwt_audience: str | None,
+    url: str | None,
+) -> None:
     """Mint a handshake JWT (HS256) with the gateway's secret."""
     from .auth import mint_token
 
-    secret = _client_value(jwt_secret, "jwt_secret")
-    click.echo(mint_token(secret, sub=sub, rooms=rooms, ttl=ttl))
+    secret = _client_value(jwt_secret, "jwt_secret", read_dev_credentials(url))
+    try:
+        minted = mint_token(
+            secret,
+            sub=sub,
+            rooms=rooms,
+            ttl=ttl,
+            namespaces=namespaces or None,
+            issuer=jwt_issuer,
+            audience=jwt_audience,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    click.echo(minted)
 
 
 @main.command()
@@ -442,6 +707,7 @@ def token(sub: str | None, rooms: tuple[str, ...], ttl: float, jwt_secret: str |
 @click.option("--namespace", default="/", show_default=True)
 @click.option("--url", envvar="SIOGATE_URL", show_envvar=True, help=f"Default: {DEFAULT_URL}.")
 @click.option("--jwt-secret", envvar="SIOGATE_JWT_SECRET", show_envvar=True)
+@_claim_options
 @click.option("--count", type=int, default=0, help="Exit after this many events (0: never).")
 def listen(
     rooms: tuple[str, ...],
@@ -449,15 +715,20 @@ def listen(
     namespace: str,
     url: str | None,
     jwt_secret: str | None,
+    jwt_issuer: str | None,
+    jwt_audience: str | None,
     count: int,
 ) -> None:
     """Connect as a Socket.IO client and print each event as a JSON line."""
     from .auth import mint_token
     from .listener import listen as run_listen
 
-    secret = _client_value(jwt_secret, "jwt_secret")
-    base = url or read_dev_credentials().get("url") or DEFAULT_URL
-    jwt = mint_token(secret, sub=sub, rooms=rooms, ttl=24 * 3600)
+    dev = read_dev_credentials(url)
+    secret = _client_value(jwt_secret, "jwt_secret", dev)
+    base = url or dev.get("url") or DEFAULT_URL
+    jwt = mint_token(
+        secret, sub=sub, rooms=rooms, ttl=24 * 3600, issuer=jwt_issuer, audience=jwt_audience
+    )
     try:
         code = asyncio.run(run_listen(base, namespace, {"token": jwt}, count))
     except KeyboardInterrupt:

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import logging
 import os
+import time
 from collections import deque
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
@@ -53,6 +54,9 @@ MAX_WAITING_PER_SOCKET = 256
 
 # Seconds between the CONNECT answer and the emits an on_connect handler made.
 EARLY_EMIT_DELAY = 0.002
+
+# Why a session was closed when its token's exp passed (the disconnect webhook's reason).
+REASON_TOKEN_EXPIRED = "token expired"
 
 
 def new_id() -> str:
@@ -198,6 +202,8 @@ class Node:
         self._handles: dict[Sid, ServerSocket] = {}
         # Per-socket webhook queues, only while a socket has calls running.
         self._lanes: dict[Sid, _Lane] = {}
+        # Timers that end each token-authenticated socket's session at its token's exp.
+        self._expiry: dict[Sid, asyncio.TimerHandle] = {}
 
     async def start(self) -> None:
         await self.broker.start(self.apply, self.answer)
@@ -251,15 +257,20 @@ class Node:
         except AuthError as exc:
             self._refuse(link, namespace, str(exc))
             return
+        if identity.namespaces is not None and namespace not in identity.namespaces:
+            self._refuse(link, namespace, "namespace not allowed by token")
+            return
         socket = Socket(Sid(new_id()), Namespace(namespace), identity.user, link)
         rooms = set(identity.rooms)
         if identity.user is not None:
             rooms.add(Room(f"user:{identity.user}"))
         if self.handlers is None or self.handlers.on_connect is None:
-            self._accept(link, socket, rooms, None)
+            self._accept(link, socket, rooms, None, identity.expires)
         else:
             handle = ServerSocket(self, socket, link, rooms)
-            self._spawn(self._connect_with_handler(link, socket, handle, event.auth))
+            self._spawn(
+                self._connect_with_handler(link, socket, handle, event.auth, identity.expires)
+            )
 
     def _authenticate(self, auth: dict[str, Any] | None) -> Identity:
         if not self.options.verify_tokens:
@@ -281,6 +292,7 @@ class Node:
         socket: Socket,
         handle: ServerSocket,
         auth: dict[str, Any] | None,
+        expires: float | None,
     ) -> None:
         assert self.handlers is not None and self.handlers.on_connect is not None
         try:
@@ -297,11 +309,16 @@ class Node:
         if handle._refused:
             self._refuse(link, socket.namespace, "refused")
         else:
-            self._accept(link, socket, handle._rooms, handle)
+            self._accept(link, socket, handle._rooms, handle, expires)
         link.flush()
 
     def _accept(
-        self, link: Link, socket: Socket, rooms: set[Room], handle: ServerSocket | None
+        self,
+        link: Link,
+        socket: Socket,
+        rooms: set[Room],
+        handle: ServerSocket | None,
+        expires: float | None = None,
     ) -> None:
         session = link.session
         if session.state is not State.OPEN:
@@ -312,6 +329,8 @@ class Node:
             self.hub.join(socket, room)
         session.accept(socket.namespace, socket.id)
         self.metrics.connections_total += 1
+        if expires is not None:
+            self._expire_at(link, socket, expires)
         if self.handlers is not None:
             handle = handle or ServerSocket(self, socket, link, set())
             self._handles[socket.id] = handle
@@ -325,6 +344,26 @@ class Node:
                 loop.call_later(EARLY_EMIT_DELAY, self._send_early, link, handle)
         if self.webhooks is not None:
             self.webhooks.notify(self._webhook_payload("connect", socket))
+
+    def _expire_at(self, link: Link, socket: Socket, expires: float) -> None:
+        """Close ``socket``'s whole session once its token has expired (plus the leeway).
+
+        The session gets an Engine.IO CLOSE rather than a namespace DISCONNECT: the stock
+        socket.io-client treats the first as a lost connection and reconnects by itself
+        (calling an ``auth`` function again, so it can fetch a fresh token), while the
+        second reads as "the server kicked me out" and stops it from reconnecting.
+        """
+        # exp is wall-clock time; the timer runs on the loop's monotonic clock.
+        delay = max(0.0, expires + self.verifier.leeway - time.time())
+        loop = asyncio.get_running_loop()
+        self._expiry[socket.id] = loop.call_later(delay, self._token_expired, link, socket)
+
+    def _token_expired(self, link: Link, socket: Socket) -> None:
+        self._expiry.pop(socket.id, None)
+        if self.hub.get(socket.namespace, socket.id) is not socket:
+            return
+        logger.debug("closing session of %s: its token expired", socket.id)
+        link.close(REASON_TOKEN_EXPIRED)
 
     def _send_early(self, link: Link, handle: ServerSocket) -> None:
         for packet in handle._early:
@@ -344,6 +383,9 @@ class Node:
 
     def _forget(self, socket: Socket, reason: str) -> None:
         self.hub.remove(socket)
+        timer = self._expiry.pop(socket.id, None)
+        if timer is not None:
+            timer.cancel()
         self.metrics.disconnections_total += 1
         handle = self._handles.pop(socket.id, None)
         if self.webhooks is not None:

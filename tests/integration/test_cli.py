@@ -49,6 +49,7 @@ TOML_KEY = "toml-api-key-0123456789abcdef0123456789"
 ENV_KEY = "env-api-key-0123456789abcdef01234567890"
 FLAG_KEY = "flag-api-key-0123456789abcdef0123456789"
 SECRET = "cli-jwt-secret-0123456789abcdef0123456789"
+WEBHOOK_SECRET = "cli-webhook-secret-0123456789abcdef0123456789"
 
 
 @pytest.fixture(autouse=True)
@@ -283,7 +284,7 @@ def test_dev_mode_banner_and_credentials(
     saved = clean_env / "siogate" / "dev-credentials.json"
     assert str(saved) in flat(log)
     assert stat.S_IMODE(saved.stat().st_mode) == 0o600
-    creds = json.loads(saved.read_text())
+    creds = json.loads(saved.read_text())[gw.url]
     assert creds["api_key"] == api_key.group(1)
     assert creds["jwt_secret"] == jwt_secret.group(1)
 
@@ -320,7 +321,7 @@ def test_no_banner_with_credentials(gateway: Gateway) -> None:
     [
         (["--webhook-url", "http://127.0.0.1:9/hook"], {}, None, "webhook_secret"),
         ([], {"SIOGATE_WEBHOOK_URL": "http://127.0.0.1:9/h"}, None, "webhook_secret"),
-        (["--webhook-url", "ftp://x", "--webhook-secret", "s"], {}, None, "webhook_url"),
+        (["--webhook-url", "ftp://x", "--webhook-secret", WEBHOOK_SECRET], {}, None, "webhook_url"),
         ([], {}, "bogus_key = 1\n", "bogus_key"),
         ([], {}, "api_key = \n", "not valid TOML"),
         ([], {}, '[siogate]\nnamespace = ["/ok"]\nport_number = 1\n', "port_number"),
@@ -518,3 +519,285 @@ def test_listen_with_a_wrong_secret_fails(gateway: Gateway) -> None:
     result = run("listen", "--url", gateway.url, "--jwt-secret", SECRET, "--count", "1", timeout=10)
     assert result.returncode == 1
     assert "refused" in result.stderr and "invalid token" in result.stderr
+
+
+# ---------------------------------------------------------------- handshake token checks
+
+
+def test_issuer_audience_and_leeway_settings(start_gateway: Callable[..., Gateway]) -> None:
+    gw = start_gateway(
+        "--jwt-issuer", "https://app.test", "--jwt-audience", "siogate", "--jwt-leeway", "30"
+    )
+    now = int(time.time())
+
+    def answer(**claims: Any) -> str:
+        token = jwt.encode({"sub": "u", "exp": now + 60, **claims}, JWT_SECRET, "HS256")
+        return socketio_connect(gw, {"token": token})
+
+    assert answer(iss="https://app.test", aud="siogate").startswith("40{")
+    assert answer(iss="https://app.test", aud=["billing", "siogate"]).startswith("40{")
+    assert "token issuer not accepted" in answer(aud="siogate")
+    assert "token issuer not accepted" in answer(iss="https://evil.test", aud="siogate")
+    assert "token audience not accepted" in answer(iss="https://app.test")
+    assert "token audience not accepted" in answer(iss="https://app.test", aud="billing")
+    # Expired 10 s ago, within the 30 s leeway.
+    assert answer(iss="https://app.test", aud="siogate", exp=now - 10).startswith("40{")
+    assert "token expired" in answer(iss="https://app.test", aud="siogate", exp=now - 40)
+
+    # `siogate token` mints what this gateway accepts.
+    minted = run(
+        "token",
+        "--sub",
+        "u",
+        "--jwt-secret",
+        JWT_SECRET,
+        env={"SIOGATE_JWT_ISSUER": "https://app.test", "SIOGATE_JWT_AUDIENCE": "siogate"},
+    )
+    assert minted.returncode == 0, minted.stderr
+    assert socketio_connect(gw, {"token": minted.stdout.strip()}).startswith("40{")
+
+
+def test_without_an_audience_setting_tokens_naming_one_are_refused(gateway: Gateway) -> None:
+    token = gateway.token(aud="siogate")
+    assert "token audience not accepted" in socketio_connect(gateway, {"token": token})
+
+
+def test_namespaces_claim_scopes_the_token(start_gateway: Callable[..., Gateway]) -> None:
+    gw = start_gateway("--namespace", "/", "--namespace", "/chat", "--namespace", "/admin")
+    scoped = gw.token(namespaces=["/chat"])
+    assert socketio_connect(gw, {"token": scoped}, "/chat").startswith("40{")
+    for ns in ("/", "/admin"):
+        refused = socketio_connect(gw, {"token": scoped}, ns)
+        assert refused.startswith("44") and "namespace not allowed by token" in refused, refused
+    # No claim: any namespace the gateway serves; the claim cannot widen --namespace.
+    assert socketio_connect(gw, {"token": gw.token()}, "/admin").startswith("40{")
+    wide = gw.token(namespaces=["/chat", "/other"])
+    assert "Invalid namespace" in socketio_connect(gw, {"token": wide}, "/other")
+    bad = gw.token(namespaces="/chat")
+    assert "invalid namespaces claim" in socketio_connect(gw, {"token": bad}, "/chat")
+
+    minted = run("token", "--sub", "u", "--namespace", "/admin", "--jwt-secret", JWT_SECRET)
+    assert minted.returncode == 0, minted.stderr
+    claims = jwt.decode(minted.stdout.strip(), JWT_SECRET, algorithms=["HS256"])
+    assert claims["namespaces"] == ["/admin"]
+    assert "not allowed by token" in socketio_connect(gw, {"token": minted.stdout.strip()}, "/chat")
+
+
+# ---------------------------------------------------------------- safe defaults
+
+
+def serve_fails(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``serve`` that must not start: its result, after checking nothing listens."""
+    port = str(free_port())
+    result = run("serve", "--port", port, *args, env=env)
+    assert result.returncode != 0, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+    return result
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10", "gateway.example.org", ""])
+def test_generated_credentials_refused_on_a_public_host(host: str, clean_env: Path) -> None:
+    result = serve_fails("--host", host)
+    assert result.returncode == 2
+    assert "--api-key" in result.stderr and "--dev" in result.stderr, result.stderr
+    assert "--jwt-secret" in result.stderr
+    assert "DEV MODE" not in result.stderr
+    assert not (clean_env / "siogate").exists()
+    # Only the missing one is named.
+    partial = serve_fails("--host", host, "--jwt-secret", JWT_SECRET)
+    assert partial.returncode == 2 and "--api-key" in partial.stderr
+    assert "--jwt-secret" not in partial.stderr
+
+
+def test_public_host_with_both_credentials_needs_no_dev_flag() -> None:
+    # Passes the check, then fails to bind: 198.51.100.1 (TEST-NET-2) is on no interface.
+    result = serve_fails("--host", "198.51.100.1", "--api-key", API_KEY, "--jwt-secret", JWT_SECRET)
+    assert result.returncode == 3 and "cannot listen" in result.stderr, result.stderr
+
+
+def test_dev_flag_allows_generated_credentials_on_a_public_host(clean_env: Path) -> None:
+    # The check passes with --dev; the bind then fails (TEST-NET-2 is on no interface),
+    # which also shows that nothing is announced or saved before listening succeeded.
+    result = serve_fails("--host", "198.51.100.1", "--dev")
+    assert result.returncode == 3 and "cannot listen" in result.stderr, result.stderr
+    assert "DEV MODE" not in result.stderr and "saved" not in result.stderr
+    assert not (clean_env / "siogate" / "dev-credentials.json").exists()
+
+
+def test_is_loopback() -> None:
+    from siogate.cli import is_loopback
+
+    for host in ("127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost", "LOCALHOST"):
+        assert is_loopback(host), host
+    for host in ("0.0.0.0", "::", "", "10.0.0.1", "::ffff:10.0.0.1", "example.org", "localhost.x"):
+        assert not is_loopback(host), host
+    assert is_loopback("::ffff:127.0.0.1")
+
+
+def test_bind_failure_saves_and_announces_nothing(gateway: Gateway, clean_env: Path) -> None:
+    # A dev server (generated credentials) on a port that is taken.
+    result = run("serve", "--port", str(gateway.port))
+    assert result.returncode == 3 and "cannot listen" in result.stderr, result.stderr
+    assert "DEV MODE" not in result.stderr and "saved" not in result.stderr
+    assert not (clean_env / "siogate" / "dev-credentials.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "problem"),
+    [
+        ("--api-key", "short-key-1234", "shorter than 32"),
+        ("--jwt-secret", "changeme", "shorter than 32"),
+        ("--jwt-secret", "change-me-jwt-secret-0123456789abcdef", "placeholder"),
+        ("--api-key", "x" * 40, "placeholder"),
+        ("--api-key", "your-api-key-here-0123456789abcdefgh", "placeholder"),
+        ("--webhook-secret", "whsec-integration-0123456789", "shorter than 32"),
+        ("--webhook-secret", "secret" * 6, "placeholder"),
+    ],
+)
+def test_weak_secrets_are_refused(flag: str, value: str, problem: str) -> None:
+    args = {"--api-key": API_KEY, "--jwt-secret": JWT_SECRET}
+    args[flag] = value
+    if flag == "--webhook-secret":
+        args["--webhook-url"] = "http://127.0.0.1:9/hook"
+    result = serve_fails(*[part for item in args.items() for part in item])
+    assert result.returncode == 2
+    assert flag in result.stderr and problem in result.stderr, result.stderr
+    assert "secrets.token_urlsafe(32)" in result.stderr
+    assert value not in result.stderr  # a near-miss real secret is not echoed to logs
+
+
+def test_weak_secret_from_env_or_toml_is_refused(tmp_path: Path) -> None:
+    env = {"SIOGATE_API_KEY": "changeme", "SIOGATE_JWT_SECRET": JWT_SECRET}
+    result = serve_fails(env=env)
+    assert result.returncode == 2 and "SIOGATE_API_KEY" in result.stderr, result.stderr
+    config = write_toml(
+        tmp_path / "weak.toml", f'api_key = "{API_KEY}"\njwt_secret = "{"a" * 32}"\n'
+    )
+    result = serve_fails("--config", str(config))
+    assert result.returncode == 2 and "--jwt-secret" in result.stderr, result.stderr
+    assert "placeholder" in result.stderr
+
+
+# ---------------------------------------------------------------- dev-credentials file
+
+
+def dev_file(state: Path) -> Path:
+    return state / "siogate" / "dev-credentials.json"
+
+
+def banner_value(gw: Gateway, name: str) -> str:
+    found = re.search(rf"SIOGATE_{name}=(\S+)", gw.log())
+    assert found, gw.log()
+    return found.group(1)
+
+
+def test_existing_credentials_file_is_made_private(
+    start_gateway: Callable[..., Gateway], clean_env: Path
+) -> None:
+    path = dev_file(clean_env)
+    path.parent.mkdir(parents=True)
+    path.write_text('{"http://127.0.0.1:1": {"api_key": "old", "saved_at": 1}}')
+    path.chmod(0o644)
+    gw = start_gateway(with_defaults=False)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    servers = json.loads(path.read_text())
+    assert set(servers) == {"http://127.0.0.1:1", gw.url}
+    assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_two_dev_servers_keep_their_own_credentials(
+    start_gateway: Callable[..., Gateway], clean_env: Path
+) -> None:
+    first = start_gateway(with_defaults=False)
+    second = start_gateway(with_defaults=False)
+    servers = json.loads(dev_file(clean_env).read_text())
+    for gw in (first, second):
+        assert servers[gw.url]["api_key"] == banner_value(gw, "API_KEY")
+        assert servers[gw.url]["jwt_secret"] == banner_value(gw, "JWT_SECRET")
+    assert banner_value(first, "API_KEY") != banner_value(second, "API_KEY")
+
+    def minted_for(*args: str, env: dict[str, str] | None = None) -> str:
+        result = run("token", "--sub", "d", *args, env=env)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    def secret_of(token: str) -> str:
+        for gw in (first, second):
+            secret = banner_value(gw, "JWT_SECRET")
+            try:
+                jwt.decode(token, secret, algorithms=["HS256"])
+            except jwt.InvalidSignatureError:
+                continue
+            return gw.url
+        raise AssertionError("signed by neither server")
+
+    # --url (or SIOGATE_URL) picks the server; without it, the last one started.
+    assert secret_of(minted_for("--url", first.url)) == first.url
+    assert secret_of(minted_for("--url", first.url.replace("127.0.0.1", "localhost"))) == first.url
+    assert secret_of(minted_for(env={"SIOGATE_URL": second.url})) == second.url
+    assert secret_of(minted_for()) == second.url
+    for gw in (first, second):
+        sent = run("emit", "--url", gw.url, "ping")
+        assert sent.returncode == 0, sent.stderr
+        assert gw.url in sent.stderr  # says whose saved key it used
+    # An unknown URL gets no other server's key.
+    unknown = run("emit", "--url", f"http://127.0.0.1:{free_port()}", "ping")
+    assert unknown.returncode == 2 and "--api-key" in unknown.stderr
+
+    # A server that stops takes its entry with it; the other one is left.
+    second.stop()
+    servers = json.loads(dev_file(clean_env).read_text())
+    assert list(servers) == [first.url]
+    assert secret_of(minted_for()) == first.url
+
+
+def test_credentials_file_of_an_earlier_version_is_read(clean_env: Path) -> None:
+    path = dev_file(clean_env)
+    path.parent.mkdir(parents=True)
+    old = {"url": "http://127.0.0.1:8123", "api_key": API_KEY, "jwt_secret": SECRET}
+    path.write_text(json.dumps(old))
+    minted = run("token", "--sub", "x")
+    assert minted.returncode == 0, minted.stderr
+    jwt.decode(minted.stdout.strip(), SECRET, algorithms=["HS256"])
+
+
+# ---------------------------------------------------------------- where a bad value came from
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ("api_key = \n", "not valid TOML"),
+        ("bogus_key = 1\n", "unknown setting(s): bogus_key"),
+    ],
+)
+def test_bad_config_file_names_the_file_and_who_named_it(
+    tmp_path: Path, toml: str, expected: str
+) -> None:
+    config = write_toml(tmp_path / "bad.toml", toml)
+    by_flag = serve_fails("--config", str(config))
+    assert by_flag.returncode == 2
+    assert str(config) in by_flag.stderr and expected in by_flag.stderr, by_flag.stderr
+    assert "--config" in by_flag.stderr and "SIOGATE_CONFIG" not in by_flag.stderr
+    by_env = serve_fails(env={"SIOGATE_CONFIG": str(config)})
+    assert by_env.returncode == 2
+    assert str(config) in by_env.stderr and expected in by_env.stderr, by_env.stderr
+    assert "SIOGATE_CONFIG" in by_env.stderr and "--config" not in by_env.stderr
+
+
+def test_bad_value_names_its_source(tmp_path: Path) -> None:
+    config = write_toml(tmp_path / "typed.toml", 'ping_interval = "soon"\n')
+    from_toml = serve_fails("--config", str(config))
+    assert from_toml.returncode == 2
+    assert "'soon'" in from_toml.stderr and str(config) in from_toml.stderr, from_toml.stderr
+    assert "ping_interval" in from_toml.stderr
+    assert "env var" not in from_toml.stderr and "SIOGATE_PING_INTERVAL" not in from_toml.stderr
+
+    from_flag = serve_fails("--ping-interval", "soon")
+    assert from_flag.returncode == 2 and "--ping-interval" in from_flag.stderr
+    assert "SIOGATE_PING_INTERVAL" not in from_flag.stderr, from_flag.stderr
+
+    from_env = serve_fails(env={"SIOGATE_PING_INTERVAL": "soon"})
+    assert from_env.returncode == 2 and "SIOGATE_PING_INTERVAL" in from_env.stderr

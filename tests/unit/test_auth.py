@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import logging
+import secrets
 import time
 import warnings
 from typing import Any
@@ -24,6 +25,7 @@ from hypothesis import strategies as st
 
 import siogate.auth
 from siogate.auth import ANONYMOUS, Identity, JwtVerifier, check_bearer, mint_token
+from siogate.auth.strength import GENERATE_HINT, MIN_SECRET_LENGTH, secret_problem
 from siogate.errors import AuthError, ConfigError
 from siogate.types import Room, UserId
 
@@ -115,11 +117,14 @@ def test_hand_built_token_gives_identity(verifier: JwtVerifier) -> None:
 
 
 def test_pyjwt_token_is_accepted(verifier: JwtVerifier) -> None:
-    token = pyjwt.encode(valid_claims(rooms=["a"]), SECRET, algorithm="HS256")
+    claims = valid_claims(rooms=["a"])
+    token = pyjwt.encode(claims, SECRET, algorithm="HS256")
     assert verifier.verify(token) == Identity(
         user=UserId("alice"),
         rooms=(Room("a"),),
         claims=pyjwt.decode(token, SECRET, algorithms=["HS256"]),
+        namespaces=None,
+        expires=float(claims["exp"]),
     )
 
 
@@ -317,6 +322,116 @@ def test_iat_is_type_checked_but_may_be_slightly_ahead(verifier: JwtVerifier) ->
 def test_audience_is_refused(verifier: JwtVerifier) -> None:
     token = craft(HS256, valid_claims(aud="billing-service"))
     assert refused(verifier, token) == "token audience not accepted"
+    listed = craft(HS256, valid_claims(aud=["billing-service", "siogate"]))
+    assert refused(verifier, listed) == "token audience not accepted"
+
+
+def test_expires_is_the_exp_claim(verifier: JwtVerifier) -> None:
+    exp = time.time() + 60.25
+    assert verifier.verify(craft(HS256, valid_claims(exp=exp))).expires == exp
+    assert verifier.verify(craft(HS256, valid_claims(exp=int(exp)))).expires == float(int(exp))
+    assert ANONYMOUS.expires is None and ANONYMOUS.namespaces is None
+
+
+def test_huge_exp_gives_a_finite_expiry(verifier: JwtVerifier) -> None:
+    claims = b'{"sub":"alice","exp":' + b"9" * 400 + b"}"
+    expires = verifier.verify(craft(HS256, claims)).expires
+    assert expires is not None and time.time() + 7000 * 365 * 86400 < expires < float("inf")
+
+
+def test_verifier_exposes_its_leeway_and_refuses_a_bad_one() -> None:
+    assert JwtVerifier(SECRET).leeway == 0.0
+    assert JwtVerifier(SECRET, leeway=2.5).leeway == 2.5
+    for bad in (-1.0, float("inf"), float("nan")):
+        with pytest.raises(ConfigError):
+            JwtVerifier(SECRET, leeway=bad)
+
+
+# Issuer and audience
+
+
+def test_issuer_must_match_when_configured() -> None:
+    strict = JwtVerifier(SECRET, issuer="https://auth.example.org")
+    good = craft(HS256, valid_claims(iss="https://auth.example.org"))
+    assert strict.verify(good).user == "alice"
+    for claims in (
+        valid_claims(),
+        valid_claims(iss="https://evil.example.org"),
+        valid_claims(iss=["https://auth.example.org"]),
+        valid_claims(iss=None),
+    ):
+        assert refused(strict, craft(HS256, claims)) == "token issuer not accepted", claims
+    # Without an issuer configured, iss is not looked at.
+    assert JwtVerifier(SECRET).verify(good).user == "alice"
+
+
+@pytest.mark.parametrize(
+    "aud", ["siogate", ["siogate"], ["billing", "siogate"], ["siogate", "siogate"]]
+)
+def test_audience_accepted_when_it_names_the_gateway(aud: object) -> None:
+    strict = JwtVerifier(SECRET, audience="siogate")
+    assert strict.verify(craft(HS256, valid_claims(aud=aud))).user == "alice"
+
+
+@pytest.mark.parametrize("aud", [None, "billing", ["billing"], [], "", "siogate2", ["Siogate"]])
+def test_audience_refused_when_it_does_not_name_the_gateway(aud: object) -> None:
+    strict = JwtVerifier(SECRET, audience="siogate")
+    claims = valid_claims() if aud is None else valid_claims(aud=aud)
+    assert refused(strict, craft(HS256, claims)) == "token audience not accepted"
+
+
+@pytest.mark.parametrize("aud", [1, {"siogate": True}, ["siogate", 1], True])
+def test_malformed_audience_is_refused(aud: object) -> None:
+    strict = JwtVerifier(SECRET, audience="siogate")
+    assert refused(strict, craft(HS256, valid_claims(aud=aud))) == "invalid aud claim"
+
+
+def test_issuer_and_audience_together() -> None:
+    strict = JwtVerifier(SECRET, issuer="me", audience="siogate")
+    assert strict.verify(craft(HS256, valid_claims(iss="me", aud="siogate"))).user == "alice"
+    wrong_iss = craft(HS256, valid_claims(iss="you", aud="siogate"))
+    assert refused(strict, wrong_iss) == "token issuer not accepted"
+    wrong_aud = craft(HS256, valid_claims(iss="me", aud="other"))
+    assert refused(strict, wrong_aud) == "token audience not accepted"
+
+
+# Namespace scope
+
+
+def test_namespaces_claim_limits_the_token() -> None:
+    identity = JwtVerifier(SECRET).verify(
+        craft(HS256, valid_claims(namespaces=["/chat", "/admin", "/chat"]))
+    )
+    assert identity.namespaces == frozenset({"/chat", "/admin"})
+    assert JwtVerifier(SECRET).verify(craft(HS256, valid_claims())).namespaces is None
+    empty = JwtVerifier(SECRET).verify(craft(HS256, valid_claims(namespaces=[])))
+    assert empty.namespaces == frozenset()  # a token for no namespace at all
+    null = JwtVerifier(SECRET).verify(craft(HS256, valid_claims(namespaces=None)))
+    assert null.namespaces is None
+
+
+@pytest.mark.parametrize(
+    "namespaces",
+    [
+        "/chat",
+        ["chat"],
+        [""],
+        ["/" + "x" * 256],
+        [1],
+        [["/chat"]],
+        {"/chat": True},
+        [f"/n{i}" for i in range(101)],
+    ],
+)
+def test_bad_namespaces_claim(verifier: JwtVerifier, namespaces: object) -> None:
+    token = craft(HS256, valid_claims(namespaces=namespaces))
+    assert refused(verifier, token) == "invalid namespaces claim"
+
+
+def test_namespaces_claim_limits_are_inclusive(verifier: JwtVerifier) -> None:
+    names = [f"/n{i}" for i in range(99)] + ["/" + "x" * 255]
+    identity = verifier.verify(craft(HS256, valid_claims(namespaces=names)))
+    assert identity.namespaces == frozenset(names)
 
 
 # siogate claims
@@ -417,6 +532,33 @@ def test_minted_token_expires(verifier: JwtVerifier) -> None:
     assert refused(verifier, old) == "token expired"
 
 
+def test_mint_token_optional_claims() -> None:
+    token = mint_token(
+        SECRET, sub="a", namespaces=["/chat"], issuer="me", audience="siogate", now=1_700_000_000
+    )
+    claims = pyjwt.decode(
+        token,
+        SECRET,
+        algorithms=["HS256"],
+        audience="siogate",
+        options={"verify_exp": False, "verify_iat": False},
+    )
+    assert claims == {
+        "sub": "a",
+        "namespaces": ["/chat"],
+        "iss": "me",
+        "aud": "siogate",
+        "iat": 1_700_000_000,
+        "exp": 1_700_003_600,
+    }
+    identity = JwtVerifier(SECRET, issuer="me", audience="siogate").verify(
+        mint_token(SECRET, sub="a", namespaces=["/chat"], issuer="me", audience="siogate")
+    )
+    assert identity.namespaces == frozenset({"/chat"})
+    with pytest.raises(ValueError):
+        mint_token(SECRET, sub="a", namespaces=["chat"])
+
+
 def test_mint_token_refuses_what_verify_would_refuse() -> None:
     with pytest.raises(ValueError):
         mint_token(SECRET, sub="")
@@ -502,3 +644,66 @@ def test_non_ascii_api_key() -> None:
 def test_bearer_matches_only_its_key(key: str, other: str) -> None:
     assert check_bearer(f"Bearer {key}", key) is True
     assert check_bearer(f"Bearer {other}", key) is (other.strip() == key)
+
+
+# Secret strength (what `siogate serve` accepts as a key or secret)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "secret",
+        "changeme",
+        "x" * 31,
+        "0123456789abcdef0123456789abcde",  # 31 characters
+    ],
+)
+def test_short_secrets_are_refused(value: str) -> None:
+    assert secret_problem(value) == f"is shorter than {MIN_SECRET_LENGTH} characters"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "j" * 32,
+        "x" * 64,
+        "change-me-api-key-0123456789abcdef",
+        "CHANGEME-0123456789abcdefghijklmnopq",
+        "replace-me-with-a-random-api-key-0001",
+        "your-api-key-goes-here-0123456789abc",
+        "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx",
+        "sk_live_xxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+        "an-example-secret-0123456789abcdefghij",
+        "<put a long random secret in here, please>",
+        "secretsecretsecretsecretsecretsecret",
+        "password-password-password-password",
+        "test-test-test-test-1111-2222-3333",
+        "my-webhook-secret-for-testing-123",
+        "abababababababababababababababababab",
+        "Password123Password123Password123",
+    ],
+)
+def test_placeholder_secrets_are_refused(value: str) -> None:
+    problem = secret_problem(value)
+    assert problem is not None and "placeholder" in problem, (value, problem)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "test-api-key-0123456789abcdef0123456789",  # the suite's own (tests/conftest.py)
+        "whsec-e2e-0123456789abcdef0123456789",
+        "6sYb0S9Qp6m1m0xJ3pQ0wPZb2sQ5u2iR8QmVjH7xZ4E",
+        "0f1e2d3c4b5a69788796a5b4c3d2e1f0",
+    ],
+)
+def test_real_looking_secrets_pass(value: str) -> None:
+    assert secret_problem(value) is None
+
+
+def test_generated_secrets_always_pass() -> None:
+    # The rules must never refuse what the documented command (or openssl) prints.
+    for _ in range(20_000):
+        assert secret_problem(secrets.token_urlsafe(32)) is None
+        assert secret_problem(secrets.token_hex(16)) is None
+    assert "secrets.token_urlsafe(32)" in GENERATE_HINT

@@ -34,6 +34,7 @@ from siogate.types import Room, UserId
 __all__ = [
     "ANONYMOUS",
     "MAX_CLAIM_LENGTH",
+    "MAX_NAMESPACES",
     "MAX_ROOMS",
     "MAX_TOKEN_LENGTH",
     "MIN_SECRET_BYTES",
@@ -51,11 +52,16 @@ MAX_CLAIM_LENGTH = 256
 """Longest accepted ``sub`` and longest accepted room name in ``rooms``."""
 MAX_ROOMS = 100
 """Most entries accepted in the ``rooms`` claim."""
+MAX_NAMESPACES = 100
+"""Most entries accepted in the ``namespaces`` claim."""
 MIN_SECRET_BYTES = 32
 """RFC 7518 section 3.2: an HS256 key should be at least as long as the hash."""
 
 _ALGORITHM = "HS256"
 _ALGORITHMS = [_ALGORITHM]
+# Identity.expires is clamped here (9999-12-31T23:59:59Z): a larger integer exp is a valid
+# NumericDate but does not fit a float, and no socket lives that long anyway.
+_LAST_DATE = 253_402_300_799
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +74,10 @@ class Identity:
     """Rooms from the ``rooms`` claim, joined on connect, in token order."""
     claims: Mapping[str, Any] = field(default_factory=dict)
     """Every claim of the verified token (empty for an anonymous socket)."""
+    namespaces: frozenset[str] | None = None
+    """Namespaces from the ``namespaces`` claim; ``None`` when the token does not limit them."""
+    expires: float | None = None
+    """The ``exp`` claim (seconds since the epoch); ``None`` for an anonymous socket."""
 
 
 ANONYMOUS = Identity(user=None)
@@ -117,6 +127,10 @@ def _is_valid_name(value: object) -> bool:
     return isinstance(value, str) and 0 < len(value) <= MAX_CLAIM_LENGTH
 
 
+def _is_namespace(value: object) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_CLAIM_LENGTH and value[0] == "/"
+
+
 def _is_numeric_date(value: object) -> bool:
     # bool is an int subclass. Python's JSON reader accepts NaN and Infinity,
     # which would make "exp" never expire. Huge ints are finite but overflow
@@ -133,21 +147,40 @@ class JwtVerifier:
 
     Only ``HS256`` is accepted, whatever the token header says, so ``alg: none``
     and RS/HS confusion tokens are refused. ``exp`` is required; ``nbf`` is
-    honoured; ``leeway`` (seconds) absorbs clock skew for both. Every refusal
-    raises :class:`~siogate.errors.AuthError` with a short message that may be
-    sent to the client as is.
+    honoured; ``leeway`` (seconds) absorbs clock skew for both. With ``issuer``
+    the ``iss`` claim must equal it; with ``audience`` the ``aud`` claim (a
+    string or a list of strings) must name it, and without one a token that
+    names any audience is refused. Every refusal raises
+    :class:`~siogate.errors.AuthError` with a short message that may be sent to
+    the client as is.
     """
 
-    def __init__(self, secret: str, *, leeway: float = 0.0) -> None:
+    def __init__(
+        self,
+        secret: str,
+        *,
+        leeway: float = 0.0,
+        issuer: str | None = None,
+        audience: str | None = None,
+    ) -> None:
+        if leeway < 0 or not math.isfinite(leeway):
+            raise ConfigError("jwt leeway must be a finite number >= 0")
         self._jws, key_bytes = _build_jws(secret)
         self._secret = secret
         self._leeway = float(leeway)
+        self._issuer = issuer
+        self._audience = audience
         if key_bytes < MIN_SECRET_BYTES:
             logger.warning(
                 "jwt secret shorter than %d bytes (%d): tokens are easier to forge",
                 MIN_SECRET_BYTES,
                 key_bytes,
             )
+
+    @property
+    def leeway(self) -> float:
+        """Seconds of clock skew allowed on ``exp`` and ``nbf``."""
+        return self._leeway
 
     def verify(self, token: object) -> Identity:
         """Return the identity that ``token`` proves, or raise AuthError."""
@@ -188,10 +221,7 @@ class JwtVerifier:
         iat = claims.get("iat")
         if iat is not None and not _is_numeric_date(iat):
             raise AuthError("invalid iat claim")
-        # A token addressed to some audience was meant for another service that
-        # shares the secret; this gateway names no audience, so it refuses it.
-        if claims.get("aud"):
-            raise AuthError("token audience not accepted")
+        self._check_issuer_and_audience(claims)
 
         # 4. siogate claims.
         sub = claims.get("sub")
@@ -208,12 +238,46 @@ class JwtVerifier:
             room_names = tuple(rooms)
         else:
             raise AuthError("invalid rooms claim")
+        namespaces = claims.get("namespaces")
+        if namespaces is None:
+            scope = None
+        elif (
+            isinstance(namespaces, list)
+            and len(namespaces) <= MAX_NAMESPACES
+            and all(_is_namespace(ns) for ns in namespaces)
+        ):
+            scope = frozenset(namespaces)
+        else:
+            raise AuthError("invalid namespaces claim")
 
         return Identity(
             user=None if sub is None else UserId(sub),
             rooms=room_names,
             claims=claims,
+            namespaces=scope,
+            expires=float(min(exp, _LAST_DATE)),
         )
+
+    def _check_issuer_and_audience(self, claims: dict[str, Any]) -> None:
+        if self._issuer is not None and claims.get("iss") != self._issuer:
+            raise AuthError("token issuer not accepted")
+        aud = claims.get("aud")
+        if self._audience is None:
+            # A token addressed to some audience was meant for another service that
+            # shares the secret; this gateway names no audience, so it refuses it.
+            if aud:
+                raise AuthError("token audience not accepted")
+            return
+        if isinstance(aud, str):
+            named = aud == self._audience
+        elif isinstance(aud, list) and all(isinstance(a, str) for a in aud):
+            named = self._audience in aud
+        elif aud is None:
+            named = False
+        else:
+            raise AuthError("invalid aud claim")
+        if not named:
+            raise AuthError("token audience not accepted")
 
 
 def mint_token(
@@ -223,12 +287,17 @@ def mint_token(
     rooms: Sequence[str] = (),
     ttl: float = 3600,
     now: float | None = None,
+    namespaces: Sequence[str] | None = None,
+    issuer: str | None = None,
+    audience: str | None = None,
 ) -> str:
     """Return an HS256 token that :class:`JwtVerifier` with ``secret`` accepts.
 
     ``exp`` and ``iat`` are whole seconds (JWT NumericDate); ``exp`` is
-    ``now + ttl`` rounded down. ``rooms`` is included only when non-empty.
-    Values that the verifier would refuse raise :class:`ValueError` here.
+    ``now + ttl`` rounded down. ``rooms`` is included only when non-empty;
+    ``namespaces`` (the namespaces the token may join), ``iss`` and ``aud``
+    only when given. Values that the verifier would refuse raise
+    :class:`ValueError` here.
     """
     if sub is not None and not _is_valid_name(sub):
         raise ValueError(f"sub must be a non-empty string of at most {MAX_CLAIM_LENGTH} chars")
@@ -238,12 +307,26 @@ def mint_token(
             f"rooms must be at most {MAX_ROOMS} non-empty strings "
             f"of at most {MAX_CLAIM_LENGTH} chars"
         )
+    scope = None if namespaces is None else list(namespaces)
+    if scope is not None and (
+        len(scope) > MAX_NAMESPACES or not all(_is_namespace(ns) for ns in scope)
+    ):
+        raise ValueError(
+            f"namespaces must be at most {MAX_NAMESPACES} names starting with '/' "
+            f"of at most {MAX_CLAIM_LENGTH} chars"
+        )
     issued = time.time() if now is None else now
     claims: dict[str, Any] = {"iat": int(issued), "exp": int(issued + ttl)}
     if sub is not None:
         claims["sub"] = sub
     if room_list:
         claims["rooms"] = room_list
+    if scope is not None:
+        claims["namespaces"] = scope
+    if issuer is not None:
+        claims["iss"] = issuer
+    if audience is not None:
+        claims["aud"] = audience
     payload = json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     jws, _ = _build_jws(secret)
     return jws.encode(payload, secret, algorithm=_ALGORITHM)
