@@ -27,7 +27,7 @@ import pytest
 from jsclient import JS_DIR, JsClient
 from sioclient import Recorder, uid
 
-from conftest import API_KEY, Gateway, RedisServer, free_port, spawn_gateway
+from conftest import API_KEY, JWT_SECRET, Gateway, RedisServer, free_port, spawn_gateway
 
 pytestmark = pytest.mark.redis
 
@@ -407,7 +407,7 @@ def test_cluster_settings_are_checked_before_starting(tmp_path: Path) -> None:
     no_secrets = serve("--redis-url", "redis://127.0.0.1:1/0")
     assert no_secrets.returncode == 2
     assert "cluster mode needs --api-key and --jwt-secret" in no_secrets.stderr
-    keys = ("--api-key", API_KEY, "--jwt-secret", "j" * 32)
+    keys = ("--api-key", API_KEY, "--jwt-secret", JWT_SECRET)
     for bad, message in (
         (("--redis-url", "http://127.0.0.1:6379"), "redis_url must be a redis://"),
         (("--redis-url", "redis://x", "--node-ttl", "10"), "node_ttl must be at least 1000"),
