@@ -1,4 +1,4 @@
-"""A siogate webhook receiver in FastAPI: verify the signature, answer with an ack.
+"""A siogate webhook receiver in FastAPI: verify the signed request, answer with an ack.
 
     export SIOGATE_URL=http://127.0.0.1:8000 SIOGATE_API_KEY=... SIOGATE_WEBHOOK_SECRET=...
     uvicorn examples.webhook_fastapi:app --port 9000
@@ -18,7 +18,7 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 
-from siogate.client import AsyncClient, verify_webhook
+from siogate.client import AsyncClient, WebhookVerificationError, verify_webhook
 
 SECRET = os.environ["SIOGATE_WEBHOOK_SECRET"]
 gateway = AsyncClient(os.environ["SIOGATE_URL"], os.environ["SIOGATE_API_KEY"])
@@ -36,8 +36,16 @@ app = FastAPI(lifespan=lifespan)
 @app.post("/siogate")
 async def siogate_webhook(request: Request) -> dict[str, Any]:
     body = await request.body()  # the raw bytes: the signature covers them exactly
-    if not verify_webhook(body, request.headers.get("x-siogate-signature"), SECRET):
-        raise HTTPException(status_code=401, detail="bad signature")
+    try:
+        # Also refuses a timestamp more than 300 s off this clock (a replayed request).
+        verify_webhook(
+            body,
+            request.headers.get("x-siogate-signature"),
+            request.headers.get("x-siogate-timestamp"),
+            SECRET,
+        )
+    except WebhookVerificationError as exc:
+        raise HTTPException(status_code=401, detail=exc.code) from None
     payload = json.loads(body)
     if payload["type"] != "event":
         return {}  # connect and disconnect are notifications: nothing to answer

@@ -286,7 +286,7 @@ def main() -> None:
     type=int,
     default=4,
     show_default=True,
-    help="Webhook calls one socket may have in flight (more wait in its own queue).",
+    help="Webhook calls one client connection may have in flight (more wait in its queue).",
 )
 @option(
     "cors_origin",

@@ -67,6 +67,7 @@ class Metrics:
         self.client_events_unhandled_total = 0
         self.client_events_dropped_total = 0
         self.slow_consumer_disconnects_total = 0
+        self.client_events_rate_limited_total = 0
         # Read from the webhook dispatcher when one is configured.
         self.webhooks: WebhookStats | None = None
         self.api_requests_total: dict[tuple[str, int], int] = {}
@@ -120,6 +121,11 @@ class Metrics:
                 "slow_consumer_disconnects_total",
                 "Sockets closed because their outgoing buffer overflowed.",
                 self.slow_consumer_disconnects_total,
+            ),
+            (
+                "client_events_rate_limited_total",
+                "Client events over their connection's event rate (dropped, or closed it).",
+                self.client_events_rate_limited_total,
             ),
         ]
         hooks = self.webhooks

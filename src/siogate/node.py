@@ -8,14 +8,12 @@ through :meth:`Node.apply`, which acts on the local hub.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from .auth import ANONYMOUS, Identity, JwtVerifier
 from .broker import (
@@ -30,7 +28,7 @@ from .broker import (
 )
 from .errors import AuthError, WebhookError
 from .handlers import Handlers, Refuse, call
-from .hub import Hub, Link, Outgoing, Socket
+from .hub import Hub, Link, Outgoing, Socket, is_socket_id, new_socket_id
 from .metrics import Metrics
 from .protocol import socketio
 from .protocol.events import (
@@ -42,14 +40,24 @@ from .protocol.events import (
     SessionClosed,
 )
 from .protocol.session import REASON_SERVER_NAMESPACE, State
+from .ratelimit import TokenBucket
+from .ratelog import RateLimitedLog
 from .types import Namespace, Room, Sid, UserId
 from .webhooks import WebhookDispatcher
 
 logger = logging.getLogger("siogate.node")
+# For lines a client can cause at will (floods, full queues).
+peer_log = RateLimitedLog(logger)
+
+# What happens to a client event over the connection's rate.
+EventRateAction = Literal["drop", "disconnect"]
+# The disconnect reason for a connection closed by the "disconnect" action.
+REASON_RATE_LIMITED = "rate limited"
 
 # Limits on what one client connection may ask for.
 MAX_NAME = 256
 MAX_NAMESPACES_PER_CLIENT = 100
+# Events of one connection waiting for its webhook lane (all namespaces together).
 MAX_WAITING_PER_SOCKET = 256
 
 # Seconds between the CONNECT answer and the emits an on_connect handler made.
@@ -60,8 +68,8 @@ REASON_TOKEN_EXPIRED = "token expired"
 
 
 def new_id() -> str:
-    """A random 20-character URL-safe id (120 bits)."""
-    return base64.urlsafe_b64encode(os.urandom(15)).decode("ascii")
+    """A random 20-character URL-safe id (120 bits), shaped as the hub's socket ids."""
+    return new_socket_id()
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +81,16 @@ class NodeOptions:
     verify_tokens: bool = True
     # None: any namespace may be joined.
     namespaces: frozenset[str] | None = None
-    # Webhook calls one socket may have running at once.
+    # Webhook calls one client connection may have running at once, all its namespaces
+    # together (the name is older than that rule).
     webhook_per_socket: int = 4
+    # Events per second one client connection may send (token bucket); 0: no limit.
+    event_rate: float = 0.0
+    # Events a connection may send at once above the rate (the bucket's size).
+    event_burst: int = 200
+    # Over the rate: "drop" the event (its ack, if asked, carries a rate_limited
+    # error), or "disconnect" the connection.
+    event_rate_action: EventRateAction = "drop"
     # Seconds a rooms or sockets listing waits for the other nodes' answers.
     query_timeout: float = 1.0
 
@@ -99,13 +115,17 @@ class Listing:
 
 
 class _Lane:
-    """Webhook calls of one socket: how many run, and the events waiting their turn."""
+    """Webhook calls of one client connection: how many run, and the events waiting.
+
+    One lane per connection, shared by its namespaces: a client that opens many
+    namespaces gets no more webhook calls than one that opens one.
+    """
 
     __slots__ = ("running", "waiting")
 
     def __init__(self) -> None:
         self.running = 0
-        self.waiting: deque[EventReceived] = deque()
+        self.waiting: deque[tuple[Socket, EventReceived]] = deque()
 
 
 class ServerSocket:
@@ -153,6 +173,10 @@ class ServerSocket:
         self._link.flush()
 
     def join(self, room: str) -> None:
+        """Join ``room``; ValueError for a name shaped like a socket id (those address
+        one socket and cannot be joined, see :func:`siogate.hub.is_socket_id`)."""
+        if is_socket_id(room):
+            raise ValueError(f"room {room!r} has the shape of a socket id and cannot be joined")
         if self._connected:
             self._node.hub.join(self._socket, Room(room))
         else:
@@ -200,8 +224,13 @@ class Node:
         self._tasks: set[asyncio.Task[Any]] = set()
         # ServerSocket wrappers, only kept while handlers are loaded.
         self._handles: dict[Sid, ServerSocket] = {}
-        # Per-socket webhook queues, only while a socket has calls running.
-        self._lanes: dict[Sid, _Lane] = {}
+        # Per-connection webhook queues, only while a connection has calls running.
+        self._lanes: dict[Link, _Lane] = {}
+        # Per-connection event rate buckets (only with options.event_rate > 0), from the
+        # connection's first event to its end.
+        self._buckets: dict[Link, TokenBucket] = {}
+        # Monotonic seconds, for the rate buckets (tests may replace it).
+        self.clock = time.monotonic
         # Timers that end each token-authenticated socket's session at its token's exp.
         self._expiry: dict[Sid, asyncio.TimerHandle] = {}
 
@@ -237,6 +266,7 @@ class Node:
             elif isinstance(event, NamespaceLeft):
                 self._on_left(event.namespace, event.sid, event.reason)
             elif isinstance(event, SessionClosed):
+                self._buckets.pop(link, None)
                 for namespace, sid in list(link.session.namespaces.items()):
                     self._on_left(namespace, sid, event.reason)
             elif isinstance(event, AckReceived):
@@ -410,8 +440,13 @@ class Node:
 
     def _on_event(self, link: Link, event: EventReceived) -> None:
         self.metrics.client_events_total += 1
+        if link.session.state is not State.OPEN:
+            return  # closed earlier in this batch (say, by the rate limit)
         socket = self._socket_of(link, event.namespace)
         if socket is None:
+            return
+        if self.options.event_rate > 0 and not self._within_rate(link):
+            self._over_rate(link, socket, event)
             return
         handlers = self.handlers
         if handlers is not None and handlers.on_event is not None:
@@ -431,6 +466,30 @@ class Node:
         logger.debug("event %r from %s has no handler or webhook", event.event, socket.id)
         if event.ack_id is not None:
             error = {"code": "no_handler", "message": "the gateway has no webhook for events"}
+            self._ack(link, socket, event.ack_id, [{"error": error}])
+
+    def _within_rate(self, link: Link) -> bool:
+        now = self.clock()
+        bucket = self._buckets.get(link)
+        if bucket is None:
+            options = self.options
+            bucket = self._buckets[link] = TokenBucket(options.event_rate, options.event_burst, now)
+        return bucket.take(now)
+
+    def _over_rate(self, link: Link, socket: Socket, event: EventReceived) -> None:
+        self.metrics.client_events_rate_limited_total += 1
+        if self.options.event_rate_action == "disconnect":
+            peer_log.warning("rate-disconnect", "closing %s: over the event rate", link.session.sid)
+            link.close(REASON_RATE_LIMITED)
+            return
+        peer_log.warning(
+            "rate-drop", "dropping events from %s: over the event rate", link.session.sid
+        )
+        if event.ack_id is not None:
+            error = {
+                "code": "rate_limited",
+                "message": f"over {self.options.event_rate:g} events per second",
+            }
             self._ack(link, socket, event.ack_id, [{"error": error}])
 
     def _ack(self, link: Link, socket: Socket, ack_id: int, args: list[Any]) -> None:
@@ -459,24 +518,30 @@ class Node:
             self._ack(link, socket, event.ack_id, args)
 
     def _submit_webhook(self, link: Link, socket: Socket, event: EventReceived) -> None:
-        """Run the webhook call for a client event, at most ``per_socket`` per socket at once.
+        """Run the webhook call for a client event, at most ``webhook_per_socket`` calls
+        per client connection at once.
 
-        The dispatcher's slots are shared by all sockets; this cap keeps one socket that
-        floods events at a slow webhook from taking all of them. Calls beyond it wait in
-        the socket's own FIFO (bounded; overflow is acked with ``webhook_overloaded``).
+        The dispatcher's slots are shared by all connections; this cap keeps one client
+        that floods events at a slow webhook from taking all of them. It is per
+        connection, not per socket, so that opening more namespaces buys no more calls.
+        Calls beyond it wait in the connection's own FIFO (bounded; overflow is acked
+        with ``webhook_overloaded``).
         """
-        lane = self._lanes.get(socket.id)
+        lane = self._lanes.get(link)
         if lane is None:
-            lane = self._lanes[socket.id] = _Lane()
+            lane = self._lanes[link] = _Lane()
         if lane.running < self.options.webhook_per_socket:
             lane.running += 1
             self._spawn(self._drain_lane(lane, link, socket, event))
         elif len(lane.waiting) < MAX_WAITING_PER_SOCKET:
-            lane.waiting.append(event)
+            lane.waiting.append((socket, event))
         else:
             self.metrics.client_events_dropped_total += 1
-            logger.warning(
-                "dropping event %r from %s: its webhook queue is full", event.event, socket.id
+            peer_log.warning(
+                "webhook-queue-full",
+                "dropping event %r from %s: its webhook queue is full",
+                event.event,
+                socket.id,
             )
             if event.ack_id is not None:
                 error = {"code": "webhook_overloaded", "message": "too many events waiting"}
@@ -486,14 +551,14 @@ class Node:
         self, lane: _Lane, link: Link, socket: Socket, event: EventReceived
     ) -> None:
         try:
-            next_event: EventReceived | None = event
-            while next_event is not None:
-                await self._event_with_webhook(link, socket, next_event)
-                next_event = lane.waiting.popleft() if lane.waiting else None
+            work: tuple[Socket, EventReceived] | None = (socket, event)
+            while work is not None:
+                await self._event_with_webhook(link, *work)
+                work = lane.waiting.popleft() if lane.waiting else None
         finally:
             lane.running -= 1
-            if lane.running == 0 and self._lanes.get(socket.id) is lane:
-                del self._lanes[socket.id]
+            if lane.running == 0 and self._lanes.get(link) is lane:
+                del self._lanes[link]
 
     async def _event_with_webhook(self, link: Link, socket: Socket, event: EventReceived) -> None:
         assert self.webhooks is not None

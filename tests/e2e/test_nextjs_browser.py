@@ -438,16 +438,25 @@ def test_webhook_route_refuses_bad_signatures(app: NextApp) -> None:
         separators=(",", ":"),
     ).encode()
     url = f"{app.url}/api/siogate/webhook"
-    good = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
-    bad = "sha256=" + hmac.new(b"wrong secret", body, hashlib.sha256).hexdigest()
+    ts = str(int(time.time()))
+    signed = ts.encode() + b"." + body
+    good = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), signed, hashlib.sha256).hexdigest()
+    bad = "sha256=" + hmac.new(b"wrong secret", signed, hashlib.sha256).hexdigest()
+    headers = {"X-Siogate-Timestamp": ts}
 
     assert httpx.post(url, content=body).status_code == 401
-    assert httpx.post(url, content=body, headers={"X-Siogate-Signature": bad}).status_code == 401
-    tampered = body.replace(b"hi", b"ho")
-    reply = httpx.post(url, content=tampered, headers={"X-Siogate-Signature": good})
+    reply = httpx.post(url, content=body, headers={**headers, "X-Siogate-Signature": bad})
     assert reply.status_code == 401
+    tampered = body.replace(b"hi", b"ho")
+    reply = httpx.post(url, content=tampered, headers={**headers, "X-Siogate-Signature": good})
+    assert reply.status_code == 401
+    # A signature of these bytes made 10 minutes ago: a replay.
+    old_ts = str(int(ts) - 600)
+    old = hmac.new(WEBHOOK_SECRET.encode(), old_ts.encode() + b"." + body, hashlib.sha256)
+    replay = {"X-Siogate-Timestamp": old_ts, "X-Siogate-Signature": "sha256=" + old.hexdigest()}
+    assert httpx.post(url, content=body, headers=replay).status_code == 401
 
-    reply = httpx.post(url, content=body, headers={"X-Siogate-Signature": good})
+    reply = httpx.post(url, content=body, headers={**headers, "X-Siogate-Signature": good})
     assert reply.status_code == 200
     [ack] = reply.json()["ack"]
     assert (ack["ok"], ack["echo"], ack["user"]) == (True, "hi", "u1")

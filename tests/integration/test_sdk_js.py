@@ -35,7 +35,10 @@ SIGN_AND_PRINT = (
 
 # Type-checked as an ES module (.mts) and as CommonJS (.cts) against the installed tarball.
 TYPED_CONSUMER = """\
-import { Siogate, SiogateError, signToken, verifyWebhook, type SocketInfo } from "siogate";
+import {
+  Siogate, SiogateError, signToken, verifyWebhook, WebhookVerificationError,
+  type SocketInfo, type WebhookErrorCode,
+} from "siogate";
 
 const s: Siogate = new Siogate({ url: "http://127.0.0.1:8000", apiKey: "k", timeout: 5000 });
 export async function use(): Promise<void> {
@@ -48,8 +51,12 @@ export async function use(): Promise<void> {
   const names: string[] = (await s.rooms()).rooms.map((r) => r.name);
   const users: (string | null)[] = (await s.sockets("r")).sockets.map((x: SocketInfo) => x.user);
   const token: string = await signToken({ sub: "a", rooms: ["r"], ttl: 60 }, "k");
-  const ok: boolean = await verifyWebhook(new Uint8Array(), null, "k");
-  console.log(count, names, users, token, ok);
+  const ok: void = await verifyWebhook(new Uint8Array(), null, null, "k", { tolerance: 60 });
+  const why: WebhookErrorCode | undefined = await verifyWebhook("{}", "x", "1", "k").then(
+    () => undefined,
+    (e: unknown) => (e instanceof WebhookVerificationError ? e.code : undefined),
+  );
+  console.log(count, names, users, token, ok, why);
   // @ts-expect-error: join takes sockets or rooms, not both
   await s.join({ room: "r", sockets: ["id"], rooms: ["x"] });
 }

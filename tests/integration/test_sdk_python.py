@@ -55,9 +55,10 @@ from siogate.client import (
     RoomInfo,
     RoomsListing,
     SocketInfo,
+    WebhookVerificationError,
     verify_webhook,
 )
-from siogate.webhooks import sign
+from siogate.webhooks import sign, signed_headers
 
 WEBHOOK_SECRET = "whsec-sdk-0123456789abcdef0123456789"
 OTHER_SECRET = "not-the-gateway-secret-0123456789abcdef0123"
@@ -581,23 +582,44 @@ async def test_verify_webhook_against_real_gateway_signatures(
         finally:
             hooked.stop()
 
+    def refused(body: bytes, signature: str | None, timestamp: str | None, **kw: Any) -> str:
+        with pytest.raises(WebhookVerificationError) as info:
+            verify_webhook(body, signature, timestamp, WEBHOOK_SECRET, **kw)
+        return info.value.code
+
     for request in (event, connected):
-        body, header = request.body, request.headers["x-siogate-signature"]
-        assert verify_webhook(body, header, WEBHOOK_SECRET)
-        assert verify_webhook(body, header.upper(), WEBHOOK_SECRET)  # hex in either case
-        assert verify_webhook(body, f"  {header} ", WEBHOOK_SECRET)
+        body = request.body
+        header = request.headers["x-siogate-signature"]
+        ts = request.headers["x-siogate-timestamp"]
+        verify_webhook(body, header, ts, WEBHOOK_SECRET)
+        verify_webhook(body, header.upper(), ts, WEBHOOK_SECRET)  # hex in either case
+        verify_webhook(body, f"  {header} ", f" {ts} ", WEBHOOK_SECRET)
 
     body, header = event.body, event.headers["x-siogate-signature"]
+    ts = event.headers["x-siogate-timestamp"]
+    sent = int(ts)
     tampered = body.replace(b'"n":1', b'"n":2')
     assert tampered != body
-    assert not verify_webhook(tampered, header, WEBHOOK_SECRET)
-    assert not verify_webhook(body + b" ", header, WEBHOOK_SECRET)
-    assert not verify_webhook(body, header, WEBHOOK_SECRET + "x")
-    # A valid signature of another request does not vouch for this body (a replay).
-    assert not verify_webhook(body, connected.headers["x-siogate-signature"], WEBHOOK_SECRET)
+    assert refused(tampered, header, ts) == "signature_mismatch"
+    assert refused(body + b" ", header, ts) == "signature_mismatch"
+    with pytest.raises(WebhookVerificationError, match="does not match"):
+        verify_webhook(body, header, ts, WEBHOOK_SECRET + "x")
+    # A valid signature of another request does not vouch for this body.
+    other = connected.headers["x-siogate-signature"]
+    assert refused(body, other, connected.headers["x-siogate-timestamp"]) == "signature_mismatch"
+    # Nor for this body at another time: the timestamp is signed too.
+    assert refused(body, header, str(sent + 1)) == "signature_mismatch"
+    # Replayed later than the tolerance, or sent from a clock far ahead: refused.
+    assert refused(body, header, ts, now=sent + 301) == "timestamp_too_old"
+    assert refused(body, header, ts, now=sent + 61, tolerance=60) == "timestamp_too_old"
+    assert refused(body, header, ts, now=sent - 301) == "timestamp_in_future"
+    verify_webhook(body, header, ts, WEBHOOK_SECRET, now=sent + 299)
+    verify_webhook(body, header, ts, WEBHOOK_SECRET, now=sent + 3000, tolerance=3600)
+    assert refused(body, None, ts) == "missing_signature"
+    assert refused(body, header, None) == "missing_timestamp"
+    assert refused(body, header, "soon") == "malformed_timestamp"
     digest = header.removeprefix("sha256=")
     for garbage in [
-        None,
         "",
         "sha256=",
         digest,
@@ -608,7 +630,7 @@ async def test_verify_webhook_against_real_gateway_signatures(
         "sha256=" + "é" * 64,
         f"sha256={digest},sha256={digest}",
     ]:
-        assert not verify_webhook(body, garbage, WEBHOOK_SECRET), garbage
+        assert refused(body, garbage, ts) == "malformed_signature", garbage
 
 
 def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
@@ -655,16 +677,28 @@ async def test_fastapi_example_acks_and_joins(
             await client.emit("welcome", data=room, rooms=[room])
         await got(s, ("welcome", [room]))
 
-        body = b'{"type":"event"}'
+        body = b'{"type":"connect","namespace":"/","socket":{"id":"a","user":null}}'
+        now = time.time()
         async with httpx.AsyncClient() as http:
             forged = await http.post(hook_url, content=body, headers={"X-Siogate-Signature": ""})
-            signed = await http.post(
+            other = await http.post(
                 hook_url,
-                content=b'{"type":"connect","namespace":"/","socket":{"id":"a","user":null}}',
-                headers={"X-Siogate-Signature": sign(b"x", WEBHOOK_SECRET)},
+                content=body,
+                headers={
+                    "X-Siogate-Signature": sign(b"x", WEBHOOK_SECRET, int(now)),
+                    "X-Siogate-Timestamp": str(int(now)),
+                },
+            )
+            replayed = await http.post(
+                hook_url, content=body, headers=signed_headers(body, WEBHOOK_SECRET, now - 600)
+            )
+            fresh = await http.post(
+                hook_url, content=body, headers=signed_headers(body, WEBHOOK_SECRET, now)
             )
         assert forged.status_code == 401
-        assert signed.status_code == 401  # a signature of other bytes
+        assert other.status_code == 401  # a signature of other bytes
+        assert replayed.status_code == 401  # signed 10 minutes ago
+        assert fresh.status_code == 200
     finally:
         app.terminate()
         app.wait(10)

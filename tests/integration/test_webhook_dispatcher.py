@@ -28,7 +28,8 @@ from siogate.webhooks import (
     WebhookDispatcher,
     WebhookSettings,
     WebhookStats,
-    verify_signature,
+    WebhookVerificationError,
+    verify_request,
 )
 
 SECRET = "whsec-integration-0123456789"
@@ -51,6 +52,21 @@ class Reply:
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     chunked: bool = False
+
+
+def signed(request: Request, secret: str) -> bool:
+    """Whether the library's receiver check accepts ``request`` under ``secret`` now."""
+    try:
+        verify_request(
+            request.body,
+            secret,
+            request.headers.get("x-siogate-signature"),
+            request.headers.get("x-siogate-timestamp"),
+            now=time.time(),
+        )
+    except WebhookVerificationError:
+        return False
+    return True
 
 
 def json_reply(value: Any, status: int = 200) -> Reply:
@@ -204,8 +220,13 @@ async def test_signed_request_and_ack_round_trip(
     receiver: Receiver, make_dispatcher: MakeDispatcher
 ) -> None:
     async def handler(request: Request) -> Reply:
-        # Verified here independently of siogate.webhooks.sign.
-        expected = hmac.new(SECRET.encode(), request.body, hashlib.sha256).hexdigest()
+        # Verified here independently of siogate.webhooks.sign: the HMAC of
+        # "<timestamp>.<body>", with a timestamp of now.
+        timestamp = request.headers.get("x-siogate-timestamp", "")
+        if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > 5:
+            return Reply(401)
+        signed = timestamp.encode() + b"." + request.body
+        expected = hmac.new(SECRET.encode(), signed, hashlib.sha256).hexdigest()
         if request.headers.get("x-siogate-signature") != f"sha256={expected}":
             return Reply(401)
         payload = request.json()
@@ -224,14 +245,12 @@ async def test_signed_request_and_ack_round_trip(
     # Compact, UTF-8, not \u-escaped; and the library's verifier agrees.
     assert request.body == json.dumps(EVENT, separators=(",", ":"), ensure_ascii=False).encode()
     assert "👋".encode() in request.body
-    assert verify_signature(request.body, SECRET, request.headers["x-siogate-signature"])
+    assert signed(request, SECRET)
 
 
 async def test_wrong_secret_is_detected_by_receiver(receiver: Receiver) -> None:
     async def handler(request: Request) -> Reply:
-        ok = verify_signature(
-            request.body, "receiver-secret", request.headers.get("x-siogate-signature")
-        )
+        ok = signed(request, "receiver-secret")
         return json_reply({"ack": [ok]})
 
     receiver.handler = handler
@@ -248,7 +267,7 @@ async def test_lone_surrogate_falls_back_to_ascii_escapes(
     [request] = receiver.requests
     assert request.body.isascii()
     assert json.loads(request.body) == payload
-    assert verify_signature(request.body, SECRET, request.headers["x-siogate-signature"])
+    assert signed(request, SECRET)
 
 
 @pytest.mark.parametrize(
@@ -555,7 +574,7 @@ async def test_notify_delivers_in_background(
     await asyncio.wait_for(receiver.received.wait(), 2.0)
     [request] = receiver.requests
     assert request.json()["type"] == "connect"
-    assert verify_signature(request.body, SECRET, request.headers["x-siogate-signature"])
+    assert signed(request, SECRET)
 
 
 async def test_notify_failure_is_logged_not_raised(

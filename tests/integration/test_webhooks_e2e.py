@@ -1,8 +1,9 @@
 """Webhooks end to end: python-socketio client -> ``siogate serve`` -> a real HTTP receiver.
 
 The receiver (``webhook_receiver.py``) is an ``http.server`` in a thread of this
-process; the gateway is a subprocess that POSTs to it over loopback. Signatures are
-checked here with :mod:`hmac`, independently of siogate's own signing code.
+process; the gateway is a subprocess that POSTs to it over loopback. Signatures (over
+``<timestamp>.<body>``) are checked here with :mod:`hmac`, independently of siogate's
+own signing code.
 """
 
 from __future__ import annotations
@@ -127,7 +128,10 @@ def assert_signed(request: Received) -> None:
     assert request.headers["content-type"].startswith("application/json")
     signature = request.headers.get("x-siogate-signature", "")
     assert SIGNATURE.match(signature), signature
-    assert request.signature_ok(SECRET), "signature is not the HMAC of the raw body"
+    timestamp = request.headers.get("x-siogate-timestamp", "")
+    assert re.fullmatch(r"[0-9]{10}", timestamp), timestamp
+    assert abs(time.time() - int(timestamp)) < 60, "the timestamp is not the time of sending"
+    assert request.signature_ok(SECRET), "signature is not the HMAC of timestamp.raw body"
     assert not request.signature_ok(SECRET + "x")
 
 
@@ -440,3 +444,41 @@ async def test_one_flooding_socket_cannot_take_every_webhook_slot(
     assert doomed == [0]
     for future in pending:
         future.cancel()
+
+
+async def test_webhook_lane_is_per_connection_not_per_namespace(
+    start_gateway: Callable[..., Gateway], own_hook: WebhookReceiver
+) -> None:
+    # One call at a time per connection: a client that opens four namespaces still has
+    # one webhook call running, not four (the old lanes were keyed by socket id).
+    def respond(request: Received) -> Reply:
+        payload = request.payload
+        if payload.get("event") == "held":
+            return Reply(delay=1.0, body={"ack": [payload["namespace"]]})
+        return Reply()
+
+    own_hook.respond = respond
+    gw = hooked(
+        start_gateway, own_hook.url, "--webhook-per-socket", "1", "--webhook-concurrency", "16"
+    )
+    namespaces = [f"/n{i}" for i in range(4)]
+    client = Recorder(
+        gw.url, auth={"token": gw.token("multi")}, namespaces=namespaces, transports=["websocket"]
+    )
+    await client.connect()
+    try:
+        calls = [
+            asyncio.ensure_future(client.call("held", namespace=ns, timeout=15))
+            for ns in namespaces
+        ]
+        held = of_type("event", event="held")
+        await own_hook.wait(held)
+        await asyncio.sleep(0.5)
+        assert len(own_hook.matching(held)) == 1
+        acks = await asyncio.gather(*calls)
+        assert sorted(ack[0] for ack in acks) == namespaces
+        # Each call started after the one before it had its (1 s late) reply.
+        starts = [r.at for r in own_hook.matching(held)]
+        assert all(b - a >= 0.9 for a, b in zip(starts, starts[1:], strict=False)), starts
+    finally:
+        await client.close()

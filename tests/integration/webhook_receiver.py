@@ -26,6 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 SIGNATURE_HEADER = "x-siogate-signature"
+TIMESTAMP_HEADER = "x-siogate-timestamp"
 
 
 @dataclass(frozen=True)
@@ -42,9 +43,19 @@ class Received:
     def payload(self) -> Any:
         return json.loads(self.body)
 
-    def signature_ok(self, secret: str) -> bool:
-        """True when ``X-Siogate-Signature`` is ``sha256=<hex HMAC of the raw body>``."""
-        expected = hmac.new(secret.encode(), self.body, hashlib.sha256).hexdigest()
+    def signature_ok(self, secret: str, tolerance: float = 300.0) -> bool:
+        """True when ``X-Siogate-Signature`` is ``sha256=<hex HMAC of "<timestamp>.<raw
+        body>">`` and ``X-Siogate-Timestamp`` is within ``tolerance`` s of this clock.
+
+        Computed here with :mod:`hmac`, independently of siogate's own signing code.
+        """
+        timestamp = self.headers.get(TIMESTAMP_HEADER, "")
+        if not timestamp.isascii() or not timestamp.isdigit():
+            return False
+        if abs(time.time() - int(timestamp)) > tolerance:
+            return False
+        signed = timestamp.encode() + b"." + self.body
+        expected = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
         return hmac.compare_digest(self.headers.get(SIGNATURE_HEADER, ""), f"sha256={expected}")
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from siogate.hub import Hub, Outgoing, Socket
+from siogate.hub import Hub, Outgoing, Socket, is_socket_id, new_socket_id
 from siogate.protocol.session import Session
 from siogate.types import Namespace, Room, Sid, UserId
 
@@ -63,10 +63,11 @@ def test_socket_in_several_target_rooms_is_selected_once() -> None:
 
 def test_socket_id_is_a_room() -> None:
     hub = Hub()
-    make(hub, "a")
-    make(hub, "b")
-    assert ids(hub.select(NS, [Room("a")])) == {"a"}
-    assert ids(hub.select(NS, (), [Room("a")])) == {"b"}
+    a, b = new_socket_id(), new_socket_id()
+    make(hub, a)
+    make(hub, b)
+    assert ids(hub.select(NS, [Room(a)])) == {a}
+    assert ids(hub.select(NS, (), [Room(a)])) == {b}
     assert hub.rooms(NS) == {}
 
 
@@ -93,3 +94,48 @@ def test_join_is_idempotent_and_ignores_unknown_sockets() -> None:
     hub.join(stranger, Room("red"))
     assert hub.rooms(NS) == {Room("red"): 1}
     assert a.rooms == {Room("red")}
+
+
+# Socket ids and named rooms (issue #9, item 8)
+
+SID_A = "AAAAAAAAAAAAAAAAAAAa"
+SID_B = "bbbbbbbbbbbbbbbbbb-_"
+
+
+def test_socket_ids_have_one_shape() -> None:
+    for _ in range(100):
+        assert is_socket_id(new_socket_id())
+    assert is_socket_id(SID_A) and is_socket_id(SID_B)
+    for name in ("", "user:alice", "a" * 19, "a" * 21, "a" * 19 + "=", "a" * 19 + ":", "ä" * 20):
+        assert not is_socket_id(name), name
+
+
+def test_a_room_named_like_a_socket_id_cannot_be_joined() -> None:
+    hub = Hub()
+    a = make(hub, SID_A)
+    b = make(hub, SID_B)
+    # The old hub let a join a room named b's id; b's direct emits then went to a.
+    assert hub.join(a, Room(SID_B)) is False
+    assert a.rooms == set()
+    assert hub.rooms(NS) == {}
+    assert ids(hub.select(NS, [Room(SID_B)])) == {SID_B}
+    assert ids(hub.select(NS, (), [Room(SID_B)])) == {SID_A}
+    assert b.rooms == set()
+    assert hub.join(a, Room("news")) is True
+
+
+def test_a_socket_id_of_another_node_resolves_to_no_one() -> None:
+    # In a cluster every node resolves the names of an emit on its own: a node that
+    # does not hold the socket must not find anyone under its id.
+    hub = Hub()
+    make(hub, SID_A, "news")
+    assert ids(hub.select(NS, [Room(SID_B)])) == set()
+    assert ids(hub.select(NS, [Room(SID_B), Room("news")])) == {SID_A}
+
+
+def test_a_name_not_shaped_like_a_socket_id_is_only_a_room() -> None:
+    hub = Hub()
+    # A socket whose id is not id-shaped (only tests make these) is not addressable
+    # by it: names of other shapes are rooms, and this room has no members.
+    make(hub, "short-id")
+    assert ids(hub.select(NS, [Room("short-id")])) == set()

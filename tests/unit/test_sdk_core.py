@@ -53,6 +53,7 @@ def test_the_sdk_surface_is_locked() -> None:
         "DEFAULT_BACKOFF",
         "DEFAULT_RETRIES",
         "DEFAULT_TIMEOUT",
+        "DEFAULT_TOLERANCE",
         "Emit",
         "EmitOptions",
         "Listing",
@@ -66,6 +67,8 @@ def test_the_sdk_surface_is_locked() -> None:
         "SiogateError",
         "SocketInfo",
         "SocketsListing",
+        "TIMESTAMP_HEADER",
+        "WebhookVerificationError",
         "verify_webhook",
     ]
     for name in siogate.client.__all__:

@@ -10,7 +10,8 @@ export { SiogateError } from "./errors.js";
 export type { ApiErrorCode, ClientErrorCode, SiogateErrorCode } from "./errors.js";
 export { signToken, DEFAULT_TOKEN_TTL, MAX_CLAIM_LENGTH, MAX_TOKEN_ROOMS } from "./token.js";
 export type { TokenOptions } from "./token.js";
-export { verifyWebhook, SIGNATURE_HEADER } from "./webhook.js";
+export { verifyWebhook, WebhookVerificationError, SIGNATURE_HEADER, TIMESTAMP_HEADER, DEFAULT_TOLERANCE } from "./webhook.js";
+export type { VerifyWebhookOptions, WebhookErrorCode } from "./webhook.js";
 export type {
   BytesLike,
   DisconnectBody,

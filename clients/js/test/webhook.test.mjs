@@ -7,7 +7,9 @@ import { once } from "node:events";
 import { createServer } from "node:http";
 import { after, before, describe, test } from "node:test";
 
-import { SIGNATURE_HEADER, verifyWebhook } from "siogate";
+import { createHmac } from "node:crypto";
+
+import { DEFAULT_TOLERANCE, SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookVerificationError, verifyWebhook } from "siogate";
 
 import { WAIT_MS, WEBHOOK_PORT, WEBHOOK_SECRET, connectAs, uid } from "./helpers.mjs";
 
@@ -22,10 +24,14 @@ const server = createServer(async (req, res) => {
   for await (const chunk of req) chunks.push(chunk);
   const raw = Buffer.concat(chunks);
   const header = req.headers[SIGNATURE_HEADER];
-  const verified = await verifyWebhook(raw, header, WEBHOOK_SECRET);
-  received.push({ raw, header, verified, payload: JSON.parse(raw.toString("utf8")) });
+  const timestamp = req.headers[TIMESTAMP_HEADER];
+  const verified = await verifyWebhook(raw, header, timestamp, WEBHOOK_SECRET).then(
+    () => true,
+    (error) => error.code,
+  );
+  received.push({ raw, header, timestamp, verified, payload: JSON.parse(raw.toString("utf8")) });
   for (const wake of waiters) wake();
-  if (!verified) {
+  if (verified !== true) {
     res.writeHead(401).end();
     return;
   }
@@ -62,6 +68,20 @@ function request(match) {
   });
 }
 
+/** The code verifyWebhook rejects with, or "ok" when it resolves. */
+function outcome(...args) {
+  return verifyWebhook(...args).then(
+    () => "ok",
+    (error) => {
+      assert.ok(error instanceof WebhookVerificationError, String(error));
+      assert.ok(error instanceof Error);
+      assert.equal(error.name, "WebhookVerificationError");
+      assert.ok(error.message.length > 0);
+      return error.code;
+    },
+  );
+}
+
 /** Emit `event` from a real socket and resolve with all the arguments of its ack. */
 function emitWithAck(client, event, ...args) {
   return new Promise((resolve, reject) => {
@@ -84,6 +104,8 @@ describe("verifyWebhook with the gateway's own signatures", () => {
     for (const r of [connect, event, disconnect]) {
       assert.equal(r.verified, true, r.raw.toString());
       assert.match(r.header, /^sha256=[0-9a-f]{64}$/);
+      assert.match(r.timestamp, /^[0-9]{10}$/);
+      assert.ok(Math.abs(Date.now() / 1000 - Number(r.timestamp)) < 60, r.timestamp);
     }
     assert.deepEqual(event.payload, {
       type: "event",
@@ -94,39 +116,78 @@ describe("verifyWebhook with the gateway's own signatures", () => {
     });
   });
 
-  test("every accepted body form verifies, and any change to body, header or secret does not", async (t) => {
+  test("every accepted body form verifies, and any change to body, header, timestamp or secret does not", async (t) => {
     const client = await connectAs(t, uid("forms"));
     await emitWithAck(client, "echo", { value: "ünïcode" });
-    const { raw, header } = await request((r) => r.payload.type === "event" && r.payload.socket.id === client.id);
+    const { raw, header, timestamp } = await request(
+      (r) => r.payload.type === "event" && r.payload.socket.id === client.id,
+    );
+
+    // Checked independently: the HMAC of "<timestamp>.<body>".
+    const expected = createHmac("sha256", WEBHOOK_SECRET).update(`${timestamp}.`).update(raw).digest("hex");
+    assert.equal(header, `sha256=${expected}`);
 
     const arrayBuffer = raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength);
     for (const body of [raw, new Uint8Array(raw), arrayBuffer, raw.toString("utf8"), new DataView(arrayBuffer)]) {
-      assert.equal(await verifyWebhook(body, header, WEBHOOK_SECRET), true, body.constructor.name);
+      assert.equal(await outcome(body, header, timestamp, WEBHOOK_SECRET), "ok", body.constructor.name);
     }
     // The gateway's own check accepts upper case and surrounding spaces; so does this one.
-    assert.equal(await verifyWebhook(raw, `  SHA256=${header.slice(7).toUpperCase()} `, WEBHOOK_SECRET), true);
-    assert.equal(await verifyWebhook(raw, header, new TextEncoder().encode(WEBHOOK_SECRET)), true);
+    const upper = `  SHA256=${header.slice(7).toUpperCase()} `;
+    assert.equal(await outcome(raw, upper, ` ${timestamp} `, WEBHOOK_SECRET), "ok");
+    assert.equal(await outcome(raw, header, timestamp, new TextEncoder().encode(WEBHOOK_SECRET)), "ok");
 
     const tampered = Buffer.from(raw);
     tampered[tampered.length - 2] ^= 1;
     const flipped = header.slice(0, -1) + (header.endsWith("0") ? "1" : "0");
     const refused = [
-      [tampered, header, WEBHOOK_SECRET],
-      [raw.subarray(1), header, WEBHOOK_SECRET],
-      [JSON.stringify(JSON.parse(raw), null, 1), header, WEBHOOK_SECRET],
-      [raw, flipped, WEBHOOK_SECRET],
-      [raw, header, `${WEBHOOK_SECRET}x`],
-      [raw, null, WEBHOOK_SECRET],
-      [raw, undefined, WEBHOOK_SECRET],
-      [raw, "", WEBHOOK_SECRET],
-      [raw, header.slice(7), WEBHOOK_SECRET],
-      [raw, `sha1=${header.slice(7)}`, WEBHOOK_SECRET],
-      [raw, header.slice(0, -2), WEBHOOK_SECRET],
-      [raw, `${header}00`, WEBHOOK_SECRET],
-      [raw, `${header.slice(0, -1)}g`, WEBHOOK_SECRET],
+      ["signature_mismatch", tampered, header, timestamp, WEBHOOK_SECRET],
+      ["signature_mismatch", raw.subarray(1), header, timestamp, WEBHOOK_SECRET],
+      ["signature_mismatch", JSON.stringify(JSON.parse(raw), null, 1), header, timestamp, WEBHOOK_SECRET],
+      ["signature_mismatch", raw, flipped, timestamp, WEBHOOK_SECRET],
+      // The same body at another time: the timestamp is signed too.
+      ["signature_mismatch", raw, header, String(Number(timestamp) + 1), WEBHOOK_SECRET],
+      ["signature_mismatch", raw, header, timestamp, `${WEBHOOK_SECRET}x`],
+      ["missing_signature", raw, null, timestamp, WEBHOOK_SECRET],
+      ["missing_signature", raw, undefined, timestamp, WEBHOOK_SECRET],
+      ["missing_timestamp", raw, header, null, WEBHOOK_SECRET],
+      ["missing_timestamp", raw, header, undefined, WEBHOOK_SECRET],
+      ["malformed_signature", raw, "", timestamp, WEBHOOK_SECRET],
+      ["malformed_signature", raw, header.slice(7), timestamp, WEBHOOK_SECRET],
+      ["malformed_signature", raw, `sha1=${header.slice(7)}`, timestamp, WEBHOOK_SECRET],
+      ["malformed_signature", raw, header.slice(0, -2), timestamp, WEBHOOK_SECRET],
+      ["malformed_signature", raw, `${header}00`, timestamp, WEBHOOK_SECRET],
+      ["malformed_signature", raw, `${header.slice(0, -1)}g`, timestamp, WEBHOOK_SECRET],
+      ["malformed_timestamp", raw, header, "", WEBHOOK_SECRET],
+      ["malformed_timestamp", raw, header, `${timestamp}.5`, WEBHOOK_SECRET],
+      ["malformed_timestamp", raw, header, "-1", WEBHOOK_SECRET],
+      ["malformed_timestamp", raw, header, "1e9", WEBHOOK_SECRET],
     ];
-    for (const [body, value, secret] of refused) {
-      assert.equal(await verifyWebhook(body, value, secret), false, `header ${value}`);
+    for (const [code, body, value, ts, secret] of refused) {
+      assert.equal(await outcome(body, value, ts, secret), code, `header ${value}, timestamp ${ts}`);
+    }
+  });
+
+  test("a request replayed after the tolerance, or from a clock ahead, is refused", async (t) => {
+    const client = await connectAs(t, uid("replay"));
+    await emitWithAck(client, "echo", 1);
+    const { raw, header, timestamp } = await request(
+      (r) => r.payload.type === "event" && r.payload.socket.id === client.id,
+    );
+    const sent = Number(timestamp);
+    assert.equal(DEFAULT_TOLERANCE, 300);
+    const check = (options) => outcome(raw, header, timestamp, WEBHOOK_SECRET, options);
+    assert.equal(await check({ now: sent + 300 }), "ok");
+    assert.equal(await check({ now: sent - 300 }), "ok");
+    assert.equal(await check({ now: sent + 301 }), "timestamp_too_old");
+    assert.equal(await check({ now: sent - 301 }), "timestamp_in_future");
+    assert.equal(await check({ now: sent + 3000, tolerance: 3600 }), "ok");
+    assert.equal(await check({ now: sent + 11, tolerance: 10 }), "timestamp_too_old");
+    // A wrong secret is reported as such even on an old request.
+    assert.equal(await outcome(raw, header, timestamp, "other", { now: sent + 10_000 }), "signature_mismatch");
+    const error = await verifyWebhook(raw, header, timestamp, WEBHOOK_SECRET, { now: sent + 301 }).catch((e) => e);
+    assert.match(error.message, /signed 301 s ago, more than the 300 s tolerance/);
+    for (const tolerance of [-1, Number.NaN, Number.POSITIVE_INFINITY]) {
+      await assert.rejects(verifyWebhook(raw, header, timestamp, WEBHOOK_SECRET, { tolerance }), RangeError);
     }
   });
 });

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from ..broker import EmitCommand, SocketsCommand
 from ..errors import ApiError
+from ..hub import is_socket_id
 from ..protocol.socketio import RESERVED_EVENTS
 from ..types import Namespace, Room, Sid
 
@@ -174,6 +175,13 @@ def sockets_command(
         if "room" not in body:
             raise bad("room is required")
         room = Room(name(body["room"], "room"))
+        if is_socket_id(room):
+            # Such a name addresses one socket; a room of that name could receive the
+            # direct messages of the socket that has (or will have) that id.
+            raise bad(
+                f"room {room!r} has the shape of a socket id (20 characters of A-Z a-z "
+                "0-9 _ -): such names address one socket and cannot be joined or left"
+            )
     return SocketsCommand(
         action=action,
         namespace=namespace(body.get("namespace"), allowed),

@@ -27,14 +27,22 @@ from siogate.client._models import (
     SocketInfo,
     SocketsListing,
 )
-from siogate.client._webhooks import SIGNATURE_HEADER, verify_webhook
+from siogate.client._webhooks import (
+    DEFAULT_TOLERANCE,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    WebhookVerificationError,
+    verify_webhook,
+)
 from siogate.errors import ApiError, ConfigError, SiogateError
 
 __all__ = [
     "DEFAULT_BACKOFF",
     "DEFAULT_RETRIES",
     "DEFAULT_TIMEOUT",
+    "DEFAULT_TOLERANCE",
     "SIGNATURE_HEADER",
+    "TIMESTAMP_HEADER",
     "ApiError",
     "AsyncClient",
     "Client",
@@ -51,5 +59,6 @@ __all__ = [
     "SiogateError",
     "SocketInfo",
     "SocketsListing",
+    "WebhookVerificationError",
     "verify_webhook",
 ]

@@ -1,19 +1,51 @@
-"""Checking that a webhook request comes from the gateway."""
+"""Checking that a webhook request comes from the gateway, and recently."""
 
 from __future__ import annotations
 
-from siogate.webhooks import SIGNATURE_HEADER, verify_signature
+import time
 
-__all__ = ["SIGNATURE_HEADER", "verify_webhook"]
+from siogate.webhooks import (
+    DEFAULT_TOLERANCE,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    WebhookVerificationError,
+    verify_request,
+)
+
+__all__ = [
+    "DEFAULT_TOLERANCE",
+    "SIGNATURE_HEADER",
+    "TIMESTAMP_HEADER",
+    "WebhookVerificationError",
+    "verify_webhook",
+]
 
 
-def verify_webhook(body: bytes, signature_header: str | None, secret: str) -> bool:
-    """Return whether ``signature_header`` signs ``body`` with the webhook ``secret``.
+def verify_webhook(
+    body: bytes,
+    signature_header: str | None,
+    timestamp_header: str | None,
+    secret: str,
+    *,
+    tolerance: float = DEFAULT_TOLERANCE,
+    now: float | None = None,
+) -> None:
+    """Check a webhook request; raise :class:`WebhookVerificationError` if it fails.
 
-    ``body`` must be the raw request bytes, before any JSON parsing, and
-    ``signature_header`` the value of ``X-Siogate-Signature`` (``None`` when the
-    request has none). The digests are compared in constant time. The signature
-    covers the body only: it carries no timestamp, so it proves where a request
-    came from, not when.
+    ``body`` must be the raw request bytes, before any JSON parsing;
+    ``signature_header`` and ``timestamp_header`` the values of ``X-Siogate-Signature``
+    and ``X-Siogate-Timestamp`` (``None`` when the request lacks one). The signature
+    covers the timestamp and the body; a timestamp more than ``tolerance`` seconds
+    from ``now`` (default: this machine's clock) either way is refused, so a captured
+    request cannot be replayed later. The error's ``code`` says what failed
+    (``signature_mismatch``, ``timestamp_too_old``, ...). The digests are compared in
+    constant time.
     """
-    return verify_signature(body, secret, signature_header)
+    verify_request(
+        body,
+        secret,
+        signature_header,
+        timestamp_header,
+        now=time.time() if now is None else now,
+        tolerance=tolerance,
+    )

@@ -1,5 +1,5 @@
 """Node-local state: which sockets exist and which rooms they are in. No I/O."""
 
-from .hub import Hub, Link, Outgoing, Socket
+from .hub import Hub, Link, Outgoing, Socket, is_socket_id, new_socket_id
 
-__all__ = ["Hub", "Link", "Outgoing", "Socket"]
+__all__ = ["Hub", "Link", "Outgoing", "Socket", "is_socket_id", "new_socket_id"]

@@ -1,17 +1,44 @@
 """The hub owns the sockets of this node and their rooms.
 
-Every socket is implicitly in a room named by its own id (as in Socket.IO); that room is
-resolved on lookup instead of being stored, which saves a dict per socket.
+Every socket is addressable by its own id wherever a room name is taken (as in Socket.IO);
+that "room" is resolved on lookup instead of being stored, which saves a dict per socket.
+
+Socket ids and named rooms are kept apart by their shape: a name shaped like a socket id
+(:func:`is_socket_id`) only ever resolves to the socket of that id, and no named room of
+that shape can be joined. Otherwise a client allowed to pick a room name could join a
+room named like another socket's id and read that socket's direct messages; and since
+every node of a cluster resolves names on its own, the rule must not depend on which
+sockets a node happens to hold.
 """
 
 from __future__ import annotations
 
+import base64
+import os
+import re
 from collections.abc import Iterable
 from typing import Protocol
 
 from ..protocol.engineio import EncodedPacket
 from ..protocol.session import Session
 from ..types import Namespace, Room, Sid, UserId
+
+# 15 random bytes in URL-safe base64: 20 characters, no padding, 120 bits.
+_SID_BYTES = 15
+_SID_SHAPE = re.compile(r"[A-Za-z0-9_-]{20}")
+
+
+def new_socket_id() -> Sid:
+    """A random socket id; always shaped as :func:`is_socket_id` expects."""
+    return Sid(base64.urlsafe_b64encode(os.urandom(_SID_BYTES)).decode("ascii"))
+
+
+def is_socket_id(name: str) -> bool:
+    """Whether ``name`` has the shape of a socket id (20 of ``A-Z a-z 0-9 _ -``).
+
+    Such a name addresses one socket and is never a named room.
+    """
+    return _SID_SHAPE.fullmatch(name) is not None
 
 
 class Outgoing:
@@ -105,15 +132,22 @@ class Hub:
 
     # Rooms
 
-    def join(self, socket: Socket, room: Room) -> None:
+    def join(self, socket: Socket, room: Room) -> bool:
+        """Put ``socket`` in ``room``; False (and nothing done) for a socket-id-shaped name.
+
+        Joining an unknown socket, or a room it is already in, does nothing and is True.
+        """
+        if is_socket_id(room):
+            return False
         ns = self._namespaces.get(socket.namespace)
         if ns is None or socket.id not in ns.sockets or room in socket.rooms:
-            return
+            return True
         socket.rooms.add(room)
         members = ns.rooms.get(room)
         if members is None:
             members = ns.rooms[room] = {}
         members[socket.id] = socket
+        return True
 
     def leave(self, socket: Socket, room: Room) -> None:
         ns = self._namespaces.get(socket.namespace)
@@ -134,11 +168,13 @@ class Hub:
         return {room: len(members) for room, members in ns.rooms.items()}
 
     def _members(self, ns: _NamespaceState, room: Room) -> Iterable[Socket]:
+        # Decided by the name's shape alone, never by what exists: a socket id that is
+        # not on this node must not fall back to a named room here (see the module doc).
+        if is_socket_id(room):
+            own = ns.sockets.get(Sid(room))
+            return () if own is None else (own,)
         members = ns.rooms.get(room)
-        if members is not None:
-            return members.values()
-        own = ns.sockets.get(Sid(room))
-        return () if own is None else (own,)
+        return () if members is None else members.values()
 
     def select(
         self,

@@ -8,14 +8,28 @@ from siogate.webhooks.dispatcher import (
     WebhookSettings,
     WebhookStats,
 )
-from siogate.webhooks.signing import SIGNATURE_HEADER, sign, verify_signature
+from siogate.webhooks.signing import (
+    DEFAULT_TOLERANCE,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    WebhookVerificationError,
+    sign,
+    signed_headers,
+    verify_request,
+    verify_signature,
+)
 
 __all__ = [
+    "DEFAULT_TOLERANCE",
     "LATENCY_BUCKETS",
     "SIGNATURE_HEADER",
+    "TIMESTAMP_HEADER",
     "WebhookDispatcher",
     "WebhookSettings",
     "WebhookStats",
+    "WebhookVerificationError",
     "sign",
+    "signed_headers",
+    "verify_request",
     "verify_signature",
 ]

@@ -43,7 +43,7 @@ import httpx
 
 from siogate._version import __version__
 from siogate.errors import ConfigError, WebhookError
-from siogate.webhooks.signing import SIGNATURE_HEADER, sign
+from siogate.webhooks.signing import signed_headers
 
 __all__ = [
     "LATENCY_BUCKETS",
@@ -342,7 +342,8 @@ class WebhookDispatcher:
 
     async def _post(self, body: bytes) -> list[Any]:
         headers = dict(self._headers)
-        headers[SIGNATURE_HEADER] = sign(body, self.settings.secret)
+        # Signed with the time of this attempt: receivers refuse stale timestamps.
+        headers.update(signed_headers(body, self.settings.secret, time.time()))
         try:
             async with self._client.stream(
                 "POST",

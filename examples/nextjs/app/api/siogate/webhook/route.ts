@@ -2,7 +2,7 @@
 // (SIOGATE_WEBHOOK_URL). For an event, the `ack` list of the reply becomes the
 // arguments of the client's ack callback.
 
-import { SIGNATURE_HEADER, verifyWebhook } from "siogate";
+import { SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookVerificationError, verifyWebhook } from "siogate";
 import { webhookSecret } from "@/lib/siogate";
 
 export const dynamic = "force-dynamic";
@@ -19,11 +19,21 @@ interface WebhookBody {
 }
 
 export async function POST(request: Request) {
-  // The signature covers the exact bytes: read them before parsing anything.
+  // The signature covers the timestamp and the exact bytes: read them before
+  // parsing anything. A timestamp over 300 s old (a replay) is refused too.
   const raw = new Uint8Array(await request.arrayBuffer());
-  const signature = request.headers.get(SIGNATURE_HEADER);
-  if (!(await verifyWebhook(raw, signature, webhookSecret()))) {
-    return Response.json({ error: "bad signature" }, { status: 401 });
+  try {
+    await verifyWebhook(
+      raw,
+      request.headers.get(SIGNATURE_HEADER),
+      request.headers.get(TIMESTAMP_HEADER),
+      webhookSecret(),
+    );
+  } catch (error) {
+    if (error instanceof WebhookVerificationError) {
+      return Response.json({ error: error.code }, { status: 401 });
+    }
+    throw error;
   }
   const body = JSON.parse(new TextDecoder().decode(raw)) as WebhookBody;
 
