@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import socketio
 from sioclient import Recorder, uid
 
 from conftest import Gateway, spawn_gateway
@@ -44,19 +45,23 @@ def emit(gw: Gateway, event: str, **body: object) -> None:
     assert r.status_code == 200, r.text
 
 
-async def test_a_token_room_named_like_a_socket_id_does_not_receive_its_emits(
+async def test_a_token_room_named_like_a_socket_id_is_refused(
     gw: Gateway, recorders: list[Recorder]
 ) -> None:
     victim = await connect(gw, recorders, uid("victim"), [])
     victim_id = victim.sid()
-    # The attacker's token asks for a room named exactly like the victim's socket id.
-    attacker = await connect(gw, recorders, uid("attacker"), [victim_id, "lobby"])
-    secret, sentinel = uid("secret"), uid("sentinel")
+    # The attacker's token asks for a room named exactly like the victim's socket id:
+    # the handshake is refused, saying why.
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await connect(gw, recorders, uid("attacker"), [victim_id, "lobby"])
+    refused = recorders[-1].connect_errors
+    assert refused and "shaped like a socket id" in refused[0]["message"]
 
+    attacker = await connect(gw, recorders, uid("attacker"), ["lobby"])
+    secret, sentinel = uid("secret"), uid("sentinel")
     emit(gw, secret, data="for the victim only", rooms=[victim_id])
     emit(gw, sentinel, rooms=["lobby", victim_id])
-
-    assert await victim.wait_event(secret) == ["for the victim only"]
+    assert (await victim.wait_event(secret)) == ["for the victim only"]
     await attacker.wait_event(sentinel)
     # Emits arrive in order: the sentinel came after the secret, so it never will.
     assert attacker.received(secret) == []

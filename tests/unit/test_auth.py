@@ -27,7 +27,7 @@ import siogate.auth
 from siogate.auth import ANONYMOUS, Identity, JwtVerifier, check_bearer, mint_token
 from siogate.auth.strength import GENERATE_HINT, MIN_SECRET_LENGTH, secret_problem
 from siogate.errors import AuthError, ConfigError
-from siogate.types import Room, UserId
+from siogate.types import Room, UserId, is_socket_id, new_socket_id
 
 SECRET = "unit-test-jwt-secret-0123456789abcdef"  # 37 bytes: no short-key warning
 OTHER_SECRET = "another-jwt-secret-0123456789abcdef00"
@@ -459,6 +459,14 @@ def test_bad_rooms(verifier: JwtVerifier, rooms: object) -> None:
     assert refused(verifier, craft(HS256, valid_claims(rooms=rooms))) == "invalid rooms claim"
 
 
+def test_a_room_shaped_like_a_socket_id_is_refused(verifier: JwtVerifier) -> None:
+    # It would address that socket, not a room (see siogate.hub).
+    token = craft(HS256, valid_claims(rooms=["news", new_socket_id()]))
+    assert refused(verifier, token).startswith("invalid rooms claim: a room name may not be")
+    with pytest.raises(ValueError, match="shaped like a socket id"):
+        mint_token(SECRET, sub="a", rooms=[new_socket_id()])
+
+
 def test_null_rooms_means_none(verifier: JwtVerifier) -> None:
     assert verifier.verify(craft(HS256, valid_claims(rooms=None))).rooms == ()
     assert verifier.verify(craft(HS256, valid_claims(rooms=[]))).rooms == ()
@@ -572,7 +580,9 @@ def test_mint_token_refuses_what_verify_would_refuse() -> None:
 
 @given(
     sub=st.one_of(st.none(), st.text(min_size=1, max_size=256)),
-    rooms=st.lists(st.text(min_size=1, max_size=256), max_size=5),
+    rooms=st.lists(
+        st.text(min_size=1, max_size=256).filter(lambda r: not is_socket_id(r)), max_size=5
+    ),
 )
 def test_mint_verify_round_trip(sub: str | None, rooms: list[str]) -> None:
     identity = JwtVerifier(SECRET).verify(mint_token(SECRET, sub=sub, rooms=rooms))

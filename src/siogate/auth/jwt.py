@@ -29,7 +29,7 @@ from jwt.algorithms import HMACAlgorithm
 from jwt.exceptions import PyJWTError
 
 from siogate.errors import AuthError, ConfigError
-from siogate.types import Room, UserId
+from siogate.types import Room, UserId, is_socket_id
 
 __all__ = [
     "ANONYMOUS",
@@ -238,6 +238,9 @@ class JwtVerifier:
             room_names = tuple(rooms)
         else:
             raise AuthError("invalid rooms claim")
+        if any(is_socket_id(room) for room in room_names):
+            # Such a name addresses one socket; joining it could read its direct emits.
+            raise AuthError("invalid rooms claim: a room name may not be shaped like a socket id")
         namespaces = claims.get("namespaces")
         if namespaces is None:
             scope = None
@@ -307,6 +310,8 @@ def mint_token(
             f"rooms must be at most {MAX_ROOMS} non-empty strings "
             f"of at most {MAX_CLAIM_LENGTH} chars"
         )
+    if any(is_socket_id(room) for room in room_list):
+        raise ValueError("a room name may not be shaped like a socket id (20 of A-Z a-z 0-9 _ -)")
     scope = None if namespaces is None else list(namespaces)
     if scope is not None and (
         len(scope) > MAX_NAMESPACES or not all(_is_namespace(ns) for ns in scope)

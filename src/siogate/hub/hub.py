@@ -13,32 +13,12 @@ sockets a node happens to hold.
 
 from __future__ import annotations
 
-import base64
-import os
-import re
 from collections.abc import Iterable
 from typing import Protocol
 
 from ..protocol.engineio import EncodedPacket
 from ..protocol.session import Session
-from ..types import Namespace, Room, Sid, UserId
-
-# 15 random bytes in URL-safe base64: 20 characters, no padding, 120 bits.
-_SID_BYTES = 15
-_SID_SHAPE = re.compile(r"[A-Za-z0-9_-]{20}")
-
-
-def new_socket_id() -> Sid:
-    """A random socket id; always shaped as :func:`is_socket_id` expects."""
-    return Sid(base64.urlsafe_b64encode(os.urandom(_SID_BYTES)).decode("ascii"))
-
-
-def is_socket_id(name: str) -> bool:
-    """Whether ``name`` has the shape of a socket id (20 of ``A-Z a-z 0-9 _ -``).
-
-    Such a name addresses one socket and is never a named room.
-    """
-    return _SID_SHAPE.fullmatch(name) is not None
+from ..types import Namespace, Room, Sid, UserId, is_socket_id
 
 
 class Outgoing:
