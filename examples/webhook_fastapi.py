@@ -1,7 +1,8 @@
 """A siogate webhook receiver in FastAPI: verify the signed request, answer with an ack.
 
+    pip install siogate fastapi uvicorn      # from a checkout: pip install . fastapi uvicorn
     export SIOGATE_URL=http://127.0.0.1:8000 SIOGATE_API_KEY=... SIOGATE_WEBHOOK_SECRET=...
-    uvicorn examples.webhook_fastapi:app --port 9000
+    PORT=9000 python examples/webhook_fastapi.py
     siogate serve --webhook-url http://127.0.0.1:9000/siogate
 
 A client's ``socket.emit("echo", x, ack)`` gets ``x`` back; ``socket.emit("join",
@@ -54,3 +55,9 @@ async def siogate_webhook(request: Request) -> dict[str, Any]:
         await gateway.join(room, sockets=[payload["socket"]["id"]])
         return {"ack": [{"joined": room}]}
     return {"ack": payload["args"]}  # each element is one argument of the client's ack
+
+
+if __name__ == "__main__":
+    import uvicorn
+
+    uvicorn.run(app, host="127.0.0.1", port=int(os.environ.get("PORT", "9000")))

@@ -89,7 +89,11 @@ def round_trip(gw: Gateway) -> float:
     return time.monotonic() - started
 
 
-def test_ping_flood_is_held_back_and_cut(start_gateway: Callable[..., Gateway]) -> None:
+def test_ping_flood_costs_bounded_memory(start_gateway: Callable[..., Gateway]) -> None:
+    # Two bounds meet here: the frame parser keeps one pong pending (the answer to the
+    # latest ping, RFC 6455 5.5.3), and a WebSocket whose write buffer stays over its
+    # high-water mark is not read and is cut after --slow-timeout. Which one ends the
+    # flood depends on how the kernel splits the reads; memory stays bounded either way.
     gw = start_gateway("--allow-anonymous", "--slow-timeout", "4000")
     round_trip(gw)  # warm up, so that the baseline holds what any session needs
     before = rss(gw.proc.pid)
@@ -127,8 +131,8 @@ def test_ping_flood_is_held_back_and_cut(start_gateway: Callable[..., Gateway]) 
                 peak = max(peak, rss(gw.proc.pid))
         peak = max(peak, rss(gw.proc.pid))
         if not cut:
-            # Still open after sending it all: wait for the slow-consumer cut.
-            sock.settimeout(10)
+            # Still open after sending it all: see whether a slow-consumer cut follows.
+            sock.settimeout(6)
             try:
                 while sock.recv(65536):
                     pass
@@ -143,9 +147,9 @@ def test_ping_flood_is_held_back_and_cut(start_gateway: Callable[..., Gateway]) 
     growth = peak - before
     assert growth < 64 * MIB, f"RSS grew by {growth / MIB:.0f} MiB after {sent / MIB:.0f} MiB"
     assert rtt and rtt[0] < 3.0, rtt
-    assert cut
-    assert metric(gw, "siogate_slow_consumer_disconnects_total") == 1
-    assert metric(gw, "siogate_sessions") == 0
+    # Either all of it was read (and answered with few pongs) or the flooder was cut.
+    assert cut or sent >= 128 * MIB
+    assert metric(gw, "siogate_slow_consumer_disconnects_total") == (1 if cut else 0)
 
 
 async def _reader(ws: ClientConnection, want: int, got: list[int]) -> None:
