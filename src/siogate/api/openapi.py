@@ -29,9 +29,15 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
 _ERRORS = {
     "400": {"description": "Invalid request", **_json(_ref("Error"))},
     "401": {"description": "Missing or wrong API key", **_json(_ref("Error"))},
+    "408": {
+        "description": "Head or body slower than --head-timeout / --body-timeout",
+        **_json(_ref("Error")),
+    },
     "413": {"description": "Body larger than --max-payload", **_json(_ref("Error"))},
+    "431": {"description": "Request head larger than --max-head-size", **_json(_ref("Error"))},
     "503": {
-        "description": "Cluster mode: Redis did not confirm the command (not applied here)",
+        "description": "Cluster mode: Redis did not confirm the command (not applied here); "
+        "or too many connections (--max-connections, --max-connections-per-ip)",
         **_json(_ref("Error")),
     },
 }
@@ -87,7 +93,11 @@ def openapi_document() -> dict[str, Any]:
         "required": ["room"],
         "properties": {
             "namespace": _NAMESPACE,
-            "room": _NAME,
+            "room": {
+                **_NAME,
+                "description": "Not shaped like a socket id (20 of A-Z a-z 0-9 _ -): "
+                "such a name addresses that socket and is never a room.",
+            },
             "sockets": {**_SOCKETS, "description": "Socket ids (give this or rooms)."},
             "rooms": {**_ROOMS, "description": "Select sockets in these rooms."},
         },
