@@ -6,44 +6,27 @@ Bodies are checked strictly: unknown fields are refused, so that a typo such as
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Collection
 from typing import Any, Literal
 
 from ..broker import EmitCommand, SocketsCommand
-from ..errors import ApiError
+from ..errors import ApiError, ProtocolError
 from ..hub import is_socket_id
-from ..protocol.socketio import RESERVED_EVENTS
+from ..protocol import socketio
+from ..protocol.socketio import MAX_DEPTH, RESERVED_EVENTS
 from ..types import Namespace, Room, Sid
 
 MAX_NAME = 256
 MAX_ROOMS = 1_000
 MAX_SOCKETS = 10_000
 MAX_BATCH = 1_000
-# Containers nested in a body. Deeper values could be parsed but not encoded again for
-# the sockets (or for Redis), so they are refused up front, whoever would receive them.
-MAX_DEPTH = 512
+# Containers nested in a body: at most MAX_DEPTH (as in packets from clients). Deeper
+# values could be parsed but not encoded again for the sockets (or for Redis), so they
+# are refused up front, whoever would receive them.
 
 
 def bad(message: str, code: str = "invalid_field") -> ApiError:
     return ApiError(400, code, message)
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _finite_float(text: str) -> float:
-    # ``1e999`` parses as infinity, which the encoders (allow_nan=False) then refuse
-    # with a ValueError deep in the emit path: refuse it here as invalid JSON.
-    value = float(text)
-    if math.isinf(value):
-        raise ValueError(f"number out of range: {text[:20]}")
-    return value
-
-
-_decode = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float).decode
 
 
 def parse_body(body: bytes) -> dict[str, Any]:
@@ -51,29 +34,20 @@ def parse_body(body: bytes) -> dict[str, Any]:
     if not body:
         raise bad("request body must be a JSON object", "invalid_json")
     try:
-        value = _decode(body.decode("utf-8"))
-    except ValueError as exc:  # UnicodeDecodeError is a ValueError
-        raise bad(f"request body is not valid JSON: {exc}", "invalid_json") from None
-    except RecursionError:
-        raise bad("request body is nested too deeply", "invalid_json") from None
+        # The Socket.IO parser's rules: no NaN, Infinity or out-of-range numbers (1e999),
+        # which no encoder here could write back.
+        value = socketio.loads(body.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise bad(f"request body is not valid UTF-8: {exc.reason}", "invalid_json") from None
+    except ProtocolError as exc:
+        raise bad(f"request body is not valid: {exc}", "invalid_json") from None
     if not isinstance(value, dict):
         raise bad("request body must be a JSON object", "invalid_json")
     # Counting brackets (C speed) rules out deep nesting for almost every body; only
     # bodies with many containers are walked.
-    if body.count(b"[") + body.count(b"{") > MAX_DEPTH and _deeper_than(value, MAX_DEPTH):
+    if body.count(b"[") + body.count(b"{") > MAX_DEPTH and socketio.deeper_than(value, MAX_DEPTH):
         raise bad(f"request body is nested more than {MAX_DEPTH} levels deep", "invalid_json")
     return value
-
-
-def _deeper_than(value: Any, limit: int) -> bool:
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > limit:
-            return True
-        children = item.values() if isinstance(item, dict) else item
-        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
-    return False
 
 
 def _only(body: dict[str, Any], allowed: Collection[str], where: str = "body") -> None:

@@ -234,7 +234,8 @@ def _reconstruct(value: Any, attachments: list[bytes]) -> Any:
     return value
 
 
-def _deeper_than(value: Any, limit: int) -> bool:
+def deeper_than(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests dicts and lists more than ``limit`` levels (no recursion)."""
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
@@ -276,7 +277,7 @@ def _parse(text: str, max_attachments: int) -> tuple[Packet, int]:
     data = loads(text[i:]) if i < n else None
     # Counting brackets (C speed) rules out deep nesting for almost every packet; only
     # packets with many containers are walked.
-    if text.count("[", i) + text.count("{", i) > MAX_DEPTH and _deeper_than(data, MAX_DEPTH):
+    if text.count("[", i) + text.count("{", i) > MAX_DEPTH and deeper_than(data, MAX_DEPTH):
         raise ProtocolError(f"packet data nested more than {MAX_DEPTH} levels deep")
     packet = Packet(ptype, namespace, data, ack_id)
     _validate(packet)
