@@ -27,7 +27,7 @@ from click.core import ParameterSource
 
 from ._version import __version__
 from .auth.strength import GENERATE_HINT, secret_problem
-from .config import AUTH_MODES, LOG_LEVELS, RATE_ACTIONS, Settings, load_toml
+from .config import AUTH_MODES, LOG_LEVELS, RATE_ACTIONS, SETTING_DEFAULTS, Settings, load_toml
 from .errors import ConfigError
 
 # Exit status when settings are wrong (as click uses for usage errors).
@@ -209,8 +209,16 @@ class SettingOption(click.Option):
 
 
 def option(name: str, *decls: str, **kwargs: Any) -> Callable[[Any], Any]:
-    """A ``serve`` option bound to the Settings field ``name`` and ``SIOGATE_<NAME>``."""
+    """A ``serve`` option bound to the Settings field ``name`` and ``SIOGATE_<NAME>``.
+
+    Its default is the field's (one place for every default); one that is not None or
+    False is shown in ``--help``.
+    """
     flag = "--" + name.replace("_", "-")
+    default = SETTING_DEFAULTS[name]
+    kwargs.setdefault("default", default)
+    if default is not None and default is not False and default != ():
+        kwargs.setdefault("show_default", True)
     return click.option(
         flag, *decls, name, cls=SettingOption, envvar=_env(name), show_envvar=True, **kwargs
     )
@@ -237,27 +245,23 @@ def main() -> None:
     callback=_load_config,
     help="TOML file with settings named like the options (api_key = ...).",
 )
-@option("host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
-@option("port", type=int, default=8000, show_default=True, help="TCP port (0: pick one).")
+@option("host", help="Interface to listen on.")
+@option("port", type=int, help="TCP port (0: pick one).")
 @option("api_key", help="Key for the HTTP API (Authorization: Bearer KEY). Generated if unset.")
 @option("jwt_secret", help="HS256 secret for handshake tokens. Generated if unset.")
 @option(
     "allow_anonymous",
     is_flag=True,
-    default=False,
     help="Accept sockets that send no token (user is null).",
 )
 @option(
     "dev",
     is_flag=True,
-    default=False,
     help="Development mode: allow generated credentials on a non-loopback --host.",
 )
 @option(
     "auth",
     type=click.Choice(AUTH_MODES),
-    default="jwt",
-    show_default=True,
     help="Who checks handshakes: JWT verification, or the handlers' on_connect.",
 )
 @option("jwt_issuer", help="Refuse handshake tokens whose iss claim is not this.")
@@ -265,27 +269,19 @@ def main() -> None:
 @option(
     "jwt_leeway",
     type=float,
-    default=0.0,
-    show_default=True,
     help="Seconds of clock skew allowed on exp and nbf.",
 )
 @option("webhook_url", help="POST client events (and connects/disconnects) here.")
 @option("webhook_secret", help="HMAC-SHA256 key for the X-Siogate-Signature header.")
-@option(
-    "webhook_timeout", type=float, default=5.0, show_default=True, help="Seconds per webhook call."
-)
+@option("webhook_timeout", type=float, help="Seconds per webhook call.")
 @option(
     "webhook_concurrency",
     type=int,
-    default=64,
-    show_default=True,
     help="Webhook calls in flight at once.",
 )
 @option(
     "webhook_per_socket",
     type=int,
-    default=4,
-    show_default=True,
     help="Webhook calls one client connection may have in flight (more wait in its queue).",
 )
 @option(
@@ -304,101 +300,73 @@ def main() -> None:
 @option(
     "max_payload",
     type=int,
-    default=1_000_000,
-    show_default=True,
     help="Largest Engine.IO packet, polling body or API body, in bytes.",
 )
 @option(
     "max_buffer",
     type=int,
-    default=1_000_000,
-    show_default=True,
     help="Outgoing bytes a socket may have queued before it is disconnected.",
 )
 @option(
     "slow_timeout",
     type=int,
-    default=10_000,
-    show_default=True,
     help="Milliseconds a socket's outgoing buffer may stay undrained before it is cut.",
 )
 @option(
     "max_connections",
     type=int,
-    default=10_000,
-    show_default=True,
     help="Open TCP connections in total; more are closed at once (503 over HTTP).",
 )
 @option(
     "max_connections_per_ip",
     type=int,
-    default=1_000,
-    show_default=True,
     help="Open TCP connections per client address (0: no cap). Raise it behind a proxy.",
 )
 @option(
     "max_head_size",
     type=int,
-    default=16_384,
-    show_default=True,
     help="Bytes of one HTTP request head, counted as it arrives (431 over it).",
 )
 @option(
     "head_timeout",
     type=int,
-    default=10_000,
-    show_default=True,
     help="Milliseconds for a request head to arrive once begun (408 over it).",
 )
 @option(
     "body_timeout",
     type=int,
-    default=30_000,
-    show_default=True,
     help="Milliseconds for a request body to arrive after its head (408 over it).",
 )
 @option(
     "max_pipelined",
     type=int,
-    default=8,
-    show_default=True,
     help="Requests read ahead on one keep-alive connection before reading pauses.",
 )
 @option(
     "max_attachments",
     type=int,
-    default=10,
-    show_default=True,
     help="Binary attachments in one Socket.IO packet (none before a namespace is joined).",
 )
 @option(
     "event_rate",
     type=float,
-    default=100.0,
-    show_default=True,
     help="Events per second one client connection may send (token bucket; 0: no limit).",
 )
 @option(
     "event_burst",
     type=int,
-    default=200,
-    show_default=True,
     help="Events a client connection may send at once above --event-rate.",
 )
 @option(
     "event_rate_action",
     type=click.Choice(RATE_ACTIONS),
-    default="drop",
-    show_default=True,
     help="What happens to events over the rate: dropped (acked with an error) or disconnect.",
 )
-@option("ping_interval", type=int, default=25_000, show_default=True, help="Milliseconds.")
-@option("ping_timeout", type=int, default=20_000, show_default=True, help="Milliseconds.")
+@option("ping_interval", type=int, help="Milliseconds.")
+@option("ping_timeout", type=int, help="Milliseconds.")
 @option(
     "connect_timeout",
     type=int,
-    default=45_000,
-    show_default=True,
     help="Milliseconds a connection may stay without joining a namespace.",
 )
 @option(
@@ -409,8 +377,6 @@ def main() -> None:
 )
 @option(
     "redis_prefix",
-    default="siogate",
-    show_default=True,
     help="Prefix of every Redis key and channel (one per cluster sharing a Redis).",
 )
 @option(
@@ -422,22 +388,16 @@ def main() -> None:
 @option(
     "node_ttl",
     type=int,
-    default=5_000,
-    show_default=True,
     help="Milliseconds after which a silent node counts as gone.",
 )
 @option(
     "cluster_timeout",
     type=int,
-    default=1_000,
-    show_default=True,
     help="Milliseconds a rooms/sockets listing waits for the other nodes.",
 )
 @option(
     "log_level",
     type=click.Choice(LOG_LEVELS),
-    default="info",
-    show_default=True,
     help="Logging verbosity.",
 )
 def serve(**values: Any) -> None:

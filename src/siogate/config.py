@@ -159,6 +159,7 @@ class Settings:
 
 
 FIELD_NAMES = frozenset(f.name for f in fields(Settings))
+SETTING_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(Settings)}
 
 
 def load_toml(path: Path) -> dict[str, Any]:
