@@ -192,6 +192,16 @@ async def open_sio(
 # --- Stream client (for the flooding attacks) -----------------------------------------------
 
 
+def cut_reason(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionResetError):
+        return "cut: reset"
+    if isinstance(exc, BrokenPipeError):
+        return "cut: closed"
+    if isinstance(exc, RuntimeError):  # asyncio: writing to a transport already closed
+        return "cut: closed"
+    return f"cut: {type(exc).__name__}"
+
+
 class Stream:
     """A raw connection; `pump` writes until a byte budget, a deadline or a cut."""
 
@@ -230,7 +240,7 @@ class Stream:
             try:
                 self.writer.write(data)
             except (ConnectionError, RuntimeError) as exc:
-                return f"cut: {type(exc).__name__}"
+                return cut_reason(exc)
             self.sent += len(data)
             left = deadline - mono()
             if left <= 0:
@@ -240,7 +250,7 @@ class Stream:
             except TimeoutError:
                 return "server stopped reading"
             except (ConnectionError, OSError) as exc:
-                return f"cut: {type(exc).__name__}"
+                return cut_reason(exc)
             if self.reader.at_eof():
                 return "cut: eof"
         return "done"
