@@ -180,11 +180,21 @@ async def open_sio(
     token: str | None,
     on_event: Callable[[bytes], None] | None = None,
     timeout: float = 10.0,
+    rcvbuf: int | None = None,
 ) -> SioProto:
+    """A joined client; `rcvbuf` fixes its receive buffer (set before the SYN, so the
+    window scale matches; a fixed size also turns the kernel's autotuning off)."""
     loop = asyncio.get_running_loop()
-    _, proto = await asyncio.wait_for(
-        loop.create_connection(lambda: SioProto(token, on_event), "127.0.0.1", port), timeout
-    )
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    try:
+        await asyncio.wait_for(loop.sock_connect(sock, ("127.0.0.1", port)), timeout)
+    except BaseException:
+        sock.close()
+        raise
+    _, proto = await loop.create_connection(lambda: SioProto(token, on_event), sock=sock)
     await asyncio.wait_for(proto.ready, timeout)
     return proto
 
