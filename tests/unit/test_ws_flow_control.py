@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from siogate.transport.websocket import CLOSE_INTERNAL_ERROR, WebSocketConnection, write_limits
+from siogate.transport.websocket import (
+    CLOSE_INTERNAL_ERROR,
+    FRAMES_PER_TURN,
+    WebSocketConnection,
+    write_limits,
+)
 
 
 class FakeTransport:
@@ -126,3 +131,32 @@ async def test_messages_still_reach_the_listener() -> None:
     ws.data_received(text_frame(b"4a") + bytes((0x89, 0x80, 0, 0, 0, 0)) + text_frame(b"4b"))
     assert listener.messages == ["4a", "4b"]
     assert transport.written == [bytes((0x8A, 0))]  # the pong
+
+
+async def test_a_read_of_many_frames_is_parsed_a_slice_per_loop_turn() -> None:
+    ws, transport, listener = connection()
+    # 40,000 one-byte messages arrive in one read.
+    ws.data_received(b"".join(text_frame(b"x") for _ in range(40_000)))
+    assert len(listener.messages) == FRAMES_PER_TURN
+    assert not transport.reading  # nothing more is read while a backlog waits
+    turns = 0
+    while len(listener.messages) < 40_000:
+        await asyncio.sleep(0)
+        turns += 1
+        assert len(listener.messages) <= FRAMES_PER_TURN * (turns + 1)
+    assert listener.messages == ["x"] * 40_000
+    await asyncio.sleep(0)
+    assert transport.reading
+
+
+async def test_a_backlog_does_not_resume_reading_while_writes_are_paused() -> None:
+    ws, transport, listener = connection()
+    ws.data_received(text_frame(b"y") * (FRAMES_PER_TURN + 1))
+    ws.pause_writing()
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert len(listener.messages) == FRAMES_PER_TURN + 1
+    assert not transport.reading
+    ws.resume_writing()
+    assert transport.reading
+    ws.close()

@@ -110,7 +110,7 @@ class FrameParser:
     frame's header, and at most one pong waits in :attr:`replies`.
     """
 
-    __slots__ = ("_buffer", "_max_size", "_frag_opcode", "_frag", "replies")
+    __slots__ = ("_buffer", "_max_size", "_frag_opcode", "_frag", "replies", "more")
 
     def __init__(self, max_size: int) -> None:
         # Bytes of an incomplete frame; None (free) while there are none.
@@ -123,8 +123,17 @@ class FrameParser:
         # Frames to write back: at most one pong, for the latest ping (RFC 6455 §5.5.3
         # allows answering only the most recent one), so a ping flood holds no memory.
         self.replies: list[bytes] = []
+        # True when the last feed stopped at its frame limit with input left over: feed
+        # b"" again (after letting other work run) to go on.
+        self.more = False
 
-    def feed(self, data: bytes) -> list[str | bytes | CloseReceived]:
+    def feed(self, data: bytes, max_frames: int | None = None) -> list[str | bytes | CloseReceived]:
+        """Parse ``data`` after what is buffered; at most ``max_frames`` frames per call.
+
+        The limit bounds the time one call takes whatever the input (a read of tiny
+        frames is tens of thousands of them); the rest stays buffered and :attr:`more`
+        says so.
+        """
         buf: bytes | bytearray
         carried = self._buffer
         if carried is not None:
@@ -135,7 +144,13 @@ class FrameParser:
             buf = data
         out: list[str | bytes | CloseReceived] = []
         pos, end = 0, len(buf)
+        budget = -1 if max_frames is None else max_frames
+        self.more = False
         while end - pos >= 2:
+            if budget == 0:
+                self.more = True
+                break
+            budget -= 1
             b0, b1 = buf[pos], buf[pos + 1]
             if b0 & 0x70:
                 raise FrameError(CLOSE_PROTOCOL_ERROR, "reserved bits set")

@@ -32,6 +32,10 @@ CLOSE_INTERNAL_ERROR = 1011
 # before the hard cap; the low-water mark is a quarter of it.
 WRITE_HIGH_WATER = 256 * 1024
 
+# Frames parsed per loop turn for one connection: a read of one-byte frames holds tens
+# of thousands, and parsing them all at once would stall every other connection.
+FRAMES_PER_TURN = 256
+
 # Seconds a closed WebSocket may take to flush its buffer before it is aborted.
 CLOSE_LINGER = 5.0
 
@@ -69,7 +73,15 @@ class WebSocketConnection:
     ``slow_timeout`` seconds, the listener is told (``on_stalled``) and cuts the peer.
     """
 
-    __slots__ = ("transport", "listener", "_parser", "_slow_timeout", "_stall")
+    __slots__ = (
+        "transport",
+        "listener",
+        "_parser",
+        "_slow_timeout",
+        "_stall",
+        "_write_paused",
+        "_backlog",
+    )
 
     def __init__(
         self,
@@ -85,6 +97,10 @@ class WebSocketConnection:
         self._slow_timeout = slow_timeout
         # Armed from pause_writing until resume_writing.
         self._stall: asyncio.TimerHandle | None = None
+        # Reading is paused while either holds: the peer does not drain what we write,
+        # or input read earlier is still waiting to be parsed (FRAMES_PER_TURN).
+        self._write_paused = False
+        self._backlog: asyncio.Handle | None = None
         high, low = write_limits(max_buffer)
         transport.set_write_buffer_limits(high=high, low=low)
 
@@ -134,8 +150,9 @@ class WebSocketConnection:
             self.close(CLOSE_INTERNAL_ERROR, "internal error")
 
     def _receive(self, data: bytes) -> None:
+        parser = self._parser
         try:
-            messages = self._parser.feed(data)
+            messages = parser.feed(data, FRAMES_PER_TURN)
         except PayloadTooLarge:
             self.close(CLOSE_TOO_BIG, "message too big")
             return
@@ -158,6 +175,18 @@ class WebSocketConnection:
             if listener is None or self.transport.is_closing():
                 return
             listener.on_message(message)
+        if parser.more and self._backlog is None and not self.transport.is_closing():
+            # The rest of this read waits for the next loop turn (other connections
+            # go first); nothing more is read meanwhile, so it cannot pile up.
+            self.transport.pause_reading()
+            self._backlog = asyncio.get_running_loop().call_soon(self._parse_backlog)
+
+    def _parse_backlog(self) -> None:
+        self._backlog = None
+        self.data_received(b"")
+        transport = self.transport
+        if self._backlog is None and not self._write_paused and not transport.is_closing():
+            transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -170,20 +199,27 @@ class WebSocketConnection:
         if transport.is_closing():
             return
         # Whatever the peer sends now would only add answers to a buffer it does not drain.
+        self._write_paused = True
         transport.pause_reading()
         if self._stall is None:
             loop = asyncio.get_running_loop()
             self._stall = loop.call_later(self._slow_timeout, self._on_stalled)
 
     def resume_writing(self) -> None:
-        self._disarm()
-        if not self.transport.is_closing():
+        self._write_paused = False
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
+        if self._backlog is None and not self.transport.is_closing():
             self.transport.resume_reading()
 
     def _disarm(self) -> None:
         if self._stall is not None:
             self._stall.cancel()
             self._stall = None
+        if self._backlog is not None:
+            self._backlog.cancel()
+            self._backlog = None
 
     def _on_stalled(self) -> None:
         self._stall = None
