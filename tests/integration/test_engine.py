@@ -254,3 +254,32 @@ async def test_refused_origin_is_logged_once(start_gateway: Callable[..., Gatewa
         assert r.headers["access-control-allow-origin"] == "https://app.example.com"
     lines = [line for line in gw.log().splitlines() if "evil.example.net" in line]
     assert len(lines) == 1 and "--cors-origin" in lines[0], lines
+
+
+async def test_a_post_of_tiny_packets_does_not_stall_other_clients(gateway: Gateway) -> None:
+    # max_payload bytes of one-byte NOOP packets: 400,000 of them, no credential needed.
+    # Handled all at once they held the loop for ~0.6 s here; now a slice per turn.
+    body = b"\x1e".join([b"6"] * 400_000)
+    latencies: list[float] = []
+    async with httpx.AsyncClient() as http, httpx.AsyncClient() as other:
+        sid = json.loads((await http.get(poll_url(gateway))).text[1:])["sid"]
+        posting = asyncio.ensure_future(http.post(poll_url(gateway, sid), content=body))
+        while not posting.done():
+            started = time.perf_counter()
+            assert (await other.get(f"{gateway.url}/healthz")).status_code == 200
+            latencies.append(time.perf_counter() - started)
+        assert (await posting).text == "ok"
+    assert len(latencies) > 3, latencies
+    assert max(latencies) < 0.25, f"/healthz took {max(latencies) * 1000:.0f} ms"
+
+
+async def test_overlapping_posts_close_the_session(gateway: Gateway) -> None:
+    body = b"\x1e".join([b"6"] * 400_000)
+    async with httpx.AsyncClient() as first, httpx.AsyncClient() as second:
+        sid = json.loads((await first.get(poll_url(gateway))).text[1:])["sid"]
+        one = asyncio.ensure_future(first.post(poll_url(gateway, sid), content=body))
+        await asyncio.sleep(0.02)
+        two = await second.post(poll_url(gateway, sid), content=b"6")
+        assert two.status_code == 400
+        await one
+        assert (await first.get(poll_url(gateway, sid))).status_code == 400  # closed

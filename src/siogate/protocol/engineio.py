@@ -91,22 +91,28 @@ def encode_payload(packets: list[EncodedPacket]) -> bytes:
     return RECORD_SEPARATOR.join(parts).encode("utf-8")
 
 
-def decode_payload(body: bytes, *, max_payload: int) -> list[Packet]:
-    """Split a long-polling request body into packets."""
+def split_payload(body: bytes, *, max_payload: int) -> list[str]:
+    """Split a long-polling request body into its packets' text (see :func:`decode_part`)."""
     if len(body) > max_payload:
         raise PayloadTooLarge(f"payload of {len(body)} bytes exceeds {max_payload}")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ProtocolError("payload is not valid UTF-8") from exc
-    packets: list[Packet] = []
-    for part in text.split(RECORD_SEPARATOR):
-        if part.startswith("b"):
-            try:
-                data = base64.b64decode(part[1:], validate=True)
-            except (binascii.Error, ValueError) as exc:
-                raise ProtocolError("invalid base64 in binary packet") from exc
-            packets.append(Packet(PacketType.MESSAGE, data))
-        else:
-            packets.append(_decode_text(part))
-    return packets
+    return text.split(RECORD_SEPARATOR)
+
+
+def decode_part(part: str) -> Packet:
+    """One packet of a long-polling payload (``b`` + base64 for binary)."""
+    if part.startswith("b"):
+        try:
+            data = base64.b64decode(part[1:], validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ProtocolError("invalid base64 in binary packet") from exc
+        return Packet(PacketType.MESSAGE, data)
+    return _decode_text(part)
+
+
+def decode_payload(body: bytes, *, max_payload: int) -> list[Packet]:
+    """Split a long-polling request body into packets."""
+    return [decode_part(part) for part in split_payload(body, max_payload=max_payload)]

@@ -42,6 +42,9 @@ REASON_CONNECT_TIMEOUT = "connect timeout"
 # more than 16 packets (and drops them whole); the rest waits for the next poll.
 MAX_PACKETS_PER_POLL = 16
 
+# Packets of one long-polling POST handled per loop turn (see EngineServer._post).
+PACKETS_PER_TURN = 256
+
 # Engine.IO error codes (the values the reference server sends).
 UNKNOWN_TRANSPORT = 0
 UNKNOWN_SID = 1
@@ -95,6 +98,7 @@ class Client:
         "timer",
         "ping_sent",
         "alone_since",
+        "posting",
     )
 
     def __init__(self, engine: EngineServer, session: Session) -> None:
@@ -111,6 +115,8 @@ class Client:
         # Loop time since which the queue has held packets that no poll has taken.
         self.queued_since: float | None = None
         self.waiter: asyncio.Future[None] | None = None
+        # A long-polling POST is being handled (its packets take several loop turns).
+        self.posting = False
         self.timer: asyncio.TimerHandle | None = None
         self.ping_sent = 0.0
         # When the session last had no namespace joined (None: it has one).
@@ -473,7 +479,7 @@ class EngineServer:
         if request.method == "GET":
             return await self._poll(request, client)
         if request.method == "POST":
-            return self._post(request, client)
+            return await self._post(request, client)
         return self._error(request, BAD_REQUEST)
 
     async def _elsewhere(self, request: Request) -> Response:
@@ -525,13 +531,31 @@ class EngineServer:
             return self._text(request, engineio.NOOP.encode())
         return self._text(request, client.take_payload())
 
-    def _post(self, request: Request, client: Client) -> Response:
+    async def _post(self, request: Request, client: Client) -> Response:
+        # A body of max_payload bytes may hold hundreds of thousands of tiny packets:
+        # they are decoded and handled a slice per loop turn, so that one POST cannot
+        # stall every other connection. As on a WebSocket, packets before a malformed
+        # one have been handled when it ends the session.
+        if client.posting:
+            # Two POSTs at once would interleave their packets: the reference server
+            # refuses the overlap the same way.
+            client.close(REASON_TRANSPORT_ERROR)
+            return self._error(request, BAD_REQUEST)
+        client.posting = True
         try:
-            packets = engineio.decode_payload(request.body, max_payload=self.options.max_payload)
+            parts = engineio.split_payload(request.body, max_payload=self.options.max_payload)
+            for start in range(0, len(parts), PACKETS_PER_TURN):
+                if start:
+                    await asyncio.sleep(0)
+                    if client.session.state is not State.OPEN:
+                        break
+                chunk = parts[start : start + PACKETS_PER_TURN]
+                client.receive_packets([engineio.decode_part(part) for part in chunk])
         except ProtocolError:
             client.lose(REASON_TRANSPORT_ERROR)
             return self._error(request, BAD_REQUEST)
-        client.receive_packets(packets)
+        finally:
+            client.posting = False
         return self._text(request, b"ok")
 
     # WebSocket
