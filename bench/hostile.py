@@ -86,10 +86,8 @@ TITLES = {
 
 
 def default_python() -> Path:
-    for candidate in (ROOT / ".venv" / "bin" / "python", Path("/work/main/.venv/bin/python")):
-        if candidate.exists():
-            return candidate
-    return Path(sys.executable)
+    candidate = ROOT / ".venv" / "bin" / "python"
+    return candidate if candidate.exists() else Path(sys.executable)
 
 
 def raise_nofile() -> None:
