@@ -77,6 +77,13 @@ SERVERS = {
             "{jwt_secret}",
             "--log-level",
             "warning",
+            # Every load-generator client comes from 127.0.0.1, and the fan-out opens
+            # 10,000 of them plus publishers: lift the per-address and total caps
+            # (defaults 1,000 and 10,000), which Node does not have either.
+            "--max-connections-per-ip",
+            "0",
+            "--max-connections",
+            "30000",
         ],
     ),
     # Not a contender: the cheapest possible sender, to measure the load generator.
