@@ -257,6 +257,12 @@ def test_max_connections_per_ip(start_gateway: Callable[..., Gateway]) -> None:
         # Another address is still served.
         assert served(gw, local="127.0.0.2")
         assert metric_from(gw, "127.0.0.2", "siogate_http_connections_refused_per_ip_total") == 1
+        # The log names the address and the flag to raise (behind a proxy, every client
+        # has the proxy's address), once per interval however many are refused.
+        _expect_503(_refused(gw))
+        log = gw.log()
+        assert log.count("refusing connections from 127.0.0.1") == 1, log
+        assert "--max-connections-per-ip" in log
     finally:
         for s in held:
             s.close()

@@ -232,11 +232,23 @@ class HttpConnection(asyncio.Protocol):
         ip = str(peer[0]) if isinstance(peer, tuple) and peer else ""
         if len(state.connections) >= limits.max_connections:
             state.stats.refused_total += 1
+            state.log.warning(
+                "cap:total",
+                "refusing connections: %d open, the --max-connections cap",
+                limits.max_connections,
+            )
             self._refuse_connection()
             return
         cap = limits.max_connections_per_ip
         if cap and state.per_ip.get(ip, 0) >= cap:
             state.stats.refused_per_ip += 1
+            # Behind a proxy every client has its address: say which flag to raise.
+            state.log.warning(
+                "cap:per_ip",
+                "refusing connections from %s: %d open, the --max-connections-per-ip cap",
+                ip,
+                cap,
+            )
             self._refuse_connection()
             return
         self._ip = ip
