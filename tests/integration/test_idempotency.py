@@ -232,3 +232,16 @@ async def test_a_key_claimed_on_another_node_is_409(cluster: Cluster) -> None:
         other = cluster.start_node(prefix="other")
         free = httpx.post(f"{other.url}/v1/emit", content=body, headers=headers)
         assert free.status_code == 200
+
+
+def test_openapi_documents_the_header_and_its_errors(start_gateway: Callable[..., Gateway]) -> None:
+    gw = start_gateway("--allow-anonymous")
+    paths = httpx.get(f"{gw.url}/v1/openapi.json").json()["paths"]
+    for path in ("/v1/emit", "/v1/batch", "/v1/join", "/v1/leave", "/v1/disconnect"):
+        post = paths[path]["post"]
+        assert [p["name"] for p in post["parameters"]] == ["Idempotency-Key"]
+        assert {"409", "422"} <= post["responses"].keys()
+        assert "Idempotent-Replayed" in post["responses"]["200"]["headers"]
+    assert "parameters" not in paths["/v1/rooms"]["get"] or all(
+        p["name"] != "Idempotency-Key" for p in paths["/v1/rooms"]["get"]["parameters"]
+    )
