@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 
 from . import handlers as handlers_module
 from .api import Api
+from .api.idempotent import Idempotency
 from .auth import JwtVerifier
 from .broker import Broker, MemoryBroker
 from .broker.redis import RedisBroker
 from .config import Settings
 from .errors import ConfigError
 from .hub import Hub
+from .idempotency import IdempotencyStore, MemoryIdempotencyStore, RedisIdempotencyStore
 from .metrics import Metrics
 from .node import Node, NodeOptions
 from .transport.engine import EngineOptions, EngineServer
@@ -96,6 +98,8 @@ class Gateway:
             self.server.close()
         await self.engine.close()
         await self.node.close()
+        if self.api.idempotency is not None:
+            await self.api.idempotency.store.close()
         # Give transports a moment to flush CLOSE packets.
         await asyncio.sleep(0.05)
         for connection in list(self.connections):
@@ -223,7 +227,11 @@ def build(settings: Settings, *, broker: Broker | None = None) -> Gateway:
     if engine.forwarder is not None:
         _forwarder_metrics(metrics, engine.forwarder)
     api = Api(
-        node, api_key=settings.api_key, namespaces=settings.namespaces, cluster=settings.cluster
+        node,
+        api_key=settings.api_key,
+        namespaces=settings.namespaces,
+        cluster=settings.cluster,
+        idempotency=Idempotency(_idempotency_store(settings)),
     )
     http = HttpServerState(http_limits(settings))
     _http_metrics(metrics, http)
@@ -242,6 +250,15 @@ def _broker(settings: Settings) -> Broker:
         prefix=settings.redis_prefix,
         advertise_url=advertise,
         node_ttl=settings.node_ttl / 1000,
+    )
+
+
+def _idempotency_store(settings: Settings) -> IdempotencyStore:
+    if settings.redis_url is None:
+        return MemoryIdempotencyStore(settings.idempotency_ttl)
+    # Shared by the cluster's nodes: a key sent to two nodes at once is applied once.
+    return RedisIdempotencyStore(
+        settings.redis_url, prefix=settings.redis_prefix, ttl=settings.idempotency_ttl
     )
 
 

@@ -396,6 +396,11 @@ def main() -> None:
     help="Milliseconds a rooms/sockets listing waits for the other nodes.",
 )
 @option(
+    "idempotency_ttl",
+    type=int,
+    help="Seconds a request's Idempotency-Key is remembered (a repeat is answered, not applied).",
+)
+@option(
     "log_level",
     type=click.Choice(LOG_LEVELS),
     help="Logging verbosity.",

@@ -77,6 +77,8 @@ class Settings:
     advertise_url: str | None = None
     node_ttl: int = 5_000
     cluster_timeout: int = 1_000
+    # Seconds an Idempotency-Key is remembered after its request succeeded.
+    idempotency_ttl: int = 86_400
     # Logging
     log_level: LogLevel = "info"
 
@@ -136,6 +138,8 @@ class Settings:
             raise ConfigError("node_ttl must be at least 1000 milliseconds")
         if self.cluster_timeout < 1:
             raise ConfigError("cluster_timeout must be positive")
+        if self.idempotency_ttl < 1:
+            raise ConfigError("idempotency_ttl must be at least 1 second")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
 

@@ -14,11 +14,14 @@ API error codes are stable strings, grouped by HTTP status:
 status    codes
 ========  =========================================================
 400       ``bad_request``, ``invalid_json``, ``invalid_field``,
-          ``reserved_event``, ``unknown_namespace``
+          ``reserved_event``, ``unknown_namespace``,
+          ``invalid_idempotency_key``
 401       ``unauthorized``
 404       ``not_found``
 405       ``method_not_allowed``
+409       ``idempotency_key_in_progress``
 413       ``payload_too_large``
+422       ``idempotency_key_reused``
 431       ``header_too_large`` (more than 16 KiB or 100 header lines)
 500       ``internal`` (a bug; logged with its traceback)
 503       ``broker_unavailable`` (cluster mode: Redis did not confirm the

@@ -420,6 +420,7 @@ class Stub:
     def __init__(self, *script: tuple[int, str] | str, then: tuple[int, str] = (200, "{}")):
         self.script, self.then = list(script), then
         self.requests: list[tuple[str, str]] = []
+        self.keys: list[str | None] = []  # the Idempotency-Key of each request
         self._closing = threading.Event()
         self._lock = threading.Lock()
         stub = self
@@ -432,6 +433,7 @@ class Stub:
                 self.rfile.read(length)
                 with stub._lock:
                     stub.requests.append((self.command, self.path))
+                    stub.keys.append(self.headers.get("Idempotency-Key"))
                     step = stub.script.pop(0) if stub.script else stub.then
                 if isinstance(step, str):  # "hang" or "close"
                     if step == "hang":
@@ -499,22 +501,97 @@ async def test_get_gives_up_after_its_retries(make_sdk: Callable[..., Sdk]) -> N
         assert len(stub.requests) == 4
 
 
-@pytest.mark.parametrize("step", [UNAVAILABLE, "close"], ids=["503", "dropped"])
-async def test_posts_are_never_retried(make_sdk: Callable[..., Sdk], step: Any) -> None:
-    posts: list[Callable[[Any], Any]] = [
-        lambda c: c.emit("x", data=1),
-        lambda c: c.batch([{"event": "x"}]),
-        lambda c: c.join("r", sockets=["s"]),
-        lambda c: c.leave("r", sockets=["s"]),
-        lambda c: c.disconnect(sockets=["s"]),
-    ]
-    for operation in posts:
-        with Stub(step, then=(200, '{"ok":true,"count":1}')) as stub:
+POSTS: list[Callable[[Any], Any]] = [
+    lambda c: c.emit("x", data=1),
+    lambda c: c.batch([{"event": "x"}]),
+    lambda c: c.join("r", sockets=["s"]),
+    lambda c: c.leave("r", sockets=["s"]),
+    lambda c: c.disconnect(sockets=["s"]),
+]
+IN_PROGRESS = (409, '{"error":{"code":"idempotency_key_in_progress","message":"busy"}}')
+
+
+@pytest.mark.parametrize("step", [UNAVAILABLE, "close", IN_PROGRESS], ids=["503", "dropped", "409"])
+async def test_posts_are_retried_under_one_idempotency_key(
+    make_sdk: Callable[..., Sdk], step: Any
+) -> None:
+    for operation in POSTS:
+        with Stub(step, step, then=(200, '{"ok":true,"count":1}')) as stub:
             sdk = make_sdk(stub.url, retries=5, backoff=0.01)
-            expected = ApiError if step == UNAVAILABLE else RequestError
-            with pytest.raises(expected):
-                await sdk(operation)
-        assert len(stub.requests) == 1, stub.requests
+            await sdk(operation)
+        assert len(stub.requests) == 3, stub.requests
+        # One key for the call, sent on every attempt, the first one included.
+        assert len(set(stub.keys)) == 1 and stub.keys[0] is not None, stub.keys
+    with Stub(UNAVAILABLE, then=(200, '{"ok":true}')) as stub:
+        sdk = make_sdk(stub.url, retries=1, backoff=0.01)
+        await sdk(lambda c: c.emit("x", idempotency_key="mine-1"))
+        await sdk(lambda c: c.emit("x"))
+        await sdk(lambda c: c.emit("x"))
+    assert stub.keys[:2] == ["mine-1", "mine-1"]
+    assert len(set(stub.keys[2:])) == 2  # a new key for each new call
+
+
+async def test_posts_without_retries_are_sent_once(make_sdk: Callable[..., Sdk]) -> None:
+    with Stub(UNAVAILABLE, then=(200, '{"ok":true}')) as stub:
+        sdk = make_sdk(stub.url, retries=0)
+        with pytest.raises(ApiError):
+            await sdk(lambda c: c.emit("x"))
+    assert len(stub.requests) == 1
+
+
+class LosingProxy:
+    """A TCP proxy to ``target`` that drops the first ``lose`` answers it relays.
+
+    The request reaches the gateway and is applied; only its answer is lost, as when
+    a connection breaks on the way back. The SDK then retries under the same key.
+    """
+
+    def __init__(self, target: int, lose: int = 1) -> None:
+        self.target, self.lose = target, lose
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = re.search(rb"(?i)content-length: *(\d+)", head)
+                body = await reader.readexactly(int(length[1]) if length else 0)
+                up_writer.write(head + body)
+                answer = await up_reader.readuntil(b"\r\n\r\n")
+                length = re.search(rb"(?i)content-length: *(\d+)", answer)
+                answer += await up_reader.readexactly(int(length[1]) if length else 0)
+                if self.lose > 0:
+                    self.lose -= 1
+                    return  # applied upstream; the client never hears of it
+                writer.write(answer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        finally:
+            writer.close()
+            up_writer.close()
+
+
+async def test_a_retry_after_a_lost_answer_is_delivered_once(
+    make_sdk: Callable[..., Sdk], gw: Gateway, connect: Callable[..., Awaitable[Recorder]]
+) -> None:
+    recorder = await connect(gw.url)
+    event = uid("lost-answer")
+    proxy = LosingProxy(gw.port, lose=1)
+    async with proxy as url:
+        sdk = make_sdk(url, retries=2, backoff=0.01)
+        await sdk(lambda c: c.emit(event, data=1))
+        assert proxy.lose == 0  # the first answer was lost, and the emit retried
+        await sdk(lambda c: c.emit(event, data=2))  # the sentinel: it follows in order
+    await got(recorder, (event, [1]), (event, [2]))
 
 
 async def test_connection_refused(make_sdk: Callable[..., Sdk]) -> None:
@@ -539,14 +616,14 @@ async def test_timeout_is_configurable(make_sdk: Callable[..., Sdk], timeout: An
         started = time.monotonic()
         with pytest.raises(RequestTimeout) as info:
             await sdk(lambda c: c.emit("x"))
-        assert 0.3 <= time.monotonic() - started < WAIT
+        assert 0.6 <= time.monotonic() - started < 2 * WAIT
         assert isinstance(info.value.__cause__, httpx.ReadTimeout)
-        assert len(stub.requests) == 1  # a POST: not retried
+        assert len(stub.requests) == 2  # tried again once, under its idempotency key
         started = time.monotonic()
         with pytest.raises(RequestTimeout):
             await sdk(lambda c: c.rooms())
         assert 0.6 <= time.monotonic() - started < 2 * WAIT
-        assert len(stub.requests) == 3  # a GET: tried again once
+        assert len(stub.requests) == 4  # a GET: tried again once
 
 
 async def test_unexpected_answers(make_sdk: Callable[..., Sdk]) -> None:

@@ -169,8 +169,16 @@ def test_request_carries_key_prefix_and_json(client: Client) -> None:
         (_core.rooms_call("/"), 0, httpx.Response(500), None),
         (_core.rooms_call("/"), 0, httpx.Response(401), None),
         (_core.rooms_call("/"), 0, httpx.Response(200), None),
-        (_core.emit_call("e", {}), 0, httpx.ConnectError("refused"), None),
-        (_core.emit_call("e", {}), 0, httpx.Response(503), None),
+        # POSTs carry an idempotency key, so they are repeated like GETs, and also
+        # while the gateway is still applying an earlier attempt (409).
+        (_core.emit_call("e", {}), 0, httpx.ConnectError("refused"), 0.5),
+        (_core.emit_call("e", {}), 1, httpx.Response(503), 1.0),
+        (_core.emit_call("e", {}), 0, httpx.Response(409), 0.5),
+        (_core.emit_call("e", {}), 2, httpx.Response(503), None),
+        (_core.emit_call("e", {}), 0, httpx.Response(422), None),
+        (_core.emit_call("e", {}), 0, httpx.Response(500), None),
+        (_core.rooms_call("/"), 0, httpx.Response(409), None),
+        (_core.Call("POST", "/v1/emit", _core._ok, b"{}"), 0, httpx.Response(503), None),
     ],
 )
 def test_retry_policy(call: Any, attempt: int, outcome: Any, delay: float | None) -> None:
@@ -261,3 +269,26 @@ def test_token(client: Client) -> None:
         client.token("")
     with Client("http://gateway.test", "k") as keyless, pytest.raises(ConfigError):
         keyless.token("alice")
+
+
+def test_every_post_carries_an_idempotency_key(client: Client) -> None:
+    calls = [
+        _core.emit_call("e", {}),
+        _core.batch_call([{"event": "e"}]),
+        _core.select_call("join", "r", {"sockets": ["s"]}),
+        _core.select_call("leave", "r", {"sockets": ["s"]}),
+        _core.select_call("disconnect", None, {"sockets": ["s"]}),
+    ]
+    keys = [client._request(call).headers["idempotency-key"] for call in calls]
+    # One fresh key per call (a UUID), the same on every attempt of that call.
+    assert len(set(keys)) == len(keys) and all(len(k) == 36 for k in keys)
+    assert client._request(calls[0]).headers["idempotency-key"] == keys[0]
+    assert "idempotency-key" not in client._request(_core.rooms_call("/")).headers
+    mine = _core.emit_call("e", {}, "order-42:shipped")
+    assert client._request(mine).headers["idempotency-key"] == "order-42:shipped"
+
+
+@pytest.mark.parametrize("key", ["", "x" * 257, "é", "a\nb"])
+def test_an_idempotency_key_is_checked_locally(key: str) -> None:
+    with pytest.raises(ValueError, match="idempotency_key"):
+        _core.emit_call("e", {}, key)

@@ -1,10 +1,11 @@
 /**
  * The HTTP API client: one method per route, over the global `fetch`.
  *
- * Each call is one request, bounded by a deadline (`timeout`) and the caller's
- * optional `signal`. Only the two GETs are retried: an emit or a room change
- * that timed out may have been applied already, and sending it again would
- * deliver the event twice.
+ * Each attempt is one request, bounded by a deadline (`timeout`) and the
+ * caller's optional `signal`. An emit or a room change that timed out may have
+ * been applied already, so every POST carries an `Idempotency-Key` (one per
+ * call, the same on each attempt): the gateway answers a repeat with the first
+ * answer instead of applying it again, which makes POSTs safe to retry too.
  */
 
 import { SiogateError } from "./errors.js";
@@ -23,7 +24,11 @@ export interface SiogateOptions {
    * whole answer; default 10,000. `0` or `Infinity`: no deadline.
    */
   timeout?: number | undefined;
-  /** Extra attempts for `rooms()` and `sockets()` after a network error, a timeout, 502, 503 or 504; default 2. */
+  /**
+   * Extra attempts after a network error, a timeout, 502, 503 or 504 (and, for a
+   * POST, 409 `idempotency_key_in_progress`); default 2. POSTs are repeated under
+   * their idempotency key, so the gateway applies them once.
+   */
   retries?: number | undefined;
   /** Used instead of the global `fetch`. */
   fetch?: FetchLike | undefined;
@@ -35,6 +40,12 @@ export interface RequestOptions {
   signal?: AbortSignal | undefined;
   /** Overrides the client's `timeout` for this call, in milliseconds. */
   timeout?: number | undefined;
+  /**
+   * POSTs only: the `Idempotency-Key` sent on every attempt of this call (1-256
+   * printable ASCII characters). Default: a random UUID per call. Give your own
+   * to make a call safe to repeat across processes (e.g. `order-42:shipped`).
+   */
+  idempotencyKey?: string | undefined;
 }
 
 /** Options of the short form `emit(event, data, options)`. */
@@ -53,7 +64,7 @@ export interface BatchResult {
 
 /** Default deadline of one attempt, in milliseconds. */
 export const DEFAULT_TIMEOUT = 10_000;
-/** Default number of extra attempts for the idempotent GETs. */
+/** Default number of extra attempts of a call (POSTs are repeated under their idempotency key). */
 export const DEFAULT_RETRIES = 2;
 
 // setTimeout fires at once for delays past 2**31 - 1 ms; longer ones mean "none".
@@ -63,6 +74,9 @@ const MAX_TIMER = 2 ** 31 - 1;
 const RETRY_STATUSES = new Set([502, 503, 504]);
 const RETRY_BASE_DELAY = 100;
 const RETRY_MAX_DELAY = 2_000;
+// The gateway is still applying an earlier attempt with the same key.
+const IN_PROGRESS = "idempotency_key_in_progress";
+const PRINTABLE_ASCII = /^[\x20-\x7e]{1,256}$/;
 
 type Method = "GET" | "POST";
 
@@ -177,8 +191,14 @@ export class Siogate {
     options: RequestOptions | undefined,
     read: (value: object) => T | undefined,
   ): Promise<T> {
-    const { signal, timeout = this.#timeout } = options ?? {};
+    const { signal, timeout = this.#timeout, idempotencyKey } = options ?? {};
     checkTimeout(timeout);
+    // One key for the whole call, sent on its first attempt too: an answer lost
+    // on the way back is then caught when the retry arrives.
+    const key = method === "POST" ? (idempotencyKey ?? randomKey()) : undefined;
+    if (key !== undefined && (typeof key !== "string" || !PRINTABLE_ASCII.test(key))) {
+      throw new TypeError("idempotencyKey must be 1-256 printable ASCII characters");
+    }
     const init: RequestInit = {
       method,
       // A redirect is not the gateway's answer: following it would turn a POST
@@ -189,18 +209,19 @@ export class Siogate {
         accept: "application/json",
         authorization: `Bearer ${this.#apiKey}`,
         ...(body === undefined ? {} : { "content-type": "application/json" }),
+        ...(key === undefined ? {} : { "idempotency-key": key }),
       },
     };
     // Serialised once, before any request: a value JSON cannot hold (a BigInt,
     // a cycle) throws its TypeError here rather than as a network failure.
     if (body !== undefined) init.body = JSON.stringify(body);
 
-    const attempts = method === "GET" ? this.#retries + 1 : 1;
+    const attempts = method === "GET" || key !== undefined ? this.#retries + 1 : 1;
     for (let attempt = 1; ; attempt++) {
       try {
         return await this.#attempt(method, path, init, signal, timeout, read);
       } catch (error) {
-        if (attempt >= attempts || !isRetryable(error)) throw error;
+        if (attempt >= attempts || !isRetryable(error, key !== undefined)) throw error;
       }
       await sleep(backoff(attempt), signal, method, path);
     }
@@ -295,10 +316,27 @@ function expectOk(value: object): true | undefined {
   return (value as { ok?: unknown }).ok === true ? true : undefined;
 }
 
-function isRetryable(error: unknown): boolean {
+function isRetryable(error: unknown, keyed: boolean): boolean {
   if (!(error instanceof SiogateError)) return false;
   if (error.status === 0) return error.code === "timeout" || error.code === "network_error";
-  return RETRY_STATUSES.has(error.status);
+  return RETRY_STATUSES.has(error.status) || (keyed && error.code === IN_PROGRESS);
+}
+
+/**
+ * A random UUID (v4) for one call. Node 18 has no global Web Crypto: there the
+ * key comes from Math.random, which is enough for a key that must be unique,
+ * not secret.
+ */
+function randomKey(): string {
+  const cryptoApi = globalThis.crypto as Crypto | undefined;
+  if (typeof cryptoApi?.randomUUID === "function") return cryptoApi.randomUUID();
+  const bytes = new Uint8Array(16);
+  if (typeof cryptoApi?.getRandomValues === "function") cryptoApi.getRandomValues(bytes);
+  else for (let i = 0; i < 16; i++) bytes[i] = Math.floor(Math.random() * 256);
+  bytes[6] = (bytes[6]! & 0x0f) | 0x40;
+  bytes[8] = (bytes[8]! & 0x3f) | 0x80;
+  const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
 
 /** Exponential backoff with jitter: about 100, 200, 400 ms ..., at most 2 s. */

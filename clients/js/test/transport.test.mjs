@@ -17,6 +17,7 @@ class FaultProxy {
   constructor() {
     this.plan = [];
     this.seen = [];
+    this.keys = []; // the Idempotency-Key of each request (undefined: none)
     this.server = createServer((req, res) => this.#handle(req, res));
   }
 
@@ -37,6 +38,7 @@ class FaultProxy {
     for await (const chunk of req) chunks.push(chunk);
     const step = this.plan.shift() ?? "forward";
     this.seen.push(`${req.method} ${req.url} ${step}`);
+    this.keys.push(req.headers["idempotency-key"]);
     if (step === "reset") {
       req.socket.destroy();
     } else if (step === "stall") {
@@ -52,11 +54,17 @@ class FaultProxy {
       const status = Number(step.slice("status:".length));
       res.writeHead(status, { "content-type": "application/json" }).end('{"detail":"proxy"}');
     } else {
+      const key = req.headers["idempotency-key"];
       const answer = await fetch(GATEWAY_URL + req.url, {
         method: req.method,
-        headers: { authorization: req.headers.authorization ?? "" },
+        headers: {
+          authorization: req.headers.authorization ?? "",
+          ...(key === undefined ? {} : { "idempotency-key": key }),
+        },
         body: req.method === "POST" ? Buffer.concat(chunks) : undefined,
       });
+      // "forward-lose": applied by the gateway, but the answer never comes back.
+      if (step === "forward-lose") return void req.socket.destroy();
       res.writeHead(answer.status, { "content-type": "application/json" }).end(await answer.text());
     }
   }
@@ -68,6 +76,7 @@ after(() => proxy.stop());
 beforeEach(() => {
   proxy.plan = [];
   proxy.seen = [];
+  proxy.keys = [];
 });
 
 function client(options = {}) {
@@ -87,7 +96,7 @@ describe("timeouts", () => {
   test("no answer within the client's timeout is code timeout, status 0", async () => {
     proxy.plan = ["stall"];
     const started = performance.now();
-    const error = await failure(client({ timeout: 200 }).emit("x", 1));
+    const error = await failure(client({ timeout: 200, retries: 0 }).emit("x", 1));
     const elapsed = performance.now() - started;
     assert.deepEqual([error.code, error.status], ["timeout", 0]);
     assert.match(error.message, /POST \/v1\/emit: no complete answer within 200 ms/);
@@ -166,19 +175,46 @@ describe("retries", () => {
     assert.equal(proxy.seen.length, 1);
   });
 
-  test("POSTs are never retried: a lost answer may hide an applied emit", async (t) => {
+  test("POSTs are retried under one idempotency key, and applied once", async (t) => {
     const a = await connectAs(t, uid("u"));
-    const sdk = client({ retries: 5, timeout: 300 });
-    for (const step of ["reset", "stall", "status:503"]) {
-      proxy.plan = Array(5).fill(step);
-      proxy.seen = [];
-      await failure(sdk.emit("x", 1, { rooms: [a.id] }));
-      await failure(sdk.batch([{ event: "x", rooms: [a.id] }]));
-      await failure(sdk.join({ room: "r", sockets: [a.id] }));
-      await failure(sdk.leave({ room: "r", sockets: [a.id] }));
-      await failure(sdk.disconnect({ sockets: ["nobody"] }));
-      assert.equal(proxy.seen.length, 5, `${step}: ${proxy.seen.join(", ")}`);
+    const sdk = client({ retries: 4, timeout: 1_000 });
+    proxy.plan = ["reset", "stall", "status:503", "forward-lose", "forward"];
+    await sdk.emit("once", 1, { rooms: [a.id] });
+    assert.equal(proxy.seen.length, 5, proxy.seen.join(", "));
+    // One key for the call, on every attempt (the first included), a UUID by default.
+    assert.equal(new Set(proxy.keys).size, 1);
+    assert.match(proxy.keys[0], /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    await sdk.emit("sentinel", null, { rooms: [a.id] });
+    await a.next("sentinel");
+    // The attempt whose answer was lost was applied; the last one was replayed.
+    assert.deepEqual(a.names(), ["once", "sentinel"]);
+    assert.notEqual(proxy.keys[5], proxy.keys[0]); // a new call, a new key
+  });
+
+  test("every POST sends a key; a caller's own key is used as given", async (t) => {
+    const a = await connectAs(t, uid("u"));
+    const sdk = client({ retries: 1 });
+    const own = uid("order-42:shipped");
+    proxy.plan = ["status:503", "forward"];
+    await sdk.join({ room: uid("r"), sockets: [a.id] }, { idempotencyKey: own });
+    assert.deepEqual(proxy.keys, [own, own]);
+    proxy.keys = [];
+    await sdk.batch([{ event: "x", rooms: [a.id] }]);
+    await sdk.leave({ room: "r", sockets: [a.id] });
+    await sdk.disconnect({ sockets: ["nobody"] });
+    await sdk.emit({ event: "x", rooms: [a.id] }, { idempotencyKey: uid("k") });
+    await sdk.rooms();
+    assert.equal(new Set(proxy.keys.slice(0, 4)).size, 4);
+    assert.equal(proxy.keys[4], undefined); // GETs carry none
+    for (const bad of ["", "x".repeat(257), "é", "a\nb"]) {
+      await assert.rejects(sdk.emit("x", 1, { idempotencyKey: bad }), TypeError);
     }
+  });
+
+  test("a POST with retries 0 makes one attempt", async () => {
+    proxy.plan = ["status:503", "forward"];
+    await failure(client({ retries: 0 }).emit("x", 1));
+    assert.equal(proxy.seen.length, 1);
   });
 
   test("a 500 (a gateway bug) and a 4xx are final at once", async () => {
@@ -195,6 +231,7 @@ describe("retries", () => {
     proxy.plan = ["redirect"];
     const error = await failure(client().emit("x", 1));
     assert.deepEqual([error.code, error.status], ["unexpected_response", 307]);
+    // A 3xx is not retried, POST or not.
     assert.equal(proxy.seen.length, 1);
   });
 
@@ -231,6 +268,7 @@ describe("fetch option", () => {
           accept: "application/json",
           authorization: `Bearer ${API_KEY}`,
           "content-type": "application/json",
+          "idempotency-key": requests[0].headers["idempotency-key"],
         },
         body: JSON.stringify({ event: "hello", data: { text: "hi" }, namespace: "/", rooms: [a.id], except: ["user:nobody"] }),
       },

@@ -55,13 +55,44 @@ _LISTING = {
 }
 
 
+# Idempotency (see api/idempotent.py)
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "Apply this request at most once per key: a repeat within "
+    "--idempotency-ttl gets the first 2xx answer again, with Idempotent-Replayed: true.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[ -~]+$"},
+}
+_IDEMPOTENCY_ERRORS = {
+    "409": {
+        "description": "idempotency_key_in_progress: a request with this key is still "
+        "being applied",
+        **_json(_ref("Error")),
+    },
+    "422": {
+        "description": "idempotency_key_reused: this key was used for a different request",
+        **_json(_ref("Error")),
+    },
+}
+_REPLAYED = {
+    "Idempotent-Replayed": {
+        "description": "true: the answer of an earlier request with the same key, "
+        "which was not applied again",
+        "schema": {"const": "true"},
+    }
+}
+
+
 def _post(summary: str, body: str, ok: dict[str, Any]) -> dict[str, Any]:
+    applied = {"description": "Applied (or replayed)", "headers": _REPLAYED, **_json(ok)}
     return {
         "post": {
             "summary": summary,
             "security": [{"apiKey": []}],
+            "parameters": [_IDEMPOTENCY_KEY],
             "requestBody": {"required": True, **_json(_ref(body))},
-            "responses": {"200": {"description": "Applied", **_json(ok)}, **_ERRORS},
+            "responses": {"200": applied, **_ERRORS, **_IDEMPOTENCY_ERRORS},
         }
     }
 

@@ -16,6 +16,7 @@ from ..node import Listing, Node
 from ..transport.http import Request, Response
 from ..types import Namespace, Room
 from . import schemas
+from .idempotent import Idempotency
 from .openapi import openapi_document
 
 logger = logging.getLogger("siogate.api")
@@ -23,6 +24,9 @@ logger = logging.getLogger("siogate.api")
 OK_BODY = b'{"ok":true}'
 
 Handler = Callable[[Request], Awaitable[Response]]
+
+# POSTs that take an Idempotency-Key (see api/idempotent.py).
+IDEMPOTENT_ROUTES = frozenset({"/v1/emit", "/v1/batch", "/v1/join", "/v1/leave", "/v1/disconnect"})
 
 
 def json_response(
@@ -42,8 +46,10 @@ class Api:
         api_key: str,
         namespaces: frozenset[str] | None,
         cluster: bool = False,
+        idempotency: Idempotency | None = None,
     ) -> None:
         self.node = node
+        self.idempotency = idempotency
         self._cluster = cluster
         self._api_key = api_key
         self._namespaces = namespaces
@@ -92,19 +98,25 @@ class Api:
             error = ApiError(405, "method_not_allowed", f"{request.method} is not allowed here")
             return route, json_response(405, error.to_json(), [("allow", allow)])
         handler, needs_key = entry
+        if needs_key and not check_bearer(request.headers.get("authorization"), self._api_key):
+            error = ApiError(401, "unauthorized", "missing or invalid API key")
+            return route, json_response(401, error.to_json())
+        if route in IDEMPOTENT_ROUTES and self.idempotency is not None:
+            return route, await self.idempotency.run(request, lambda: self._call(handler, request))
+        return route, await self._call(handler, request)
+
+    async def _call(self, handler: Handler, request: Request) -> Response:
         try:
-            if needs_key and not check_bearer(request.headers.get("authorization"), self._api_key):
-                raise ApiError(401, "unauthorized", "missing or invalid API key")
-            return route, await handler(request)
+            return await handler(request)
         except ApiError as exc:
-            return route, json_response(exc.status, exc.to_json())
+            return json_response(exc.status, exc.to_json())
         except BrokerUnavailable as exc:
             error = ApiError(503, "broker_unavailable", str(exc))
-            return route, json_response(503, error.to_json(), [("retry-after", "1")])
+            return json_response(503, error.to_json(), [("retry-after", "1")])
         except RecursionError:
             # Parsed, but too deep to encode again at the depth the emit path runs at.
             error = ApiError(400, "invalid_json", "request body is nested too deeply")
-            return route, json_response(400, error.to_json())
+            return json_response(400, error.to_json())
 
     # Handlers
 

@@ -29,8 +29,10 @@ class Client(BaseClient[httpx.Client]):
     """A blocking client of the siogate HTTP API.
 
     ``Client(url, api_key)``; keyword options: ``jwt_secret`` (for :meth:`token`),
-    ``timeout`` (seconds, or an ``httpx.Timeout``), ``retries`` and ``backoff``
-    (GETs only). One client holds a pool of keep-alive connections and may be
+    ``timeout`` (seconds, or an ``httpx.Timeout``), ``retries`` and ``backoff``.
+    Each POST method sends an ``Idempotency-Key`` on every attempt (its
+    ``idempotency_key``, or a random one per call), so a retried call is applied
+    once. One client holds a pool of keep-alive connections and may be
     shared between threads; close it, or use it as a context manager.
     """
 
@@ -51,25 +53,33 @@ class Client(BaseClient[httpx.Client]):
             time.sleep(delay)
             attempt += 1
 
-    def emit(self, event: str, **options: Unpack[EmitOptions]) -> None:
+    def emit(
+        self, event: str, *, idempotency_key: str | None = None, **options: Unpack[EmitOptions]
+    ) -> None:
         """``POST /v1/emit``: send ``event`` to the selected sockets of a namespace."""
-        self._send(_core.emit_call(event, options))
+        self._send(_core.emit_call(event, options, idempotency_key))
 
-    def batch(self, emits: Iterable[Emit]) -> int:
+    def batch(self, emits: Iterable[Emit], *, idempotency_key: str | None = None) -> int:
         """``POST /v1/batch``: several emits, validated together, applied in order."""
-        return self._send(_core.batch_call(emits))
+        return self._send(_core.batch_call(emits, idempotency_key))
 
-    def join(self, room: str, **selector: Unpack[Selector]) -> None:
+    def join(
+        self, room: str, *, idempotency_key: str | None = None, **selector: Unpack[Selector]
+    ) -> None:
         """``POST /v1/join``: add the selected sockets to ``room``."""
-        self._send(_core.select_call("join", room, selector))
+        self._send(_core.select_call("join", room, selector, idempotency_key))
 
-    def leave(self, room: str, **selector: Unpack[Selector]) -> None:
+    def leave(
+        self, room: str, *, idempotency_key: str | None = None, **selector: Unpack[Selector]
+    ) -> None:
         """``POST /v1/leave``: remove the selected sockets from ``room``."""
-        self._send(_core.select_call("leave", room, selector))
+        self._send(_core.select_call("leave", room, selector, idempotency_key))
 
-    def disconnect(self, **selector: Unpack[Selector]) -> None:
+    def disconnect(
+        self, *, idempotency_key: str | None = None, **selector: Unpack[Selector]
+    ) -> None:
         """``POST /v1/disconnect``: disconnect the selected sockets from the namespace."""
-        self._send(_core.select_call("disconnect", None, selector))
+        self._send(_core.select_call("disconnect", None, selector, idempotency_key))
 
     def rooms(self, namespace: str = "/") -> RoomsListing:
         """``GET /v1/rooms``: the namespace's rooms by name, with their socket counts."""
@@ -119,25 +129,33 @@ class AsyncClient(BaseClient[httpx.AsyncClient]):
             await asyncio.sleep(delay)
             attempt += 1
 
-    async def emit(self, event: str, **options: Unpack[EmitOptions]) -> None:
+    async def emit(
+        self, event: str, *, idempotency_key: str | None = None, **options: Unpack[EmitOptions]
+    ) -> None:
         """``POST /v1/emit``: send ``event`` to the selected sockets of a namespace."""
-        await self._send(_core.emit_call(event, options))
+        await self._send(_core.emit_call(event, options, idempotency_key))
 
-    async def batch(self, emits: Iterable[Emit]) -> int:
+    async def batch(self, emits: Iterable[Emit], *, idempotency_key: str | None = None) -> int:
         """``POST /v1/batch``: several emits, validated together, applied in order."""
-        return await self._send(_core.batch_call(emits))
+        return await self._send(_core.batch_call(emits, idempotency_key))
 
-    async def join(self, room: str, **selector: Unpack[Selector]) -> None:
+    async def join(
+        self, room: str, *, idempotency_key: str | None = None, **selector: Unpack[Selector]
+    ) -> None:
         """``POST /v1/join``: add the selected sockets to ``room``."""
-        await self._send(_core.select_call("join", room, selector))
+        await self._send(_core.select_call("join", room, selector, idempotency_key))
 
-    async def leave(self, room: str, **selector: Unpack[Selector]) -> None:
+    async def leave(
+        self, room: str, *, idempotency_key: str | None = None, **selector: Unpack[Selector]
+    ) -> None:
         """``POST /v1/leave``: remove the selected sockets from ``room``."""
-        await self._send(_core.select_call("leave", room, selector))
+        await self._send(_core.select_call("leave", room, selector, idempotency_key))
 
-    async def disconnect(self, **selector: Unpack[Selector]) -> None:
+    async def disconnect(
+        self, *, idempotency_key: str | None = None, **selector: Unpack[Selector]
+    ) -> None:
         """``POST /v1/disconnect``: disconnect the selected sockets from the namespace."""
-        await self._send(_core.select_call("disconnect", None, selector))
+        await self._send(_core.select_call("disconnect", None, selector, idempotency_key))
 
     async def rooms(self, namespace: str = "/") -> RoomsListing:
         """``GET /v1/rooms``: the namespace's rooms by name, with their socket counts."""

@@ -11,6 +11,7 @@ blocking and ``async`` code.
 from __future__ import annotations
 
 import json
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -46,11 +47,15 @@ DEFAULT_TIMEOUT = 10.0
 
 # Retries
 DEFAULT_RETRIES = 2
-"""Further attempts of a GET after a failed one; POSTs are never repeated."""
+"""Further attempts of a call after a failed one (a POST is repeated under its idempotency key)."""
 DEFAULT_BACKOFF = 0.25
 """Seconds before the first retry; each further retry waits twice as long."""
 RETRY_STATUSES = frozenset({502, 503, 504})
 """Statuses a proxy or load balancer answers while the gateway is away or restarting."""
+IN_PROGRESS = 409
+"""The gateway is still applying an earlier attempt with the same idempotency key."""
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+MAX_IDEMPOTENCY_KEY = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +67,9 @@ class Call(Generic[T]):
     parse: Callable[[Any], T]
     content: bytes | None = None
     params: Mapping[str, str] | None = None
+    # Sent on every attempt of a POST, so that the gateway applies it once however
+    # many attempts reach it.
+    idempotency_key: str | None = None
 
 
 # ------------------------------------------------------------------ building calls
@@ -101,23 +109,39 @@ def _fields(options: Mapping[str, Any], names: Mapping[str, str], where: str) ->
     return body
 
 
-def emit_call(event: str, options: EmitOptions) -> Call[None]:
+def idempotency_key(given: str | None) -> str:
+    """``given``, checked as the gateway would, or a fresh random key for one call."""
+    if given is None:
+        return str(uuid.uuid4())
+    if not isinstance(given, str):
+        raise TypeError(f"idempotency_key must be a str, not {type(given).__name__}")
+    if not 0 < len(given) <= MAX_IDEMPOTENCY_KEY or not all(" " <= c <= "~" for c in given):
+        raise ValueError("idempotency_key must be 1-256 printable ASCII characters")
+    return given
+
+
+def emit_call(event: str, options: EmitOptions, key: str | None = None) -> Call[None]:
     body = _fields({"event": event, **options}, _EMIT_FIELDS, "emit()")
-    return Call("POST", "/v1/emit", _ok, _encode(body))
+    return Call("POST", "/v1/emit", _ok, _encode(body), idempotency_key=idempotency_key(key))
 
 
-def batch_call(emits: Iterable[Emit]) -> Call[int]:
+def batch_call(emits: Iterable[Emit], key: str | None = None) -> Call[int]:
     entries = [_fields(e, _EMIT_FIELDS, f"batch() entry {i}") for i, e in enumerate(emits)]
-    return Call("POST", "/v1/batch", _count, _encode({"emits": entries}))
+    content = _encode({"emits": entries})
+    return Call("POST", "/v1/batch", _count, content, idempotency_key=idempotency_key(key))
 
 
 def select_call(
-    action: Literal["join", "leave", "disconnect"], room: str | None, selector: Selector
+    action: Literal["join", "leave", "disconnect"],
+    room: str | None,
+    selector: Selector,
+    key: str | None = None,
 ) -> Call[None]:
     body = _fields(selector, _SELECTOR_FIELDS, f"{action}()")
     if room is not None:
         body["room"] = room
-    return Call("POST", f"/v1/{action}", _ok, _encode(body))
+    path = f"/v1/{action}"
+    return Call("POST", path, _ok, _encode(body), idempotency_key=idempotency_key(key))
 
 
 def rooms_call(namespace: str) -> Call[RoomsListing]:
@@ -251,7 +275,9 @@ class BaseClient(ABC, Generic[PoolT]):
         return mint_token(self._jwt_secret, sub=sub, rooms=rooms, ttl=ttl)
 
     def _request(self, call: Call[Any]) -> httpx.Request:
-        headers = {"Content-Type": "application/json"} if call.content is not None else None
+        headers = {"Content-Type": "application/json"} if call.content is not None else {}
+        if call.idempotency_key is not None:
+            headers[IDEMPOTENCY_HEADER] = call.idempotency_key
         return self._http.build_request(
             call.method, call.path, params=call.params, content=call.content, headers=headers
         )
@@ -259,14 +285,20 @@ class BaseClient(ABC, Generic[PoolT]):
     def _retry_delay(self, call: Call[Any], attempt: int, outcome: Outcome) -> float | None:
         """Seconds to wait before attempt ``attempt + 1``, or None to stop at ``outcome``.
 
-        Only GETs are repeated. The API has no idempotency key, so a POST whose
-        answer was lost may already have been applied: repeating an emit could
-        deliver it twice, and repeating a join could undo a leave sent meanwhile.
+        A POST whose answer was lost may already have been applied, so it is
+        repeated only under an idempotency key (every SDK POST has one): the
+        gateway then answers a repeat with the first answer instead of applying it
+        again, and answers 409 while the first attempt is still being applied.
         """
-        if call.method != "GET" or attempt >= self.retries:
+        keyed = call.idempotency_key is not None
+        if (call.method != "GET" and not keyed) or attempt >= self.retries:
             return None
         if isinstance(outcome, httpx.TransportError) or (
-            isinstance(outcome, httpx.Response) and outcome.status_code in RETRY_STATUSES
+            isinstance(outcome, httpx.Response)
+            and (
+                outcome.status_code in RETRY_STATUSES
+                or (keyed and outcome.status_code == IN_PROGRESS)
+            )
         ):
             return self.backoff * 2.0**attempt
         return None

@@ -1,0 +1,339 @@
+"""Idempotency keys: a request sent again with the same key is answered, not applied again.
+
+A store remembers, per key, a fingerprint of the first request (a hash of its method,
+path and body) and, once it succeeded, its response. :meth:`IdempotencyStore.claim`
+answers one of:
+
+* ``new``: the caller owns the key now; it applies the request, then calls
+  :meth:`~IdempotencyStore.complete` (a 2xx response, kept for replay) or
+  :meth:`~IdempotencyStore.release` (any failure: a retry may apply it).
+* ``replay``: the stored response of the first request.
+* ``in_progress``: the first request with this key has not finished.
+* ``mismatch``: the key was used for a different request.
+
+Two implementations: :class:`MemoryIdempotencyStore` (one process, bounded by count
+and bytes, oldest evicted first) and :class:`RedisIdempotencyStore` (a cluster: the
+claim is one atomic ``SET NX`` in Redis, so two nodes given the same key at the same
+instant cannot both apply it). Both keep keys for ``ttl`` seconds after their
+request completed. This module does no HTTP: the API wraps its routes with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from .errors import SiogateError
+
+# Limits
+MAX_KEY_LENGTH = 256
+"""Characters in an ``Idempotency-Key``: 1 to this many, printable ASCII."""
+MAX_STORED_BODY = 64 * 1024
+"""Bytes of a response body kept for replay; a larger response is not kept (the key
+is released, as if the request had failed, so a retry applies again)."""
+MEMORY_MAX_KEYS = 100_000
+"""Keys one process remembers without Redis; the oldest are forgotten first."""
+MEMORY_MAX_BYTES = 64 * 1024 * 1024
+"""Bytes of keys and stored bodies one process keeps without Redis (oldest go first)."""
+DEFAULT_TTL = 24 * 3600.0
+"""Seconds a completed key is remembered (``--idempotency-ttl``)."""
+PENDING_TTL = 60.0
+"""Seconds an unfinished claim holds its key at most: a node that died while applying
+a request does not block that key longer than this."""
+# Seconds a Redis round trip may take (as the broker's connections).
+SOCKET_TIMEOUT = 2.0
+
+ClaimState = Literal["new", "replay", "in_progress", "mismatch"]
+
+
+class StoreUnavailable(SiogateError):
+    """The store (Redis) could not be reached; nothing was claimed."""
+
+
+def valid_key(key: str) -> bool:
+    """1 to ``MAX_KEY_LENGTH`` printable ASCII characters (space included)."""
+    return 0 < len(key) <= MAX_KEY_LENGTH and all(" " <= c <= "~" for c in key)
+
+
+def fingerprint(method: str, path: str, body: bytes) -> str:
+    """What tells one request from another under the same key."""
+    digest = hashlib.sha256()
+    for part in (method.encode(), path.encode(), body):
+        # Length-prefixed, so that no two (method, path, body) triples collide.
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """A response kept for replay: JSON bodies only, so it is stored as text."""
+
+    status: int
+    body: str
+    content_type: str = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What :meth:`IdempotencyStore.claim` found; ``response`` is set for ``replay``."""
+
+    state: ClaimState
+    response: StoredResponse | None = None
+    # Identify this claim to complete() and release(): a claim that expired and was
+    # taken by another request is not overwritten by the first one finishing late.
+    token: str = ""
+    fingerprint: str = ""
+
+
+class IdempotencyStore(Protocol):
+    """Where keys are claimed and responses kept."""
+
+    async def claim(self, key: str, fingerprint: str) -> Claim:
+        """Claim ``key`` for a request, or say why it cannot be applied now."""
+
+    async def complete(self, key: str, claim: Claim, response: StoredResponse) -> None:
+        """Keep ``response`` for replay under a key this request claimed."""
+
+    async def release(self, key: str, claim: Claim) -> None:
+        """Forget a claimed key: the request failed, a retry may apply it."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+
+def storable(response: StoredResponse) -> bool:
+    return 200 <= response.status < 300 and len(response.body.encode()) <= MAX_STORED_BODY
+
+
+# ------------------------------------------------------------------ one process
+
+
+@dataclass(slots=True)
+class _Entry:
+    fingerprint: str
+    token: str
+    expires: float  # monotonic
+    response: StoredResponse | None = None  # None while in progress
+    size: int = 0
+
+
+class MemoryIdempotencyStore:
+    """Keys of one process, in insertion order: the oldest is the first to go."""
+
+    def __init__(
+        self,
+        ttl: float = DEFAULT_TTL,
+        *,
+        max_keys: int = MEMORY_MAX_KEYS,
+        max_bytes: int = MEMORY_MAX_BYTES,
+    ) -> None:
+        self._ttl = ttl
+        self._max_keys = max_keys
+        self._max_bytes = max_bytes
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _expire(self, now: float) -> None:
+        # Entries are kept in the order of their expiry (complete() moves one to the
+        # end with the full TTL, pending ones have a shorter one but are few and are
+        # checked one by one on lookup), so the scan stops at the first live one.
+        entries = self._entries
+        while entries:
+            key, entry = next(iter(entries.items()))
+            if entry.expires > now:
+                break
+            self._drop(key)
+
+    def _drop(self, key: str) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._bytes -= entry.size
+
+    def _evict(self) -> None:
+        while self._entries and (
+            len(self._entries) > self._max_keys or self._bytes > self._max_bytes
+        ):
+            self._drop(next(iter(self._entries)))
+
+    async def claim(self, key: str, fingerprint: str) -> Claim:
+        now = time.monotonic()
+        self._expire(now)
+        entry = self._entries.get(key)
+        if entry is not None and entry.expires <= now:
+            self._drop(key)
+            entry = None
+        if entry is None:
+            token = secrets.token_hex(8)
+            size = len(key) + len(fingerprint)
+            self._entries[key] = _Entry(
+                fingerprint, token, now + min(self._ttl, PENDING_TTL), size=size
+            )
+            self._bytes += size
+            self._evict()
+            return Claim("new", token=token, fingerprint=fingerprint)
+        if entry.fingerprint != fingerprint:
+            return Claim("mismatch")
+        if entry.response is None:
+            return Claim("in_progress")
+        return Claim("replay", entry.response)
+
+    async def complete(self, key: str, claim: Claim, response: StoredResponse) -> None:
+        entry = self._entries.get(key)
+        if entry is None or entry.token != claim.token:
+            return  # evicted or expired meanwhile: nothing to replay
+        if not storable(response):
+            self._drop(key)
+            return
+        entry.response = response
+        entry.expires = time.monotonic() + self._ttl
+        size = len(key) + len(entry.fingerprint) + len(response.body)
+        self._bytes += size - entry.size
+        entry.size = size
+        self._entries.move_to_end(key)
+        self._evict()
+
+    async def release(self, key: str, claim: Claim) -> None:
+        entry = self._entries.get(key)
+        if entry is not None and entry.token == claim.token and entry.response is None:
+            self._drop(key)
+
+    async def close(self) -> None:
+        self._entries.clear()
+        self._bytes = 0
+
+
+# ------------------------------------------------------------------ a cluster
+
+# Claim atomically: SET NX, else return what is there. One round trip, and no window
+# in which two nodes both see the key missing.
+_CLAIM = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return false
+end
+return redis.call('GET', KEYS[1])
+"""
+# Replace (complete) or delete (release) the value only while it is still this
+# request's own pending claim.
+_COMPLETE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+end
+return false
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def _dumps(value: dict[str, object]) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+class RedisIdempotencyStore:
+    """Keys shared by every node of a cluster: ``<prefix>:idempotency:<sha256 of key>``.
+
+    Each value is JSON: ``{"fp": ..., "token": ...}`` while the first request runs
+    (expiring after ``PENDING_TTL``), then ``{"fp": ..., "status": ..., "body": ...,
+    "type": ...}`` for ``ttl`` seconds.
+    """
+
+    def __init__(self, url: str, *, prefix: str = "siogate", ttl: float = DEFAULT_TTL) -> None:
+        self._prefix = prefix
+        self._ttl_ms = max(1, int(ttl * 1000))
+        self._pending_ms = min(self._ttl_ms, int(PENDING_TTL * 1000))
+        # The broker's connection settings: fail fast, never retry behind the caller's back.
+        self._redis = Redis.from_url(
+            url,
+            socket_timeout=SOCKET_TIMEOUT,
+            socket_connect_timeout=SOCKET_TIMEOUT,
+            socket_keepalive=True,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._claim = self._redis.register_script(_CLAIM)
+        self._complete = self._redis.register_script(_COMPLETE)
+        self._release = self._redis.register_script(_RELEASE)
+
+    def _key(self, key: str) -> str:
+        # Hashed: a client's key may hold any printable character, and its length
+        # should not decide the size of Redis key names.
+        return f"{self._prefix}:idempotency:{hashlib.sha256(key.encode()).hexdigest()}"
+
+    @staticmethod
+    def _pending(fingerprint: str, token: str) -> str:
+        return _dumps({"fp": fingerprint, "token": token})
+
+    async def claim(self, key: str, fingerprint: str) -> Claim:
+        token = secrets.token_hex(8)
+        try:
+            found = await self._claim(
+                keys=[self._key(key)],
+                args=[self._pending(fingerprint, token), self._pending_ms],
+            )
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"Redis did not answer the idempotency check: {exc}") from exc
+        if found is None:
+            return Claim("new", token=token, fingerprint=fingerprint)
+        try:
+            value = json.loads(found)
+            if value["fp"] != fingerprint:
+                return Claim("mismatch")
+            if "status" not in value:
+                return Claim("in_progress")
+            response = StoredResponse(int(value["status"]), str(value["body"]), str(value["type"]))
+        except (ValueError, KeyError, TypeError):
+            # Not ours (another program under this prefix?): never apply twice.
+            return Claim("in_progress")
+        return Claim("replay", response)
+
+    async def complete(self, key: str, claim: Claim, response: StoredResponse) -> None:
+        pending = self._pending(claim.fingerprint, claim.token)
+        try:
+            if storable(response):
+                stored = _dumps(
+                    {
+                        "fp": claim.fingerprint,
+                        "status": response.status,
+                        "body": response.body,
+                        "type": response.content_type,
+                    }
+                )
+                await self._complete(keys=[self._key(key)], args=[pending, stored, self._ttl_ms])
+            else:
+                await self._release(keys=[self._key(key)], args=[pending])
+        except (RedisError, OSError) as exc:
+            # Applied, but not recorded: the claim expires after PENDING_TTL, and a
+            # retry after that applies again.
+            raise StoreUnavailable(f"Redis did not record the response: {exc}") from exc
+
+    async def release(self, key: str, claim: Claim) -> None:
+        try:
+            await self._release(
+                keys=[self._key(key)], args=[self._pending(claim.fingerprint, claim.token)]
+            )
+        except (RedisError, OSError) as exc:
+            # The key answers in_progress until the claim expires (PENDING_TTL).
+            raise StoreUnavailable(f"Redis did not release the key: {exc}") from exc
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+_memory: type[IdempotencyStore] = MemoryIdempotencyStore
+_redis: type[IdempotencyStore] = RedisIdempotencyStore
