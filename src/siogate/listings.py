@@ -54,11 +54,14 @@ def first_after(
     return heapq.nsmallest(limit, entries, key=itemgetter(0))
 
 
-def cut(entries: list[T], limit: int | None) -> Page[T]:
-    """The first ``limit`` of sorted ``entries``, and whether any were left over."""
-    if limit is None or len(entries) <= limit:
-        return Page(entries, False)
-    return Page(entries[:limit], True)
+def page_after(
+    entries: Iterable[tuple[str, T]], after: str | None, limit: int | None
+) -> Page[tuple[str, T]]:
+    """The page of ``limit`` entries after ``after``, and whether more follow."""
+    found = first_after(entries, after, None if limit is None else limit + 1)
+    if limit is None or len(found) <= limit:
+        return Page(found, False)
+    return Page(found[:limit], True)
 
 
 def well_formed(answers: Answers, kind: type, what: str) -> Iterator[tuple[str, Any]]:
@@ -82,7 +85,7 @@ def sum_counts(
     for key, n in counts:
         if isinstance(key, str) and is_count(n):
             total[key] = total.get(key, 0) + n
-    return cut(first_after(total.items(), after, limit), limit)
+    return page_after(total.items(), after, limit)
 
 
 # Rooms: {room: member count} per node, summed.
@@ -115,5 +118,5 @@ def merge_sockets(
             match entry:
                 case [str(sid), str() | None as user]:
                     found.append((sid, (Sid(sid), None if user is None else UserId(user), node)))
-    page = cut(first_after(found, after, limit), limit)
+    page = page_after(found, after, limit)
     return Page([socket for _, socket in page.items], page.more)
