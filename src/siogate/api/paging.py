@@ -75,6 +75,9 @@ def decode_cursor(text: str, of: str, scope: dict[str, str]) -> str:
         raise invalid_cursor("cursor is not one this listing returned")
     try:
         raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+        # One spelling per cursor: unused low bits in the last character must be zero.
+        if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != text:
+            raise ValueError("not canonical base64")
         body = json.loads(raw.decode("utf-8"))
     except (binascii.Error, ValueError, RecursionError):
         raise invalid_cursor("cursor is not one this listing returned") from None
