@@ -14,8 +14,8 @@ API error codes are stable strings, grouped by HTTP status:
 status    codes
 ========  =========================================================
 400       ``bad_request``, ``invalid_json``, ``invalid_field``,
-          ``reserved_event``, ``unknown_namespace``,
-          ``invalid_idempotency_key``
+          ``reserved_event``, ``unknown_namespace``, ``invalid_cursor``,
+          ``too_many_results``, ``invalid_idempotency_key``
 401       ``unauthorized``
 404       ``not_found``
 405       ``method_not_allowed``

@@ -15,13 +15,16 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from . import listings, presence
 from .auth import ANONYMOUS, Identity, JwtVerifier
 from .broker import (
     Answers,
     Broker,
     Command,
     EmitCommand,
+    PresenceQuery,
     Query,
+    RoomPresenceQuery,
     RoomsQuery,
     SocketsCommand,
     SocketsQuery,
@@ -29,6 +32,7 @@ from .broker import (
 from .errors import AuthError, WebhookError
 from .handlers import Handlers, Refuse, call
 from .hub import Hub, Link, Outgoing, Socket, is_socket_id, new_socket_id
+from .listings import Page
 from .metrics import Metrics
 from .protocol import socketio
 from .protocol.events import (
@@ -635,40 +639,60 @@ class Node:
             for socket in targets:
                 self.disconnect_socket(socket, REASON_SERVER_NAMESPACE)
 
-    # Queries: every node answers about its own hub; the asking node merges.
+    # Queries: every node answers about its own hub; the asking node merges
+    # (siogate.listings and siogate.presence). A paged query asks each node for one entry
+    # more than the page, to learn whether another page follows.
 
     def answer(self, query: Query) -> Any:
         """This node's part of a cluster-wide query (the broker's query handler)."""
         if isinstance(query, RoomsQuery):
-            return self.hub.rooms(query.namespace)
-        return [[s.id, s.user] for s in self.hub.select(query.namespace, [query.room])]
+            return listings.local_rooms(self.hub, query)
+        if isinstance(query, SocketsQuery):
+            return listings.local_sockets(self.hub, query)
+        if isinstance(query, PresenceQuery):
+            return presence.local_presence(self.hub, query)
+        return presence.local_room_presence(self.hub, query)
 
-    async def rooms(self, namespace: Namespace) -> tuple[dict[Room, int], Listing]:
-        """Rooms of ``namespace`` over all nodes, with summed member counts."""
-        answers = await self.broker.query(RoomsQuery(namespace), self.options.query_timeout)
-        total: dict[Room, int] = {}
-        for node, rooms in answers.answers:
-            if not isinstance(rooms, dict):
-                logger.warning("node %s sent a malformed rooms answer", node)
-                continue
-            for room, n in rooms.items():
-                if isinstance(n, int) and not isinstance(n, bool):
-                    total[Room(room)] = total.get(Room(room), 0) + n
-        return total, Listing.of(answers)
+    async def _ask(self, query: Query) -> Answers:
+        return await self.broker.query(query, self.options.query_timeout)
+
+    async def rooms(
+        self, namespace: Namespace, after: Room | None = None, limit: int | None = None
+    ) -> tuple[Page[tuple[Room, int]], Listing]:
+        """Rooms of ``namespace`` over all nodes, by name, with summed member counts."""
+        answers = await self._ask(RoomsQuery(namespace, after, _plus_one(limit)))
+        return listings.merge_rooms(answers, after, limit), Listing.of(answers)
 
     async def sockets_in(
-        self, namespace: Namespace, room: Room
-    ) -> tuple[list[tuple[Sid, UserId | None, str]], Listing]:
-        """Sockets in ``room`` over all nodes: (id, user, node id)."""
-        query = SocketsQuery(namespace, room)
-        answers = await self.broker.query(query, self.options.query_timeout)
-        found: list[tuple[Sid, UserId | None, str]] = []
-        for node, sockets in answers.answers:
-            if not isinstance(sockets, list):
-                logger.warning("node %s sent a malformed sockets answer", node)
-                continue
-            for entry in sockets:
-                match entry:
-                    case [str(sid), str() | None as user]:
-                        found.append((Sid(sid), None if user is None else UserId(user), node))
-        return found, Listing.of(answers)
+        self,
+        namespace: Namespace,
+        room: Room,
+        after: Sid | None = None,
+        limit: int | None = None,
+    ) -> tuple[Page[tuple[Sid, UserId | None, str]], Listing]:
+        """Sockets in ``room`` over all nodes, by id: (id, user, node id)."""
+        answers = await self._ask(SocketsQuery(namespace, room, after, _plus_one(limit)))
+        return listings.merge_sockets(answers, after, limit), Listing.of(answers)
+
+    async def presence(
+        self, namespace: Namespace, users: tuple[UserId, ...]
+    ) -> tuple[dict[UserId, int], Listing]:
+        """Sockets of each of ``users`` over all nodes."""
+        answers = await self._ask(PresenceQuery(namespace, users))
+        return presence.merge_presence(answers, users), Listing.of(answers)
+
+    async def room_presence(
+        self,
+        namespace: Namespace,
+        room: Room,
+        after: UserId | None = None,
+        limit: int | None = None,
+    ) -> tuple[Page[tuple[UserId, int]], int, Listing]:
+        """Distinct users in ``room`` with their socket counts, and its anonymous sockets."""
+        answers = await self._ask(RoomPresenceQuery(namespace, room, after, _plus_one(limit)))
+        page, anonymous = presence.merge_room_presence(answers, after, limit)
+        return page, anonymous, Listing.of(answers)
+
+
+def _plus_one(limit: int | None) -> int | None:
+    return None if limit is None else limit + 1

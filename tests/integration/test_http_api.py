@@ -50,6 +50,8 @@ V1_PATHS = {
     "/v1/disconnect": "post",
     "/v1/rooms": "get",
     "/v1/rooms/{room}/sockets": "get",
+    "/v1/rooms/{room}/presence": "get",
+    "/v1/presence": "get",
 }
 
 
@@ -315,7 +317,7 @@ async def test_join_unknown_socket_is_a_no_op(gw: Gateway, api: httpx.AsyncClien
     room = uid("ghost")
     await ok(api.post("/v1/join", json={"room": room, "sockets": ["no-such-socket"]}))
     r = await api.get(f"/v1/rooms/{room}/sockets")
-    assert r.json() == {"sockets": [], **WHOLE}
+    assert r.json() == {"sockets": [], "next_cursor": None, **WHOLE}
 
 
 # ---------------------------------------------------------------- POST /v1/disconnect
@@ -406,6 +408,7 @@ async def test_rooms_of_another_namespace(
     assert room not in {r["name"] for r in root}
     assert (await api.get("/v1/rooms", params={"namespace": "/empty-ns"})).json() == {
         "rooms": [],
+        "next_cursor": None,
         **WHOLE,
     }
 
@@ -629,7 +632,11 @@ def test_unknown_namespace_with_an_allowlist(start_gateway: Callable[..., Gatewa
     expect_error(gw, gw.api("GET", "/v1/rooms?namespace=/other"), 400, "unknown_namespace")
     r = gw.api("GET", "/v1/rooms/r/sockets?namespace=/other")
     expect_error(gw, r, 400, "unknown_namespace")
-    assert gw.api("GET", "/v1/rooms?namespace=/chat").json() == {"rooms": [], **WHOLE}
+    assert gw.api("GET", "/v1/rooms?namespace=/chat").json() == {
+        "rooms": [],
+        "next_cursor": None,
+        **WHOLE,
+    }
 
 
 def test_malformed_http_gets_400_and_the_server_stays_up(gw: Gateway) -> None:

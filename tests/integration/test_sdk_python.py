@@ -55,6 +55,8 @@ from siogate.client import (
     RoomInfo,
     RoomsListing,
     SocketInfo,
+    UserCount,
+    UserPresence,
     WebhookVerificationError,
     verify_webhook,
 )
@@ -250,6 +252,38 @@ async def test_rooms_and_sockets_of_a_namespace(
     assert room not in {r.name for r in (await sdk(lambda c: c.rooms())).rooms}
     assert await members(sdk, room, "/chat") == [(sid, None)]
     assert await members(sdk, room) == []
+
+
+async def test_pages_and_presence(
+    sdk: Sdk, gw: Gateway, connect: Callable[..., Awaitable[Recorder]]
+) -> None:
+    room, user, away = uid("paged"), uid("erin"), uid("away")
+    sids = set()
+    for token in (sdk.client.token(user, rooms=[room]),) * 3 + (None,) * 2:
+        s = await connect(gw.url, token)
+        await sdk(lambda c, s=s: c.join(room, sockets=[s.sid()]))
+        sids.add(s.sid())
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = await sdk(lambda c, cursor=cursor: c.sockets(room, limit=2, cursor=cursor))
+        assert len(page.sockets) <= 2
+        seen += [s.id for s in page.sockets]
+        if (cursor := page.next_cursor) is None:
+            break
+    assert seen == sorted(sids)
+    first = await sdk(lambda c: c.rooms(limit=1))
+    assert len(first.rooms) == 1 and first.next_cursor is not None
+
+    presence = await sdk(lambda c: c.presence([user, away]))
+    assert presence.users == {user: UserPresence(True, 3), away: UserPresence(False, 0)}
+    assert presence.partial is False
+    in_room = await sdk(lambda c: c.room_presence(room))
+    assert (in_room.users, in_room.anonymous) == ((UserCount(user, 3),), 2)
+    assert in_room.next_cursor is None
+    with pytest.raises(ApiError) as refused:
+        await sdk(lambda c: c.sockets(room, cursor="not-a-cursor"))
+    assert (refused.value.status, refused.value.code) == (400, "invalid_cursor")
 
 
 async def test_disconnect_by_id_and_by_room(

@@ -24,9 +24,12 @@ from siogate.client import (
     RequestError,
     RequestTimeout,
     RoomInfo,
+    RoomPresenceListing,
     RoomsListing,
     SocketInfo,
     SocketsListing,
+    UserCount,
+    UserPresence,
     _core,
 )
 
@@ -58,9 +61,11 @@ def test_the_sdk_surface_is_locked() -> None:
         "EmitOptions",
         "Listing",
         "ListingNodes",
+        "PresenceListing",
         "RequestError",
         "RequestTimeout",
         "RoomInfo",
+        "RoomPresenceListing",
         "RoomsListing",
         "SIGNATURE_HEADER",
         "Selector",
@@ -68,6 +73,8 @@ def test_the_sdk_surface_is_locked() -> None:
         "SocketInfo",
         "SocketsListing",
         "TIMESTAMP_HEADER",
+        "UserCount",
+        "UserPresence",
         "WebhookVerificationError",
         "verify_webhook",
     ]
@@ -83,7 +90,18 @@ def test_both_clients_have_the_same_methods() -> None:
     sync, aio = public(Client), public(AsyncClient)
     assert sync.pop("close") == aio.pop("aclose")
     assert sync == aio
-    methods = ["batch", "disconnect", "emit", "join", "leave", "rooms", "sockets", "token"]
+    methods = [
+        "batch",
+        "disconnect",
+        "emit",
+        "join",
+        "leave",
+        "presence",
+        "room_presence",
+        "rooms",
+        "sockets",
+        "token",
+    ]
     assert sorted(sync) == methods
     for name in set(sync) - {"token"}:
         assert inspect.iscoroutinefunction(getattr(AsyncClient, name)), name
@@ -127,6 +145,33 @@ def test_room_names_are_escaped_in_the_path() -> None:
     call = _core.sockets_call("a/b c?d%e#é", "/chat")
     assert call.path == "/v1/rooms/a%2Fb%20c%3Fd%25e%23%C3%A9/sockets"
     assert (call.method, call.params) == ("GET", {"namespace": "/chat"})
+
+
+def test_listing_calls_carry_paging_and_users(client: Client) -> None:
+    call = _core.rooms_call("/", limit=50, cursor="abc")
+    assert call.params == {"namespace": "/", "limit": "50", "cursor": "abc"}
+    call = _core.room_presence_call("a/b", "/chat", limit=10)
+    assert call.path == "/v1/rooms/a%2Fb/presence"
+    assert call.params == {"namespace": "/chat", "limit": "10"}
+    url = str(client._request(_core.presence_call(["a", "b&c"], "/")).url)
+    assert url == "http://gateway.test/prefix/v1/presence?user=a&user=b%26c&namespace=%2F"
+    with pytest.raises(TypeError):
+        _core.presence_call("alice", "/")
+    answer = httpx.Response(
+        200,
+        json={
+            "users": {"a": {"online": True, "sockets": 2}, "b": {"online": False, "sockets": 0}},
+            "partial": False,
+            "nodes": {"answered": 1, "missing": []},
+        },
+    )
+    presence = client._result(_core.presence_call(["a", "b"], "/"), answer)
+    assert presence.users == {"a": UserPresence(True, 2), "b": UserPresence(False, 0)}
+    answer = httpx.Response(
+        200, json={"users": [{"user": "a", "sockets": 2}], "anonymous": 3, "next_cursor": "n"}
+    )
+    room = client._result(_core.room_presence_call("r", "/"), answer)
+    assert room == RoomPresenceListing(users=(UserCount("a", 2),), anonymous=3, next_cursor="n")
 
 
 # mypy refuses these calls in typed code; untyped callers get the same refusal at run time.

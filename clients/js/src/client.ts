@@ -9,7 +9,16 @@
  */
 
 import { SiogateError } from "./errors.js";
-import type { DisconnectBody, EmitBody, EmitTarget, RoomChange, RoomsListing, SocketsListing } from "./types.js";
+import type {
+  DisconnectBody,
+  EmitBody,
+  EmitTarget,
+  PresenceListing,
+  RoomChange,
+  RoomPresenceListing,
+  RoomsListing,
+  SocketsListing,
+} from "./types.js";
 
 /** The part of `fetch` the client uses; pass your own to add headers, caching options or tracing. */
 export type FetchLike = (input: string, init: RequestInit) => Promise<Response>;
@@ -51,10 +60,22 @@ export interface RequestOptions {
 /** Options of the short form `emit(event, data, options)`. */
 export interface EmitOptions extends EmitTarget, RequestOptions {}
 
-/** Options of `rooms()` and `sockets()`. */
+/** Options of `presence()`, and the base of the listings' options. */
 export interface NamespaceOptions extends RequestOptions {
   /** Default `/`. */
   namespace?: string | undefined;
+}
+
+/**
+ * Options of `rooms()`, `sockets()` and `roomPresence()`. Without `limit` and
+ * `cursor` the whole listing comes back, or the call rejects with code
+ * `too_many_results` when it holds more than 1,000 entries.
+ */
+export interface PageOptions extends NamespaceOptions {
+  /** Entries per page, 1 to 1,000 (default 100 when a cursor is given). */
+  limit?: number | undefined;
+  /** `next_cursor` of the previous page. */
+  cursor?: string | undefined;
 }
 
 export interface BatchResult {
@@ -162,25 +183,59 @@ export class Siogate {
 
   /**
    * `GET /v1/rooms`: the namespace's rooms with their socket counts, sorted by
-   * name, as the body the gateway sent: `(await siogate.rooms()).rooms`.
+   * name, as the body the gateway sent: `(await siogate.rooms()).rooms`. With
+   * `limit` or `cursor`: one page, and `next_cursor` for the next.
    */
-  async rooms(options?: NamespaceOptions): Promise<RoomsListing> {
-    const { namespace, ...request } = options ?? {};
-    return this.#request("GET", `/v1/rooms${query(namespace)}`, undefined, request, (value) =>
+  async rooms(options?: PageOptions): Promise<RoomsListing> {
+    const { namespace, limit, cursor, ...request } = options ?? {};
+    return this.#request("GET", `/v1/rooms${query({ namespace, limit, cursor })}`, undefined, request, (value) =>
       Array.isArray((value as { rooms?: unknown }).rooms) ? (value as RoomsListing) : undefined,
     );
   }
 
   /**
    * `GET /v1/rooms/<room>/sockets`: the sockets in `room` (a socket id works
-   * too), as the body the gateway sent: `(await siogate.sockets("news")).sockets`.
+   * too), sorted by id, as the body the gateway sent:
+   * `(await siogate.sockets("news")).sockets`. Paged as `rooms()`.
    */
-  async sockets(room: string, options?: NamespaceOptions): Promise<SocketsListing> {
+  async sockets(room: string, options?: PageOptions): Promise<SocketsListing> {
     if (typeof room !== "string") throw new TypeError("room must be a string");
-    const { namespace, ...request } = options ?? {};
-    const path = `/v1/rooms/${encodeURIComponent(room)}/sockets${query(namespace)}`;
+    const { namespace, limit, cursor, ...request } = options ?? {};
+    const path = `/v1/rooms/${encodeURIComponent(room)}/sockets${query({ namespace, limit, cursor })}`;
     return this.#request("GET", path, undefined, request, (value) =>
       Array.isArray((value as { sockets?: unknown }).sockets) ? (value as SocketsListing) : undefined,
+    );
+  }
+
+  /**
+   * `GET /v1/presence`: whether each of `users` (token `sub`s, at most 100) is
+   * connected, and with how many sockets: `(await siogate.presence(["alice"])).users.alice.online`.
+   */
+  async presence(users: readonly string[], options?: NamespaceOptions): Promise<PresenceListing> {
+    if (!Array.isArray(users) || !users.every((u) => typeof u === "string")) {
+      throw new TypeError("users must be an array of strings");
+    }
+    const { namespace, ...request } = options ?? {};
+    const asked = users.map((u) => `user=${encodeURIComponent(u)}`).join("&");
+    const path = `/v1/presence?${asked}${namespace === undefined ? "" : `&namespace=${encodeURIComponent(namespace)}`}`;
+    return this.#request("GET", path, undefined, request, (value) => {
+      const listed = (value as { users?: unknown }).users;
+      return typeof listed === "object" && listed !== null && !Array.isArray(listed)
+        ? (value as PresenceListing)
+        : undefined;
+    });
+  }
+
+  /**
+   * `GET /v1/rooms/<room>/presence`: the distinct users in `room` with their
+   * socket counts, sorted by user id, and the room's anonymous sockets. Paged as `rooms()`.
+   */
+  async roomPresence(room: string, options?: PageOptions): Promise<RoomPresenceListing> {
+    if (typeof room !== "string") throw new TypeError("room must be a string");
+    const { namespace, limit, cursor, ...request } = options ?? {};
+    const path = `/v1/rooms/${encodeURIComponent(room)}/presence${query({ namespace, limit, cursor })}`;
+    return this.#request("GET", path, undefined, request, (value) =>
+      Array.isArray((value as { users?: unknown }).users) ? (value as RoomPresenceListing) : undefined,
     );
   }
 
@@ -372,8 +427,15 @@ function describe(error: unknown): string {
   return detail ? `${message} (${detail})` : message;
 }
 
-function query(namespace: string | undefined): string {
-  return namespace === undefined ? "" : `?namespace=${encodeURIComponent(namespace)}`;
+function query(params: { namespace?: string | undefined; limit?: number | undefined; cursor?: string | undefined }): string {
+  const { limit } = params;
+  if (limit !== undefined && (!Number.isInteger(limit) || limit < 1)) {
+    throw new RangeError("limit must be a positive integer");
+  }
+  const parts = Object.entries(params)
+    .filter(([, value]) => value !== undefined)
+    .map(([key, value]) => `${key}=${encodeURIComponent(String(value))}`);
+  return parts.length === 0 ? "" : `?${parts.join("&")}`;
 }
 
 function defined(fields: Record<string, unknown>): Record<string, unknown> {

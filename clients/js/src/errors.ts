@@ -32,6 +32,8 @@ export type ApiErrorCode =
   | "invalid_field"
   | "reserved_event"
   | "unknown_namespace"
+  | "invalid_cursor"
+  | "too_many_results"
   | "bad_request"
   | "unauthorized"
   | "not_found"

@@ -5,7 +5,15 @@
  */
 
 export { Siogate, DEFAULT_RETRIES, DEFAULT_TIMEOUT } from "./client.js";
-export type { BatchResult, EmitOptions, FetchLike, NamespaceOptions, RequestOptions, SiogateOptions } from "./client.js";
+export type {
+  BatchResult,
+  EmitOptions,
+  FetchLike,
+  NamespaceOptions,
+  PageOptions,
+  RequestOptions,
+  SiogateOptions,
+} from "./client.js";
 export { SiogateError } from "./errors.js";
 export type { ApiErrorCode, ClientErrorCode, SiogateErrorCode } from "./errors.js";
 export { signToken, DEFAULT_TOKEN_TTL, MAX_CLAIM_LENGTH, MAX_TOKEN_ROOMS } from "./token.js";
@@ -18,12 +26,17 @@ export type {
   EmitBody,
   EmitTarget,
   ListingStatus,
+  Paged,
+  PresenceListing,
   RoomChange,
   RoomInfo,
+  RoomPresenceListing,
   RoomsListing,
   SocketInfo,
   SocketsListing,
   SocketSelector,
+  UserCount,
+  UserPresence,
   WebhookPayload,
   WebhookReply,
   WebhookSocket,

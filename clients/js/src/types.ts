@@ -71,14 +71,48 @@ export interface ListingStatus {
   nodes?: { answered: number; missing: string[] };
 }
 
+/**
+ * A paged listing: pass `next_cursor` as `cursor` for the next page; `null`
+ * (or absent, from a gateway without paging) on the last one.
+ */
+export interface Paged {
+  next_cursor?: string | null;
+}
+
 /** Body of `GET /v1/rooms`: rooms sorted by name, each with its socket count. */
-export interface RoomsListing extends ListingStatus {
+export interface RoomsListing extends ListingStatus, Paged {
   rooms: RoomInfo[];
 }
 
-/** Body of `GET /v1/rooms/<room>/sockets`. */
-export interface SocketsListing extends ListingStatus {
+/** Body of `GET /v1/rooms/<room>/sockets`: sockets sorted by id. */
+export interface SocketsListing extends ListingStatus, Paged {
   sockets: SocketInfo[];
+}
+
+/** One user's entry of `GET /v1/presence`. */
+export interface UserPresence {
+  online: boolean;
+  /** Sockets the user has connected in the namespace, all nodes together. */
+  sockets: number;
+}
+
+/** Body of `GET /v1/presence`: each asked user (a token `sub`), once. */
+export interface PresenceListing extends ListingStatus {
+  users: Record<string, UserPresence>;
+}
+
+/** One entry of `GET /v1/rooms/<room>/presence`. */
+export interface UserCount {
+  user: string;
+  /** The user's sockets in the room. */
+  sockets: number;
+}
+
+/** Body of `GET /v1/rooms/<room>/presence`: distinct users sorted by id. */
+export interface RoomPresenceListing extends ListingStatus, Paged {
+  users: UserCount[];
+  /** Sockets in the room without a user (the whole room, on every page). */
+  anonymous: number;
 }
 
 /** The socket a webhook request is about. */

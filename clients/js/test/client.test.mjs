@@ -176,6 +176,41 @@ describe("rooms", () => {
   });
 });
 
+describe("pages and presence", () => {
+  test("sockets() pages by id with limit and cursor; presence() and roomPresence()", async (t) => {
+    const room = uid("paged/room?");
+    const user = uid("erin");
+    const sockets = await Promise.all([1, 2, 3].map(() => connectAs(t, user, { rooms: [room] })));
+    const seen = [];
+    let cursor;
+    do {
+      const page = await siogate.sockets(room, { limit: 2, cursor });
+      assert.ok(page.sockets.length <= 2);
+      seen.push(...page.sockets.map((s) => s.id));
+      cursor = page.next_cursor ?? undefined;
+    } while (cursor !== undefined);
+    assert.deepEqual(seen, sockets.map((s) => s.id).sort());
+
+    const away = uid("away");
+    const presence = await siogate.presence([user, away, "a&b=c"]);
+    assert.deepEqual(presence.users, {
+      [user]: { online: true, sockets: 3 },
+      [away]: { online: false, sockets: 0 },
+      "a&b=c": { online: false, sockets: 0 },
+    });
+    const inRoom = await siogate.roomPresence(room, { limit: 10 });
+    assert.deepEqual([inRoom.users, inRoom.anonymous, inRoom.next_cursor], [[{ user, sockets: 3 }], 0, null]);
+
+    const first = await siogate.rooms({ limit: 1 });
+    assert.equal(first.rooms.length, 1);
+    assert.equal(typeof first.next_cursor, "string");
+    const error = await failure(siogate.sockets(room, { cursor: "nope" }));
+    assert.deepEqual([error.code, error.status], ["invalid_cursor", 400]);
+    await assert.rejects(siogate.rooms({ limit: 0 }), RangeError);
+    await assert.rejects(siogate.presence("alice"), TypeError);
+  });
+});
+
 describe("disconnect", () => {
   test("disconnects the selected sockets only", async (t) => {
     const bobName = uid("bob");

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._version import __version__
+from .paging import DEFAULT_LIMIT, MAX_LIMIT, MAX_PRESENCE_USERS
 from .schemas import MAX_BATCH, MAX_NAME, MAX_ROOMS, MAX_SOCKETS
 
 _NAME = {"type": "string", "minLength": 1, "maxLength": MAX_NAME}
@@ -98,6 +99,44 @@ def _post(summary: str, body: str, ok: dict[str, Any]) -> dict[str, Any]:
 
 
 _NAMESPACE_QUERY = {"name": "namespace", "in": "query", "schema": _NAMESPACE}
+_ROOM_PATH = {"name": "room", "in": "path", "required": True, "schema": _NAME}
+
+# Paged listings (see siogate.api.paging): keyset pages, an opaque cursor.
+_PAGING_QUERY = [
+    {
+        "name": "limit",
+        "in": "query",
+        "description": f"Entries per page (default {DEFAULT_LIMIT} with a cursor). Without "
+        f"limit and cursor the whole listing is answered, or 400 too_many_results when it "
+        f"holds more than {MAX_LIMIT} entries.",
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+    },
+    {
+        "name": "cursor",
+        "in": "query",
+        "description": "next_cursor of the previous page (opaque; 400 invalid_cursor if it "
+        "was not made for this listing).",
+        "schema": {"type": "string"},
+    },
+]
+_NEXT = {
+    "next_cursor": {
+        "type": ["string", "null"],
+        "description": "Pass as ?cursor= for the next page; null on the last page.",
+    }
+}
+
+
+def _listing(summary: str, parameters: list[Any], description: str, properties: Any) -> Any:
+    schema = {"type": "object", "properties": {**properties, **_LISTING}}
+    return {
+        "get": {
+            "summary": summary,
+            "security": [{"apiKey": []}],
+            "parameters": parameters,
+            "responses": {"200": {"description": description, **_json(schema)}, **_ERRORS},
+        }
+    }
 
 
 def openapi_document() -> dict[str, Any]:
@@ -194,7 +233,7 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "Rooms with their socket counts",
                     "security": [{"apiKey": []}],
-                    "parameters": [_NAMESPACE_QUERY],
+                    "parameters": [_NAMESPACE_QUERY, *_PAGING_QUERY],
                     "responses": {
                         "200": {
                             "description": "Rooms",
@@ -212,6 +251,7 @@ def openapi_document() -> dict[str, Any]:
                                                 },
                                             },
                                         },
+                                        **_NEXT,
                                         **_LISTING,
                                     },
                                 }
@@ -225,10 +265,7 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "Sockets in a room (a socket id is a room too)",
                     "security": [{"apiKey": []}],
-                    "parameters": [
-                        {"name": "room", "in": "path", "required": True, "schema": _NAME},
-                        _NAMESPACE_QUERY,
-                    ],
+                    "parameters": [_ROOM_PATH, _NAMESPACE_QUERY, *_PAGING_QUERY],
                     "responses": {
                         "200": {
                             "description": "Sockets",
@@ -247,6 +284,7 @@ def openapi_document() -> dict[str, Any]:
                                                 },
                                             },
                                         },
+                                        **_NEXT,
                                         **_LISTING,
                                     },
                                 }
@@ -256,6 +294,58 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            "/v1/rooms/{room}/presence": _listing(
+                "Distinct users in a room with their socket counts",
+                [_ROOM_PATH, _NAMESPACE_QUERY, *_PAGING_QUERY],
+                "Users by id; anonymous sockets counted apart",
+                {
+                    "users": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "user": {"type": "string"},
+                                "sockets": {"type": "integer"},
+                            },
+                        },
+                    },
+                    "anonymous": {"type": "integer"},
+                    **_NEXT,
+                },
+            ),
+            "/v1/presence": _listing(
+                "Whether users are connected, and with how many sockets",
+                [
+                    {
+                        "name": "user",
+                        "in": "query",
+                        "required": True,
+                        "description": "A token sub; repeat for several users.",
+                        "style": "form",
+                        "explode": True,
+                        "schema": {
+                            "type": "array",
+                            "items": _NAME,
+                            "minItems": 1,
+                            "maxItems": MAX_PRESENCE_USERS,
+                        },
+                    },
+                    _NAMESPACE_QUERY,
+                ],
+                "Each asked user",
+                {
+                    "users": {
+                        "type": "object",
+                        "additionalProperties": {
+                            "type": "object",
+                            "properties": {
+                                "online": {"type": "boolean"},
+                                "sockets": {"type": "integer"},
+                            },
+                        },
+                    }
+                },
+            ),
             "/healthz": {
                 "get": {
                     "summary": "Liveness",

@@ -12,10 +12,11 @@ from urllib.parse import unquote
 from ..auth import check_bearer
 from ..broker import BrokerUnavailable
 from ..errors import ApiError
+from ..listings import Page
 from ..node import Listing, Node
 from ..transport.http import Request, Response
-from ..types import Namespace, Room
-from . import schemas
+from ..types import Namespace, Room, Sid, UserId
+from . import paging, schemas
 from .idempotent import Idempotency
 from .openapi import openapi_document
 
@@ -64,6 +65,7 @@ class Api:
             "/v1/leave": {"POST": (self._leave, True)},
             "/v1/disconnect": {"POST": (self._disconnect, True)},
             "/v1/rooms": {"GET": (self._rooms, True)},
+            "/v1/presence": {"GET": (self._presence, True)},
         }
         self._openapi_body = json.dumps(openapi_document()).encode()
 
@@ -77,10 +79,15 @@ class Api:
         methods = self._routes.get(path)
         if methods is not None:
             return path, methods
-        # /v1/rooms/<room>/sockets, with <room> percent-encoded.
-        prefix, suffix = "/v1/rooms/", "/sockets"
-        if path.startswith(prefix) and path.endswith(suffix) and len(path) > 18:
-            return "/v1/rooms/{room}/sockets", {"GET": (self._room_sockets, True)}
+        # /v1/rooms/<room>/sockets and /presence, with <room> percent-encoded.
+        prefix = "/v1/rooms/"
+        if path.startswith(prefix):
+            for suffix, handler in (
+                ("/sockets", self._room_sockets),
+                ("/presence", self._room_presence),
+            ):
+                if path.endswith(suffix) and len(path) > len(prefix) + len(suffix):
+                    return f"/v1/rooms/{{room}}{suffix}", {"GET": (handler, True)}
         return None
 
     async def _dispatch(self, request: Request) -> tuple[str, Response]:
@@ -170,29 +177,93 @@ class Api:
         await self.node.publish([schemas.sockets_command("disconnect", body, self._namespaces)])
         return Response(200, OK_BODY)
 
-    def _query_namespace(self, request: Request) -> Namespace:
-        unknown = sorted(set(request.query) - {"namespace"})
+    def _query_namespace(self, request: Request, extra: tuple[str, ...] = ()) -> Namespace:
+        unknown = sorted(set(request.query) - {"namespace", *extra})
         if unknown:
             raise schemas.bad(f"unknown query parameter(s): {', '.join(unknown)}")
         return schemas.namespace(request.arg("namespace"), self._namespaces)
 
-    async def _rooms(self, request: Request) -> Response:
-        ns = self._query_namespace(request)
-        rooms, listing = await self.node.rooms(ns)
-        items = [{"name": name, "sockets": n} for name, n in sorted(rooms.items())]
-        return json_response(200, {"rooms": items, **_listing_json(listing)})
+    def _page(self, request: Request, of: str, scope: dict[str, str]) -> paging.PageRequest:
+        for key in _PAGING:
+            if len(request.query.get(key, ())) > 1:
+                raise schemas.bad(f"{key} may be given once")
+        return paging.page_request(request.arg("limit"), request.arg("cursor"), of, scope)
 
-    async def _room_sockets(self, request: Request) -> Response:
-        ns = self._query_namespace(request)
-        raw = request.path[len("/v1/rooms/") : -len("/sockets")]
+    def _room_in_path(self, request: Request, suffix: str) -> Room:
+        raw = request.path[len("/v1/rooms/") : -len(suffix)]
         try:
             decoded = unquote(raw, errors="strict")
         except UnicodeDecodeError:
             raise schemas.bad("room must be percent-encoded UTF-8") from None
-        room = Room(schemas.name(decoded, "room"))
-        sockets, listing = await self.node.sockets_in(ns, room)
-        items = [{"id": sid, "user": user, "node": node} for sid, user, node in sockets]
-        return json_response(200, {"sockets": items, **_listing_json(listing)})
+        return Room(schemas.name(decoded, "room"))
+
+    async def _rooms(self, request: Request) -> Response:
+        ns = self._query_namespace(request, _PAGING)
+        scope: dict[str, str] = {"ns": ns}
+        asked = self._page(request, "rooms", scope)
+        page, listing = await self.node.rooms(ns, _opt(Room, asked.after), asked.limit)
+        items = [{"name": name, "sockets": n} for name, n in page.items]
+        more = _next(asked, page, "rooms", scope, lambda last: last[0])
+        return json_response(200, {"rooms": items, **more, **_listing_json(listing)})
+
+    async def _room_sockets(self, request: Request) -> Response:
+        ns = self._query_namespace(request, _PAGING)
+        room = self._room_in_path(request, "/sockets")
+        scope = {"ns": ns, "room": room}
+        asked = self._page(request, "sockets", scope)
+        page, listing = await self.node.sockets_in(ns, room, _opt(Sid, asked.after), asked.limit)
+        items = [{"id": sid, "user": user, "node": node} for sid, user, node in page.items]
+        more = _next(asked, page, "sockets", scope, lambda last: last[0])
+        return json_response(200, {"sockets": items, **more, **_listing_json(listing)})
+
+    async def _presence(self, request: Request) -> Response:
+        ns = self._query_namespace(request, ("user",))
+        asked = request.query.get("user", [])
+        if not asked:
+            raise schemas.bad("give at least one user: ?user=<sub>&user=<sub>")
+        if len(asked) > paging.MAX_PRESENCE_USERS:
+            raise schemas.bad(f"at most {paging.MAX_PRESENCE_USERS} users per request")
+        # Repeated users are answered once.
+        users = tuple(dict.fromkeys(UserId(schemas.name(u, "user")) for u in asked))
+        counts, listing = await self.node.presence(ns, users)
+        body = {user: {"online": n > 0, "sockets": n} for user, n in counts.items()}
+        return json_response(200, {"users": body, **_listing_json(listing)})
+
+    async def _room_presence(self, request: Request) -> Response:
+        ns = self._query_namespace(request, _PAGING)
+        room = self._room_in_path(request, "/presence")
+        scope = {"ns": ns, "room": room}
+        asked = self._page(request, "presence", scope)
+        page, anonymous, listing = await self.node.room_presence(
+            ns, room, _opt(UserId, asked.after), asked.limit
+        )
+        items = [{"user": user, "sockets": n} for user, n in page.items]
+        more = _next(asked, page, "users", scope, lambda last: last[0], "presence")
+        body = {"users": items, "anonymous": anonymous, **more, **_listing_json(listing)}
+        return json_response(200, body)
+
+
+_PAGING = ("limit", "cursor")
+
+
+def _opt(kind: Callable[[str], Any], value: str | None) -> Any:
+    return None if value is None else kind(value)
+
+
+def _next(
+    asked: paging.PageRequest,
+    page: Page[Any],
+    what: str,
+    scope: dict[str, str],
+    key: Callable[[Any], str],
+    of: str | None = None,
+) -> dict[str, str | None]:
+    """``next_cursor`` for a page; the unpaged form refuses an answer that does not fit."""
+    if not page.more:
+        return {"next_cursor": None}
+    if not asked.paged:
+        raise paging.too_many_results(what)
+    return {"next_cursor": paging.encode_cursor(of or what, scope, key(page.items[-1]))}
 
 
 def _listing_json(listing: Listing) -> dict[str, Any]:

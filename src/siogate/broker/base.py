@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from ..errors import SiogateError
-from ..types import Namespace, Room, Sid
+from ..types import Namespace, Room, Sid, UserId
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,22 +45,49 @@ MessageHandler = Callable[[Sequence[Command]], None]
 """Applies commands to the local hub, in order."""
 
 
+# Paged queries carry ``after`` (answer only keys sorting after it) and ``limit`` (at most
+# that many entries); None for both: the whole answer, as nodes without paging give it.
+
+
 @dataclass(frozen=True, slots=True)
 class RoomsQuery:
-    """Rooms of ``namespace`` with their member counts."""
+    """Rooms of ``namespace`` with their member counts, by room name."""
 
     namespace: Namespace
+    after: Room | None = None
+    limit: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class SocketsQuery:
-    """Sockets of ``namespace`` in ``room``, as ``[id, user]`` pairs."""
+    """Sockets of ``namespace`` in ``room``, as ``[id, user]`` pairs, by socket id."""
 
     namespace: Namespace
     room: Room
+    after: Sid | None = None
+    limit: int | None = None
 
 
-Query = RoomsQuery | SocketsQuery
+@dataclass(frozen=True, slots=True)
+class PresenceQuery:
+    """How many sockets of ``namespace`` each of ``users`` has (see siogate.presence)."""
+
+    namespace: Namespace
+    users: tuple[UserId, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RoomPresenceQuery:
+    """Distinct users in ``room`` with their socket counts, by user id, and the number of
+    anonymous sockets there."""
+
+    namespace: Namespace
+    room: Room
+    after: UserId | None = None
+    limit: int | None = None
+
+
+Query = RoomsQuery | SocketsQuery | PresenceQuery | RoomPresenceQuery
 
 QueryHandler = Callable[[Query], Any]
 """Answers a query about the local hub with a JSON-safe value."""

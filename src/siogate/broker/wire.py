@@ -17,10 +17,24 @@ from typing import Any
 
 from ..errors import SiogateError
 from ..protocol.socketio import dumps
-from ..types import Namespace, Room, Sid
-from .base import Command, EmitCommand, Query, RoomsQuery, SocketsCommand, SocketsQuery
+from ..types import Namespace, Room, Sid, UserId
+from .base import (
+    Command,
+    EmitCommand,
+    PresenceQuery,
+    Query,
+    RoomPresenceQuery,
+    RoomsQuery,
+    SocketsCommand,
+    SocketsQuery,
+)
 
 VERSION = 1
+
+# Bounds on what a query may ask of a node (the API asks far less: a page of at most
+# 1,000 entries plus one, at most 100 users).
+MAX_QUERY_LIMIT = 100_000
+MAX_QUERY_USERS = 10_000
 
 # Compact JSON that falls back to \u escapes for strings UTF-8 cannot carry (a lone
 # surrogate sent by JavaScript), as on the Socket.IO wire.
@@ -126,23 +140,59 @@ def decode_commands(obj: dict[str, Any]) -> list[Command]:
 
 
 def encode_query(node: str, request_id: str, query: Query) -> bytes:
+    # "after" and "limit" are optional members added to format 1: a node that predates
+    # them ignores them and answers in full, which the asking node pages itself.
     body: dict[str, Any] = {"id": request_id, "ns": query.namespace}
     if isinstance(query, RoomsQuery):
         body["query"] = "rooms"
-    else:
+    elif isinstance(query, SocketsQuery):
         body["query"] = "sockets"
         body["room"] = query.room
+    elif isinstance(query, RoomPresenceQuery):
+        body["query"] = "room_presence"
+        body["room"] = query.room
+    else:
+        body["query"] = "presence"
+        body["users"] = list(query.users)
+    if not isinstance(query, PresenceQuery):
+        if query.after is not None:
+            body["after"] = query.after
+        if query.limit is not None:
+            body["limit"] = query.limit
     return _message(node, body)
+
+
+def _paging(obj: dict[str, Any]) -> tuple[str | None, int | None]:
+    after = obj.get("after")
+    if after is not None and not isinstance(after, str):
+        raise WireError("'after' must be a string")
+    limit = obj.get("limit")
+    if limit is not None and (
+        not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_QUERY_LIMIT
+    ):
+        raise WireError(f"'limit' must be an integer from 1 to {MAX_QUERY_LIMIT}")
+    return after, limit
 
 
 def decode_query(obj: dict[str, Any]) -> tuple[str, Query]:
     request_id = _str(obj, "id")
     ns = Namespace(_str(obj, "ns"))
     kind = obj.get("query")
+    if kind == "presence":
+        users = _strs(obj, "users")
+        if len(users) > MAX_QUERY_USERS:
+            raise WireError(f"'users' may hold at most {MAX_QUERY_USERS} entries")
+        return request_id, PresenceQuery(ns, tuple(UserId(u) for u in users))
+    after, limit = _paging(obj)
     if kind == "rooms":
-        return request_id, RoomsQuery(ns)
+        return request_id, RoomsQuery(ns, None if after is None else Room(after), limit)
     if kind == "sockets":
-        return request_id, SocketsQuery(ns, Room(_str(obj, "room")))
+        room = Room(_str(obj, "room"))
+        return request_id, SocketsQuery(ns, room, None if after is None else Sid(after), limit)
+    if kind == "room_presence":
+        room = Room(_str(obj, "room"))
+        user = None if after is None else UserId(after)
+        return request_id, RoomPresenceQuery(ns, room, user, limit)
     raise WireError(f"unknown query {kind!r}")
 
 

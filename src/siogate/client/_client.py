@@ -18,7 +18,15 @@ import httpx
 
 from siogate.client import _core
 from siogate.client._core import BaseClient, Call, Outcome
-from siogate.client._models import Emit, EmitOptions, RoomsListing, Selector, SocketsListing
+from siogate.client._models import (
+    Emit,
+    EmitOptions,
+    PresenceListing,
+    RoomPresenceListing,
+    RoomsListing,
+    Selector,
+    SocketsListing,
+)
 
 __all__ = ["AsyncClient", "Client"]
 
@@ -81,13 +89,43 @@ class Client(BaseClient[httpx.Client]):
         """``POST /v1/disconnect``: disconnect the selected sockets from the namespace."""
         self._send(_core.select_call("disconnect", None, selector, idempotency_key))
 
-    def rooms(self, namespace: str = "/") -> RoomsListing:
-        """``GET /v1/rooms``: the namespace's rooms by name, with their socket counts."""
-        return self._send(_core.rooms_call(namespace))
+    def rooms(
+        self, namespace: str = "/", *, limit: int | None = None, cursor: str | None = None
+    ) -> RoomsListing:
+        """``GET /v1/rooms``: the namespace's rooms by name, with their socket counts.
 
-    def sockets(self, room: str, namespace: str = "/") -> SocketsListing:
-        """``GET /v1/rooms/<room>/sockets``: the sockets in ``room``."""
-        return self._send(_core.sockets_call(room, namespace))
+        Without ``limit`` and ``cursor``: every room, or ``ApiError("too_many_results")``
+        over 1,000; with them: one page, and ``next_cursor`` for the next.
+        """
+        return self._send(_core.rooms_call(namespace, limit, cursor))
+
+    def sockets(
+        self,
+        room: str,
+        namespace: str = "/",
+        *,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> SocketsListing:
+        """``GET /v1/rooms/<room>/sockets``: the sockets in ``room``, by id (paged as
+        :meth:`rooms`)."""
+        return self._send(_core.sockets_call(room, namespace, limit, cursor))
+
+    def presence(self, users: Iterable[str], namespace: str = "/") -> PresenceListing:
+        """``GET /v1/presence``: whether each of ``users`` (at most 100) is connected."""
+        return self._send(_core.presence_call(users, namespace))
+
+    def room_presence(
+        self,
+        room: str,
+        namespace: str = "/",
+        *,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> RoomPresenceListing:
+        """``GET /v1/rooms/<room>/presence``: distinct users in ``room`` with their socket
+        counts, and its anonymous sockets (paged as :meth:`rooms`)."""
+        return self._send(_core.room_presence_call(room, namespace, limit, cursor))
 
     def close(self) -> None:
         """Close the pooled connections."""
@@ -157,13 +195,43 @@ class AsyncClient(BaseClient[httpx.AsyncClient]):
         """``POST /v1/disconnect``: disconnect the selected sockets from the namespace."""
         await self._send(_core.select_call("disconnect", None, selector, idempotency_key))
 
-    async def rooms(self, namespace: str = "/") -> RoomsListing:
-        """``GET /v1/rooms``: the namespace's rooms by name, with their socket counts."""
-        return await self._send(_core.rooms_call(namespace))
+    async def rooms(
+        self, namespace: str = "/", *, limit: int | None = None, cursor: str | None = None
+    ) -> RoomsListing:
+        """``GET /v1/rooms``: the namespace's rooms by name, with their socket counts.
 
-    async def sockets(self, room: str, namespace: str = "/") -> SocketsListing:
-        """``GET /v1/rooms/<room>/sockets``: the sockets in ``room``."""
-        return await self._send(_core.sockets_call(room, namespace))
+        Without ``limit`` and ``cursor``: every room, or ``ApiError("too_many_results")``
+        over 1,000; with them: one page, and ``next_cursor`` for the next.
+        """
+        return await self._send(_core.rooms_call(namespace, limit, cursor))
+
+    async def sockets(
+        self,
+        room: str,
+        namespace: str = "/",
+        *,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> SocketsListing:
+        """``GET /v1/rooms/<room>/sockets``: the sockets in ``room``, by id (paged as
+        :meth:`rooms`)."""
+        return await self._send(_core.sockets_call(room, namespace, limit, cursor))
+
+    async def presence(self, users: Iterable[str], namespace: str = "/") -> PresenceListing:
+        """``GET /v1/presence``: whether each of ``users`` (at most 100) is connected."""
+        return await self._send(_core.presence_call(users, namespace))
+
+    async def room_presence(
+        self,
+        room: str,
+        namespace: str = "/",
+        *,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> RoomPresenceListing:
+        """``GET /v1/rooms/<room>/presence``: distinct users in ``room`` with their socket
+        counts, and its anonymous sockets (paged as :meth:`rooms`)."""
+        return await self._send(_core.room_presence_call(room, namespace, limit, cursor))
 
     async def aclose(self) -> None:
         """Close the pooled connections."""

@@ -27,11 +27,15 @@ from siogate.client._models import (
     Emit,
     EmitOptions,
     ListingNodes,
+    PresenceListing,
     RoomInfo,
+    RoomPresenceListing,
     RoomsListing,
     Selector,
     SocketInfo,
     SocketsListing,
+    UserCount,
+    UserPresence,
 )
 from siogate.errors import ApiError, ConfigError
 
@@ -66,7 +70,8 @@ class Call(Generic[T]):
     path: str
     parse: Callable[[Any], T]
     content: bytes | None = None
-    params: Mapping[str, str] | None = None
+    # A sequence of pairs where a parameter repeats (?user=a&user=b).
+    params: Mapping[str, str] | tuple[tuple[str, str], ...] | None = None
     # Sent on every attempt of a POST, so that the gateway applies it once however
     # many attempts reach it.
     idempotency_key: str | None = None
@@ -144,14 +149,46 @@ def select_call(
     return Call("POST", path, _ok, _encode(body), idempotency_key=idempotency_key(key))
 
 
-def rooms_call(namespace: str) -> Call[RoomsListing]:
-    return Call("GET", "/v1/rooms", _rooms, params={"namespace": namespace})
+def _page_params(namespace: str, limit: int | None, cursor: str | None) -> dict[str, str]:
+    params = {"namespace": namespace}
+    if limit is not None:
+        params["limit"] = str(limit)
+    if cursor is not None:
+        params["cursor"] = cursor
+    return params
 
 
-def sockets_call(room: str, namespace: str) -> Call[SocketsListing]:
+def _room_path(room: str, what: str) -> str:
     # Every character is escaped, "/" included: the gateway decodes the segment.
-    path = f"/v1/rooms/{quote(room, safe='')}/sockets"
-    return Call("GET", path, _sockets, params={"namespace": namespace})
+    return f"/v1/rooms/{quote(room, safe='')}/{what}"
+
+
+def rooms_call(
+    namespace: str, limit: int | None = None, cursor: str | None = None
+) -> Call[RoomsListing]:
+    return Call("GET", "/v1/rooms", _rooms, params=_page_params(namespace, limit, cursor))
+
+
+def sockets_call(
+    room: str, namespace: str, limit: int | None = None, cursor: str | None = None
+) -> Call[SocketsListing]:
+    path = _room_path(room, "sockets")
+    return Call("GET", path, _sockets, params=_page_params(namespace, limit, cursor))
+
+
+def presence_call(users: Iterable[str], namespace: str) -> Call[PresenceListing]:
+    if isinstance(users, str | bytes):
+        # A str is an Iterable[str]: "alice" would ask about a, l, i, c, e.
+        raise TypeError("presence(): users must be a list of user ids, not a string")
+    params = (*(("user", user) for user in users), ("namespace", namespace))
+    return Call("GET", "/v1/presence", _presence, params=params)
+
+
+def room_presence_call(
+    room: str, namespace: str, limit: int | None = None, cursor: str | None = None
+) -> Call[RoomPresenceListing]:
+    path = _room_path(room, "presence")
+    return Call("GET", path, _room_presence, params=_page_params(namespace, limit, cursor))
 
 
 # ------------------------------------------------------------------ reading answers
@@ -189,11 +226,19 @@ def _partial(payload: Any) -> bool:
     return partial
 
 
+def _next_cursor(payload: Any) -> str | None:
+    cursor = payload.get("next_cursor")
+    if cursor is not None and not isinstance(cursor, str):
+        raise TypeError("next_cursor is not a string")
+    return cursor
+
+
 def _rooms(payload: Any) -> RoomsListing:
     return RoomsListing(
         rooms=tuple(RoomInfo(str(r["name"]), int(r["sockets"])) for r in payload["rooms"]),
         partial=_partial(payload),
         nodes=_nodes(payload),
+        next_cursor=_next_cursor(payload),
     )
 
 
@@ -209,6 +254,25 @@ def _sockets(payload: Any) -> SocketsListing:
         ),
         partial=_partial(payload),
         nodes=_nodes(payload),
+        next_cursor=_next_cursor(payload),
+    )
+
+
+def _presence(payload: Any) -> PresenceListing:
+    users = {
+        str(user): UserPresence(bool(entry["online"]), int(entry.get("sockets", 0)))
+        for user, entry in payload["users"].items()
+    }
+    return PresenceListing(users=users, partial=_partial(payload), nodes=_nodes(payload))
+
+
+def _room_presence(payload: Any) -> RoomPresenceListing:
+    return RoomPresenceListing(
+        users=tuple(UserCount(str(u["user"]), int(u["sockets"])) for u in payload["users"]),
+        anonymous=int(payload["anonymous"]),
+        partial=_partial(payload),
+        nodes=_nodes(payload),
+        next_cursor=_next_cursor(payload),
     )
 
 

@@ -19,11 +19,15 @@ __all__ = [
     "EmitOptions",
     "Listing",
     "ListingNodes",
+    "PresenceListing",
     "RoomInfo",
+    "RoomPresenceListing",
     "RoomsListing",
     "Selector",
     "SocketInfo",
     "SocketsListing",
+    "UserCount",
+    "UserPresence",
 ]
 
 
@@ -101,6 +105,8 @@ class Listing:
     """True when some node did not answer in time, or the nodes could not be counted."""
     nodes: ListingNodes | None = None
     """``None`` if the gateway does not say (a gateway without cluster support)."""
+    next_cursor: str | None = None
+    """Paged listings: pass as ``cursor=`` for the next page; ``None`` on the last one."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -116,3 +122,39 @@ class SocketsListing(Listing):
     """The answer of ``GET /v1/rooms/<room>/sockets``."""
 
     sockets: tuple[SocketInfo, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UserPresence:
+    """One user's entry of ``GET /v1/presence``."""
+
+    online: bool
+    sockets: int
+    """Sockets the user has connected (in the asked namespace), all nodes together."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PresenceListing(Listing):
+    """The answer of ``GET /v1/presence``."""
+
+    users: dict[str, UserPresence]
+    """Each asked user (a token ``sub``), once."""
+
+
+@dataclass(frozen=True, slots=True)
+class UserCount:
+    """One entry of ``GET /v1/rooms/<room>/presence``."""
+
+    user: str
+    sockets: int
+    """How many of the user's sockets are in the room."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoomPresenceListing(Listing):
+    """The answer of ``GET /v1/rooms/<room>/presence``."""
+
+    users: tuple[UserCount, ...]
+    """Distinct users in the room, sorted by user id."""
+    anonymous: int = 0
+    """Sockets in the room without a user (the whole room, on every page)."""
