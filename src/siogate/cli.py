@@ -362,6 +362,16 @@ def main() -> None:
     type=click.Choice(RATE_ACTIONS),
     help="What happens to events over the rate: dropped (acked with an error) or disconnect.",
 )
+@option(
+    "max_ack_recipients",
+    type=int,
+    help="Sockets one emit with ack may reach, cluster-wide (400 too_many_recipients).",
+)
+@option(
+    "max_pending_acks",
+    type=int,
+    help="Emits with ack waiting at once, per node asked (503 too_many_pending_acks).",
+)
 @option("ping_interval", type=int, help="Milliseconds.")
 @option("ping_timeout", type=int, help="Milliseconds.")
 @option(

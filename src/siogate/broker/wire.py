@@ -18,9 +18,20 @@ from typing import Any
 from ..errors import SiogateError
 from ..protocol.socketio import dumps
 from ..types import Namespace, Room, Sid
-from .base import Command, EmitCommand, Query, RoomsQuery, SocketsCommand, SocketsQuery
+from .base import (
+    AckEmitQuery,
+    Command,
+    CountQuery,
+    EmitCommand,
+    Query,
+    RoomsQuery,
+    SocketsCommand,
+    SocketsQuery,
+)
 
 VERSION = 1
+# The longest wait an ack emit may ask of a node (as the HTTP API allows).
+MAX_ACK_TIMEOUT_MS = 60_000
 
 # Compact JSON that falls back to \u escapes for strings UTF-8 cannot carry (a lone
 # surrogate sent by JavaScript), as on the Socket.IO wire.
@@ -126,13 +137,29 @@ def decode_commands(obj: dict[str, Any]) -> list[Command]:
 
 
 def encode_query(node: str, request_id: str, query: Query) -> bytes:
-    body: dict[str, Any] = {"id": request_id, "ns": query.namespace}
+    body: dict[str, Any]
     if isinstance(query, RoomsQuery):
-        body["query"] = "rooms"
+        body = {"id": request_id, "ns": query.namespace, "query": "rooms"}
+    elif isinstance(query, SocketsQuery):
+        body = {"id": request_id, "ns": query.namespace, "query": "sockets", "room": query.room}
     else:
-        body["query"] = "sockets"
-        body["room"] = query.room
+        # An emit's selector (count) or the whole emit with its ack terms (ack_emit).
+        body = {"id": request_id, **_command_json(query.emit)}
+        if isinstance(query, CountQuery):
+            body["query"] = "count"
+            body["args"] = []  # only the selector counts
+        else:
+            body["query"] = "ack_emit"
+            body["timeout_ms"] = query.timeout_ms
+            body["max"] = query.max_recipients
     return _message(node, body)
+
+
+def _int(obj: dict[str, Any], key: str, low: int, high: int) -> int:
+    value = obj.get(key)
+    if type(value) is not int or not low <= value <= high:
+        raise WireError(f"{key!r} must be an integer from {low} to {high}")
+    return value
 
 
 def decode_query(obj: dict[str, Any]) -> tuple[str, Query]:
@@ -143,6 +170,14 @@ def decode_query(obj: dict[str, Any]) -> tuple[str, Query]:
         return request_id, RoomsQuery(ns)
     if kind == "sockets":
         return request_id, SocketsQuery(ns, Room(_str(obj, "room")))
+    if kind in ("count", "ack_emit"):
+        emit = _command(obj)
+        if not isinstance(emit, EmitCommand):
+            raise WireError("an ack emit must carry an emit")
+        if kind == "count":
+            return request_id, CountQuery(emit)
+        timeout_ms = _int(obj, "timeout_ms", 1, MAX_ACK_TIMEOUT_MS)
+        return request_id, AckEmitQuery(emit, timeout_ms, _int(obj, "max", 1, 2**31))
     raise WireError(f"unknown query {kind!r}")
 
 
