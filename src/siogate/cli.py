@@ -580,6 +580,12 @@ def _client_value(value: str | None, key: str, dev: dict[str, str]) -> str:
 @click.option("--namespace", default="/", show_default=True)
 @click.option("--url", envvar="SIOGATE_URL", show_envvar=True, help=f"Default: {DEFAULT_URL}.")
 @click.option("--api-key", envvar="SIOGATE_API_KEY", show_envvar=True)
+@click.option(
+    "--ack-timeout",
+    type=click.IntRange(1, 60_000),
+    metavar="MS",
+    help="Wait up to MS milliseconds for every recipient's ack; print their replies.",
+)
 def emit(
     event: str,
     data: str | None,
@@ -588,8 +594,12 @@ def emit(
     namespace: str,
     url: str | None,
     api_key: str | None,
+    ack_timeout: int | None,
 ) -> None:
-    """Emit EVENT with DATA (a JSON value) through the HTTP API."""
+    """Emit EVENT with DATA (a JSON value) through the HTTP API.
+
+    With --ack-timeout, prints {"recipients", "acks": [{"socket", "args"}], "timeouts"}.
+    """
     body: dict[str, Any] = {"event": event, "namespace": namespace}
     if data is not None:
         try:
@@ -600,12 +610,19 @@ def emit(
         body["rooms"] = list(rooms)
     if exclude:
         body["except"] = list(exclude)
+    wait = 0.0
+    if ack_timeout is not None:
+        body["ack"] = {"timeout_ms": ack_timeout}
+        wait = ack_timeout / 1000
     dev = read_dev_credentials(url)
     base = url or dev.get("url") or DEFAULT_URL
     key = _client_value(api_key, "api_key", dev)
     try:
         response = httpx.post(
-            f"{base}/v1/emit", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=10
+            f"{base}/v1/emit",
+            json=body,
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=10 + wait,
         )
     except httpx.HTTPError as exc:
         raise click.ClickException(f"cannot reach {base}: {exc}") from exc

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -20,6 +21,7 @@ import socketio
 from jsclient import JS_DIR, ensure_node_modules, node_path
 
 from conftest import API_KEY, Gateway
+from siogate.client import AckReply, AckResult, AsyncClient, Client
 
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}
 
@@ -314,3 +316,44 @@ def test_openapi_and_help_show_the_cap(start_gateway: Any) -> None:
     schemas = doc["components"]["schemas"]
     assert "77" in schemas["Emit"]["properties"]["ack"]["description"]
     assert schemas["AckResult"]["properties"]["recipients"]["maximum"] == 77
+
+
+# ---------------------------------------------------------------- SDK and CLI
+
+
+async def test_python_sdk_sync_and_async(gateway: Gateway) -> None:
+    answering = await py_client(gateway.url, lambda d: {"got": d})
+    mute = await py_client(gateway.url)
+    sid, mute_sid = answering.get_sid(), mute.get_sid()
+    try:
+        # The client's own timeout (1 s) is shorter than the ack wait: the SDK waits longer.
+        async with AsyncClient(gateway.url, API_KEY, timeout=1) as sdk:
+            result = await sdk.emit_with_ack("ask", 1_500, data="async")
+        assert isinstance(result, AckResult)
+        assert result.recipients == 2 and result.timeouts == (mute_sid,)
+        assert result.replies() == {sid: [{"got": "async"}]}
+        assert result.acks == (AckReply(sid, [{"got": "async"}]),)
+
+        def blocking() -> AckResult:
+            with Client(gateway.url, API_KEY, timeout=1) as sdk:
+                return sdk.emit_with_ack("ask", 1_500, data="sync", rooms=[sid])
+
+        result = await asyncio.to_thread(blocking)
+        assert result.recipients == 1 and result.replies() == {sid: [{"got": "sync"}]}
+        assert result.partial is False and result.timeouts == ()
+
+        with pytest.raises(ValueError, match="timeout_ms"):
+            Client(gateway.url, API_KEY).emit_with_ack("ask", 0)
+        # The CLI prints the gateway's answer.
+        out = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "siogate", "emit", "--url", gateway.url, "--api-key",
+             API_KEY, "--ack-timeout", "1500", "--room", sid, "ask", '"cli"'],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        printed = json.loads(out.stdout)
+        assert printed["acks"] == [{"socket": sid, "args": [{"got": "cli"}]}]
+    finally:
+        await answering.disconnect()
+        await mute.disconnect()

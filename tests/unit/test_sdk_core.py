@@ -46,6 +46,8 @@ def body(call: _core.Call[Any]) -> Any:
 
 def test_the_sdk_surface_is_locked() -> None:
     assert sorted(siogate.client.__all__) == [
+        "AckReply",
+        "AckResult",
         "ApiError",
         "AsyncClient",
         "Client",
@@ -83,7 +85,17 @@ def test_both_clients_have_the_same_methods() -> None:
     sync, aio = public(Client), public(AsyncClient)
     assert sync.pop("close") == aio.pop("aclose")
     assert sync == aio
-    methods = ["batch", "disconnect", "emit", "join", "leave", "rooms", "sockets", "token"]
+    methods = [
+        "batch",
+        "disconnect",
+        "emit",
+        "emit_with_ack",
+        "join",
+        "leave",
+        "rooms",
+        "sockets",
+        "token",
+    ]
     assert sorted(sync) == methods
     for name in set(sync) - {"token"}:
         assert inspect.iscoroutinefunction(getattr(AsyncClient, name)), name

@@ -18,7 +18,14 @@ import httpx
 
 from siogate.client import _core
 from siogate.client._core import BaseClient, Call, Outcome
-from siogate.client._models import Emit, EmitOptions, RoomsListing, Selector, SocketsListing
+from siogate.client._models import (
+    AckResult,
+    Emit,
+    EmitOptions,
+    RoomsListing,
+    Selector,
+    SocketsListing,
+)
 
 __all__ = ["AsyncClient", "Client"]
 
@@ -54,6 +61,13 @@ class Client(BaseClient[httpx.Client]):
     def emit(self, event: str, **options: Unpack[EmitOptions]) -> None:
         """``POST /v1/emit``: send ``event`` to the selected sockets of a namespace."""
         self._send(_core.emit_call(event, options))
+
+    def emit_with_ack(
+        self, event: str, timeout_ms: int, **options: Unpack[EmitOptions]
+    ) -> AckResult:
+        """``POST /v1/emit`` with ``ack``: send ``event`` and wait until every recipient
+        answered (or left), or ``timeout_ms`` passed; their answers and who was silent."""
+        return self._send(_core.emit_with_ack_call(event, timeout_ms, options))
 
     def batch(self, emits: Iterable[Emit]) -> int:
         """``POST /v1/batch``: several emits, validated together, applied in order."""
@@ -122,6 +136,13 @@ class AsyncClient(BaseClient[httpx.AsyncClient]):
     async def emit(self, event: str, **options: Unpack[EmitOptions]) -> None:
         """``POST /v1/emit``: send ``event`` to the selected sockets of a namespace."""
         await self._send(_core.emit_call(event, options))
+
+    async def emit_with_ack(
+        self, event: str, timeout_ms: int, **options: Unpack[EmitOptions]
+    ) -> AckResult:
+        """``POST /v1/emit`` with ``ack``: send ``event`` and wait until every recipient
+        answered (or left), or ``timeout_ms`` passed; their answers and who was silent."""
+        return await self._send(_core.emit_with_ack_call(event, timeout_ms, options))
 
     async def batch(self, emits: Iterable[Emit]) -> int:
         """``POST /v1/batch``: several emits, validated together, applied in order."""

@@ -23,6 +23,8 @@ from siogate._version import __version__
 from siogate.auth import mint_token
 from siogate.client._exceptions import RequestError, RequestTimeout
 from siogate.client._models import (
+    AckReply,
+    AckResult,
     Emit,
     EmitOptions,
     ListingNodes,
@@ -50,6 +52,8 @@ DEFAULT_RETRIES = 2
 DEFAULT_BACKOFF = 0.25
 """Seconds before the first retry; each further retry waits twice as long."""
 RETRY_STATUSES = frozenset({502, 503, 504})
+MAX_ACK_TIMEOUT_MS = 60_000
+"""The longest ``timeout_ms`` an emit with ack may wait (the gateway's limit)."""
 """Statuses a proxy or load balancer answers while the gateway is away or restarting."""
 
 
@@ -62,6 +66,8 @@ class Call(Generic[T]):
     parse: Callable[[Any], T]
     content: bytes | None = None
     params: Mapping[str, str] | None = None
+    # Seconds the gateway may take before it answers, on top of the client's timeout.
+    wait: float = 0.0
 
 
 # ------------------------------------------------------------------ building calls
@@ -104,6 +110,14 @@ def _fields(options: Mapping[str, Any], names: Mapping[str, str], where: str) ->
 def emit_call(event: str, options: EmitOptions) -> Call[None]:
     body = _fields({"event": event, **options}, _EMIT_FIELDS, "emit()")
     return Call("POST", "/v1/emit", _ok, _encode(body))
+
+
+def emit_with_ack_call(event: str, timeout_ms: int, options: EmitOptions) -> Call[AckResult]:
+    if type(timeout_ms) is not int or not 1 <= timeout_ms <= MAX_ACK_TIMEOUT_MS:
+        raise ValueError(f"timeout_ms must be an integer from 1 to {MAX_ACK_TIMEOUT_MS}")
+    body = _fields({"event": event, **options}, _EMIT_FIELDS, "emit_with_ack()")
+    body["ack"] = {"timeout_ms": timeout_ms}
+    return Call("POST", "/v1/emit", _ack_result, _encode(body), wait=timeout_ms / 1000)
 
 
 def batch_call(emits: Iterable[Emit]) -> Call[int]:
@@ -188,6 +202,19 @@ def _sockets(payload: Any) -> SocketsListing:
     )
 
 
+def _ack_result(payload: Any) -> AckResult:
+    recipients = payload["recipients"]
+    if not isinstance(recipients, int):
+        raise TypeError("recipients is not an integer")
+    return AckResult(
+        recipients=recipients,
+        acks=tuple(AckReply(str(a["socket"]), list(a["args"])) for a in payload["acks"]),
+        timeouts=tuple(str(t) for t in payload["timeouts"]),
+        partial=_partial(payload),
+        nodes=_nodes(payload),
+    )
+
+
 def _api_error(response: httpx.Response, payload: Any) -> ApiError:
     status = response.status_code
     error = payload.get("error") if isinstance(payload, dict) else None
@@ -252,8 +279,22 @@ class BaseClient(ABC, Generic[PoolT]):
 
     def _request(self, call: Call[Any]) -> httpx.Request:
         headers = {"Content-Type": "application/json"} if call.content is not None else None
+        timeout = self.timeout
+        if call.wait and timeout.read is not None:
+            # The answer comes only once the gateway is done waiting (acks).
+            timeout = httpx.Timeout(
+                connect=timeout.connect,
+                read=timeout.read + call.wait,
+                write=timeout.write,
+                pool=timeout.pool,
+            )
         return self._http.build_request(
-            call.method, call.path, params=call.params, content=call.content, headers=headers
+            call.method,
+            call.path,
+            params=call.params,
+            content=call.content,
+            headers=headers,
+            timeout=timeout,
         )
 
     def _retry_delay(self, call: Call[Any], attempt: int, outcome: Outcome) -> float | None:
