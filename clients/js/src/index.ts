@@ -5,7 +5,7 @@
  */
 
 export { Siogate, DEFAULT_RETRIES, DEFAULT_TIMEOUT } from "./client.js";
-export type { BatchResult, EmitOptions, FetchLike, NamespaceOptions, RequestOptions, SiogateOptions } from "./client.js";
+export type { AckOptions, BatchResult, EmitOptions, EmitWithAckOptions, FetchLike, NamespaceOptions, RequestOptions, SiogateOptions } from "./client.js";
 export { SiogateError } from "./errors.js";
 export type { ApiErrorCode, ClientErrorCode, SiogateErrorCode } from "./errors.js";
 export { signToken, DEFAULT_TOKEN_TTL, MAX_CLAIM_LENGTH, MAX_TOKEN_ROOMS } from "./token.js";
@@ -13,6 +13,8 @@ export type { TokenOptions } from "./token.js";
 export { verifyWebhook, WebhookVerificationError, SIGNATURE_HEADER, TIMESTAMP_HEADER, DEFAULT_TOLERANCE } from "./webhook.js";
 export type { VerifyWebhookOptions, WebhookErrorCode } from "./webhook.js";
 export type {
+  AckReply,
+  AckResult,
   BytesLike,
   DisconnectBody,
   EmitBody,
