@@ -198,6 +198,8 @@ def build(settings: Settings, *, broker: Broker | None = None) -> Gateway:
             event_rate_action=settings.event_rate_action,
             namespaces=settings.namespaces,
             query_timeout=settings.cluster_timeout / 1000,
+            max_ack_recipients=settings.max_ack_recipients,
+            max_pending_acks=settings.max_pending_acks,
         ),
         metrics=metrics,
         webhooks=webhooks,

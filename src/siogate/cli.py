@@ -362,6 +362,16 @@ def main() -> None:
     type=click.Choice(RATE_ACTIONS),
     help="What happens to events over the rate: dropped (acked with an error) or disconnect.",
 )
+@option(
+    "max_ack_recipients",
+    type=int,
+    help="Sockets one emit with ack may reach, cluster-wide (400 too_many_recipients).",
+)
+@option(
+    "max_pending_acks",
+    type=int,
+    help="Emits with ack waiting at once, per node asked (503 too_many_pending_acks).",
+)
 @option("ping_interval", type=int, help="Milliseconds.")
 @option("ping_timeout", type=int, help="Milliseconds.")
 @option(
@@ -575,6 +585,12 @@ def _client_value(value: str | None, key: str, dev: dict[str, str]) -> str:
 @click.option("--namespace", default="/", show_default=True)
 @click.option("--url", envvar="SIOGATE_URL", show_envvar=True, help=f"Default: {DEFAULT_URL}.")
 @click.option("--api-key", envvar="SIOGATE_API_KEY", show_envvar=True)
+@click.option(
+    "--ack-timeout",
+    type=click.IntRange(1, 60_000),
+    metavar="MS",
+    help="Wait up to MS milliseconds for every recipient's ack; print their replies.",
+)
 def emit(
     event: str,
     data: str | None,
@@ -583,8 +599,12 @@ def emit(
     namespace: str,
     url: str | None,
     api_key: str | None,
+    ack_timeout: int | None,
 ) -> None:
-    """Emit EVENT with DATA (a JSON value) through the HTTP API."""
+    """Emit EVENT with DATA (a JSON value) through the HTTP API.
+
+    With --ack-timeout, prints {"recipients", "acks": [{"socket", "args"}], "timeouts"}.
+    """
     body: dict[str, Any] = {"event": event, "namespace": namespace}
     if data is not None:
         try:
@@ -595,12 +615,19 @@ def emit(
         body["rooms"] = list(rooms)
     if exclude:
         body["except"] = list(exclude)
+    wait = 0.0
+    if ack_timeout is not None:
+        body["ack"] = {"timeout_ms": ack_timeout}
+        wait = ack_timeout / 1000
     dev = read_dev_credentials(url)
     base = url or dev.get("url") or DEFAULT_URL
     key = _client_value(api_key, "api_key", dev)
     try:
         response = httpx.post(
-            f"{base}/v1/emit", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=10
+            f"{base}/v1/emit",
+            json=body,
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=10 + wait,
         )
     except httpx.HTTPError as exc:
         raise click.ClickException(f"cannot reach {base}: {exc}") from exc

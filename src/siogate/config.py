@@ -67,6 +67,10 @@ class Settings:
     event_rate: float = 100.0
     event_burst: int = 200
     event_rate_action: RateAction = "drop"
+    # Emits with ack: sockets one may reach (cluster-wide), and how many may wait at once
+    # on the node they were asked through.
+    max_ack_recipients: int = 1_000
+    max_pending_acks: int = 100
     # Timeouts (milliseconds, as Engine.IO announces them)
     ping_interval: int = 25_000
     ping_timeout: int = 20_000
@@ -107,6 +111,8 @@ class Settings:
             raise ConfigError("event_rate must be >= 0 and event_burst >= 1")
         if self.event_rate_action not in RATE_ACTIONS:
             raise ConfigError(f"event_rate_action must be one of {', '.join(RATE_ACTIONS)}")
+        if self.max_ack_recipients < 1 or self.max_pending_acks < 1:
+            raise ConfigError("max_ack_recipients and max_pending_acks must be at least 1")
         if self.jwt_leeway < 0:
             raise ConfigError("jwt_leeway must be >= 0")
         if self.webhook_timeout <= 0:

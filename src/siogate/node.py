@@ -15,12 +15,16 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from . import acks as acks_module
 from . import listings, presence
+from .acks import AckRegistry, AckResult, TooManyPending, TooManyRecipients
 from .auth import ANONYMOUS, Identity, JwtVerifier
 from .broker import (
+    AckEmitQuery,
     Answers,
     Broker,
     Command,
+    CountQuery,
     EmitCommand,
     PresenceQuery,
     Query,
@@ -97,6 +101,10 @@ class NodeOptions:
     event_rate_action: EventRateAction = "drop"
     # Seconds a rooms or sockets listing waits for the other nodes' answers.
     query_timeout: float = 1.0
+    # Sockets one emit with ack may reach (cluster-wide), and emits with ack this node
+    # may wait on at once (see siogate.acks).
+    max_ack_recipients: int = 1_000
+    max_pending_acks: int = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +245,9 @@ class Node:
         self.clock = time.monotonic
         # Timers that end each token-authenticated socket's session at its token's exp.
         self._expiry: dict[Sid, asyncio.TimerHandle] = {}
+        # Emits with ack waiting on this node's sockets, and those asked through this node.
+        self.acks = AckRegistry()
+        self._ack_requests = 0
 
     async def start(self) -> None:
         await self.broker.start(self.apply, self.answer)
@@ -274,8 +285,10 @@ class Node:
                 for namespace, sid in list(link.session.namespaces.items()):
                     self._on_left(namespace, sid, event.reason)
             elif isinstance(event, AckReceived):
-                # The gateway sends no events with ack ids; a stray ack is ignored.
-                pass
+                socket = self._socket_of(link, event.namespace)
+                if socket is not None:
+                    # A late, repeated or made-up answer is ignored.
+                    self.acks.received(socket.id, event.ack_id, event.args)
 
     def _on_connect(self, link: Link, event: ConnectRequested) -> None:
         namespace = event.namespace
@@ -417,6 +430,7 @@ class Node:
 
     def _forget(self, socket: Socket, reason: str) -> None:
         self.hub.remove(socket)
+        self.acks.gone(socket.id)
         timer = self._expiry.pop(socket.id, None)
         if timer is not None:
             timer.cancel()
@@ -651,7 +665,67 @@ class Node:
             return listings.local_sockets(self.hub, query)
         if isinstance(query, PresenceQuery):
             return presence.local_presence(self.hub, query)
-        return presence.local_room_presence(self.hub, query)
+        if isinstance(query, RoomPresenceQuery):
+            return presence.local_room_presence(self.hub, query)
+        emit = query.emit
+        targets = self.hub.select(emit.namespace, emit.rooms, emit.exclude)
+        if isinstance(query, CountQuery):
+            return len(targets)
+        if len(targets) > query.max_recipients:
+            # Grown past the cap since the cluster-wide count: send nothing here.
+            return {"refused": len(targets)}
+        return self._ack_emit_here(query, targets)
+
+    async def _ack_emit_here(self, query: AckEmitQuery, targets: list[Socket]) -> Any:
+        """Send ``query``'s emit to ``targets``, each with its own ack id; the replies."""
+        emit = query.emit
+        pending, ids = self.acks.open(s.id for s in targets)
+        for socket, ack_id in zip(targets, ids, strict=True):
+            link = socket.link
+            link.session.send(socketio.event_packet(emit.namespace, emit.event, emit.args, ack_id))
+            link.flush()
+        self.metrics.emits_total += 1
+        self.metrics.packets_out_total += len(targets)
+        await self.acks.wait(pending, query.timeout_ms / 1000)
+        # Binary replies become {"_binary": base64}, as in webhook bodies.
+        return socketio.json_safe(acks_module.answer_json(pending))
+
+    async def emit_with_ack(
+        self, command: EmitCommand, timeout_ms: int
+    ) -> tuple[AckResult, Listing]:
+        """Emit ``command`` with an ack id per recipient, on every node; wait until each
+        recipient answered or left, or ``timeout_ms`` passed.
+
+        Raises :class:`~siogate.acks.TooManyPending` or
+        :class:`~siogate.acks.TooManyRecipients` before anything is sent.
+        """
+        options = self.options
+        if self._ack_requests >= options.max_pending_acks:
+            raise TooManyPending(options.max_pending_acks)
+        self._ack_requests += 1
+        try:
+            counted = await self.broker.query(CountQuery(command), options.query_timeout)
+            total = sum(n for _, n in counted.answers if type(n) is int)
+            if total > options.max_ack_recipients:
+                raise TooManyRecipients(total, options.max_ack_recipients)
+            query = AckEmitQuery(command, timeout_ms, options.max_ack_recipients)
+            # The other nodes answer once their own timeout has passed, at the latest.
+            answers = await self.broker.query(query, timeout_ms / 1000 + options.query_timeout)
+        finally:
+            self._ack_requests -= 1
+        result = AckResult()
+        for node, answer in answers.answers:
+            if not result.add(node, answer):
+                logger.warning("node %s sent a malformed ack emit answer", node)
+        if result.refused:
+            logger.warning(
+                "ack emit: nodes %s sent nothing (their recipients grew past the cap)",
+                ", ".join(result.refused),
+            )
+        missing = tuple(sorted({*answers.missing, *result.refused}))
+        return result, Listing(
+            len(answers.answers) - len(result.refused), missing, answers.complete
+        )
 
     async def _ask(self, query: Query) -> Answers:
         return await self.broker.query(query, self.options.query_timeout)

@@ -49,6 +49,8 @@ def body(call: _core.Call[Any]) -> Any:
 
 def test_the_sdk_surface_is_locked() -> None:
     assert sorted(siogate.client.__all__) == [
+        "AckReply",
+        "AckResult",
         "ApiError",
         "AsyncClient",
         "Client",
@@ -94,6 +96,7 @@ def test_both_clients_have_the_same_methods() -> None:
         "batch",
         "disconnect",
         "emit",
+        "emit_with_ack",
         "join",
         "leave",
         "presence",

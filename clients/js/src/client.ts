@@ -10,6 +10,7 @@
 
 import { SiogateError } from "./errors.js";
 import type {
+  AckResult,
   DisconnectBody,
   EmitBody,
   EmitTarget,
@@ -59,6 +60,21 @@ export interface RequestOptions {
 
 /** Options of the short form `emit(event, data, options)`. */
 export interface EmitOptions extends EmitTarget, RequestOptions {}
+
+/** How long an emit with ack waits for the answers. */
+export interface AckOptions extends RequestOptions {
+  /**
+   * Milliseconds (1 to 60,000) the gateway waits for every recipient's answer.
+   * The request's own `timeout` is extended by this much.
+   */
+  ackTimeout: number;
+}
+
+/** Options of the short form `emitWithAck(event, data, options)`. */
+export interface EmitWithAckOptions extends EmitTarget, AckOptions {}
+
+/** The longest `ackTimeout` the gateway takes. */
+const MAX_ACK_TIMEOUT = 60_000;
 
 /** Options of `presence()`, and the base of the listings' options. */
 export interface NamespaceOptions extends RequestOptions {
@@ -153,6 +169,51 @@ export class Siogate {
       throw new TypeError("emit takes an event name or an emit body");
     }
     await this.#request("POST", "/v1/emit", body, request, expectOk);
+  }
+
+  /**
+   * `POST /v1/emit` with `ack`: send one event, each recipient with an ack id,
+   * and resolve once every recipient answered (`socket.on(event, (data, cb) =>
+   * cb(reply))`) or disconnected, or `ackTimeout` ms passed. Same two forms as
+   * `emit`. The gateway refuses more than `--max-ack-recipients` recipients
+   * (`too_many_recipients`) before sending anything.
+   */
+  emitWithAck(event: string, data: unknown, options: EmitWithAckOptions): Promise<AckResult>;
+  emitWithAck(body: EmitBody, options: AckOptions): Promise<AckResult>;
+  async emitWithAck(
+    eventOrBody: string | EmitBody,
+    dataOrOptions: unknown,
+    options?: EmitWithAckOptions,
+  ): Promise<AckResult> {
+    let body: Record<string, unknown>;
+    let ack: AckOptions;
+    if (typeof eventOrBody === "string") {
+      const { namespace, rooms, except, ...rest } = options ?? ({} as EmitWithAckOptions);
+      body = { event: eventOrBody };
+      if (dataOrOptions !== undefined) body["data"] = dataOrOptions;
+      Object.assign(body, defined({ namespace, rooms, except }));
+      ack = rest;
+    } else if (typeof eventOrBody === "object" && eventOrBody !== null) {
+      body = { ...eventOrBody };
+      ack = (dataOrOptions ?? {}) as AckOptions;
+    } else {
+      throw new TypeError("emitWithAck takes an event name or an emit body");
+    }
+    const { ackTimeout, ...request } = ack;
+    if (!Number.isInteger(ackTimeout) || ackTimeout < 1 || ackTimeout > MAX_ACK_TIMEOUT) {
+      throw new RangeError(`ackTimeout must be an integer from 1 to ${MAX_ACK_TIMEOUT} (milliseconds)`);
+    }
+    body["ack"] = { timeout_ms: ackTimeout };
+    const base = request.timeout ?? this.#timeout;
+    checkTimeout(base);
+    // 0 means no deadline; otherwise the answer may take ackTimeout longer than usual.
+    const timeout = base === 0 ? 0 : base + ackTimeout;
+    return this.#request("POST", "/v1/emit", body, { ...request, timeout }, (value) => {
+      const result = value as Partial<AckResult>;
+      return typeof result.recipients === "number" && Array.isArray(result.acks) && Array.isArray(result.timeouts)
+        ? (result as AckResult)
+        : undefined;
+    });
   }
 
   /**

@@ -6,8 +6,10 @@
 
 export { Siogate, DEFAULT_RETRIES, DEFAULT_TIMEOUT } from "./client.js";
 export type {
+  AckOptions,
   BatchResult,
   EmitOptions,
+  EmitWithAckOptions,
   FetchLike,
   NamespaceOptions,
   PageOptions,
@@ -21,6 +23,8 @@ export type { TokenOptions } from "./token.js";
 export { verifyWebhook, WebhookVerificationError, SIGNATURE_HEADER, TIMESTAMP_HEADER, DEFAULT_TOLERANCE } from "./webhook.js";
 export type { VerifyWebhookOptions, WebhookErrorCode } from "./webhook.js";
 export type {
+  AckReply,
+  AckResult,
   BytesLike,
   DisconnectBody,
   EmitBody,

@@ -71,6 +71,26 @@ export interface ListingStatus {
   nodes?: { answered: number; missing: string[] };
 }
 
+/** One socket's answer to an emit with ack. */
+export interface AckReply {
+  /** The socket id. */
+  socket: string;
+  /** The arguments the client passed to its ack callback (`cb(reply)`: one). */
+  args: unknown[];
+}
+
+/**
+ * Body of `POST /v1/emit` with `ack`: each recipient's answer, and the sockets
+ * that did not answer in time or disconnected first. In a cluster, `partial`
+ * is true when a node did not answer (its sockets are in neither list).
+ */
+export interface AckResult extends ListingStatus {
+  /** Sockets the emit was sent to (answered + timed out). */
+  recipients: number;
+  acks: AckReply[];
+  timeouts: string[];
+}
+
 /**
  * A paged listing: pass `next_cursor` as `cursor` for the next page; `null`
  * (or absent, from a gateway without paging) on the last one.

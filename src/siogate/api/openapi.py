@@ -6,7 +6,7 @@ from typing import Any
 
 from .._version import __version__
 from .paging import DEFAULT_LIMIT, MAX_LIMIT, MAX_PRESENCE_USERS
-from .schemas import MAX_BATCH, MAX_NAME, MAX_ROOMS, MAX_SOCKETS
+from .schemas import MAX_ACK_TIMEOUT_MS, MAX_BATCH, MAX_NAME, MAX_ROOMS, MAX_SOCKETS
 
 _NAME = {"type": "string", "minLength": 1, "maxLength": MAX_NAME}
 _NAMESPACE = {**_NAME, "pattern": "^/", "default": "/"}
@@ -38,7 +38,8 @@ _ERRORS = {
     "431": {"description": "Request head larger than --max-head-size", **_json(_ref("Error"))},
     "503": {
         "description": "Cluster mode: Redis did not confirm the command (not applied here); "
-        "or too many connections (--max-connections, --max-connections-per-ip)",
+        "or too many connections (--max-connections, --max-connections-per-ip); or "
+        "too_many_pending_acks (--max-pending-acks)",
         **_json(_ref("Error")),
     },
 }
@@ -139,7 +140,34 @@ def _listing(summary: str, parameters: list[Any], description: str, properties: 
     }
 
 
-def openapi_document() -> dict[str, Any]:
+def _ack_result(max_recipients: int) -> dict[str, Any]:
+    """The answer to an emit with ``ack``."""
+    return {
+        "type": "object",
+        "required": ["recipients", "acks", "timeouts"],
+        "properties": {
+            "recipients": {"type": "integer", "maximum": max_recipients},
+            "acks": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "socket": {"type": "string"},
+                        "args": {"type": "array", "description": "What the client answered."},
+                    },
+                },
+            },
+            "timeouts": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Sockets that did not answer in time, or left first.",
+            },
+            **_LISTING,
+        },
+    }
+
+
+def openapi_document(*, max_ack_recipients: int = 1_000) -> dict[str, Any]:
     emit = {
         "type": "object",
         "additionalProperties": False,
@@ -155,6 +183,18 @@ def openapi_document() -> dict[str, Any]:
                 "description": "Target rooms; omitted: whole namespace.",
             },
             "except": {**_ROOMS, "description": "Rooms (or socket ids) to leave out."},
+            "ack": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["timeout_ms"],
+                "properties": {
+                    "timeout_ms": {"type": "integer", "minimum": 1, "maximum": MAX_ACK_TIMEOUT_MS}
+                },
+                "description": "Wait for every recipient's acknowledgement (at most "
+                f"{max_ack_recipients} recipients, --max-ack-recipients; over it: 400 "
+                "too_many_recipients, nothing sent). The answer is then an AckResult. "
+                "Not allowed in /v1/batch.",
+            },
         },
     }
     membership = {
@@ -201,6 +241,7 @@ def openapi_document() -> dict[str, Any]:
                         }
                     },
                 },
+                "AckResult": _ack_result(max_ack_recipients),
                 "Membership": membership,
                 "Disconnect": disconnect,
                 "Error": {
@@ -220,7 +261,11 @@ def openapi_document() -> dict[str, Any]:
             },
         },
         "paths": {
-            "/v1/emit": _post("Emit an event to sockets", "Emit", _OK),
+            "/v1/emit": _post(
+                "Emit an event to sockets",
+                "Emit",
+                {"oneOf": [_OK, _ref("AckResult")]},
+            ),
             "/v1/batch": _post(
                 "Emit several events, in order",
                 "Batch",

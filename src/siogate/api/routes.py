@@ -67,7 +67,9 @@ class Api:
             "/v1/rooms": {"GET": (self._rooms, True)},
             "/v1/presence": {"GET": (self._presence, True)},
         }
-        self._openapi_body = json.dumps(openapi_document()).encode()
+        self._openapi_body = json.dumps(
+            openapi_document(max_ack_recipients=node.options.max_ack_recipients)
+        ).encode()
 
     async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
@@ -153,9 +155,22 @@ class Api:
         return Response(200, self._openapi_body)
 
     async def _emit(self, request: Request) -> Response:
-        command = schemas.emit(schemas.parse_body(request.body), self._namespaces)
-        await self.node.publish([command])
-        return Response(200, OK_BODY)
+        body = schemas.parse_body(request.body)
+        ack = schemas.ack_timeout(body)
+        command = schemas.emit(body, self._namespaces)
+        if ack is None:
+            await self.node.publish([command])
+            return Response(200, OK_BODY)
+        result, listing = await self.node.emit_with_ack(command, ack)
+        return json_response(
+            200,
+            {
+                "recipients": result.recipients,
+                "acks": [{"socket": sid, "args": args} for sid, args in result.acks],
+                "timeouts": result.timeouts,
+                **_listing_json(listing),
+            },
+        )
 
     async def _batch(self, request: Request) -> Response:
         commands = schemas.batch(schemas.parse_body(request.body), self._namespaces)

@@ -20,6 +20,8 @@ MAX_NAME = 256
 MAX_ROOMS = 1_000
 MAX_SOCKETS = 10_000
 MAX_BATCH = 1_000
+# An emit with ack waits at most this long for its replies.
+MAX_ACK_TIMEOUT_MS = 60_000
 # Containers nested in a body: at most MAX_DEPTH (as in packets from clients). Deeper
 # values could be parsed but not encoded again for the sockets (or for Redis), so they
 # are refused up front, whoever would receive them.
@@ -118,6 +120,20 @@ def emit(body: dict[str, Any], allowed: frozenset[str] | None, where: str = "bod
     )
 
 
+def ack_timeout(body: dict[str, Any]) -> int | None:
+    """Take ``"ack": {"timeout_ms": N}`` out of an emit body: N, or None without ack."""
+    if "ack" not in body:
+        return None
+    ack = body.pop("ack")
+    if not isinstance(ack, dict):
+        raise bad('ack must be an object: {"timeout_ms": N}')
+    _only(ack, ("timeout_ms",), "ack")
+    timeout = ack.get("timeout_ms")
+    if type(timeout) is not int or not 1 <= timeout <= MAX_ACK_TIMEOUT_MS:
+        raise bad(f"ack.timeout_ms must be an integer from 1 to {MAX_ACK_TIMEOUT_MS}")
+    return timeout
+
+
 def batch(body: dict[str, Any], allowed: frozenset[str] | None) -> list[EmitCommand]:
     _only(body, ("emits",))
     emits = body.get("emits")
@@ -129,6 +145,8 @@ def batch(body: dict[str, Any], allowed: frozenset[str] | None) -> list[EmitComm
     for i, item in enumerate(emits):
         if not isinstance(item, dict):
             raise bad(f"emits[{i}] must be an object")
+        if "ack" in item:
+            raise bad(f"emits[{i}]: ack is not supported in a batch; use /v1/emit", "ack_in_batch")
         commands.append(emit(item, allowed, f"emits[{i}]"))
     return commands
 

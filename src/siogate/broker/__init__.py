@@ -1,11 +1,13 @@
 """Delivery of commands to every node: an interface with in-memory and Redis implementations."""
 
 from .base import (
+    AckEmitQuery,
     Answers,
     Broker,
     BrokerStats,
     BrokerUnavailable,
     Command,
+    CountQuery,
     EmitCommand,
     MessageHandler,
     PresenceQuery,
@@ -19,11 +21,13 @@ from .base import (
 from .memory import MemoryBroker
 
 __all__ = [
+    "AckEmitQuery",
     "Answers",
     "Broker",
     "BrokerStats",
     "BrokerUnavailable",
     "Command",
+    "CountQuery",
     "EmitCommand",
     "MemoryBroker",
     "MessageHandler",

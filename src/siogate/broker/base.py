@@ -87,10 +87,29 @@ class RoomPresenceQuery:
     limit: int | None = None
 
 
-Query = RoomsQuery | SocketsQuery | PresenceQuery | RoomPresenceQuery
+@dataclass(frozen=True, slots=True)
+class CountQuery:
+    """How many sockets ``emit`` would reach on the node (checked before an ack emit)."""
+
+    emit: EmitCommand
+
+
+@dataclass(frozen=True, slots=True)
+class AckEmitQuery:
+    """Apply ``emit`` with an ack id per socket; answer with the sockets' replies once
+    every one answered or left, or ``timeout_ms`` passed. A node that would reach more
+    than ``max_recipients`` sockets sends nothing and says so."""
+
+    emit: EmitCommand
+    timeout_ms: int
+    max_recipients: int
+
+
+Query = RoomsQuery | SocketsQuery | PresenceQuery | RoomPresenceQuery | CountQuery | AckEmitQuery
 
 QueryHandler = Callable[[Query], Any]
-"""Answers a query about the local hub with a JSON-safe value."""
+"""Answers a query about the local hub with a JSON-safe value, or with an awaitable of
+one (an ack emit answers once its replies are in)."""
 
 
 @dataclass(frozen=True, slots=True)

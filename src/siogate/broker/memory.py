@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import secrets
 from collections.abc import Sequence
 
@@ -31,7 +32,10 @@ class MemoryBroker:
     async def query(self, query: Query, timeout: float) -> Answers:
         if self._answer is None:
             raise RuntimeError("broker is not started")
-        return Answers([(self.node_id, self._answer(query))])
+        answer = self._answer(query)
+        if inspect.isawaitable(answer):
+            answer = await answer
+        return Answers([(self.node_id, answer)])
 
     async def node_url(self, node_id: str) -> str | None:
         return None

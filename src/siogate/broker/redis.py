@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import random
 import secrets
@@ -149,6 +150,8 @@ class RedisBroker:
         self._writer: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._pending: dict[str, _Pending] = {}
+        # Answers still being computed for other nodes (ack emits wait for replies).
+        self._answering: set[asyncio.Task[None]] = set()
         self._subscribed = asyncio.Event()
         self._sub_ok = False
         self._pub_ok = False
@@ -193,7 +196,7 @@ class RedisBroker:
             )
 
     async def close(self) -> None:
-        for task in self._tasks:
+        for task in [*self._tasks, *self._answering]:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
@@ -351,8 +354,17 @@ class RedisBroker:
             elif name == self._queries_channel:
                 request_id, query = wire.decode_query(message)
                 if self._answer is not None:
-                    reply = wire.encode_answer(self.node_id, request_id, self._answer(query))
-                    self._enqueue((self._answers_of(message["node"]), reply, None, None))
+                    answer = self._answer(query)
+                    channel_out = self._answers_of(message["node"])
+                    if inspect.isawaitable(answer):
+                        task = asyncio.ensure_future(
+                            self._answer_later(channel_out, request_id, answer)
+                        )
+                        self._answering.add(task)
+                        task.add_done_callback(self._answering.discard)
+                    else:
+                        reply = wire.encode_answer(self.node_id, request_id, answer)
+                        self._enqueue((channel_out, reply, None, None))
             else:
                 request_id, answer = wire.decode_answer(message)
                 pending = self._pending.get(request_id)
@@ -363,6 +375,14 @@ class RedisBroker:
             logger.warning("ignored a malformed message on %r: %s", channel, exc)
         except Exception:
             logger.exception("applying a message from %r failed", channel)
+
+    async def _answer_later(self, channel: str, request_id: str, answer: Any) -> None:
+        try:
+            value = await answer
+        except Exception:
+            logger.exception("answering a query failed")
+            return
+        self._enqueue((channel, wire.encode_answer(self.node_id, request_id, value), None, None))
 
     # Registry
 
@@ -452,7 +472,20 @@ class RedisBroker:
     async def query(self, query: Query, timeout: float) -> Answers:
         if self._answer is None:
             raise RuntimeError("broker is not started")
-        answers: list[tuple[str, Any]] = [(self.node_id, self._answer(query))]
+        own = self._answer(query)
+        if not inspect.isawaitable(own):
+            return await self._ask_others(own, query, timeout)
+        # An answer that takes time (an ack emit) runs here while the others work on theirs.
+        local: asyncio.Future[Any] = asyncio.ensure_future(own)
+        others = await self._ask_others(None, query, timeout)
+        value = await local
+        return Answers(
+            [(self.node_id, value), *others.answers[1:]], others.missing, others.complete
+        )
+
+    async def _ask_others(self, own: Any, query: Query, timeout: float) -> Answers:
+        """``query``'s answers from the other live nodes, after ``own`` (this node's)."""
+        answers: list[tuple[str, Any]] = [(self.node_id, own)]
         request_id = secrets.token_hex(8)
         pending = _Pending(set())
         self._pending[request_id] = pending

@@ -19,7 +19,9 @@ from ..errors import SiogateError
 from ..protocol.socketio import dumps
 from ..types import Namespace, Room, Sid, UserId
 from .base import (
+    AckEmitQuery,
     Command,
+    CountQuery,
     EmitCommand,
     PresenceQuery,
     Query,
@@ -30,6 +32,8 @@ from .base import (
 )
 
 VERSION = 1
+# The longest wait an ack emit may ask of a node (as the HTTP API allows).
+MAX_ACK_TIMEOUT_MS = 60_000
 
 # Bounds on what a query may ask of a node (the API asks far less: a page of at most
 # 1,000 entries plus one, at most 100 users).
@@ -140,6 +144,17 @@ def decode_commands(obj: dict[str, Any]) -> list[Command]:
 
 
 def encode_query(node: str, request_id: str, query: Query) -> bytes:
+    if isinstance(query, CountQuery | AckEmitQuery):
+        # An emit's selector (count) or the whole emit with its ack terms (ack_emit).
+        ack_body: dict[str, Any] = {"id": request_id, **_command_json(query.emit)}
+        if isinstance(query, CountQuery):
+            ack_body["query"] = "count"
+            ack_body["args"] = []  # only the selector counts
+        else:
+            ack_body["query"] = "ack_emit"
+            ack_body["timeout_ms"] = query.timeout_ms
+            ack_body["max"] = query.max_recipients
+        return _message(node, ack_body)
     # "after" and "limit" are optional members added to format 1: a node that predates
     # them ignores them and answers in full, which the asking node pages itself.
     body: dict[str, Any] = {"id": request_id, "ns": query.namespace}
@@ -174,6 +189,13 @@ def _paging(obj: dict[str, Any]) -> tuple[str | None, int | None]:
     return after, limit
 
 
+def _int(obj: dict[str, Any], key: str, low: int, high: int) -> int:
+    value = obj.get(key)
+    if type(value) is not int or not low <= value <= high:
+        raise WireError(f"{key!r} must be an integer from {low} to {high}")
+    return value
+
+
 def decode_query(obj: dict[str, Any]) -> tuple[str, Query]:
     request_id = _str(obj, "id")
     ns = Namespace(_str(obj, "ns"))
@@ -193,6 +215,14 @@ def decode_query(obj: dict[str, Any]) -> tuple[str, Query]:
         room = Room(_str(obj, "room"))
         user = None if after is None else UserId(after)
         return request_id, RoomPresenceQuery(ns, room, user, limit)
+    if kind in ("count", "ack_emit"):
+        emit = _command(obj)
+        if not isinstance(emit, EmitCommand):
+            raise WireError("an ack emit must carry an emit")
+        if kind == "count":
+            return request_id, CountQuery(emit)
+        timeout_ms = _int(obj, "timeout_ms", 1, MAX_ACK_TIMEOUT_MS)
+        return request_id, AckEmitQuery(emit, timeout_ms, _int(obj, "max", 1, 2**31))
     raise WireError(f"unknown query {kind!r}")
 
 

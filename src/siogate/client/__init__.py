@@ -17,6 +17,8 @@ from siogate.client._client import AsyncClient, Client
 from siogate.client._core import DEFAULT_BACKOFF, DEFAULT_RETRIES, DEFAULT_TIMEOUT
 from siogate.client._exceptions import RequestError, RequestTimeout
 from siogate.client._models import (
+    AckReply,
+    AckResult,
     Emit,
     EmitOptions,
     Listing,
@@ -47,6 +49,8 @@ __all__ = [
     "DEFAULT_TOLERANCE",
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
+    "AckReply",
+    "AckResult",
     "ApiError",
     "AsyncClient",
     "Client",

@@ -19,6 +19,7 @@ import httpx
 from siogate.client import _core
 from siogate.client._core import BaseClient, Call, Outcome
 from siogate.client._models import (
+    AckResult,
     Emit,
     EmitOptions,
     PresenceListing,
@@ -66,6 +67,18 @@ class Client(BaseClient[httpx.Client]):
     ) -> None:
         """``POST /v1/emit``: send ``event`` to the selected sockets of a namespace."""
         self._send(_core.emit_call(event, options, idempotency_key))
+
+    def emit_with_ack(
+        self,
+        event: str,
+        timeout_ms: int,
+        *,
+        idempotency_key: str | None = None,
+        **options: Unpack[EmitOptions],
+    ) -> AckResult:
+        """``POST /v1/emit`` with ``ack``: send ``event`` and wait until every recipient
+        answered (or left), or ``timeout_ms`` passed; their answers and who was silent."""
+        return self._send(_core.emit_with_ack_call(event, timeout_ms, options, idempotency_key))
 
     def batch(self, emits: Iterable[Emit], *, idempotency_key: str | None = None) -> int:
         """``POST /v1/batch``: several emits, validated together, applied in order."""
@@ -172,6 +185,20 @@ class AsyncClient(BaseClient[httpx.AsyncClient]):
     ) -> None:
         """``POST /v1/emit``: send ``event`` to the selected sockets of a namespace."""
         await self._send(_core.emit_call(event, options, idempotency_key))
+
+    async def emit_with_ack(
+        self,
+        event: str,
+        timeout_ms: int,
+        *,
+        idempotency_key: str | None = None,
+        **options: Unpack[EmitOptions],
+    ) -> AckResult:
+        """``POST /v1/emit`` with ``ack``: send ``event`` and wait until every recipient
+        answered (or left), or ``timeout_ms`` passed; their answers and who was silent."""
+        return await self._send(
+            _core.emit_with_ack_call(event, timeout_ms, options, idempotency_key)
+        )
 
     async def batch(self, emits: Iterable[Emit], *, idempotency_key: str | None = None) -> int:
         """``POST /v1/batch``: several emits, validated together, applied in order."""

@@ -24,6 +24,8 @@ from siogate._version import __version__
 from siogate.auth import mint_token
 from siogate.client._exceptions import RequestError, RequestTimeout
 from siogate.client._models import (
+    AckReply,
+    AckResult,
     Emit,
     EmitOptions,
     ListingNodes,
@@ -55,6 +57,8 @@ DEFAULT_RETRIES = 2
 DEFAULT_BACKOFF = 0.25
 """Seconds before the first retry; each further retry waits twice as long."""
 RETRY_STATUSES = frozenset({502, 503, 504})
+MAX_ACK_TIMEOUT_MS = 60_000
+"""The longest ``timeout_ms`` an emit with ack may wait (the gateway's limit)."""
 """Statuses a proxy or load balancer answers while the gateway is away or restarting."""
 IN_PROGRESS = 409
 """The gateway is still applying an earlier attempt with the same idempotency key."""
@@ -75,6 +79,8 @@ class Call(Generic[T]):
     # Sent on every attempt of a POST, so that the gateway applies it once however
     # many attempts reach it.
     idempotency_key: str | None = None
+    # Seconds the gateway may take before it answers, on top of the client's timeout.
+    wait: float = 0.0
 
 
 # ------------------------------------------------------------------ building calls
@@ -128,6 +134,23 @@ def idempotency_key(given: str | None) -> str:
 def emit_call(event: str, options: EmitOptions, key: str | None = None) -> Call[None]:
     body = _fields({"event": event, **options}, _EMIT_FIELDS, "emit()")
     return Call("POST", "/v1/emit", _ok, _encode(body), idempotency_key=idempotency_key(key))
+
+
+def emit_with_ack_call(
+    event: str, timeout_ms: int, options: EmitOptions, key: str | None = None
+) -> Call[AckResult]:
+    if type(timeout_ms) is not int or not 1 <= timeout_ms <= MAX_ACK_TIMEOUT_MS:
+        raise ValueError(f"timeout_ms must be an integer from 1 to {MAX_ACK_TIMEOUT_MS}")
+    body = _fields({"event": event, **options}, _EMIT_FIELDS, "emit_with_ack()")
+    body["ack"] = {"timeout_ms": timeout_ms}
+    return Call(
+        "POST",
+        "/v1/emit",
+        _ack_result,
+        _encode(body),
+        idempotency_key=idempotency_key(key),
+        wait=timeout_ms / 1000,
+    )
 
 
 def batch_call(emits: Iterable[Emit], key: str | None = None) -> Call[int]:
@@ -276,6 +299,19 @@ def _room_presence(payload: Any) -> RoomPresenceListing:
     )
 
 
+def _ack_result(payload: Any) -> AckResult:
+    recipients = payload["recipients"]
+    if not isinstance(recipients, int):
+        raise TypeError("recipients is not an integer")
+    return AckResult(
+        recipients=recipients,
+        acks=tuple(AckReply(str(a["socket"]), list(a["args"])) for a in payload["acks"]),
+        timeouts=tuple(str(t) for t in payload["timeouts"]),
+        partial=_partial(payload),
+        nodes=_nodes(payload),
+    )
+
+
 def _api_error(response: httpx.Response, payload: Any) -> ApiError:
     status = response.status_code
     error = payload.get("error") if isinstance(payload, dict) else None
@@ -342,8 +378,22 @@ class BaseClient(ABC, Generic[PoolT]):
         headers = {"Content-Type": "application/json"} if call.content is not None else {}
         if call.idempotency_key is not None:
             headers[IDEMPOTENCY_HEADER] = call.idempotency_key
+        timeout = self.timeout
+        if call.wait and timeout.read is not None:
+            # The answer comes only once the gateway is done waiting (acks).
+            timeout = httpx.Timeout(
+                connect=timeout.connect,
+                read=timeout.read + call.wait,
+                write=timeout.write,
+                pool=timeout.pool,
+            )
         return self._http.build_request(
-            call.method, call.path, params=call.params, content=call.content, headers=headers
+            call.method,
+            call.path,
+            params=call.params,
+            content=call.content,
+            headers=headers,
+            timeout=timeout,
         )
 
     def _retry_delay(self, call: Call[Any], attempt: int, outcome: Outcome) -> float | None:

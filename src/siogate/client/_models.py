@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Required, TypedDict
 
 __all__ = [
+    "AckReply",
+    "AckResult",
     "Emit",
     "EmitOptions",
     "Listing",
@@ -115,6 +117,32 @@ class RoomsListing(Listing):
 
     rooms: tuple[RoomInfo, ...]
     """Sorted by name; the room named by each socket's id is not listed."""
+
+
+@dataclass(frozen=True, slots=True)
+class AckReply:
+    """One socket's answer to an emit with ack."""
+
+    socket: str
+    """The socket's id."""
+    args: list[Any]
+    """The arguments the client passed to its ack callback (``cb(reply)``: one)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AckResult(Listing):
+    """The answer of ``POST /v1/emit`` with ``ack``."""
+
+    recipients: int
+    """Sockets the emit was sent to, over every node that answered."""
+    acks: tuple[AckReply, ...]
+    """The answers, in the order they arrived on each node."""
+    timeouts: tuple[str, ...]
+    """Ids of the sockets that did not answer in time, or disconnected first."""
+
+    def replies(self) -> dict[str, list[Any]]:
+        """Socket id -> its ack arguments."""
+        return {a.socket: a.args for a in self.acks}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
