@@ -285,6 +285,11 @@ def main() -> None:
     help="Webhook calls one client connection may have in flight (more wait in its queue).",
 )
 @option(
+    "presence_webhooks",
+    is_flag=True,
+    help="Send user.online / user.offline webhooks (a user's first and last socket).",
+)
+@option(
     "cors_origin",
     type=CommaList(),
     multiple=True,

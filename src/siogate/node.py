@@ -38,6 +38,7 @@ from .handlers import Handlers, Refuse, call
 from .hub import Hub, Link, Outgoing, Socket, is_socket_id, new_socket_id
 from .listings import Page
 from .metrics import Metrics
+from .presence_tracker import PresenceTracker, Transition
 from .protocol import socketio
 from .protocol.events import (
     AckReceived,
@@ -220,6 +221,7 @@ class Node:
         metrics: Metrics,
         webhooks: WebhookDispatcher | None = None,
         handlers: Handlers | None = None,
+        presence_tracker: PresenceTracker | None = None,
     ) -> None:
         # hub holds this node's sockets and rooms.
         self.hub = hub
@@ -233,6 +235,8 @@ class Node:
         self.webhooks = webhooks
         # handlers run application logic in process (optional).
         self.handlers = handlers
+        # presence_tracker sends user.online / user.offline webhooks (optional).
+        self.presence_tracker = presence_tracker
         self._tasks: set[asyncio.Task[Any]] = set()
         # ServerSocket wrappers, only kept while handlers are loaded.
         self._handles: dict[Sid, ServerSocket] = {}
@@ -251,8 +255,14 @@ class Node:
 
     async def start(self) -> None:
         await self.broker.start(self.apply, self.answer)
+        if self.presence_tracker is not None:
+            await self.presence_tracker.start(self._presence_changed)
 
     async def close(self) -> None:
+        if self.presence_tracker is not None:
+            # Before the broker leaves the registry: this node drops its own counts
+            # rather than leave them for another node to reap.
+            await self.presence_tracker.close()
         await self.broker.close()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5)
@@ -391,6 +401,8 @@ class Node:
                 loop.call_later(EARLY_EMIT_DELAY, self._send_early, link, handle)
         if self.webhooks is not None:
             self.webhooks.notify(self._webhook_payload("connect", socket))
+        if self.presence_tracker is not None and socket.user is not None:
+            self.presence_tracker.add(socket.namespace, socket.user)
 
     def _expire_at(self, link: Link, socket: Socket, expires: float) -> None:
         """Close ``socket``'s whole session once its token has expired (plus the leeway).
@@ -440,6 +452,8 @@ class Node:
             payload = self._webhook_payload("disconnect", socket)
             payload["reason"] = reason
             self.webhooks.notify(payload)
+        if self.presence_tracker is not None and socket.user is not None:
+            self.presence_tracker.remove(socket.namespace, socket.user)
         if handle is not None and self.handlers is not None and self.handlers.on_disconnect:
             self._spawn(self._run_hook(self.handlers.on_disconnect, handle, reason))
 
@@ -594,6 +608,10 @@ class Node:
             "namespace": socket.namespace,
             "socket": {"id": socket.id, "user": socket.user},
         }
+
+    def _presence_changed(self, kind: Transition, namespace: Namespace, user: UserId) -> None:
+        if self.webhooks is not None:
+            self.webhooks.notify({"type": kind, "namespace": namespace, "user": user})
 
     def _event_payload(self, socket: Socket, event: EventReceived) -> dict[str, Any]:
         payload = self._webhook_payload("event", socket)
