@@ -226,6 +226,9 @@ class RedisPresenceTracker:
             socket_connect_timeout=SOCKET_TIMEOUT,
             retry=Retry(NoBackoff(), 0),
         )
+        # Connected now rather than on the first socket's write (tens of ms later).
+        with contextlib.suppress(RedisError, OSError):
+            await self._redis.ping()
         self._tasks = [
             asyncio.create_task(self._write_forever(), name="siogate-presence-writer"),
             asyncio.create_task(self._reap_forever(), name="siogate-presence-reaper"),

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+import redis
 from sioclient import Recorder, uid
 from test_cluster import (  # noqa: F401 (fixtures)
     NODE_TTL_MS,
@@ -23,6 +27,7 @@ from test_cluster import (  # noqa: F401 (fixtures)
     cluster,
     connect,
     wait_peers,
+    wait_until,
 )
 from webhook_receiver import Received, WebhookReceiver, of_type
 
@@ -130,6 +135,20 @@ async def test_sigterm_sends_offline_for_the_users_of_the_stopped_node(
 # ---------------------------------------------------------------- cluster
 
 
+def counted(cluster: Cluster, user: str, nodes: int) -> None:
+    """Until ``nodes`` nodes count sockets of ``user`` in Redis.
+
+    A node writes its count a moment after the socket's connect webhook; a socket closed
+    on another node within that moment would make a (correct) offline and online.
+    """
+    client = redis.Redis.from_url(cluster.redis.url)
+    key = f'siogate:presence:["/","{user}"]'
+    try:
+        wait_until(lambda: client.hlen(key) == nodes, f"{nodes} nodes counting {user}")
+    finally:
+        client.close()
+
+
 def presence_node(cluster: Cluster, hook: WebhookReceiver) -> Gateway:
     return cluster.start_node(
         "--webhook-url", hook.url, "--webhook-secret", SECRET, "--presence-webhooks"
@@ -146,7 +165,7 @@ async def test_cluster_one_online_one_offline_for_sockets_on_both_nodes(
     on_a = await connect(a, token=a.token(user))
     await hook.wait(of_type("user.online", user=user))
     on_b = await connect(b, token=b.token(user))
-    await hook.wait(of_type("connect"), count=2)
+    counted(cluster, user, 2)
     await on_a.close()
     await hook.wait(of_type("disconnect"))
     await settle()
@@ -190,6 +209,7 @@ async def test_cluster_killed_node_last_sockets_go_offline_once_after_the_ttl(
     await connect(a, token=a.token(stays))
     for name in (user, stays):
         await hook.wait(of_type("user.online", user=name))
+        counted(cluster, name, 2)
     await on_a.close()  # the user's only socket left is on B
     await hook.wait(of_type("disconnect"))
 
@@ -204,3 +224,34 @@ async def test_cluster_killed_node_last_sockets_go_offline_once_after_the_ttl(
     assert kinds(hook, user) == ["user.online", "user.offline"]
     # A user with a socket left on A stays online.
     assert kinds(hook, stays) == ["user.online"]
+
+
+@pytest.mark.redis
+async def test_cluster_node_stopped_normally_sends_offline_for_its_last_sockets(
+    cluster: Cluster, connect: Connect, hook: WebhookReceiver
+) -> None:
+    a, b = presence_node(cluster, hook), presence_node(cluster, hook)
+    wait_peers([a, b])
+    leaves, stays = uid("hal"), uid("ivy")
+    await connect(b, token=b.token(leaves))
+    await connect(b, token=b.token(stays))
+    await connect(a, token=a.token(stays))
+    await hook.wait(of_type("user.online", user=leaves))
+    counted(cluster, stays, 2)
+    b.stop()  # SIGTERM
+    await hook.wait(of_type("user.offline", user=leaves))
+    await settle()
+    assert kinds(hook, leaves) == ["user.online", "user.offline"]
+    assert kinds(hook, stays) == ["user.online"]
+
+
+def test_presence_webhooks_need_a_webhook_url(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "siogate", "serve", "--presence-webhooks", "--port", "0"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert "presence_webhooks needs webhook_url" in done.stderr
