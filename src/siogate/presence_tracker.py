@@ -296,8 +296,7 @@ class RedisPresenceTracker:
                 delay = BACKOFF_MIN
             except (RedisError, OSError) as exc:
                 logger.warning("presence: Redis write failed (%s); will resync", exc)
-                self._dirty = True
-                self._queue.clear()
+                self._resync()
                 if self._closing:
                     return
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
@@ -333,7 +332,14 @@ class RedisPresenceTracker:
             try:
                 await self._reap_once()
             except (RedisError, OSError) as exc:
-                logger.warning("presence: reaping failed (%s)", exc)
+                logger.warning("presence: reaping failed (%s); will resync", exc)
+                # Redis may come back empty (restarted) without a write of ours failing.
+                self._resync()
+
+    def _resync(self) -> None:
+        self._dirty = True
+        self._queue.clear()
+        self._wake.set()
 
     async def _reap_once(self) -> None:
         assert self._redis is not None
@@ -342,13 +348,17 @@ class RedisPresenceTracker:
             pipe.zrange(self._registry, 0, -1, withscores=True)
             pipe.smembers(self._nodes_with_counts)
             pipe.getdel(self._reaped_prefix + self.node_id)
-            (seconds, micros), registered, counted, reaped = await pipe.execute()
+            pipe.exists(self._node_set_prefix + self.node_id)
+            (seconds, micros), registered, counted, reaped, mine = await pipe.execute()
         now = float(seconds) + micros / 1e6
         live = {m.decode() for m, expires in registered if expires > now}
         if reaped is not None:
             logger.warning("presence: another node reaped this one's counts; resyncing")
-            self._dirty = True
-            self._wake.set()
+            self._resync()
+        elif self._counts and not mine and not self._queue and not self._dirty:
+            # Everything written, yet nothing there: Redis lost it (restarted empty).
+            logger.warning("presence: this node's counts are gone from Redis; resyncing")
+            self._resync()
         for raw in counted:
             node = raw.decode()
             if node == self.node_id or node in live:

@@ -5,11 +5,13 @@ several nodes) on one real Redis. End to end through real nodes:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from conftest import RedisServer
 from siogate.presence_tracker import MemoryPresenceTracker, RedisPresenceTracker
@@ -167,3 +169,23 @@ async def test_writes_missed_while_redis_was_down_are_synced_when_it_returns(
     await written(a)
     kinds = [(kind, user) for _, kind, _, user in seen]
     assert kinds[0] == ("user.online", "ann") and ("user.online", "bob") in kinds
+
+
+async def test_counts_lost_by_a_redis_restart_are_written_again(
+    redis_server: RedisServer, nodes: Callable[[str], RedisPresenceTracker]
+) -> None:
+    seen: Seen = []
+    a = await started(nodes("a"), seen)
+    a.add(NS, ANN)
+    await written(a)
+    redis_server.stop()
+    redis_server.start()  # empty, and no write of a's failed meanwhile
+    with contextlib.suppress(RedisError):
+        await a._reap_once()  # the pooled connection died with the old server
+    assert not a._dirty
+    await a._reap_once()  # finds its counts gone
+    await written(a)
+    assert [kind for _, kind, _, _ in seen] == ["user.online", "user.online"]
+    a.remove(NS, ANN)
+    await written(a)
+    assert seen[2][1] == "user.offline"
