@@ -201,6 +201,7 @@ def build(settings: Settings, *, broker: Broker | None = None) -> Gateway:
             query_timeout=settings.cluster_timeout / 1000,
             max_ack_recipients=settings.max_ack_recipients,
             max_pending_acks=settings.max_pending_acks,
+            room_webhooks=settings.room_webhooks,
         ),
         metrics=metrics,
         webhooks=webhooks,

@@ -290,6 +290,11 @@ def main() -> None:
     help="Send user.online / user.offline webhooks (a user's first and last socket).",
 )
 @option(
+    "room_webhooks",
+    is_flag=True,
+    help="Send room.join / room.leave webhooks (room changes after connect).",
+)
+@option(
     "cors_origin",
     type=CommaList(),
     multiple=True,

@@ -48,6 +48,8 @@ class Settings:
     webhook_per_socket: int = 4
     # user.online / user.offline webhooks (needs webhook_url).
     presence_webhooks: bool = False
+    # room.join / room.leave webhooks (needs webhook_url).
+    room_webhooks: bool = False
     # Socket.IO
     cors_origin: tuple[str, ...] = ()
     namespace: tuple[str, ...] = ()
@@ -128,6 +130,8 @@ class Settings:
                 raise ConfigError("webhook_url needs webhook_secret: webhooks are always signed")
         if self.presence_webhooks and self.webhook_url is None:
             raise ConfigError("presence_webhooks needs webhook_url")
+        if self.room_webhooks and self.webhook_url is None:
+            raise ConfigError("room_webhooks needs webhook_url")
         for ns in self.namespace:
             if not ns.startswith("/"):
                 raise ConfigError(f"namespace {ns!r} must start with '/'")

@@ -106,6 +106,8 @@ class NodeOptions:
     # may wait on at once (see siogate.acks).
     max_ack_recipients: int = 1_000
     max_pending_acks: int = 100
+    # room.join / room.leave webhooks for membership changes after connect.
+    room_webhooks: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,13 +193,13 @@ class ServerSocket:
         if is_socket_id(room):
             raise ValueError(f"room {room!r} has the shape of a socket id and cannot be joined")
         if self._connected:
-            self._node.hub.join(self._socket, Room(room))
+            self._node.join_room(self._socket, Room(room))
         else:
             self._rooms.add(Room(room))
 
     def leave(self, room: str) -> None:
         if self._connected:
-            self._node.hub.leave(self._socket, Room(room))
+            self._node.leave_room(self._socket, Room(room))
         else:
             self._rooms.discard(Room(room))
 
@@ -651,6 +653,26 @@ class Node:
         self.metrics.packets_out_total += len(targets)
         self.metrics.bytes_out_total += len(targets) * size
 
+    def join_room(self, socket: Socket, room: Room) -> None:
+        """Put a connected socket in ``room`` (a room.join webhook if that is new)."""
+        was_in = room in socket.rooms
+        self.hub.join(socket, room)
+        if not was_in and room in socket.rooms:
+            self._room_changed("room.join", socket, room)
+
+    def leave_room(self, socket: Socket, room: Room) -> None:
+        """Take a connected socket out of ``room`` (a room.leave webhook if it was in)."""
+        if room in socket.rooms:
+            self.hub.leave(socket, room)
+            self._room_changed("room.leave", socket, room)
+
+    def _room_changed(self, kind: str, socket: Socket, room: Room) -> None:
+        # Rooms given at connect and dropped at disconnect are implied by those webhooks.
+        if self.webhooks is not None and self.options.room_webhooks:
+            payload = self._webhook_payload(kind, socket)
+            payload["room"] = room
+            self.webhooks.notify(payload)
+
     def _targets(self, command: SocketsCommand) -> list[Socket]:
         if command.sockets:
             found = (self.hub.get(command.namespace, sid) for sid in command.sockets)
@@ -662,11 +684,11 @@ class Node:
         if command.action == "join":
             assert command.room is not None
             for socket in targets:
-                self.hub.join(socket, command.room)
+                self.join_room(socket, command.room)
         elif command.action == "leave":
             assert command.room is not None
             for socket in targets:
-                self.hub.leave(socket, command.room)
+                self.leave_room(socket, command.room)
         else:
             for socket in targets:
                 self.disconnect_socket(socket, REASON_SERVER_NAMESPACE)

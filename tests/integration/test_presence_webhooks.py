@@ -245,13 +245,47 @@ async def test_cluster_node_stopped_normally_sends_offline_for_its_last_sockets(
     assert kinds(hook, stays) == ["user.online"]
 
 
-def test_presence_webhooks_need_a_webhook_url(tmp_path: Path) -> None:
+@pytest.mark.parametrize("flag", ["--presence-webhooks", "--room-webhooks"])
+def test_presence_and_room_webhooks_need_a_webhook_url(tmp_path: Path, flag: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "siogate", "serve", "--presence-webhooks", "--port", "0"],
+        [sys.executable, "-m", "siogate", "serve", flag, "--port", "0"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=30,
     )
     assert done.returncode == 2
-    assert "presence_webhooks needs webhook_url" in done.stderr
+    assert f"{flag[2:].replace('-', '_')} needs webhook_url" in done.stderr
+
+
+# ---------------------------------------------------------------- room webhooks
+
+
+async def test_room_webhooks_report_changes_after_connect_once_each(
+    start_gateway: Callable[..., Gateway], hook: WebhookReceiver
+) -> None:
+    gw = start_gateway(
+        "--webhook-url", hook.url, "--webhook-secret", SECRET, "--room-webhooks"
+    )  # fmt: skip
+    user = uid("jo")
+    client = await Recorder(gw.url, auth={"token": gw.token(user, rooms=["given"])}).connect()
+    sid = client.sid()
+    sock = {"id": sid, "user": user}
+    for path, room in (("/v1/join", "extra"), ("/v1/join", "extra"), ("/v1/leave", "extra")):
+        r = await asyncio.to_thread(gw.api, "POST", path, json={"room": room, "sockets": [sid]})
+        assert r.status_code == 200, r.text
+    await asyncio.to_thread(gw.api, "POST", "/v1/leave", json={"room": "nowhere", "sockets": [sid]})
+    joined = await hook.wait(of_type("room.join"))
+    assert joined.payload == {"type": "room.join", "namespace": "/", "socket": sock} | {
+        "room": "extra"
+    }
+    left = await hook.wait(of_type("room.leave"))
+    assert left.payload == {"type": "room.leave", "namespace": "/", "socket": sock} | {
+        "room": "extra"
+    }
+    await client.close()
+    await hook.wait(of_type("disconnect"))
+    await settle()
+    # Not the rooms given at connect (the token's, user:<sub>), nor those left by leaving.
+    types = [r.payload["type"] for r in hook.requests]
+    assert types.count("room.join") == 1 and types.count("room.leave") == 1, types
