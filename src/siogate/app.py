@@ -24,6 +24,7 @@ from .hub import Hub
 from .idempotency import IdempotencyStore, MemoryIdempotencyStore, RedisIdempotencyStore
 from .metrics import Metrics
 from .node import Node, NodeOptions
+from .presence_tracker import MemoryPresenceTracker, PresenceTracker, RedisPresenceTracker
 from .transport.engine import EngineOptions, EngineServer
 from .transport.forward import Forwarder
 from .transport.http import (
@@ -200,10 +201,12 @@ def build(settings: Settings, *, broker: Broker | None = None) -> Gateway:
             query_timeout=settings.cluster_timeout / 1000,
             max_ack_recipients=settings.max_ack_recipients,
             max_pending_acks=settings.max_pending_acks,
+            room_webhooks=settings.room_webhooks,
         ),
         metrics=metrics,
         webhooks=webhooks,
         handlers=handlers,
+        presence_tracker=_presence_tracker(settings, broker),
     )
     engine = EngineServer(
         node,
@@ -251,6 +254,20 @@ def _broker(settings: Settings) -> Broker:
         settings.redis_url,
         prefix=settings.redis_prefix,
         advertise_url=advertise,
+        node_ttl=settings.node_ttl / 1000,
+    )
+
+
+def _presence_tracker(settings: Settings, broker: Broker) -> PresenceTracker | None:
+    if not settings.presence_webhooks:
+        return None
+    if settings.redis_url is None:
+        return MemoryPresenceTracker()
+    # Counts per node in Redis, under the broker's node id (its registry tells the dead).
+    return RedisPresenceTracker(
+        settings.redis_url,
+        prefix=settings.redis_prefix,
+        node_id=broker.node_id,
         node_ttl=settings.node_ttl / 1000,
     )
 

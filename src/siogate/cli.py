@@ -285,6 +285,16 @@ def main() -> None:
     help="Webhook calls one client connection may have in flight (more wait in its queue).",
 )
 @option(
+    "presence_webhooks",
+    is_flag=True,
+    help="Send user.online / user.offline webhooks (a user's first and last socket).",
+)
+@option(
+    "room_webhooks",
+    is_flag=True,
+    help="Send room.join / room.leave webhooks (room changes after connect).",
+)
+@option(
     "cors_origin",
     type=CommaList(),
     multiple=True,

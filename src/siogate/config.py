@@ -46,6 +46,10 @@ class Settings:
     webhook_timeout: float = 5.0
     webhook_concurrency: int = 64
     webhook_per_socket: int = 4
+    # user.online / user.offline webhooks (needs webhook_url).
+    presence_webhooks: bool = False
+    # room.join / room.leave webhooks (needs webhook_url).
+    room_webhooks: bool = False
     # Socket.IO
     cors_origin: tuple[str, ...] = ()
     namespace: tuple[str, ...] = ()
@@ -124,6 +128,10 @@ class Settings:
                 raise ConfigError("webhook_url must be an http:// or https:// URL")
             if not self.webhook_secret:
                 raise ConfigError("webhook_url needs webhook_secret: webhooks are always signed")
+        if self.presence_webhooks and self.webhook_url is None:
+            raise ConfigError("presence_webhooks needs webhook_url")
+        if self.room_webhooks and self.webhook_url is None:
+            raise ConfigError("room_webhooks needs webhook_url")
         for ns in self.namespace:
             if not ns.startswith("/"):
                 raise ConfigError(f"namespace {ns!r} must start with '/'")

@@ -38,6 +38,7 @@ from .handlers import Handlers, Refuse, call
 from .hub import Hub, Link, Outgoing, Socket, is_socket_id, new_socket_id
 from .listings import Page
 from .metrics import Metrics
+from .presence_tracker import PresenceTracker, Transition
 from .protocol import socketio
 from .protocol.events import (
     AckReceived,
@@ -105,6 +106,8 @@ class NodeOptions:
     # may wait on at once (see siogate.acks).
     max_ack_recipients: int = 1_000
     max_pending_acks: int = 100
+    # room.join / room.leave webhooks for membership changes after connect.
+    room_webhooks: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,13 +193,13 @@ class ServerSocket:
         if is_socket_id(room):
             raise ValueError(f"room {room!r} has the shape of a socket id and cannot be joined")
         if self._connected:
-            self._node.hub.join(self._socket, Room(room))
+            self._node.join_room(self._socket, Room(room))
         else:
             self._rooms.add(Room(room))
 
     def leave(self, room: str) -> None:
         if self._connected:
-            self._node.hub.leave(self._socket, Room(room))
+            self._node.leave_room(self._socket, Room(room))
         else:
             self._rooms.discard(Room(room))
 
@@ -220,6 +223,7 @@ class Node:
         metrics: Metrics,
         webhooks: WebhookDispatcher | None = None,
         handlers: Handlers | None = None,
+        presence_tracker: PresenceTracker | None = None,
     ) -> None:
         # hub holds this node's sockets and rooms.
         self.hub = hub
@@ -233,6 +237,8 @@ class Node:
         self.webhooks = webhooks
         # handlers run application logic in process (optional).
         self.handlers = handlers
+        # presence_tracker sends user.online / user.offline webhooks (optional).
+        self.presence_tracker = presence_tracker
         self._tasks: set[asyncio.Task[Any]] = set()
         # ServerSocket wrappers, only kept while handlers are loaded.
         self._handles: dict[Sid, ServerSocket] = {}
@@ -251,8 +257,14 @@ class Node:
 
     async def start(self) -> None:
         await self.broker.start(self.apply, self.answer)
+        if self.presence_tracker is not None:
+            await self.presence_tracker.start(self._presence_changed)
 
     async def close(self) -> None:
+        if self.presence_tracker is not None:
+            # Before the broker leaves the registry: this node drops its own counts
+            # rather than leave them for another node to reap.
+            await self.presence_tracker.close()
         await self.broker.close()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5)
@@ -391,6 +403,8 @@ class Node:
                 loop.call_later(EARLY_EMIT_DELAY, self._send_early, link, handle)
         if self.webhooks is not None:
             self.webhooks.notify(self._webhook_payload("connect", socket))
+        if self.presence_tracker is not None and socket.user is not None:
+            self.presence_tracker.add(socket.namespace, socket.user)
 
     def _expire_at(self, link: Link, socket: Socket, expires: float) -> None:
         """Close ``socket``'s whole session once its token has expired (plus the leeway).
@@ -440,6 +454,8 @@ class Node:
             payload = self._webhook_payload("disconnect", socket)
             payload["reason"] = reason
             self.webhooks.notify(payload)
+        if self.presence_tracker is not None and socket.user is not None:
+            self.presence_tracker.remove(socket.namespace, socket.user)
         if handle is not None and self.handlers is not None and self.handlers.on_disconnect:
             self._spawn(self._run_hook(self.handlers.on_disconnect, handle, reason))
 
@@ -595,6 +611,10 @@ class Node:
             "socket": {"id": socket.id, "user": socket.user},
         }
 
+    def _presence_changed(self, kind: Transition, namespace: Namespace, user: UserId) -> None:
+        if self.webhooks is not None:
+            self.webhooks.notify({"type": kind, "namespace": namespace, "user": user})
+
     def _event_payload(self, socket: Socket, event: EventReceived) -> dict[str, Any]:
         payload = self._webhook_payload("event", socket)
         payload["event"] = event.event
@@ -633,6 +653,26 @@ class Node:
         self.metrics.packets_out_total += len(targets)
         self.metrics.bytes_out_total += len(targets) * size
 
+    def join_room(self, socket: Socket, room: Room) -> None:
+        """Put a connected socket in ``room`` (a room.join webhook if that is new)."""
+        was_in = room in socket.rooms
+        self.hub.join(socket, room)
+        if not was_in and room in socket.rooms:
+            self._room_changed("room.join", socket, room)
+
+    def leave_room(self, socket: Socket, room: Room) -> None:
+        """Take a connected socket out of ``room`` (a room.leave webhook if it was in)."""
+        if room in socket.rooms:
+            self.hub.leave(socket, room)
+            self._room_changed("room.leave", socket, room)
+
+    def _room_changed(self, kind: str, socket: Socket, room: Room) -> None:
+        # Rooms given at connect and dropped at disconnect are implied by those webhooks.
+        if self.webhooks is not None and self.options.room_webhooks:
+            payload = self._webhook_payload(kind, socket)
+            payload["room"] = room
+            self.webhooks.notify(payload)
+
     def _targets(self, command: SocketsCommand) -> list[Socket]:
         if command.sockets:
             found = (self.hub.get(command.namespace, sid) for sid in command.sockets)
@@ -644,11 +684,11 @@ class Node:
         if command.action == "join":
             assert command.room is not None
             for socket in targets:
-                self.hub.join(socket, command.room)
+                self.join_room(socket, command.room)
         elif command.action == "leave":
             assert command.room is not None
             for socket in targets:
-                self.hub.leave(socket, command.room)
+                self.leave_room(socket, command.room)
         else:
             for socket in targets:
                 self.disconnect_socket(socket, REASON_SERVER_NAMESPACE)
