@@ -24,6 +24,7 @@ from .hub import Hub
 from .idempotency import IdempotencyStore, MemoryIdempotencyStore, RedisIdempotencyStore
 from .metrics import Metrics
 from .node import Node, NodeOptions
+from .presence_events import PresenceEvents
 from .presence_tracker import MemoryPresenceTracker, PresenceTracker, RedisPresenceTracker
 from .transport.engine import EngineOptions, EngineServer
 from .transport.forward import Forwarder
@@ -207,6 +208,11 @@ def build(settings: Settings, *, broker: Broker | None = None) -> Gateway:
         webhooks=webhooks,
         handlers=handlers,
         presence_tracker=_presence_tracker(settings, broker),
+        presence_events=(
+            PresenceEvents(settings.presence_events, cluster=settings.cluster)
+            if settings.presence_events
+            else None
+        ),
     )
     engine = EngineServer(
         node,

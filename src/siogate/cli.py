@@ -295,6 +295,12 @@ def main() -> None:
     help="Send room.join / room.leave webhooks (room changes after connect).",
 )
 @option(
+    "presence_events",
+    type=CommaList(),
+    multiple=True,
+    help="Namespace whose rooms get presence:join / presence:leave (repeatable; '*': all).",
+)
+@option(
     "cors_origin",
     type=CommaList(),
     multiple=True,

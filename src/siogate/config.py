@@ -50,6 +50,8 @@ class Settings:
     presence_webhooks: bool = False
     # room.join / room.leave webhooks (needs webhook_url).
     room_webhooks: bool = False
+    # Namespaces whose room members get presence:join / presence:leave ("*": all).
+    presence_events: tuple[str, ...] = ()
     # Socket.IO
     cors_origin: tuple[str, ...] = ()
     namespace: tuple[str, ...] = ()
@@ -132,6 +134,9 @@ class Settings:
             raise ConfigError("presence_webhooks needs webhook_url")
         if self.room_webhooks and self.webhook_url is None:
             raise ConfigError("room_webhooks needs webhook_url")
+        for ns in self.presence_events:
+            if ns != "*" and not ns.startswith("/"):
+                raise ConfigError(f"presence_events {ns!r} must be '*' or start with '/'")
         for ns in self.namespace:
             if not ns.startswith("/"):
                 raise ConfigError(f"namespace {ns!r} must start with '/'")

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -23,6 +23,7 @@ from .broker import (
     AckEmitQuery,
     Answers,
     Broker,
+    BrokerUnavailable,
     Command,
     CountQuery,
     EmitCommand,
@@ -38,6 +39,8 @@ from .handlers import Handlers, Refuse, call
 from .hub import Hub, Link, Outgoing, Socket, is_socket_id, new_socket_id
 from .listings import Page
 from .metrics import Metrics
+from .presence_events import Kind as PresenceKind
+from .presence_events import PresenceEvents
 from .presence_tracker import PresenceTracker, Transition
 from .protocol import socketio
 from .protocol.events import (
@@ -224,6 +227,7 @@ class Node:
         webhooks: WebhookDispatcher | None = None,
         handlers: Handlers | None = None,
         presence_tracker: PresenceTracker | None = None,
+        presence_events: PresenceEvents | None = None,
     ) -> None:
         # hub holds this node's sockets and rooms.
         self.hub = hub
@@ -239,6 +243,8 @@ class Node:
         self.handlers = handlers
         # presence_tracker sends user.online / user.offline webhooks (optional).
         self.presence_tracker = presence_tracker
+        # presence_events tells room members who came and went (optional).
+        self.presence_events = presence_events
         self._tasks: set[asyncio.Task[Any]] = set()
         # ServerSocket wrappers, only kept while handlers are loaded.
         self._handles: dict[Sid, ServerSocket] = {}
@@ -387,6 +393,7 @@ class Node:
         for room in rooms:
             self.hub.join(socket, room)
         session.accept(socket.namespace, socket.id)
+        self._announce("presence:join", socket, socket.rooms)
         self.metrics.connections_total += 1
         if expires is not None:
             self._expire_at(link, socket, expires)
@@ -443,7 +450,9 @@ class Node:
         self._forget(socket, reason)
 
     def _forget(self, socket: Socket, reason: str) -> None:
+        rooms = list(socket.rooms)
         self.hub.remove(socket)
+        self._announce("presence:leave", socket, rooms)
         self.acks.gone(socket.id)
         timer = self._expiry.pop(socket.id, None)
         if timer is not None:
@@ -659,12 +668,14 @@ class Node:
         self.hub.join(socket, room)
         if not was_in and room in socket.rooms:
             self._room_changed("room.join", socket, room)
+            self._announce("presence:join", socket, (room,))
 
     def leave_room(self, socket: Socket, room: Room) -> None:
         """Take a connected socket out of ``room`` (a room.leave webhook if it was in)."""
         if room in socket.rooms:
             self.hub.leave(socket, room)
             self._room_changed("room.leave", socket, room)
+            self._announce("presence:leave", socket, (room,))
 
     def _room_changed(self, kind: str, socket: Socket, room: Room) -> None:
         # Rooms given at connect and dropped at disconnect are implied by those webhooks.
@@ -672,6 +683,22 @@ class Node:
             payload = self._webhook_payload(kind, socket)
             payload["room"] = room
             self.webhooks.notify(payload)
+
+    def _announce(self, kind: PresenceKind, socket: Socket, rooms: Iterable[Room]) -> None:
+        """presence:join / presence:leave to the room's other members (siogate.presence_events)."""
+        if self.presence_events is None:
+            return
+        commands = self.presence_events.commands(kind, socket, rooms, self.hub)
+        if commands:
+            # Through the broker, as an API emit: every node delivers to its own members.
+            # In a task: this runs inside session events and command application.
+            self._spawn(self._publish_presence(commands))
+
+    async def _publish_presence(self, commands: list[EmitCommand]) -> None:
+        try:
+            await self.broker.publish(commands)
+        except (BrokerUnavailable, RuntimeError) as exc:  # Redis down; the node closing
+            peer_log.warning("presence-events", "presence events not sent: %s", exc)
 
     def _targets(self, command: SocketsCommand) -> list[Socket]:
         if command.sockets:
