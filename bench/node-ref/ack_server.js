@@ -26,6 +26,7 @@ const crypto = require("node:crypto");
 const http = require("node:http");
 const { Server } = require("socket.io");
 const jwt = require("jsonwebtoken");
+const { bearerCheck, sendJson } = require("./http_util.js");
 
 const MAX_BODY = 1_000_000;
 
@@ -44,23 +45,7 @@ const redisPrefix = process.env.REDIS_PREFIX || "socket.io";
 
 // A KeyObject made once: jsonwebtoken converts a string secret on every verify (slow).
 const jwtKey = crypto.createSecretKey(Buffer.from(jwtSecret, "utf8"));
-const apiKeyDigest = crypto.createHash("sha256").update(apiKey).digest();
-
-function authorized(req) {
-  const header = req.headers.authorization || "";
-  if (!header.startsWith("Bearer ")) return false;
-  const given = crypto.createHash("sha256").update(header.slice(7)).digest();
-  return crypto.timingSafeEqual(given, apiKeyDigest);
-}
-
-function sendJson(res, status, body) {
-  const text = JSON.stringify(body);
-  res.writeHead(status, {
-    "Content-Type": "application/json",
-    "Content-Length": Buffer.byteLength(text),
-  });
-  res.end(text);
-}
+const authorized = bearerCheck(apiKey);
 
 let io;
 

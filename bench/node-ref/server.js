@@ -25,6 +25,7 @@ const crypto = require("node:crypto");
 const http = require("node:http");
 const { Server } = require("socket.io");
 const jwt = require("jsonwebtoken");
+const { bearerCheck, sendJson } = require("./http_util.js");
 
 const MAX_BODY = 1_000_000;
 const RESERVED_EVENTS = new Set([
@@ -69,23 +70,7 @@ const jwtKey = crypto.createSecretKey(Buffer.from(opts.jwtSecret, "utf8"));
 // Algorithms pinned: no `none`, no RS/HS confusion.
 const VERIFY_OPTIONS = { algorithms: ["HS256"] };
 
-// Constant-time API key check: compare fixed-length digests so lengths do not leak either.
-const apiKeyDigest = crypto.createHash("sha256").update(opts.apiKey).digest();
-function authorized(req) {
-  const header = req.headers.authorization || "";
-  if (!header.startsWith("Bearer ")) return false;
-  const given = crypto.createHash("sha256").update(header.slice(7)).digest();
-  return crypto.timingSafeEqual(given, apiKeyDigest);
-}
-
-function sendJson(res, status, body) {
-  const text = JSON.stringify(body);
-  res.writeHead(status, {
-    "Content-Type": "application/json",
-    "Content-Length": Buffer.byteLength(text),
-  });
-  res.end(text);
-}
+const authorized = bearerCheck(opts.apiKey);
 
 function sendError(res, status, code, message) {
   sendJson(res, status, { error: { code, message } });
