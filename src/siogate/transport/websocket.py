@@ -19,6 +19,7 @@ from ..protocol.websocket import (
     frame,
 )
 from ..ratelog import RateLimitedLog
+from .http import CLOSE_LINGER
 
 logger = logging.getLogger("siogate.websocket")
 _log = RateLimitedLog(logger)
@@ -35,9 +36,6 @@ WRITE_HIGH_WATER = 256 * 1024
 # Frames parsed per loop turn for one connection: a read of one-byte frames holds tens
 # of thousands, and parsing them all at once would stall every other connection.
 FRAMES_PER_TURN = 256
-
-# Seconds a closed WebSocket may take to flush its buffer before it is aborted.
-CLOSE_LINGER = 5.0
 
 
 def frames(messages: list[EncodedPacket]) -> bytes:
