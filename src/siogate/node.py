@@ -79,11 +79,6 @@ EARLY_EMIT_DELAY = 0.002
 REASON_TOKEN_EXPIRED = "token expired"
 
 
-def new_id() -> str:
-    """A random 20-character URL-safe id (120 bits), shaped as the hub's socket ids."""
-    return new_socket_id()
-
-
 @dataclass(frozen=True, slots=True)
 class NodeOptions:
     """What the node needs to decide about sockets."""
@@ -325,7 +320,7 @@ class Node:
         if identity.namespaces is not None and namespace not in identity.namespaces:
             self._refuse(link, namespace, "namespace not allowed by token")
             return
-        socket = Socket(Sid(new_id()), Namespace(namespace), identity.user, link)
+        socket = Socket(new_socket_id(), Namespace(namespace), identity.user, link)
         rooms = set(identity.rooms)
         if identity.user is not None:
             rooms.add(Room(f"user:{identity.user}"))

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from ..errors import ProtocolError
 from ..hub import Outgoing
-from ..node import Node, new_id
+from ..node import Node
 from ..protocol import engineio
 from ..protocol.engineio import EncodedPacket
 from ..protocol.session import (
@@ -28,6 +28,7 @@ from ..protocol.session import (
 )
 from ..protocol.websocket import accept_key, valid_key
 from ..ratelog import RateLimitedLog
+from ..types import new_socket_id
 from .forward import Forwarder
 from .http import Request, Response, UpgradedProtocol
 from .websocket import CLOSE_INTERNAL_ERROR, WebSocketConnection, frames
@@ -360,7 +361,7 @@ class EngineServer:
         self._cors = frozenset(options.cors_origins)
 
     def _new_client(self) -> Client:
-        sid = self._sid_prefix + new_id()
+        sid = self._sid_prefix + new_socket_id()
         options = self.options
         session = Session(
             sid,
