@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import handlers as handlers_module
+from .admin import Admin, AdminOptions, check_hash
 from .api import Api
 from .api.idempotent import Idempotency
 from .auth import JwtVerifier
@@ -55,6 +56,7 @@ class Gateway:
     api: Api
     http: HttpServerState = field(default_factory=HttpServerState)
     server: asyncio.Server | None = None
+    admin: Admin | None = None
 
     @property
     def connections(self) -> set[HttpConnection]:
@@ -83,6 +85,8 @@ class Gateway:
         if limit is not None:
             logger.info("open files limit: %d", limit)
         await self.node.start()
+        if self.admin is not None:
+            await self.admin.start()
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(
             self._protocol,
@@ -99,6 +103,8 @@ class Gateway:
         if self.server is not None:
             self.server.close()
         await self.engine.close()
+        if self.admin is not None:
+            await self.admin.close()
         await self.node.close()
         if self.api.idempotency is not None:
             await self.api.idempotency.store.close()
@@ -247,7 +253,28 @@ def build(settings: Settings, *, broker: Broker | None = None) -> Gateway:
     http = HttpServerState(http_limits(settings))
     _http_metrics(metrics, http)
     gateway = Gateway(settings=settings, node=node, engine=engine, api=api, http=http)
+    if settings.admin:
+        gateway.admin = _admin(settings, node)
     return gateway
+
+
+def _admin(settings: Settings, node: Node) -> Admin:
+    password_hash = None
+    if settings.admin_password_hash is not None:
+        try:
+            password_hash = check_hash(settings.admin_password_hash)
+        except ValueError as exc:
+            raise ConfigError(f"admin_password_hash: {exc}") from None
+    admin = Admin(
+        node,
+        AdminOptions(
+            namespace=settings.admin_namespace,
+            username=settings.admin_username,
+            password_hash=password_hash,
+        ),
+    )
+    admin.install()
+    return admin
 
 
 def _broker(settings: Settings) -> Broker:

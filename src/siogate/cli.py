@@ -427,6 +427,22 @@ def main() -> None:
     help="Seconds a request's Idempotency-Key is remembered (a repeat is answered, not applied).",
 )
 @option(
+    "admin",
+    is_flag=True,
+    help="Serve the namespace @socket.io/admin-ui connects to (see docs/admin.md).",
+)
+@option("admin_namespace", help="Namespace of the admin UI.")
+@option("admin_username", help="User name the admin UI logs in with.")
+@option(
+    "admin_password_hash",
+    help="bcrypt hash of the admin UI's password (as instrument() takes).",
+)
+@option(
+    "admin_no_auth",
+    is_flag=True,
+    help="Admin UI without a password: only with a loopback --host.",
+)
+@option(
     "log_level",
     type=click.Choice(LOG_LEVELS),
     help="Logging verbosity.",
@@ -515,6 +531,12 @@ def _check_credentials(settings: Settings) -> None:
             )
     # A generated API key is printed to the log; a generated JWT secret lets nobody but
     # this machine's user mint tokens (with --auth handlers no token is checked at all).
+    if settings.admin_no_auth and not is_loopback(settings.host):
+        _config_error(
+            f"refusing --admin-no-auth on {settings.host!r}: anyone who reaches the port "
+            "could list and disconnect every socket; bind a loopback --host or pass "
+            "--admin-password-hash"
+        )
     missing = [] if settings.api_key else ["--api-key"]
     if not settings.jwt_secret and settings.auth == "jwt":
         missing.append("--jwt-secret")

@@ -89,6 +89,12 @@ class Settings:
     cluster_timeout: int = 1_000
     # Seconds an Idempotency-Key is remembered after its request succeeded.
     idempotency_ttl: int = 86_400
+    # The @socket.io/admin-ui namespace (see docs/admin.md).
+    admin: bool = False
+    admin_namespace: str = "/admin"
+    admin_username: str = "admin"
+    admin_password_hash: str | None = None
+    admin_no_auth: bool = False
     # Logging
     log_level: LogLevel = "info"
 
@@ -159,6 +165,17 @@ class Settings:
             raise ConfigError("cluster_timeout must be positive")
         if self.idempotency_ttl < 1:
             raise ConfigError("idempotency_ttl must be at least 1 second")
+        if self.admin:
+            if self.admin_password_hash is None and not self.admin_no_auth:
+                raise ConfigError(
+                    "admin needs admin_password_hash (a bcrypt hash) or admin_no_auth"
+                )
+            if self.admin_password_hash is not None and self.admin_no_auth:
+                raise ConfigError("admin_password_hash and admin_no_auth exclude each other")
+            if not self.admin_namespace.startswith("/") or self.admin_namespace == "/":
+                raise ConfigError("admin_namespace must start with '/' and not be '/'")
+            if not self.admin_username:
+                raise ConfigError("admin_username must not be empty")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
 

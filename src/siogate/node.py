@@ -13,14 +13,15 @@ import time
 from collections import deque
 from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from . import acks as acks_module
-from . import listings, presence
+from . import admin_snapshot, listings, presence
 from .acks import AckRegistry, AckResult, TooManyPending, TooManyRecipients
 from .auth import ANONYMOUS, Identity, JwtVerifier
 from .broker import (
     AckEmitQuery,
+    AdminQuery,
     Answers,
     Broker,
     BrokerUnavailable,
@@ -125,6 +126,24 @@ class Listing:
     @property
     def partial(self) -> bool:
         return bool(self.missing) or not self.complete
+
+
+class SocketObserver(Protocol):
+    """Told of every change to this node's sockets (siogate.admin watches them)."""
+
+    def socket_connected(self, socket: Socket) -> None: ...
+    def socket_disconnected(self, socket: Socket, reason: str) -> None: ...
+    def room_joined(self, socket: Socket, room: Room) -> None: ...
+    def room_left(self, socket: Socket, room: Room) -> None: ...
+
+
+class NamespaceService(Protocol):
+    """Owns one namespace (siogate.admin): its connects, events and leaves go to the
+    service instead of auth, hub, handlers and webhooks."""
+
+    def connect(self, link: Link, event: ConnectRequested) -> None: ...
+    def event(self, link: Link, event: EventReceived) -> None: ...
+    def left(self, link: Link, reason: str) -> None: ...
 
 
 class _Lane:
@@ -255,6 +274,9 @@ class Node:
         # Emits with ack waiting on this node's sockets, and those asked through this node.
         self.acks = AckRegistry()
         self._ack_requests = 0
+        # Told of socket changes; namespaces owned by a service (both: siogate.admin).
+        self.observers: list[SocketObserver] = []
+        self.services: dict[str, NamespaceService] = {}
 
     async def start(self) -> None:
         await self.broker.start(self.apply, self.answer)
@@ -287,6 +309,15 @@ class Node:
     def handle_events(self, link: Link, events: list[Event]) -> None:
         """React to session events; the caller flushes the link afterwards."""
         for event in events:
+            service = self.services.get(getattr(event, "namespace", ""))
+            if service is not None:
+                if isinstance(event, EventReceived):
+                    service.event(link, event)
+                elif isinstance(event, ConnectRequested):
+                    service.connect(link, event)
+                elif isinstance(event, NamespaceLeft):
+                    service.left(link, event.reason)
+                continue
             if isinstance(event, EventReceived):
                 self._on_event(link, event)
             elif isinstance(event, ConnectRequested):
@@ -296,7 +327,11 @@ class Node:
             elif isinstance(event, SessionClosed):
                 self._buckets.pop(link, None)
                 for namespace, sid in list(link.session.namespaces.items()):
-                    self._on_left(namespace, sid, event.reason)
+                    service = self.services.get(namespace)
+                    if service is not None:
+                        service.left(link, event.reason)
+                    else:
+                        self._on_left(namespace, sid, event.reason)
             elif isinstance(event, AckReceived):
                 socket = self._socket_of(link, event.namespace)
                 if socket is not None:
@@ -389,6 +424,8 @@ class Node:
             self.hub.join(socket, room)
         session.accept(socket.namespace, socket.id)
         self._announce("presence:join", socket, socket.rooms)
+        for observer in self.observers:
+            observer.socket_connected(socket)
         self.metrics.connections_total += 1
         if expires is not None:
             self._expire_at(link, socket, expires)
@@ -445,6 +482,8 @@ class Node:
         self._forget(socket, reason)
 
     def _forget(self, socket: Socket, reason: str) -> None:
+        for observer in self.observers:
+            observer.socket_disconnected(socket, reason)  # rooms still as they were
         rooms = list(socket.rooms)
         self.hub.remove(socket)
         self._announce("presence:leave", socket, rooms)
@@ -662,6 +701,8 @@ class Node:
         was_in = room in socket.rooms
         self.hub.join(socket, room)
         if not was_in and room in socket.rooms:
+            for observer in self.observers:
+                observer.room_joined(socket, room)
             self._room_changed("room.join", socket, room)
             self._announce("presence:join", socket, (room,))
 
@@ -669,6 +710,8 @@ class Node:
         """Take a connected socket out of ``room`` (a room.leave webhook if it was in)."""
         if room in socket.rooms:
             self.hub.leave(socket, room)
+            for observer in self.observers:
+                observer.room_left(socket, room)
             self._room_changed("room.leave", socket, room)
             self._announce("presence:leave", socket, (room,))
 
@@ -729,6 +772,8 @@ class Node:
             return presence.local_presence(self.hub, query)
         if isinstance(query, RoomPresenceQuery):
             return presence.local_room_presence(self.hub, query)
+        if isinstance(query, AdminQuery):
+            return admin_snapshot.local(self.hub, query)
         emit = query.emit
         targets = self.hub.select(emit.namespace, emit.rooms, emit.exclude)
         if isinstance(query, CountQuery):

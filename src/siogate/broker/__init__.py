@@ -2,6 +2,7 @@
 
 from .base import (
     AckEmitQuery,
+    AdminQuery,
     Answers,
     Broker,
     BrokerStats,
@@ -22,6 +23,7 @@ from .memory import MemoryBroker
 
 __all__ = [
     "AckEmitQuery",
+    "AdminQuery",
     "Answers",
     "Broker",
     "BrokerStats",

@@ -105,7 +105,23 @@ class AckEmitQuery:
     max_recipients: int
 
 
-Query = RoomsQuery | SocketsQuery | PresenceQuery | RoomPresenceQuery | CountQuery | AckEmitQuery
+@dataclass(frozen=True, slots=True)
+class AdminQuery:
+    """The node's stats and at most ``limit`` of its sockets with their rooms, for the
+    admin UI (see siogate.admin_snapshot)."""
+
+    limit: int
+
+
+Query = (
+    RoomsQuery
+    | SocketsQuery
+    | PresenceQuery
+    | RoomPresenceQuery
+    | CountQuery
+    | AckEmitQuery
+    | AdminQuery
+)
 
 QueryHandler = Callable[[Query], Any]
 """Answers a query about the local hub with a JSON-safe value, or with an awaitable of

@@ -20,6 +20,7 @@ from ..protocol.socketio import dumps
 from ..types import Namespace, Room, Sid, UserId
 from .base import (
     AckEmitQuery,
+    AdminQuery,
     Command,
     CountQuery,
     EmitCommand,
@@ -155,6 +156,8 @@ def encode_query(node: str, request_id: str, query: Query) -> bytes:
             ack_body["timeout_ms"] = query.timeout_ms
             ack_body["max"] = query.max_recipients
         return _message(node, ack_body)
+    if isinstance(query, AdminQuery):
+        return _message(node, {"id": request_id, "query": "admin", "limit": query.limit})
     # "after" and "limit" are optional members added to format 1: a node that predates
     # them ignores them and answers in full, which the asking node pages itself.
     body: dict[str, Any] = {"id": request_id, "ns": query.namespace}
@@ -198,8 +201,10 @@ def _int(obj: dict[str, Any], key: str, low: int, high: int) -> int:
 
 def decode_query(obj: dict[str, Any]) -> tuple[str, Query]:
     request_id = _str(obj, "id")
-    ns = Namespace(_str(obj, "ns"))
     kind = obj.get("query")
+    if kind == "admin":
+        return request_id, AdminQuery(_int(obj, "limit", 1, MAX_QUERY_LIMIT))
+    ns = Namespace(_str(obj, "ns"))
     if kind == "presence":
         users = _strs(obj, "users")
         if len(users) > MAX_QUERY_USERS:
