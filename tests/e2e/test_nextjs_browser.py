@@ -275,13 +275,14 @@ class DriverError(AssertionError):
 
 
 class Browser:
-    """``browser.mjs``: one Node process, one Chromium, one page."""
+    """``browser.mjs`` (or another ``driver`` of the same protocol): one Node process,
+    one Chromium, one page."""
 
-    def __init__(self, log_path: Path) -> None:
+    def __init__(self, log_path: Path, driver: Path = DRIVER) -> None:
         self.log_path = log_path
         with log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                ["node", str(DRIVER)],
+                ["node", str(driver)],
                 cwd=E2E,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
