@@ -137,6 +137,8 @@ class Admin:
         self._sessions: OrderedDict[str, float] = OrderedDict()
         # Other nodes' sockets at the last poll, by node id.
         self._remote: dict[str, dict[tuple[Namespace, Sid], SocketView]] = {}
+        # This node's sockets' transports as last reported (an upgrade is seen at a poll).
+        self._transports: dict[Socket, str] = {}
         self._poll_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop_task: asyncio.Task[None] | None = None
@@ -249,7 +251,12 @@ class Admin:
             return
         # This node's sockets as they are now (live events since were already sent);
         # the others' as of the poll just made.
-        views = [_view(s) for ns in self.node.hub.namespaces() for s in self.node.hub.select(ns)]
+        hub = self.node.hub
+        views = []
+        for socket in [s for ns in hub.namespaces() for s in hub.select(ns)]:
+            view = _view(socket)
+            self._transports[socket] = view.transport
+            views.append(view)
         for sockets in self._remote.values():
             views.extend(sockets.values())
         self._send(link, "all_sockets", [_serialize(v) for v in views])
@@ -308,9 +315,12 @@ class Admin:
 
     def socket_connected(self, socket: Socket) -> None:
         if self._admins:
-            self._broadcast("socket_connected", _serialize(_view(socket)), _now())
+            view = _view(socket)
+            self._transports[socket] = view.transport
+            self._broadcast("socket_connected", _serialize(view), _now())
 
     def socket_disconnected(self, socket: Socket, reason: str) -> None:
+        self._transports.pop(socket, None)
         if self._admins:
             now = _now()
             for room in [socket.id, *sorted(socket.rooms)]:
@@ -368,6 +378,19 @@ class Admin:
                 seen.update(answers.missing)
                 for gone in [n for n in self._remote if n not in seen]:
                     self._update_remote(gone, None)
+            self._update_transports()
+
+    def _update_transports(self) -> None:
+        """socket_updated for this node's sockets whose transport changed (an upgrade)."""
+        hub = self.node.hub
+        for socket in [s for ns in hub.namespaces() for s in hub.select(ns)]:
+            transport = admin_snapshot.transport_of(socket.link)
+            if self._transports.get(socket) != transport:
+                known = socket in self._transports
+                self._transports[socket] = transport
+                if known and self._admins:
+                    update = {"id": socket.id, "nsp": socket.namespace, "transport": transport}
+                    self._broadcast("socket_updated", update)
 
     def _stats(self, node_id: str, snapshot: admin_snapshot.Snapshot) -> dict[str, Any]:
         namespaces = dict(snapshot.namespaces)
@@ -398,6 +421,9 @@ class Admin:
             if old is None:
                 self._broadcast("socket_connected", _serialize(view), now)
                 continue
+            if view.transport != old.transport:
+                update = {"id": view.id, "nsp": view.namespace, "transport": view.transport}
+                self._broadcast("socket_updated", update)
             for room in sorted(set(view.rooms) - set(old.rooms)):
                 self._broadcast("room_joined", view.namespace, room, view.id, now)
             for room in sorted(set(old.rooms) - set(view.rooms)):

@@ -82,6 +82,14 @@ def test_admin_sees_sockets_rooms_and_disconnects_them(
     late_id = late.connected()
     [connected, when] = event_where(admin, "socket_connected", lambda a: a[0]["id"] == late_id)
     assert connected["rooms"] == [late_id] and when.endswith("Z")
+    # It connected over long-polling and upgrades: the next stats poll reports that.
+    assert connected["transport"] == "polling"
+    late.wait_transport("websocket")
+    event_where(
+        admin,
+        "socket_updated",
+        lambda a: a[0] == {"id": late_id, "nsp": "/", "transport": "websocket"},
+    )
     assert gw.api("POST", "/v1/join", json={"sockets": [late_id], "room": "api-room"}).is_success
     event_where(admin, "room_joined", lambda a: a[:3] == ["/", "api-room", late_id])
     admin.emit("join", "/", "ui-room", late_id)
