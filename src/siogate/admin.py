@@ -248,7 +248,11 @@ class Admin:
         self._spawn(self._welcome(link))
 
     async def _welcome(self, link: Link) -> None:
-        await self._poll()
+        try:
+            await self._poll()
+        except Exception:
+            # Redis unreachable, say: the UI still gets this node's sockets.
+            logger.exception("admin poll failed; listing this node's sockets only")
         if link not in self._admins:
             return
         # This node's sockets as they are now (live events since were already sent);
