@@ -171,7 +171,7 @@ def serve_fails(*args: str) -> str:
         timeout=30,
         env={**os.environ, "SIOGATE_API_KEY": API_KEY, "SIOGATE_JWT_SECRET": JWT_SECRET},
     )
-    assert proc.returncode != 0, proc.stderr
+    assert proc.returncode == 2, proc.stderr  # EXIT_CONFIG
     return proc.stderr
 
 
