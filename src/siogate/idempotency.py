@@ -11,6 +11,14 @@ answers one of:
 * ``in_progress``: the first request with this key has not finished.
 * ``mismatch``: the key was used for a different request.
 
+A request whose whole effect is one broker publish, and whose answer is known before it
+is applied (an emit without ack, a batch, a join, a leave, a disconnect), goes through
+:meth:`~IdempotencyStore.apply_once` instead: one step that claims the key with the
+answer as its record and publishes. With Redis that step is one script in the broker's
+publish pipeline (see :class:`siogate.broker.Guard`), so the key costs no round trip of
+its own, and a concurrent repeat finds the answer already recorded (a replay, not
+``in_progress``).
+
 Two implementations: :class:`MemoryIdempotencyStore` (one process, bounded by count
 and bytes, oldest evicted first) and :class:`RedisIdempotencyStore` (a cluster: the
 claim is one atomic ``SET NX`` in Redis, so two nodes given the same key at the same
@@ -20,11 +28,14 @@ request completed. This module does no HTTP: the API wraps its routes with it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import re
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -60,9 +71,12 @@ class StoreUnavailable(SiogateError):
     """The store (Redis) could not be reached; nothing was claimed."""
 
 
+_VALID_KEY = re.compile(f"[ -~]{{1,{MAX_KEY_LENGTH}}}")
+
+
 def valid_key(key: str) -> bool:
     """1 to ``MAX_KEY_LENGTH`` printable ASCII characters (space included)."""
-    return 0 < len(key) <= MAX_KEY_LENGTH and all(" " <= c <= "~" for c in key)
+    return _VALID_KEY.fullmatch(key) is not None
 
 
 def fingerprint(method: str, path: str, body: bytes) -> str:
@@ -96,11 +110,34 @@ class Claim:
     fingerprint: str = ""
 
 
+Publish = Callable[[], Awaitable[None]]
+"""Applies a request whose whole effect is one broker publish."""
+GuardedPublish = Callable[[str, str, int], Awaitable[bytes | None]]
+"""``(key, value, ttl_ms)``: the same publish, made only if the Redis key ``key`` is
+free, which it then holds ``value`` for ``ttl_ms``, in one atomic step. None when
+published; else the key's value, and nothing was published (see
+:class:`siogate.broker.GuardedPublisher`)."""
+
+
 class IdempotencyStore(Protocol):
     """Where keys are claimed and responses kept."""
 
     async def claim(self, key: str, fingerprint: str) -> Claim:
         """Claim ``key`` for a request, or say why it cannot be applied now."""
+
+    async def apply_once(
+        self,
+        key: str,
+        fingerprint: str,
+        response: StoredResponse,
+        publish: Publish,
+        guarded: GuardedPublish | None,
+    ) -> Claim:
+        """Apply a one-publish request under ``key`` unless the key is taken, with
+        ``response`` as its answer. ``new``: applied (by ``guarded`` where the store
+        can use it, else by ``publish``) and recorded; any other state says, as
+        :meth:`claim` does, why nothing was applied. Errors of the publish propagate;
+        the key is then free again, unless the publish may have happened."""
 
     async def complete(self, key: str, claim: Claim, response: StoredResponse) -> None:
         """Keep ``response`` for replay under a key this request claimed."""
@@ -114,6 +151,25 @@ class IdempotencyStore(Protocol):
 
 def storable(response: StoredResponse) -> bool:
     return 200 <= response.status < 300 and len(response.body.encode()) <= MAX_STORED_BODY
+
+
+async def _in_steps(
+    store: IdempotencyStore, key: str, fingerprint: str, response: StoredResponse, publish: Publish
+) -> Claim:
+    """apply_once as claim, publish, complete: what a store without a guarded publish
+    does. A repeat that comes while the publish runs is ``in_progress``."""
+    claim = await store.claim(key, fingerprint)
+    if claim.state != "new":
+        return claim
+    try:
+        await publish()
+    except Exception:
+        await store.release(key, claim)
+        raise
+    # Cancelled instead (the client hung up): whether the broker still publishes is
+    # not known here, so the claim stays pending, at most PENDING_TTL.
+    await store.complete(key, claim, response)
+    return claim
 
 
 # ------------------------------------------------------------------ one process
@@ -191,6 +247,18 @@ class MemoryIdempotencyStore:
             return Claim("in_progress")
         return Claim("replay", entry.response)
 
+    async def apply_once(
+        self,
+        key: str,
+        fingerprint: str,
+        response: StoredResponse,
+        publish: Publish,
+        guarded: GuardedPublish | None,
+    ) -> Claim:
+        # One process: claim and complete do not wait, and the memory broker's publish
+        # neither, so the three run as one step of the event loop.
+        return await _in_steps(self, key, fingerprint, response, publish)
+
     async def complete(self, key: str, claim: Claim, response: StoredResponse) -> None:
         entry = self._entries.get(key)
         if entry is None or entry.token != claim.token:
@@ -246,6 +314,12 @@ def _dumps(value: dict[str, object]) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+@functools.lru_cache(maxsize=64)
+def _json_text(text: str) -> str:
+    # One-step answers are a few constant bodies: each is quoted once.
+    return json.dumps(text, ensure_ascii=False)
+
+
 class RedisIdempotencyStore:
     """Keys shared by every node of a cluster: ``<prefix>:idempotency:<sha256 of key>``.
 
@@ -290,17 +364,28 @@ class RedisIdempotencyStore:
             raise StoreUnavailable(f"Redis did not answer the idempotency check: {exc}") from exc
         if found is None:
             return Claim("new", token=token, fingerprint=fingerprint)
-        try:
-            value = json.loads(found)
-            if value["fp"] != fingerprint:
-                return Claim("mismatch")
-            if "status" not in value:
-                return Claim("in_progress")
-            response = StoredResponse(int(value["status"]), str(value["body"]), str(value["type"]))
-        except (ValueError, KeyError, TypeError):
-            # Not ours (another program under this prefix?): never apply twice.
-            return Claim("in_progress")
-        return Claim("replay", response)
+        return _found(found, fingerprint)
+
+    async def apply_once(
+        self,
+        key: str,
+        fingerprint: str,
+        response: StoredResponse,
+        publish: Publish,
+        guarded: GuardedPublish | None,
+    ) -> Claim:
+        if guarded is None or not storable(response):
+            return await _in_steps(self, key, fingerprint, response, publish)
+        # The final record, written by hand (this runs on every such request); the same
+        # JSON as complete() stores, so either path reads the other's keys.
+        record = (
+            f'{{"fp":"{fingerprint}","status":{response.status},'
+            f'"body":{_json_text(response.body)},"type":{_json_text(response.content_type)}}}'
+        )
+        found = await guarded(self._key(key), record, self._ttl_ms)
+        if found is None:
+            return Claim("new", fingerprint=fingerprint)
+        return _found(found, fingerprint)
 
     async def complete(self, key: str, claim: Claim, response: StoredResponse) -> None:
         pending = self._pending(claim.fingerprint, claim.token)
@@ -333,6 +418,21 @@ class RedisIdempotencyStore:
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+def _found(found: bytes, fingerprint: str) -> Claim:
+    """What a key's value in Redis says to a request with ``fingerprint``."""
+    try:
+        value = json.loads(found)
+        if value["fp"] != fingerprint:
+            return Claim("mismatch")
+        if "status" not in value:
+            return Claim("in_progress")
+        response = StoredResponse(int(value["status"]), str(value["body"]), str(value["type"]))
+    except (ValueError, KeyError, TypeError):
+        # Not ours (another program under this prefix?): never apply twice.
+        return Claim("in_progress")
+    return Claim("replay", response)
 
 
 _memory: type[IdempotencyStore] = MemoryIdempotencyStore

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import inspect
 import logging
 import random
@@ -35,7 +36,7 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from . import wire
 from .base import (
@@ -44,6 +45,8 @@ from .base import (
     BrokerStats,
     BrokerUnavailable,
     Command,
+    Guard,
+    GuardedPublisher,
     MessageHandler,
     Query,
     QueryHandler,
@@ -65,7 +68,21 @@ START_WAIT = 3.0
 URL_MISS_SECONDS = 1.0
 URL_CACHE_SIZE = 1024
 
-_Outgoing = tuple[str, bytes, Sequence[Command] | None, asyncio.Future[None] | None]
+# (channel, or the Guard of a guarded publish on the commands channel; wire data; the
+# commands to apply here once Redis took it; who waits for that).
+_Outgoing = tuple[str | Guard, bytes, Sequence[Command] | None, asyncio.Future[Any] | None]
+
+# A guarded publish (see base.Guard): claim the key and publish in one atomic step, or
+# answer what holds the key. Run by EVALSHA; loaded on the first NOSCRIPT (a Redis that
+# restarted has forgotten it).
+GUARDED_PUBLISH = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  redis.call('PUBLISH', ARGV[3], ARGV[4])
+  return false
+end
+return redis.call('GET', KEYS[1])
+"""
+GUARDED_PUBLISH_SHA = hashlib.sha1(GUARDED_PUBLISH.encode()).hexdigest()
 
 
 def redacted(url: str) -> str:
@@ -250,6 +267,16 @@ class RedisBroker:
         self._enqueue((self._commands_channel, data, commands, future))
         await future
 
+    async def publish_guarded(self, commands: Sequence[Command], guard: Guard) -> bytes | None:
+        if self._handler is None:
+            raise RuntimeError("broker is not started")
+        # In the same queue and pipeline as plain publishes: the order of this node's
+        # publishes holds, and the guard costs no round trip of its own.
+        future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        data = wire.encode_commands(self.node_id, commands)
+        self._enqueue((guard, data, commands, future))
+        return await future
+
     def _enqueue(self, item: _Outgoing) -> None:
         self._outbox.append(item)
         if self._writer is None or self._writer.done():
@@ -263,8 +290,21 @@ class RedisBroker:
             try:
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for channel, data, _, _ in batch:
-                        pipe.publish(channel, data)
-                    await pipe.execute()
+                        if isinstance(channel, str):
+                            pipe.publish(channel, data)
+                        else:
+                            pipe.execute_command(
+                                "EVALSHA",
+                                GUARDED_PUBLISH_SHA,
+                                1,
+                                channel.key,
+                                channel.value,
+                                channel.ttl_ms,
+                                self._commands_channel,
+                                data,
+                            )
+                    results = await pipe.execute(raise_on_error=False)
+                batch = await self._unguarded(batch, results)
             except (RedisError, OSError) as exc:
                 self.stats.publish_failures += len(batch)
                 await self._connection_lost(exc)
@@ -285,6 +325,29 @@ class RedisBroker:
                     continue
                 if future is not None and not future.done():
                     future.set_result(None)
+
+    async def _unguarded(self, batch: list[_Outgoing], results: list[Any]) -> list[_Outgoing]:
+        """The items of a written batch that were published; guarded ones that found
+        their key taken are answered with its value here, and those that met NOSCRIPT
+        go back to the front of the queue once the script is loaded."""
+        published: list[_Outgoing] = []
+        again: list[_Outgoing] = []
+        for item, result in zip(batch, results, strict=True):
+            if isinstance(result, NoScriptError):
+                again.append(item)
+            elif isinstance(result, Exception):
+                # An error reply (none is expected) fails the whole batch, as it did when
+                # execute() raised it.
+                raise result
+            elif result is None or isinstance(item[0], str):
+                published.append(item)
+            elif item[3] is not None and not item[3].done():
+                item[3].set_result(result)
+        if again:
+            assert self._redis is not None
+            await self._redis.script_load(GUARDED_PUBLISH)
+            self._outbox[:0] = again
+        return published
 
     # Receiving
 
@@ -515,3 +578,4 @@ class RedisBroker:
 
 
 _: type[Broker] = RedisBroker
+_guarded: type[GuardedPublisher] = RedisBroker
