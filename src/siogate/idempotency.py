@@ -33,6 +33,7 @@ import hashlib
 import json
 import re
 import secrets
+import struct
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -81,12 +82,14 @@ def valid_key(key: str) -> bool:
 
 def fingerprint(method: str, path: str, body: bytes) -> str:
     """What tells one request from another under the same key."""
-    digest = hashlib.sha256()
-    for part in (method.encode(), path.encode(), body):
-        # Length-prefixed, so that no two (method, path, body) triples collide.
-        digest.update(len(part).to_bytes(8, "big"))
-        digest.update(part)
-    return digest.hexdigest()
+    m, p = method.encode(), path.encode()
+    # Length-prefixed, so that no two (method, path, body) triples collide; one buffer,
+    # one hash call (this runs for every request with a key).
+    data = _LENGTHS.pack(len(m)) + m + _LENGTHS.pack(len(p)) + p + _LENGTHS.pack(len(body)) + body
+    return hashlib.sha256(data).hexdigest()
+
+
+_LENGTHS = struct.Struct(">Q")
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +153,11 @@ class IdempotencyStore(Protocol):
 
 
 def storable(response: StoredResponse) -> bool:
-    return 200 <= response.status < 300 and len(response.body.encode()) <= MAX_STORED_BODY
+    if not 200 <= response.status < 300:
+        return False
+    body = response.body
+    # A character is at most 4 bytes of UTF-8: most bodies need no encoding to tell.
+    return len(body) * 4 <= MAX_STORED_BODY or len(body.encode()) <= MAX_STORED_BODY
 
 
 async def _in_steps(
@@ -182,6 +189,14 @@ class _Entry:
     expires: float  # monotonic
     response: StoredResponse | None = None  # None while in progress
     size: int = 0
+
+
+def _found_entry(entry: _Entry, fingerprint: str) -> Claim:
+    if entry.fingerprint != fingerprint:
+        return Claim("mismatch")
+    if entry.response is None:
+        return Claim("in_progress")
+    return Claim("replay", entry.response)
 
 
 class MemoryIdempotencyStore:
@@ -241,11 +256,7 @@ class MemoryIdempotencyStore:
             self._bytes += size
             self._evict()
             return Claim("new", token=token, fingerprint=fingerprint)
-        if entry.fingerprint != fingerprint:
-            return Claim("mismatch")
-        if entry.response is None:
-            return Claim("in_progress")
-        return Claim("replay", entry.response)
+        return _found_entry(entry, fingerprint)
 
     async def apply_once(
         self,
@@ -255,9 +266,35 @@ class MemoryIdempotencyStore:
         publish: Publish,
         guarded: GuardedPublish | None,
     ) -> Claim:
-        # One process: claim and complete do not wait, and the memory broker's publish
-        # neither, so the three run as one step of the event loop.
-        return await _in_steps(self, key, fingerprint, response, publish)
+        # claim, publish, complete (as _in_steps, without its tokens and lookups): the
+        # memory broker's publish does not wait, so this is one step of the event loop,
+        # and a broker that does wait leaves repeats in_progress meanwhile.
+        now = time.monotonic()
+        self._expire(now)
+        entry = self._entries.get(key)
+        if entry is not None and entry.expires <= now:
+            self._drop(key)
+            entry = None
+        if entry is not None:
+            return _found_entry(entry, fingerprint)
+        if not storable(response):
+            return await _in_steps(self, key, fingerprint, response, publish)
+        size = len(key) + len(fingerprint) + len(response.body)
+        entry = _Entry(fingerprint, "", now + min(self._ttl, PENDING_TTL), None, size)
+        self._entries[key] = entry
+        self._bytes += size
+        try:
+            await publish()
+        except Exception:
+            if self._entries.get(key) is entry:
+                self._drop(key)
+            raise
+        if self._entries.get(key) is entry:
+            entry.response = response
+            entry.expires = time.monotonic() + self._ttl
+            self._entries.move_to_end(key)
+        self._evict()
+        return Claim("new", fingerprint=fingerprint)
 
     async def complete(self, key: str, claim: Claim, response: StoredResponse) -> None:
         entry = self._entries.get(key)
@@ -315,9 +352,13 @@ def _dumps(value: dict[str, object]) -> str:
 
 
 @functools.lru_cache(maxsize=64)
-def _json_text(text: str) -> str:
-    # One-step answers are a few constant bodies: each is quoted once.
-    return json.dumps(text, ensure_ascii=False)
+def _record_tail(response: StoredResponse) -> str:
+    """A stored record after its fingerprint, written by hand for the one-step path,
+    where answers are a few constant bodies (so each is written once). The same JSON as
+    complete() stores: either path reads the other's keys."""
+    body = json.dumps(response.body, ensure_ascii=False)
+    kind = json.dumps(response.content_type, ensure_ascii=False)
+    return f'","status":{response.status},"body":{body},"type":{kind}}}'
 
 
 class RedisIdempotencyStore:
@@ -376,12 +417,7 @@ class RedisIdempotencyStore:
     ) -> Claim:
         if guarded is None or not storable(response):
             return await _in_steps(self, key, fingerprint, response, publish)
-        # The final record, written by hand (this runs on every such request); the same
-        # JSON as complete() stores, so either path reads the other's keys.
-        record = (
-            f'{{"fp":"{fingerprint}","status":{response.status},'
-            f'"body":{_json_text(response.body)},"type":{_json_text(response.content_type)}}}'
-        )
+        record = '{"fp":"' + fingerprint + _record_tail(response)
         found = await guarded(self._key(key), record, self._ttl_ms)
         if found is None:
             return Claim("new", fingerprint=fingerprint)

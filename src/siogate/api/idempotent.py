@@ -14,6 +14,7 @@ pipeline). Any other (an emit with ack) is claimed, applied, then completed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -130,7 +131,7 @@ class Idempotency:
             def guarded(key: str, value: str, ttl_ms: int) -> Awaitable[bytes | None]:
                 return publish_guarded(commands, Guard(key, value, ttl_ms))
 
-        stored = StoredResponse(response.status, response.body.decode(), response.content_type)
+        stored = _stored(response.status, response.body, response.content_type)
         try:
             claim = await self.store.apply_once(key, fp, stored, lambda: publish(commands), guarded)
         except StoreUnavailable as exc:
@@ -164,6 +165,13 @@ class Idempotency:
             await self.store.release(key, claim)
         except StoreUnavailable as exc:
             log.warning("idempotency", "idempotency key not released: %s", exc)
+
+
+@functools.lru_cache(maxsize=64)
+def _stored(status: int, body: bytes, content_type: str) -> StoredResponse:
+    # One-step answers are a few constant bodies: each is made once (and, being the
+    # same object, written once by the Redis store, see idempotency._record_tail).
+    return StoredResponse(status, body.decode(), content_type)
 
 
 def _not_applied(claim: Claim) -> Response:

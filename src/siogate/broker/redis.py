@@ -36,9 +36,9 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from . import wire
+from . import resp, wire
 from .base import (
     Answers,
     Broker,
@@ -157,6 +157,10 @@ class RedisBroker:
         self._start_wait = start_wait
         self._own = wire.prefix(self.node_id)
         self._commands_channel = f"{prefix}:commands"
+        # What each publish of a batch starts with (see _pack).
+        self._publish_head = resp.head(3, b"PUBLISH", self._commands_channel.encode())
+        self._guarded_head = resp.head(8, b"EVALSHA", GUARDED_PUBLISH_SHA.encode(), b"1")
+        self._guarded_channel = resp.bulk(self._commands_channel.encode())
         self._queries_channel = f"{prefix}:queries"
         self._answers_channel = self._answers_of(self.node_id)
         self._nodes_key = f"{prefix}:nodes"
@@ -288,22 +292,7 @@ class RedisBroker:
             batch, self._outbox = self._outbox, []
             assert self._redis is not None
             try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for channel, data, _, _ in batch:
-                        if isinstance(channel, str):
-                            pipe.publish(channel, data)
-                        else:
-                            pipe.execute_command(
-                                "EVALSHA",
-                                GUARDED_PUBLISH_SHA,
-                                1,
-                                channel.key,
-                                channel.value,
-                                channel.ttl_ms,
-                                self._commands_channel,
-                                data,
-                            )
-                    results = await pipe.execute(raise_on_error=False)
+                results = await self._send(batch)
                 batch = await self._unguarded(batch, results)
             except (RedisError, OSError) as exc:
                 self.stats.publish_failures += len(batch)
@@ -325,6 +314,50 @@ class RedisBroker:
                     continue
                 if future is not None and not future.done():
                     future.set_result(None)
+
+    def _pack(self, item: _Outgoing) -> bytes:
+        channel, data, _, _ = item
+        if channel == self._commands_channel:
+            return b"%b$%d\r\n%b\r\n" % (self._publish_head, len(data), data)
+        if isinstance(channel, str):
+            return resp.command(b"PUBLISH", channel.encode(), data)
+        key, value = channel.key.encode(), channel.value.encode()
+        ttl = b"%d" % channel.ttl_ms
+        return b"%b$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n%b$%d\r\n%b\r\n" % (
+            self._guarded_head,
+            len(key),
+            key,
+            len(value),
+            value,
+            len(ttl),
+            ttl,
+            self._guarded_channel,
+            len(data),
+            data,
+        )
+
+    async def _send(self, batch: list[_Outgoing]) -> list[Any]:
+        """Write a batch in one go on a pooled connection and read the replies (an error
+        reply as its exception). What a redis-py pipeline does, without its per-argument
+        packing and per-call bookkeeping: this runs for every publish."""
+        assert self._redis is not None
+        pool = self._redis.connection_pool
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await connection.send_packed_command(b"".join([self._pack(item) for item in batch]))
+            results: list[Any] = []
+            for _ in batch:
+                try:
+                    results.append(await connection.read_response())
+                except ResponseError as exc:
+                    results.append(exc)
+            return results
+        except BaseException:
+            # Replies may be left unread: the connection is not reusable.
+            await connection.disconnect(nowait=True)
+            raise
+        finally:
+            await pool.release(connection)
 
     async def _unguarded(self, batch: list[_Outgoing], results: list[Any]) -> list[_Outgoing]:
         """The items of a written batch that were published; guarded ones that found
