@@ -82,14 +82,19 @@ def valid_key(key: str) -> bool:
 
 def fingerprint(method: str, path: str, body: bytes) -> str:
     """What tells one request from another under the same key."""
-    m, p = method.encode(), path.encode()
-    # Length-prefixed, so that no two (method, path, body) triples collide; one buffer,
-    # one hash call (this runs for every request with a key).
-    data = _LENGTHS.pack(len(m)) + m + _LENGTHS.pack(len(p)) + p + _LENGTHS.pack(len(body)) + body
+    # Each part length-prefixed, so that no two (method, path, body) triples collide.
+    data = _head(method, path) + _LENGTH.pack(len(body)) + body
     return hashlib.sha256(data).hexdigest()
 
 
-_LENGTHS = struct.Struct(">Q")
+_LENGTH = struct.Struct(">Q")
+
+
+@functools.lru_cache(maxsize=64)
+def _head(method: str, path: str) -> bytes:
+    # The prefix of a fingerprint's input, for the few routes that take a key.
+    m, p = method.encode(), path.encode()
+    return _LENGTH.pack(len(m)) + m + _LENGTH.pack(len(p)) + p
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +125,10 @@ GuardedPublish = Callable[[str, str, int], Awaitable[bytes | None]]
 free, which it then holds ``value`` for ``ttl_ms``, in one atomic step. None when
 published; else the key's value, and nothing was published (see
 :class:`siogate.broker.GuardedPublisher`)."""
+
+
+_APPLIED = Claim("new")
+"""What apply_once answers when it applied the request (nothing to complete or release)."""
 
 
 class IdempotencyStore(Protocol):
@@ -294,7 +303,7 @@ class MemoryIdempotencyStore:
             entry.expires = time.monotonic() + self._ttl
             self._entries.move_to_end(key)
         self._evict()
-        return Claim("new", fingerprint=fingerprint)
+        return _APPLIED
 
     async def complete(self, key: str, claim: Claim, response: StoredResponse) -> None:
         entry = self._entries.get(key)
@@ -420,7 +429,7 @@ class RedisIdempotencyStore:
         record = '{"fp":"' + fingerprint + _record_tail(response)
         found = await guarded(self._key(key), record, self._ttl_ms)
         if found is None:
-            return Claim("new", fingerprint=fingerprint)
+            return _APPLIED
         return _found(found, fingerprint)
 
     async def complete(self, key: str, claim: Claim, response: StoredResponse) -> None:
