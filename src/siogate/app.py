@@ -27,6 +27,7 @@ from .metrics import Metrics
 from .node import Node, NodeOptions
 from .presence_events import PresenceEvents
 from .presence_tracker import MemoryPresenceTracker, PresenceTracker, RedisPresenceTracker
+from .recovery import RecoveryOptions
 from .transport.engine import EngineOptions, EngineServer
 from .transport.forward import Forwarder
 from .transport.http import (
@@ -217,6 +218,15 @@ def build(settings: Settings, *, broker: Broker | None = None) -> Gateway:
         presence_events=(
             PresenceEvents(settings.presence_events, cluster=settings.cluster)
             if settings.presence_events
+            else None
+        ),
+        recovery=(
+            RecoveryOptions(
+                settings.recovery_window,
+                max_missed=settings.recovery_max_missed,
+                max_messages=settings.recovery_max_messages,
+            )
+            if settings.recovery_window > 0
             else None
         ),
     )

@@ -443,6 +443,23 @@ def main() -> None:
     help="Admin UI without a password: only with a loopback --host.",
 )
 @option(
+    "recovery_window",
+    type=float,
+    metavar="SECONDS",
+    help="Connection state recovery: a socket whose transport drops keeps its id, rooms "
+    "and missed events this long (0: off; 120 recommended; one node only for now).",
+)
+@option(
+    "recovery_max_missed",
+    type=int,
+    help="Events kept for one disconnected socket; one more ends it (no recovery).",
+)
+@option(
+    "recovery_max_messages",
+    type=int,
+    help="Messages kept for recovery in all (offset log plus missed events).",
+)
+@option(
     "log_level",
     type=click.Choice(LOG_LEVELS),
     help="Logging verbosity.",

@@ -95,6 +95,11 @@ class Settings:
     admin_username: str = "admin"
     admin_password_hash: str | None = None
     admin_no_auth: bool = False
+    # Connection state recovery (seconds a socket waits for its client after a transport
+    # loss; 0: off), events kept per waiting socket, and messages kept in all.
+    recovery_window: float = 0.0
+    recovery_max_missed: int = 10_000
+    recovery_max_messages: int = 1_000_000
     # Logging
     log_level: LogLevel = "info"
 
@@ -176,6 +181,14 @@ class Settings:
                 raise ConfigError("admin_namespace must start with '/' and not be '/'")
             if not self.admin_username:
                 raise ConfigError("admin_username must not be empty")
+        if self.recovery_window < 0:
+            raise ConfigError("recovery_window must be >= 0 (0: off)")
+        if self.recovery_max_missed < 1 or self.recovery_max_messages < 1:
+            raise ConfigError("recovery_max_missed and recovery_max_messages must be at least 1")
+        if self.recovery_window > 0 and self.redis_url is not None:
+            raise ConfigError(
+                "recovery_window works on one node for now: it cannot be used with redis_url"
+            )
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
 

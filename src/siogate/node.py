@@ -55,6 +55,7 @@ from .protocol.events import (
 from .protocol.session import REASON_SERVER_NAMESPACE, State
 from .ratelimit import TokenBucket
 from .ratelog import RateLimitedLog
+from .recovery import Ended, Parked, RecoveryOptions, RecoveryStore, is_parked
 from .types import Namespace, Room, Sid, UserId
 from .webhooks import WebhookDispatcher
 
@@ -242,6 +243,7 @@ class Node:
         handlers: Handlers | None = None,
         presence_tracker: PresenceTracker | None = None,
         presence_events: PresenceEvents | None = None,
+        recovery: RecoveryOptions | None = None,
     ) -> None:
         # hub holds this node's sockets and rooms.
         self.hub = hub
@@ -277,6 +279,8 @@ class Node:
         # Told of socket changes; namespaces owned by a service (both: siogate.admin).
         self.observers: list[SocketObserver] = []
         self.services: dict[str, NamespaceService] = {}
+        # Connection state recovery (optional; siogate.recovery).
+        self.recovery = None if recovery is None else RecoveryStore(recovery, self._ended)
 
     async def start(self) -> None:
         await self.broker.start(self.apply, self.answer)
@@ -355,6 +359,9 @@ class Node:
         if identity.namespaces is not None and namespace not in identity.namespaces:
             self._refuse(link, namespace, "namespace not allowed by token")
             return
+        if self.recovery is not None and event.auth is not None and "pid" in event.auth:
+            if self._recover(link, namespace, event.auth, identity):
+                return
         socket = Socket(new_socket_id(), Namespace(namespace), identity.user, link)
         rooms = set(identity.rooms)
         if identity.user is not None:
@@ -366,6 +373,44 @@ class Node:
             self._spawn(
                 self._connect_with_handler(link, socket, handle, event.auth, identity.expires)
             )
+
+    def _recover(
+        self, link: Link, namespace: str, auth: dict[str, Any], identity: Identity
+    ) -> bool:
+        """Give the client its socket back if ``auth`` names one parked here (with the
+        token checked again above); False: it gets a new socket.
+
+        With an on_connect handler nothing is recovered: the handler decides each
+        connect. The socket's rooms are those it has now (API joins and leaves while
+        away included); the replay is queued right after the CONNECT answer, before
+        this call returns, so nothing newer can come first.
+        """
+        assert self.recovery is not None
+        if self.handlers is not None and self.handlers.on_connect is not None:
+            return False
+        session = link.session
+        if session.state is not State.OPEN:
+            return False
+        parked = self.recovery.claim(auth, namespace, identity.user)
+        if parked is None:
+            return False
+        socket = parked.socket
+        socket.link = link
+        session.accept(namespace, socket.id, parked.pid)
+        for out in parked.missed:
+            session.send_encoded(out.messages)
+        parked.missed = []
+        if identity.expires is not None:
+            self._expire_at(link, socket, identity.expires)
+        handle = self._handles.get(socket.id)
+        if handle is not None:
+            handle._link = link
+        self.metrics.connections_total += 1
+        return True
+
+    def _ended(self, socket: Socket, reason: str, why: Ended) -> None:
+        """A parked socket ended for good (siogate.recovery): it leaves now."""
+        self._forget(socket, reason, why)
 
     def _authenticate(self, auth: dict[str, Any] | None) -> Identity:
         if not self.options.verify_tokens:
@@ -422,7 +467,8 @@ class Node:
         self.hub.add(socket)
         for room in rooms:
             self.hub.join(socket, room)
-        session.accept(socket.namespace, socket.id)
+        pid = None if self.recovery is None else self.recovery.connected(socket)
+        session.accept(socket.namespace, socket.id, pid)
         self._announce("presence:join", socket, socket.rooms)
         for observer in self.observers:
             observer.socket_connected(socket)
@@ -479,9 +525,23 @@ class Node:
         socket = self.hub.get(Namespace(namespace), Sid(sid))
         if socket is None:
             return
+        if self.recovery is not None and self._park(socket, reason):
+            return
         self._forget(socket, reason)
 
-    def _forget(self, socket: Socket, reason: str) -> None:
+    def _park(self, socket: Socket, reason: str) -> bool:
+        """Keep a socket whose transport was lost for the recovery window: in the hub
+        with its rooms, still counted as present, with no disconnect webhook yet."""
+        assert self.recovery is not None
+        if not self.recovery.park(socket, reason):
+            return False
+        self.acks.gone(socket.id)
+        timer = self._expiry.pop(socket.id, None)
+        if timer is not None:
+            timer.cancel()
+        return True
+
+    def _forget(self, socket: Socket, reason: str, recovery: Ended | None = None) -> None:
         for observer in self.observers:
             observer.socket_disconnected(socket, reason)  # rooms still as they were
         rooms = list(socket.rooms)
@@ -493,9 +553,14 @@ class Node:
             timer.cancel()
         self.metrics.disconnections_total += 1
         handle = self._handles.pop(socket.id, None)
+        if self.recovery is not None:
+            self.recovery.forget(socket.id)
         if self.webhooks is not None:
             payload = self._webhook_payload("disconnect", socket)
             payload["reason"] = reason
+            if recovery is not None:
+                # Ended after a transport loss: not recovered within the window.
+                payload["recovery"] = recovery
             self.webhooks.notify(payload)
         if self.presence_tracker is not None and socket.user is not None:
             self.presence_tracker.remove(socket.namespace, socket.user)
@@ -511,6 +576,9 @@ class Node:
     def disconnect_socket(self, socket: Socket, reason: str) -> None:
         """Server-side namespace disconnect of one local socket."""
         link = socket.link
+        if isinstance(link, Parked):
+            link.store.end(link, reason, "disconnected")
+            return
         if link.session.disconnect(socket.namespace):
             self._forget(socket, reason)
         link.flush()
@@ -686,8 +754,16 @@ class Node:
         if not targets:
             # Common in a cluster: every node sees every emit, few hold its recipients.
             return
-        packet = socketio.event_packet(command.namespace, command.event, command.args)
-        out = Outgoing(socketio.encode_messages(packet))
+        recovery = self.recovery
+        if recovery is None:
+            packet = socketio.event_packet(command.namespace, command.event, command.args)
+            out = Outgoing(socketio.encode_messages(packet))
+        else:
+            # The offset goes last, where the stock client looks for it.
+            args = [*command.args, recovery.next_offset()]
+            packet = socketio.event_packet(command.namespace, command.event, args)
+            out = Outgoing(socketio.encode_messages(packet))
+            recovery.log(command, out)
         # Encoded once above; each recipient gets the same objects (and, on WebSocket,
         # the same frame bytes, built by the first WebSocket recipient).
         for socket in targets:
@@ -776,6 +852,10 @@ class Node:
             return admin_snapshot.local(self.hub, query)
         emit = query.emit
         targets = self.hub.select(emit.namespace, emit.rooms, emit.exclude)
+        if self.recovery is not None:
+            # A socket in its recovery window cannot answer; emits with ack are not
+            # kept for it (as in Socket.IO).
+            targets = [s for s in targets if not is_parked(s)]
         if isinstance(query, CountQuery):
             return len(targets)
         if len(targets) > query.max_recipients:
@@ -850,8 +930,10 @@ class Node:
         room: Room,
         after: Sid | None = None,
         limit: int | None = None,
-    ) -> tuple[Page[tuple[Sid, UserId | None, str]], Listing]:
-        """Sockets in ``room`` over all nodes, by id: (id, user, node id)."""
+    ) -> tuple[Page[tuple[Sid, UserId | None, str, bool]], Listing]:
+        """Sockets in ``room`` over all nodes, by id: (id, user, node id, connected).
+
+        Not connected: in its recovery window (see siogate.recovery)."""
         answers = await self._ask(SocketsQuery(namespace, room, after, _plus_one(limit)))
         return listings.merge_sockets(answers, after, limit), Listing.of(answers)
 

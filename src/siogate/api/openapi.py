@@ -326,6 +326,12 @@ def openapi_document(*, max_ack_recipients: int = 1_000) -> dict[str, Any]:
                                                     "id": {"type": "string"},
                                                     "user": {"type": ["string", "null"]},
                                                     "node": {"type": "string"},
+                                                    "connected": {
+                                                        "type": "boolean",
+                                                        "description": "Only present, "
+                                                        "false, for a socket in its "
+                                                        "recovery window.",
+                                                    },
                                                 },
                                             },
                                         },

@@ -227,7 +227,11 @@ class Api:
         scope = {"ns": ns, "room": room}
         asked = self._page(request, "sockets", scope)
         page, listing = await self.node.sockets_in(ns, room, _opt(Sid, asked.after), asked.limit)
-        items = [{"id": sid, "user": user, "node": node} for sid, user, node in page.items]
+        # "connected": false only for a socket in its recovery window (siogate.recovery).
+        items = [
+            {"id": sid, "user": user, "node": node} | ({} if connected else {"connected": False})
+            for sid, user, node, connected in page.items
+        ]
         more = _next(asked, page, "sockets", scope, lambda last: last[0])
         return json_response(200, {"sockets": items, **more, **_listing_json(listing)})
 
