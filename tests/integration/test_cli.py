@@ -332,6 +332,14 @@ def test_no_banner_with_credentials(gateway: Gateway) -> None:
         ([], {"SIOGATE_MAX_PAYLOAD": "eighty"}, None, "eighty"),
         (["--log-level", "loud"], {}, None, "loud"),
         (["--config", "/nonexistent/siogate.toml"], {}, None, "siogate.toml"),
+        (
+            ["--recovery-window", "120", "--redis-url", "redis://127.0.0.1:9"],
+            {},
+            None,
+            "recovery_window works on one node for now",
+        ),
+        ([], {"SIOGATE_RECOVERY_WINDOW": "-1"}, None, "recovery_window"),
+        ([], {}, "recovery_max_missed = 0\n", "recovery_max_missed"),
     ],
     ids=[
         "webhook-no-secret",
@@ -347,6 +355,9 @@ def test_no_banner_with_credentials(gateway: Gateway) -> None:
         "env-not-int",
         "log-level",
         "config-missing",
+        "recovery-with-redis",
+        "recovery-window-negative-env",
+        "recovery-max-missed-toml",
     ],
 )
 def test_invalid_settings_exit_2(

@@ -1,0 +1,172 @@
+"""What connection state recovery (--recovery-window) costs the node, in process.
+
+Three measurements, each with recovery off and on in the same run (alternating reps):
+
+1. fan-out: one emit applied to 10,000 sockets (``Node.apply`` -> hub selection ->
+   encode once -> each socket's ``write_broadcast``), median time per emit;
+2. peak msgs/s: emits to a room of 10 sockets, applied back to back for 2 s;
+3. memory (tracemalloc): per message kept in the offset log, per parked (disconnected)
+   socket, and per missed event kept for a parked socket.
+
+The links are in-process stand-ins for ``transport.engine.Client``: they build the
+WebSocket frame bytes once per emit (as the first WebSocket recipient does) and append
+them to a list that is cleared after each emit, so what is measured is the node's work,
+not the kernel's. The end-to-end fan-out over loopback is ``bench/run.py``'s.
+
+    .venv/bin/python bench/recovery_cost.py [--sockets 10000] [--reps 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import statistics
+import time
+import tracemalloc
+
+from siogate.auth import JwtVerifier
+from siogate.broker import EmitCommand, MemoryBroker
+from siogate.hub import Hub, Outgoing, Socket, new_socket_id
+from siogate.metrics import Metrics
+from siogate.node import Node, NodeOptions
+from siogate.protocol.session import Session
+from siogate.recovery import RecoveryOptions
+from siogate.transport.websocket import frames
+from siogate.types import Namespace, Room
+
+NS = Namespace("/")
+
+
+class FakeLink:
+    """Writes like a WebSocket client: frame bytes built once per emit, then shared."""
+
+    __slots__ = ("session", "written")
+
+    def __init__(self) -> None:
+        self.session = Session("bench")
+        self.written: list[bytes] = []
+
+    def flush(self) -> None:
+        pass
+
+    def write_broadcast(self, outgoing: Outgoing) -> None:
+        data = outgoing.ws_bytes
+        if data is None:
+            data = outgoing.ws_bytes = frames(outgoing.messages)
+        self.written.append(data)
+
+    def close(self, reason: str) -> None:
+        pass
+
+
+def make_node(recovery: bool, sockets: int, room_size: int) -> tuple[Node, list[FakeLink]]:
+    options = RecoveryOptions(120.0, max_messages=10_000_000) if recovery else None
+    node = Node(
+        hub=Hub(),
+        broker=MemoryBroker(),
+        verifier=JwtVerifier("x" * 32),
+        options=NodeOptions(),
+        metrics=Metrics(),
+        recovery=options,
+    )
+    links = []
+    for i in range(sockets):
+        link = FakeLink()
+        socket = Socket(new_socket_id(), NS, None, link)
+        node.hub.add(socket)
+        node.hub.join(socket, Room("all"))
+        if i < room_size:
+            node.hub.join(socket, Room("small"))
+        if node.recovery is not None:
+            node.recovery.connected(socket)
+        links.append(link)
+    return node, links
+
+
+def fanout_ms(node: Node, links: list[FakeLink], emits: int) -> float:
+    times = []
+    for i in range(emits):
+        command = EmitCommand(NS, "news", [{"n": i, "text": "x" * 64}], (Room("all"),))
+        t0 = time.perf_counter()
+        node.apply([command])
+        times.append(time.perf_counter() - t0)
+        for link in links:
+            link.written.clear()
+    return statistics.median(times) * 1000
+
+
+def peak_rate(node: Node, links: list[FakeLink], seconds: float) -> float:
+    command = EmitCommand(NS, "chat", [{"text": "y" * 64}], (Room("small"),))
+    n, end = 0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        for _ in range(100):
+            node.apply([command])
+        n += 100
+        for link in links[:10]:
+            link.written.clear()
+    return n / seconds
+
+
+async def memory() -> dict[str, float]:
+    """Bytes per logged message, per parked socket, per missed event kept."""
+    node, _ = make_node(True, 1_000, 0)
+    store = node.recovery
+    assert store is not None
+    sockets = node.hub.select(NS, [Room("all")])
+    gc.collect()
+    tracemalloc.start()
+    # 1. log entries: emits to a room with one (live) member, 100 B of arguments.
+    lone, others = sockets[0], sockets[1:]
+    node.hub.join(lone, Room("lone"))
+    before = tracemalloc.get_traced_memory()[0]
+    for i in range(10_000):
+        node.apply([EmitCommand(NS, "e", [{"n": i, "text": "z" * 90}], (Room("lone"),))])
+    logged = (tracemalloc.get_traced_memory()[0] - before) / 10_000
+    # 2. parked sockets (the other 999): what parking adds.
+    before = tracemalloc.get_traced_memory()[0]
+    for socket in others:
+        node._on_left(socket.namespace, socket.id, "transport close")
+    parked = (tracemalloc.get_traced_memory()[0] - before) / len(others)
+    # 3. missed events: each emit to "all" is kept by 999 parked sockets (one shared
+    # message, one reference each); per reference, the message's own cost excluded.
+    before = tracemalloc.get_traced_memory()[0]
+    for i in range(100):
+        node.apply([EmitCommand(NS, "e", [{"n": i}], (Room("all"),))])
+    grown = tracemalloc.get_traced_memory()[0] - before
+    per_ref = (grown - 100 * logged) / (100 * len(others))
+    tracemalloc.stop()
+    for p in list(store._parked.values()):
+        store.end(p, "transport close", "expired")
+    return {"log_entry": logged, "parked_socket": parked, "missed_ref": per_ref}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sockets", type=int, default=10_000)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--emits", type=int, default=30)
+    args = parser.parse_args()
+    fan: dict[bool, list[float]] = {False: [], True: []}
+    rate: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(args.reps):
+        for recovery in (False, True):
+            node, links = make_node(recovery, args.sockets, 10)
+            gc.collect()
+            fan[recovery].append(fanout_ms(node, links, args.emits))
+            rate[recovery].append(peak_rate(node, links, 2.0))
+    off_f, on_f = statistics.median(fan[False]), statistics.median(fan[True])
+    off_r, on_r = statistics.median(rate[False]), statistics.median(rate[True])
+    print(f"fan-out to {args.sockets:,} sockets, median of {args.reps} reps x {args.emits} emits")
+    print(f"  off {off_f:.2f} ms  on {on_f:.2f} ms  on/off {on_f / off_f:.3f}")
+    print("peak emits/s to a room of 10 sockets (2 s each rep), median")
+    print(f"  off {off_r:,.0f}  on {on_r:,.0f}  on/off {on_r / off_r:.3f}")
+    mem = await memory()
+    print("memory (tracemalloc):")
+    print(f"  per message in the offset log (~100 B of arguments): {mem['log_entry']:.0f} B")
+    print(f"  per parked (disconnected) socket: {mem['parked_socket']:.0f} B")
+    print(f"  per missed event kept for a parked socket: {mem['missed_ref']:.1f} B")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
