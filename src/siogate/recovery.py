@@ -71,24 +71,15 @@ class RecoveryOptions:
     max_messages: int = 1_000_000
 
 
-class _Logged:
-    """One emit sent with an offset, kept for the window."""
+class _Entry:
+    """One emit sent with an offset, kept for the window (and the encoded packets)."""
 
-    __slots__ = ("seq", "at", "namespace", "rooms", "exclude")
+    __slots__ = ("seq", "at", "command", "out")
 
-    def __init__(self, seq: int, at: float, command: EmitCommand) -> None:
+    def __init__(self, seq: int, at: float, command: EmitCommand, out: Outgoing) -> None:
         self.seq = seq
         self.at = at
-        self.namespace = command.namespace
-        self.rooms = command.rooms
-        self.exclude = command.exclude
-
-
-class _Entry:
-    __slots__ = ("logged", "out")
-
-    def __init__(self, logged: _Logged, out: Outgoing) -> None:
-        self.logged = logged
+        self.command = command
         self.out = out
 
 
@@ -145,7 +136,7 @@ def is_parked(socket: Socket) -> bool:
     return isinstance(socket.link, Parked)
 
 
-def _for_socket(logged: _Logged, sid: str, rooms: frozenset[Room]) -> bool:
+def _for_socket(logged: EmitCommand, sid: str, rooms: frozenset[Room]) -> bool:
     """Whether an emit logged before a socket's loss was selected for it (by the hub's
     rules: any of ``rooms`` or none given, and none of ``exclude``)."""
     if any(r == sid or r in rooms for r in logged.exclude):
@@ -167,6 +158,7 @@ class RecoveryStore:
         self._end = end
         self.clock = clock
         self._run = secrets.token_hex(4)
+        self._prefix = self._run + "-"
         self.last_seq = 0
         self._log: deque[_Entry] = deque()
         # Connected sockets: id -> (pid, seq when it connected).
@@ -181,19 +173,21 @@ class RecoveryStore:
 
     def next_offset(self) -> str:
         """The offset of the next logged emit; :meth:`log` must follow at once."""
-        return f"{self._run}-{self.last_seq + 1}"
+        return self._prefix + str(self.last_seq + 1)
 
     def log(self, command: EmitCommand, out: Outgoing) -> None:
         """Keep the emit that :meth:`next_offset` was taken for."""
-        self.last_seq += 1
+        self.last_seq = seq = self.last_seq + 1
         now = self.clock()
-        self._log.append(_Entry(_Logged(self.last_seq, now, command), out))
-        self._trim(now)
+        log = self._log
+        log.append(_Entry(seq, now, command, out))
+        if log[0].at < now - self.options.window or len(log) > self.options.max_messages:
+            self._trim(now)
 
     def _trim(self, now: float) -> None:
         log, oldest = self._log, now - self.options.window
         cap = self.options.max_messages - self.kept
-        while log and (log[0].logged.at < oldest or len(log) > cap):
+        while log and (log[0].at < oldest or len(log) > cap):
             log.popleft()
 
     def _seq_of(self, offset: object) -> int | None:
@@ -281,14 +275,13 @@ class RecoveryStore:
         tail: list[Outgoing] = []
         if seen < parked.detached:
             log = self._log
-            if not log or log[0].logged.seq > seen + 1:
+            if not log or log[0].seq > seen + 1:
                 return None  # trimmed: what came between cannot be replayed
-            sid = parked.socket.id
-            for i in range(seen + 1 - log[0].logged.seq, parked.detached + 1 - log[0].logged.seq):
+            sid, first = parked.socket.id, log[0].seq
+            for i in range(seen + 1 - first, parked.detached + 1 - first):
                 entry = log[i]
-                if entry.logged.namespace == namespace and _for_socket(
-                    entry.logged, sid, parked.rooms
-                ):
+                command = entry.command
+                if command.namespace == namespace and _for_socket(command, sid, parked.rooms):
                     tail.append(entry.out)
         del self._parked[pid]
         if parked.timer is not None:
