@@ -21,6 +21,7 @@ from .broker import Broker, MemoryBroker
 from .broker.redis import RedisBroker
 from .config import Settings
 from .errors import ConfigError
+from .history import HistoryOptions
 from .hub import Hub
 from .idempotency import IdempotencyStore, MemoryIdempotencyStore, RedisIdempotencyStore
 from .metrics import Metrics
@@ -227,6 +228,15 @@ def build(settings: Settings, *, broker: Broker | None = None) -> Gateway:
                 max_messages=settings.recovery_max_messages,
             )
             if settings.recovery_window > 0
+            else None
+        ),
+        history=(
+            HistoryOptions(
+                settings.history_size,
+                settings.history_ttl,
+                max_messages=settings.history_max_messages,
+            )
+            if settings.history_size > 0
             else None
         ),
     )

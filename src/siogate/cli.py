@@ -460,6 +460,14 @@ def main() -> None:
     help="Messages kept for recovery in all (offset log plus missed events).",
 )
 @option(
+    "history_size",
+    type=int,
+    help="Room history: events kept per room for GET /v1/rooms/ROOM/history "
+    "(0: off; one node only for now).",
+)
+@option("history_ttl", type=float, metavar="SECONDS", help="Room history: age limit.")
+@option("history_max_messages", type=int, help="Room history: events kept over all rooms.")
+@option(
     "log_level",
     type=click.Choice(LOG_LEVELS),
     help="Logging verbosity.",

@@ -100,6 +100,11 @@ class Settings:
     recovery_window: float = 0.0
     recovery_max_missed: int = 10_000
     recovery_max_messages: int = 1_000_000
+    # Room history (GET /v1/rooms/<room>/history): events kept per room (0: off), for
+    # how long (seconds), and in all.
+    history_size: int = 0
+    history_ttl: float = 3600.0
+    history_max_messages: int = 100_000
     # Logging
     log_level: LogLevel = "info"
 
@@ -188,6 +193,14 @@ class Settings:
         if self.recovery_window > 0 and self.redis_url is not None:
             raise ConfigError(
                 "recovery_window works on one node for now: it cannot be used with redis_url"
+            )
+        if self.history_size < 0 or self.history_ttl <= 0 or self.history_max_messages < 1:
+            raise ConfigError(
+                "history_size must be >= 0 (0: off), history_ttl > 0 and history_max_messages >= 1"
+            )
+        if self.history_size > 0 and self.redis_url is not None:
+            raise ConfigError(
+                "history_size works on one node for now: it cannot be used with redis_url"
             )
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")

@@ -37,6 +37,7 @@ from .broker import (
 )
 from .errors import AuthError, WebhookError
 from .handlers import Handlers, Refuse, call
+from .history import HistoryOptions, Message, Offsets, RoomHistory
 from .hub import Hub, Link, Outgoing, Socket, is_socket_id, new_socket_id
 from .listings import Page
 from .metrics import Metrics
@@ -244,6 +245,7 @@ class Node:
         presence_tracker: PresenceTracker | None = None,
         presence_events: PresenceEvents | None = None,
         recovery: RecoveryOptions | None = None,
+        history: HistoryOptions | None = None,
     ) -> None:
         # hub holds this node's sockets and rooms.
         self.hub = hub
@@ -280,7 +282,14 @@ class Node:
         self.observers: list[SocketObserver] = []
         self.services: dict[str, NamespaceService] = {}
         # Connection state recovery (optional; siogate.recovery).
-        self.recovery = None if recovery is None else RecoveryStore(recovery, self._ended)
+        # Offsets for emits (with recovery or room history; siogate.history).
+        self.offsets = None if recovery is None and history is None else Offsets()
+        self.recovery = None
+        if recovery is not None and self.offsets is not None:
+            self.recovery = RecoveryStore(recovery, self._ended, self.offsets)
+        self.history = None if history is None else RoomHistory(history)
+        # The offset of the last emit applied here (the API answers it).
+        self.last_offset: str | None = None
 
     async def start(self) -> None:
         await self.broker.start(self.apply, self.answer)
@@ -368,6 +377,8 @@ class Node:
             rooms.add(Room(f"user:{identity.user}"))
         if self.handlers is None or self.handlers.on_connect is None:
             self._accept(link, socket, rooms, None, identity.expires)
+            if self.history is not None and event.auth is not None and "since" in event.auth:
+                self._send_history(link, socket, event.auth["since"])
         else:
             handle = ServerSocket(self, socket, link, rooms)
             self._spawn(
@@ -407,6 +418,21 @@ class Node:
             handle._link = link
         self.metrics.connections_total += 1
         return True
+
+    def _send_history(self, link: Link, socket: Socket, since: Any) -> None:
+        """Right after a CONNECT with ``auth.since`` (an offset): the events its rooms
+        got after it, from room history, before anything newer (render, then subscribe
+        without a gap; docs/recovery.md)."""
+        assert self.history is not None and self.offsets is not None
+        after = self.offsets.parse(since)
+        if after is None or link.session.namespaces.get(socket.namespace) != socket.id:
+            return
+        messages = self.history.since(
+            socket.namespace, socket.id, socket.rooms, after, time.monotonic()
+        )
+        for m in messages:
+            args = m.args if self.recovery is None else [*m.args, self.offsets.format(m.seq)]
+            link.session.send(socketio.event_packet(socket.namespace, m.event, args))
 
     def _ended(self, socket: Socket, reason: str, why: Ended) -> None:
         """A parked socket ended for good (siogate.recovery): it leaves now."""
@@ -750,6 +776,12 @@ class Node:
 
     def _apply_emit(self, command: EmitCommand) -> None:
         self.metrics.emits_total += 1
+        seq, offset = 0, None
+        if self.offsets is not None:
+            seq, offset = self.offsets.next()
+            self.last_offset = offset
+            if self.history is not None:
+                self.history.record(seq, int(time.time() * 1000), time.monotonic(), command)
         targets = self.hub.select(command.namespace, command.rooms, command.exclude)
         if not targets:
             # Common in a cluster: every node sees every emit, few hold its recipients.
@@ -760,10 +792,10 @@ class Node:
             out = Outgoing(socketio.encode_messages(packet))
         else:
             # The offset goes last, where the stock client looks for it.
-            args = [*command.args, recovery.next_offset()]
+            args = [*command.args, offset]
             packet = socketio.event_packet(command.namespace, command.event, args)
             out = Outgoing(socketio.encode_messages(packet))
-            recovery.log(command, out)
+            recovery.log(seq, command, out)
         # Encoded once above; each recipient gets the same objects (and, on WebSocket,
         # the same frame bytes, built by the first WebSocket recipient).
         for socket in targets:
@@ -913,6 +945,22 @@ class Node:
         return result, Listing(
             len(answers.answers) - len(result.refused), missing, answers.complete
         )
+
+    def room_history(
+        self, namespace: Namespace, room: Room, since: str | None, limit: int
+    ) -> tuple[list[tuple[str, Message]], bool] | None:
+        """Recent events of ``room`` (offset, message), oldest first, and whether they
+        are complete; None when ``since`` is not an offset of this run (or history is
+        off: check ``self.history`` first)."""
+        assert self.history is not None and self.offsets is not None
+        after = None
+        if since is not None:
+            after = self.offsets.parse(since)
+            if after is None:
+                return None
+        messages, complete = self.history.query(namespace, room, after, limit, time.monotonic())
+        offsets = self.offsets
+        return [(offsets.format(m.seq), m) for m in messages], complete
 
     async def _ask(self, query: Query) -> Answers:
         return await self.broker.query(query, self.options.query_timeout)

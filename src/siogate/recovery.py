@@ -20,14 +20,15 @@ anything newer (the claim and the writes happen in one call on the event loop).
 Past the window, past a cap, or on a server-side disconnect the socket ends for good and
 the node forgets it as if it had just left (``end`` callback), with its original reason.
 
-Offsets are ``<run>-<n>``: ``run`` is random per process, ``n`` counts the logged emits
-of this node (contiguous), so an offset from another run or one never handed out is
-recognised and the client gets a new socket.
+Offsets come from :class:`siogate.history.Offsets` (one per emit, shared with room
+history), so an offset from another run or one never handed out is recognised and the
+client gets a new socket.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import secrets
 import time
 from collections import deque
@@ -36,6 +37,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .broker import EmitCommand
+from .history import Offsets
 from .hub import Outgoing, Socket
 from .protocol.session import (
     REASON_PING_TIMEOUT,
@@ -118,7 +120,7 @@ class Parked:
         self.rooms = frozenset(socket.rooms)
         # Offsets (seq) from the socket's connect and at its loss.
         self.since = since
-        self.detached = store.last_seq
+        self.detached = store.offsets.last
         self.missed: list[Outgoing] = []
         self.timer: asyncio.TimerHandle | None = None
 
@@ -136,6 +138,10 @@ def is_parked(socket: Socket) -> bool:
     return isinstance(socket.link, Parked)
 
 
+def _seq(entry: _Entry) -> int:
+    return entry.seq
+
+
 def _for_socket(logged: EmitCommand, sid: str, rooms: frozenset[Room]) -> bool:
     """Whether an emit logged before a socket's loss was selected for it (by the hub's
     rules: any of ``rooms`` or none given, and none of ``exclude``)."""
@@ -151,16 +157,18 @@ class RecoveryStore:
         self,
         options: RecoveryOptions,
         end: Callable[[Socket, str, Ended], None],
+        offsets: Offsets,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.options = options
+        # Shared with room history (siogate.history): one offset per emit.
+        self.offsets = offsets
         # Called when a parked socket ends for good: the node forgets it.
         self._end = end
         self.clock = clock
-        self._run = secrets.token_hex(4)
-        self._prefix = self._run + "-"
-        self.last_seq = 0
         self._log: deque[_Entry] = deque()
+        # The newest offset dropped from the log (0: none).
+        self._trimmed = 0
         # Connected sockets: id -> (pid, seq when it connected).
         self._live: dict[Sid, tuple[str, int]] = {}
         self._parked: dict[str, Parked] = {}
@@ -169,15 +177,10 @@ class RecoveryStore:
         self.recovered_total = 0
         self.expired_total = 0
 
-    # Offsets
+    # The log
 
-    def next_offset(self) -> str:
-        """The offset of the next logged emit; :meth:`log` must follow at once."""
-        return self._prefix + str(self.last_seq + 1)
-
-    def log(self, command: EmitCommand, out: Outgoing) -> None:
-        """Keep the emit that :meth:`next_offset` was taken for."""
-        self.last_seq = seq = self.last_seq + 1
+    def log(self, seq: int, command: EmitCommand, out: Outgoing) -> None:
+        """Keep an emit sent with offset ``seq`` (ascending) to at least one socket."""
         now = self.clock()
         log = self._log
         log.append(_Entry(seq, now, command, out))
@@ -188,22 +191,14 @@ class RecoveryStore:
         log, oldest = self._log, now - self.options.window
         cap = self.options.max_messages - self.kept
         while log and (log[0].at < oldest or len(log) > cap):
-            log.popleft()
-
-    def _seq_of(self, offset: object) -> int | None:
-        if not isinstance(offset, str):
-            return None
-        run, _, n = offset.partition("-")
-        if run != self._run or not n.isdigit() or len(n) > 18:
-            return None
-        return int(n)
+            self._trimmed = log.popleft().seq
 
     # Sockets
 
     def connected(self, socket: Socket) -> str:
         """Register a new socket; its pid (for the CONNECT answer)."""
         pid = secrets.token_urlsafe(16)
-        self._live[socket.id] = (pid, self.last_seq)
+        self._live[socket.id] = (pid, self.offsets.last)
         return pid
 
     def forget(self, sid: Sid) -> None:
@@ -268,18 +263,20 @@ class RecoveryStore:
             return None
         # No offset: the client never got an event with one (from this socket's start).
         offset = auth.get("offset")
-        seen = parked.since if offset is None else self._seq_of(offset)
+        seen = parked.since if offset is None else self.offsets.parse(offset)
         if seen is None or seen > parked.detached:
             return None
         seen = max(seen, parked.since)
         tail: list[Outgoing] = []
         if seen < parked.detached:
-            log = self._log
-            if not log or log[0].seq > seen + 1:
+            if self._trimmed > seen:
                 return None  # trimmed: what came between cannot be replayed
-            sid, first = parked.socket.id, log[0].seq
-            for i in range(seen + 1 - first, parked.detached + 1 - first):
+            log, sid = self._log, parked.socket.id
+            start = bisect.bisect_right(log, seen, key=_seq)
+            for i in range(start, len(log)):
                 entry = log[i]
+                if entry.seq > parked.detached:
+                    break
                 command = entry.command
                 if command.namespace == namespace and _for_socket(command, sid, parked.rooms):
                     tail.append(entry.out)

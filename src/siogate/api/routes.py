@@ -87,6 +87,7 @@ class Api:
             for suffix, handler in (
                 ("/sockets", self._room_sockets),
                 ("/presence", self._room_presence),
+                ("/history", self._room_history),
             ):
                 if path.endswith(suffix) and len(path) > len(prefix) + len(suffix):
                     return f"/v1/rooms/{{room}}{suffix}", {"GET": (handler, True)}
@@ -160,6 +161,10 @@ class Api:
         command = schemas.emit(body, self._namespaces)
         if ack is None:
             await self.node.publish([command])
+            if self.node.offsets is not None:
+                # The in-memory broker applied it before returning (one node: recovery
+                # and history refuse --redis-url), so this is the emit's own offset.
+                return json_response(200, {"ok": True, "offset": self.node.last_offset})
             return Response(200, OK_BODY)
         result, listing = await self.node.emit_with_ack(command, ack)
         return json_response(
@@ -211,6 +216,31 @@ class Api:
         except UnicodeDecodeError:
             raise schemas.bad("room must be percent-encoded UTF-8") from None
         return Room(schemas.name(decoded, "room"))
+
+    async def _room_history(self, request: Request) -> Response:
+        if self.node.history is None:
+            raise ApiError(404, "history_off", "room history is off (--history-size)")
+        ns = self._query_namespace(request, ("limit", "since"))
+        room = self._room_in_path(request, "/history")
+        for key in ("limit", "since"):
+            if len(request.query.get(key, ())) > 1:
+                raise schemas.bad(f"{key} may be given once")
+        raw = request.arg("limit")
+        if raw is None:
+            limit = paging.DEFAULT_LIMIT
+        elif raw.isdigit() and len(raw) <= 4 and 1 <= int(raw) <= paging.MAX_LIMIT:
+            limit = int(raw)
+        else:
+            raise schemas.bad(f"limit must be an integer from 1 to {paging.MAX_LIMIT}")
+        found = self.node.room_history(ns, room, request.arg("since"), limit)
+        if found is None:
+            raise schemas.bad("since is not an offset of this gateway run", "unknown_offset")
+        messages, complete = found
+        items = [
+            {"offset": offset, "event": m.event, "data": m.args, "ts": m.ts}
+            for offset, m in messages
+        ]
+        return json_response(200, {"messages": items, "complete": complete})
 
     async def _rooms(self, request: Request) -> Response:
         ns = self._query_namespace(request, _PAGING)
