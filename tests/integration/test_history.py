@@ -11,6 +11,7 @@ import pytest
 from jsclient import JsClient
 
 from conftest import Gateway
+from siogate.client import Client
 
 
 def emit(gw: Gateway, data: Any, room: str = "chat", **body: Any) -> str:
@@ -91,3 +92,16 @@ def test_render_then_subscribe_with_since(start_gateway: Callable[..., Gateway])
         assert [a[0] for a in got] == ["between-1", "between-2", "live"]
         time.sleep(0.2)
         assert len(js.events("msg")) == 3
+
+
+def test_python_sdk_history(start_gateway: Callable[..., Gateway]) -> None:
+    gw = start_gateway("--history-size", "3")
+    offsets = [emit(gw, i) for i in range(4)]
+    with Client(gw.url, gw.api_key) as sdk:
+        got = sdk.history("chat")
+        assert [(m.offset, m.event, m.data) for m in got.messages] == [
+            (offsets[i], "msg", [i]) for i in (1, 2, 3)
+        ]
+        assert got.complete is False
+        after = sdk.history("chat", since=offsets[2], limit=5)
+        assert [m.data for m in after.messages] == [[3]] and after.complete is True
