@@ -69,7 +69,7 @@ def test_history_ttl(start_gateway: Callable[..., Gateway]) -> None:
 
 def test_history_off_by_default(gateway: Gateway) -> None:
     r = gateway.api("GET", "/v1/rooms/chat/history")
-    assert r.status_code == 404 and r.json()["error"]["code"] == "history_off"
+    assert r.status_code == 400 and r.json()["error"]["code"] == "history_off"
     r = gateway.emit("e", 1, rooms=["chat"])
     assert r.json() == {"ok": True}
 

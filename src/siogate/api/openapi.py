@@ -264,7 +264,23 @@ def openapi_document(*, max_ack_recipients: int = 1_000) -> dict[str, Any]:
             "/v1/emit": _post(
                 "Emit an event to sockets",
                 "Emit",
-                {"oneOf": [_OK, _ref("AckResult")]},
+                {
+                    "oneOf": [
+                        {
+                            **_OK,
+                            "properties": {
+                                "ok": {"const": True},
+                                "offset": {
+                                    "type": "string",
+                                    "description": "With --history-size or "
+                                    "--recovery-window: the offset this emit got (pass "
+                                    "it as since to the room history).",
+                                },
+                            },
+                        },
+                        _ref("AckResult"),
+                    ]
+                },
             ),
             "/v1/batch": _post(
                 "Emit several events, in order",
@@ -364,6 +380,69 @@ def openapi_document(*, max_ack_recipients: int = 1_000) -> dict[str, Any]:
                     **_NEXT,
                 },
             ),
+            "/v1/rooms/{room}/history": {
+                "get": {
+                    "summary": "A room's recent events, oldest first (--history-size)",
+                    "security": [{"apiKey": []}],
+                    "parameters": [
+                        _ROOM_PATH,
+                        _NAMESPACE_QUERY,
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "description": f"Messages (default {DEFAULT_LIMIT}): the newest, "
+                            "or the first after since.",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+                        },
+                        {
+                            "name": "since",
+                            "in": "query",
+                            "description": "An offset: only what came after it (400 "
+                            "unknown_offset if this gateway run did not hand it out).",
+                            "schema": {"type": "string"},
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "Messages, and whether they are complete",
+                            **_json(
+                                {
+                                    "type": "object",
+                                    "properties": {
+                                        "messages": {
+                                            "type": "array",
+                                            "items": {
+                                                "type": "object",
+                                                "properties": {
+                                                    "offset": {"type": "string"},
+                                                    "event": {"type": "string"},
+                                                    "data": {"type": "array"},
+                                                    "ts": {
+                                                        "type": "integer",
+                                                        "description": "ms since the epoch",
+                                                    },
+                                                },
+                                            },
+                                        },
+                                        "complete": {
+                                            "type": "boolean",
+                                            "description": "False when messages after "
+                                            "since (or older ones) are no longer kept, or "
+                                            "limit cut the answer.",
+                                        },
+                                    },
+                                }
+                            ),
+                        },
+                        **_ERRORS,
+                        "400": {
+                            "description": "Invalid request; history_off: the gateway "
+                            "runs without --history-size",
+                            **_json(_ref("Error")),
+                        },
+                    },
+                }
+            },
             "/v1/presence": _listing(
                 "Whether users are connected, and with how many sockets",
                 [

@@ -219,7 +219,7 @@ class Api:
 
     async def _room_history(self, request: Request) -> Response:
         if self.node.history is None:
-            raise ApiError(404, "history_off", "room history is off (--history-size)")
+            raise ApiError(400, "history_off", "room history is off (--history-size)")
         ns = self._query_namespace(request, ("limit", "since"))
         room = self._room_in_path(request, "/history")
         for key in ("limit", "since"):
