@@ -6,7 +6,10 @@ Three measurements, each with recovery off and on in the same run (alternating r
    encode once -> each socket's ``write_broadcast``), median time per emit;
 2. peak msgs/s: emits to a room of 10 sockets, applied back to back for 2 s;
 3. memory (tracemalloc): per message kept in the offset log, per parked (disconnected)
-   socket, and per missed event kept for a parked socket.
+   socket, and per missed event kept for a parked socket;
+4. end to end: the CPU time a real ``siogate serve`` process spends per ``POST /v1/emit``
+   to a room of 10 python-socketio clients (read from /proc, so other load on the
+   machine does not count), off and on.
 
 The links are in-process stand-ins for ``transport.engine.Client``: they build the
 WebSocket frame bytes once per emit (as the first WebSocket recipient does) and append
@@ -21,9 +24,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
+import secrets
+import socket
 import statistics
+import subprocess
+import sys
 import time
 import tracemalloc
+
+import httpx
+import jwt
+import socketio
 
 from siogate.auth import JwtVerifier
 from siogate.broker import EmitCommand, MemoryBroker
@@ -125,8 +137,8 @@ async def memory() -> dict[str, float]:
     logged = (tracemalloc.get_traced_memory()[0] - before) / 10_000
     # 2. parked sockets (the other 999): what parking adds.
     before = tracemalloc.get_traced_memory()[0]
-    for socket in others:
-        node._on_left(socket.namespace, socket.id, "transport close")
+    for away in others:
+        node._on_left(away.namespace, away.id, "transport close")
     parked = (tracemalloc.get_traced_memory()[0] - before) / len(others)
     # 3. missed events: each emit to "all" is kept by 999 parked sockets (one shared
     # message, one reference each); per reference, the message's own cost excluded.
@@ -141,11 +153,74 @@ async def memory() -> dict[str, float]:
     return {"log_entry": logged, "parked_socket": parked, "missed_ref": per_ref}
 
 
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def http_cpu_per_emit(recovery: bool, emits: int, clients: int = 10) -> float:
+    """Server CPU microseconds per POST /v1/emit reaching ``clients`` sockets."""
+    port, key, secret = _free_port(), secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    cmd = [sys.executable, "-m", "siogate", "serve", "--port", str(port), "--api-key", key]
+    cmd += ["--jwt-secret", secret, "--log-level", "warning", "--event-rate", "0"]
+    if recovery:
+        cmd += ["--recovery-window", "120"]
+    proc = subprocess.Popen(cmd)
+    if proc.poll() is not None:
+        raise RuntimeError("siogate serve did not start")
+    url = f"http://127.0.0.1:{port}"
+    sockets: list[socketio.AsyncClient] = []
+    try:
+        async with httpx.AsyncClient(base_url=url) as http:
+            for _ in range(100):
+                try:
+                    if (await http.get("/healthz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.1)
+            received = [0]
+
+            def count(*args: object) -> None:
+                received[0] += 1
+
+            claims = {"sub": "b", "rooms": ["r"], "exp": int(time.time()) + 3600}
+            token = jwt.encode(claims, secret, algorithm="HS256")
+            for _ in range(clients):
+                sio = socketio.AsyncClient()
+                sio.on("e", count)
+                await sio.connect(url, auth={"token": token}, transports=["websocket"])
+                sockets.append(sio)
+            headers = {"Authorization": f"Bearer {key}"}
+            body = {"event": "e", "data": {"text": "x" * 64}, "rooms": ["r"]}
+            for _ in range(200):  # warm up
+                await http.post("/v1/emit", json=body, headers=headers)
+            before = _cpu_seconds(proc.pid)
+            for _ in range(emits):
+                await http.post("/v1/emit", json=body, headers=headers)
+            used = _cpu_seconds(proc.pid) - before
+            while received[0] < (emits + 200) * clients:
+                await asyncio.sleep(0.05)
+            return used / emits * 1e6
+    finally:
+        for sio in sockets:
+            await sio.disconnect()
+        proc.terminate()
+        proc.wait(10)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sockets", type=int, default=10_000)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--emits", type=int, default=30)
+    parser.add_argument("--http-emits", type=int, default=3000)
     args = parser.parse_args()
     fan: dict[bool, list[float]] = {False: [], True: []}
     rate: dict[bool, list[float]] = {False: [], True: []}
@@ -161,6 +236,13 @@ async def main() -> None:
     print(f"  off {off_f:.2f} ms  on {on_f:.2f} ms  on/off {on_f / off_f:.3f}")
     print("peak emits/s to a room of 10 sockets (2 s each rep), median")
     print(f"  off {off_r:,.0f}  on {on_r:,.0f}  on/off {on_r / off_r:.3f}")
+    cpu: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(args.reps):
+        for recovery in (False, True):
+            cpu[recovery].append(await http_cpu_per_emit(recovery, args.http_emits))
+    off_c, on_c = statistics.median(cpu[False]), statistics.median(cpu[True])
+    print(f"server CPU per POST /v1/emit to 10 sockets, median of {args.reps} x {args.http_emits}")
+    print(f"  off {off_c:.1f} us  on {on_c:.1f} us  on/off {on_c / off_c:.3f}")
     mem = await memory()
     print("memory (tracemalloc):")
     print(f"  per message in the offset log (~100 B of arguments): {mem['log_entry']:.0f} B")
