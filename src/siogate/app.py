@@ -256,6 +256,28 @@ def build(settings: Settings, *, broker: Broker | None = None) -> Gateway:
     )
     metrics.gauge("siogate_sockets", "Sockets connected to this node.", hub.count)
     metrics.gauge("siogate_rooms", "Rooms with members on this node.", hub.room_count)
+    if node.recovery is not None:
+        store = node.recovery
+        metrics.gauge(
+            "siogate_recovery_waiting_sockets",
+            "Sockets whose transport dropped, waiting for their client (--recovery-window).",
+            lambda: store.parked_count,
+        )
+        metrics.gauge(
+            "siogate_recovery_log_messages",
+            "Emits kept in the offset log.",
+            lambda: store.logged_count,
+        )
+        metrics.counter(
+            "siogate_recovered_sockets_total",
+            "Sockets that got their session back after a transport loss.",
+            lambda: store.recovered_total,
+        )
+        metrics.counter(
+            "siogate_recovery_expired_total",
+            "Sockets whose recovery window passed without their client.",
+            lambda: store.expired_total,
+        )
     metrics.gauge("siogate_sessions", "Engine.IO sessions open.", lambda: len(engine.clients))
     metrics.gauge(
         "siogate_http_connections", "Open TCP connections.", lambda: len(gateway.connections)

@@ -53,7 +53,7 @@ from .protocol.events import (
     NamespaceLeft,
     SessionClosed,
 )
-from .protocol.session import REASON_SERVER_NAMESPACE, State
+from .protocol.session import REASON_SERVER_NAMESPACE, REASON_SERVER_SHUTDOWN, State
 from .ratelimit import TokenBucket
 from .ratelog import RateLimitedLog
 from .recovery import Ended, Parked, RecoveryOptions, RecoveryStore, is_parked
@@ -297,6 +297,9 @@ class Node:
             await self.presence_tracker.start(self._presence_changed)
 
     async def close(self) -> None:
+        if self.recovery is not None:
+            # Sockets waiting for their clients end now, with their disconnect webhooks.
+            self.recovery.end_all(REASON_SERVER_SHUTDOWN)
         if self.presence_tracker is not None:
             # Before the broker leaves the registry: this node drops its own counts
             # rather than leave them for another node to reap.

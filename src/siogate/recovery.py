@@ -289,6 +289,11 @@ class RecoveryStore:
         self.recovered_total += 1
         return parked
 
+    def end_all(self, reason: str) -> None:
+        """End every parked socket (the node is shutting down)."""
+        for parked in list(self._parked.values()):
+            self.end(parked, reason, "disconnected")
+
     # Costs (metrics, benchmarks)
 
     @property

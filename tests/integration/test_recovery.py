@@ -117,6 +117,9 @@ def test_recovers_id_rooms_and_missed_events_in_order(
         assert [(s["id"], s.get("connected", True)) for s in members] == [(sid, True)]
         assert gw.api("GET", "/v1/rooms/extra/sockets").json()["sockets"] == []
 
+        metrics = gw.api("GET", "/metrics").text
+        assert "siogate_recovered_sockets_total 1" in metrics, metrics
+
     # No disconnect/connect pair for the recovered loss: one connect, and the
     # disconnect of the client leaving for good at the end.
     time.sleep(0.5)
@@ -284,3 +287,32 @@ def test_emits_while_reconnecting_are_neither_lost_nor_duplicated(
         assert len(connects) > 1, "the client never dropped while events were sent"
         assert all(c["id"] == sid for c in connects)
         assert all(c["recovered"] for c in connects[1:])
+
+
+def test_server_disconnect_or_shutdown_ends_a_waiting_socket(
+    start_gateway: Callable[..., Gateway], hook: WebhookReceiver
+) -> None:
+    gw = start_gateway(
+        "--recovery-window", "60", "--webhook-url", hook.url, "--webhook-secret", SECRET
+    )
+    first, second = Polling(gw), Polling(gw)
+    a = first.connect({"token": gw.token("hank", rooms=["news"])})
+    b = second.connect({"token": gw.token("ivy", rooms=["news"])})
+    first.drop()
+    second.drop()
+    wait_parked(gw, a["sid"])
+    wait_parked(gw, b["sid"])
+    r = gw.api("POST", "/v1/disconnect", json={"sockets": [a["sid"]]})
+    assert r.status_code == 200
+    ended = json.loads(hook.wait_for(lambda r: b'"disconnect"' in r.body).body)
+    assert ended["socket"]["id"] == a["sid"]
+    assert (ended["reason"], ended["recovery"]) == ("server namespace disconnect", "disconnected")
+    # It is gone: a claim with its pid gets a new socket.
+    again = Polling(gw).connect({"token": gw.token("hank"), "pid": a["pid"]})
+    assert again["sid"] != a["sid"]
+
+    gw.stop()
+    hook.wait_for(lambda r: b'"disconnect"' in r.body, count=3)
+    ends = [json.loads(r.body) for r in hook.requests if b'"disconnect"' in r.body]
+    [waiting] = [e for e in ends if e["socket"]["id"] == b["sid"]]
+    assert (waiting["reason"], waiting["recovery"]) == ("server shutting down", "disconnected")
