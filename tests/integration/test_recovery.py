@@ -9,6 +9,7 @@ socket and nothing of the old one.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -18,6 +19,7 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+import socketio
 from jsclient import JsClient
 from webhook_receiver import WebhookReceiver
 
@@ -316,3 +318,22 @@ def test_server_disconnect_or_shutdown_ends_a_waiting_socket(
     ends = [json.loads(r.body) for r in hook.requests if b'"disconnect"' in r.body]
     [waiting] = [e for e in ends if e["socket"]["id"] == b["sid"]]
     assert (waiting["reason"], waiting["recovery"]) == ("server shutting down", "disconnected")
+
+
+async def test_python_socketio_client_sees_the_trailing_offset(
+    start_gateway: Callable[..., Gateway],
+) -> None:
+    """python-socketio (5.x) does not implement recovery: it connects normally, and with
+    recovery on its handlers get the offset as one more argument (the documented caveat)."""
+    gw = start_gateway("--recovery-window", "30")
+    got: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+    sio = socketio.AsyncClient()
+    sio.on("e", lambda *args: got.put_nowait(args))
+    await sio.connect(gw.url, auth={"token": gw.token("judy", rooms=["news"])})
+    try:
+        r = await asyncio.to_thread(gw.emit, "e", 1, 2, rooms=["news"])
+        assert r.status_code == 200
+        args = await asyncio.wait_for(got.get(), 5)
+        assert args[:2] == (1, 2) and len(args) == 3 and r.json()["offset"] == args[2]
+    finally:
+        await sio.disconnect()
