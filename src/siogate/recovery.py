@@ -74,14 +74,17 @@ class RecoveryOptions:
 
 
 class _Entry:
-    """One emit sent with an offset, kept for the window (and the encoded packets)."""
+    """One emit sent with an offset, kept for the window: whom it was for, and its
+    encoded packets (not the command, whose arguments the packets already hold)."""
 
-    __slots__ = ("seq", "at", "command", "out")
+    __slots__ = ("seq", "at", "namespace", "rooms", "exclude", "out")
 
     def __init__(self, seq: int, at: float, command: EmitCommand, out: Outgoing) -> None:
         self.seq = seq
         self.at = at
-        self.command = command
+        self.namespace = command.namespace
+        self.rooms = command.rooms
+        self.exclude = command.exclude
         self.out = out
 
 
@@ -142,7 +145,7 @@ def _seq(entry: _Entry) -> int:
     return entry.seq
 
 
-def _for_socket(logged: EmitCommand, sid: str, rooms: frozenset[Room]) -> bool:
+def _for_socket(logged: _Entry, sid: str, rooms: frozenset[Room]) -> bool:
     """Whether an emit logged before a socket's loss was selected for it (by the hub's
     rules: any of ``rooms`` or none given, and none of ``exclude``)."""
     if any(r == sid or r in rooms for r in logged.exclude):
@@ -161,6 +164,7 @@ class RecoveryStore:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.options = options
+        self._window, self._cap = options.window, options.max_messages
         # Shared with room history (siogate.history): one offset per emit.
         self.offsets = offsets
         # Called when a parked socket ends for good: the node forgets it.
@@ -184,7 +188,7 @@ class RecoveryStore:
         now = self.clock()
         log = self._log
         log.append(_Entry(seq, now, command, out))
-        if log[0].at < now - self.options.window or len(log) > self.options.max_messages:
+        if log[0].at < now - self._window or len(log) > self._cap:
             self._trim(now)
 
     def _trim(self, now: float) -> None:
@@ -277,8 +281,7 @@ class RecoveryStore:
                 entry = log[i]
                 if entry.seq > parked.detached:
                     break
-                command = entry.command
-                if command.namespace == namespace and _for_socket(command, sid, parked.rooms):
+                if entry.namespace == namespace and _for_socket(entry, sid, parked.rooms):
                     tail.append(entry.out)
         del self._parked[pid]
         if parked.timer is not None:
