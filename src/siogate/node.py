@@ -411,9 +411,9 @@ class Node:
         socket = parked.socket
         socket.link = link
         session.accept(namespace, socket.id, parked.pid)
-        for out in parked.missed:
-            session.send_encoded(out.messages)
-        parked.missed = []
+        for messages in parked.replay:
+            session.send_encoded(list(messages))
+        parked.replay = []
         if identity.expires is not None:
             self._expire_at(link, socket, identity.expires)
         handle = self._handles.get(socket.id)

@@ -32,13 +32,14 @@ import bisect
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 from .broker import EmitCommand
 from .history import Offsets
 from .hub import Outgoing, Socket
+from .protocol.engineio import EncodedPacket
 from .protocol.session import (
     REASON_PING_TIMEOUT,
     REASON_TRANSPORT_CLOSE,
@@ -73,19 +74,18 @@ class RecoveryOptions:
     max_messages: int = 1_000_000
 
 
-class _Entry:
-    """One emit sent with an offset, kept for the window: whom it was for, and its
-    encoded packets (not the command, whose arguments the packets already hold)."""
-
-    __slots__ = ("seq", "at", "namespace", "rooms", "exclude", "out")
-
-    def __init__(self, seq: int, at: float, command: EmitCommand, out: Outgoing) -> None:
-        self.seq = seq
-        self.at = at
-        self.namespace = command.namespace
-        self.rooms = command.rooms
-        self.exclude = command.exclude
-        self.out = out
+# One emit sent with an offset, kept for the window: (offset seq, monotonic time,
+# namespace, rooms, exclude, its encoded packets). A plain tuple of strings, numbers and
+# tuples of those: the garbage collector stops tracking it, so a log of many thousand
+# entries adds nothing to its collections (slotted objects cost ~20% of the peak emit
+# rate in GC passes, bench/recovery_cost.py).
+_Entry = tuple[int, float, str, tuple[Room, ...], tuple[Room, ...], tuple[EncodedPacket, ...]]
+_SEQ: Final = 0
+_AT: Final = 1
+_NS: Final = 2
+_ROOMS: Final = 3
+_EXCLUDE: Final = 4
+_PACKETS: Final = 5
 
 
 class Parked:
@@ -106,6 +106,7 @@ class Parked:
         "since",
         "detached",
         "missed",
+        "replay",
         "timer",
     )
 
@@ -124,7 +125,10 @@ class Parked:
         # Offsets (seq) from the socket's connect and at its loss.
         self.since = since
         self.detached = store.offsets.last
+        # Broadcasts kept for the socket (by reference); at a claim, every packet
+        # sequence to replay.
         self.missed: list[Outgoing] = []
+        self.replay: list[Sequence[EncodedPacket]] = []
         self.timer: asyncio.TimerHandle | None = None
 
     def flush(self) -> None:
@@ -142,15 +146,15 @@ def is_parked(socket: Socket) -> bool:
 
 
 def _seq(entry: _Entry) -> int:
-    return entry.seq
+    return entry[_SEQ]
 
 
 def _for_socket(logged: _Entry, sid: str, rooms: frozenset[Room]) -> bool:
     """Whether an emit logged before a socket's loss was selected for it (by the hub's
     rules: any of ``rooms`` or none given, and none of ``exclude``)."""
-    if any(r == sid or r in rooms for r in logged.exclude):
+    if any(r == sid or r in rooms for r in logged[_EXCLUDE]):
         return False
-    return not logged.rooms or any(r == sid or r in rooms for r in logged.rooms)
+    return not logged[_ROOMS] or any(r == sid or r in rooms for r in logged[_ROOMS])
 
 
 class RecoveryStore:
@@ -187,15 +191,17 @@ class RecoveryStore:
         """Keep an emit sent with offset ``seq`` (ascending) to at least one socket."""
         now = self.clock()
         log = self._log
-        log.append(_Entry(seq, now, command, out))
-        if log[0].at < now - self._window or len(log) > self._cap:
+        log.append(
+            (seq, now, command.namespace, command.rooms, command.exclude, tuple(out.messages))
+        )
+        if log[0][_AT] < now - self._window or len(log) > self._cap:
             self._trim(now)
 
     def _trim(self, now: float) -> None:
         log, oldest = self._log, now - self.options.window
         cap = self.options.max_messages - self.kept
-        while log and (log[0].at < oldest or len(log) > cap):
-            self._trimmed = log.popleft().seq
+        while log and (log[0][_AT] < oldest or len(log) > cap):
+            self._trimmed = log.popleft()[_SEQ]
 
     # Sockets
 
@@ -257,7 +263,7 @@ class RecoveryStore:
         offset this node never handed to it (then the client gets a new socket).
 
         On success the socket is live again (registered under the same pid) and
-        ``parked.missed`` holds everything to replay, oldest first.
+        ``parked.replay`` holds everything to replay, oldest first.
         """
         pid = auth.get("pid")
         if not isinstance(pid, str):
@@ -271,7 +277,7 @@ class RecoveryStore:
         if seen is None or seen > parked.detached:
             return None
         seen = max(seen, parked.since)
-        tail: list[Outgoing] = []
+        tail: list[Sequence[EncodedPacket]] = []
         if seen < parked.detached:
             if self._trimmed > seen:
                 return None  # trimmed: what came between cannot be replayed
@@ -279,15 +285,16 @@ class RecoveryStore:
             start = bisect.bisect_right(log, seen, key=_seq)
             for i in range(start, len(log)):
                 entry = log[i]
-                if entry.seq > parked.detached:
+                if entry[_SEQ] > parked.detached:
                     break
-                if entry.namespace == namespace and _for_socket(entry, sid, parked.rooms):
-                    tail.append(entry.out)
+                if entry[_NS] == namespace and _for_socket(entry, sid, parked.rooms):
+                    tail.append(entry[_PACKETS])
         del self._parked[pid]
         if parked.timer is not None:
             parked.timer.cancel()
         self.kept -= len(parked.missed)
-        parked.missed = tail + parked.missed
+        parked.replay = tail + [out.messages for out in parked.missed]
+        parked.missed = []
         self._live[parked.socket.id] = (pid, parked.since)
         self.recovered_total += 1
         return parked

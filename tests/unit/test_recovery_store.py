@@ -125,7 +125,7 @@ async def test_a_claim_replays_the_tail_then_the_kept_events() -> None:
     later = send(s, emit("r"), a, b)
     parked = s.claim({"pid": pid, "offset": seen}, NS, "u")
     assert isinstance(parked, Parked)
-    assert [out.messages[0] for out in parked.missed] == [*tail, later]
+    assert [messages[0] for messages in parked.replay] == [*tail, later]
     # Claimed once: the pid is live again, not parked.
     assert s.claim({"pid": pid, "offset": seen}, NS, "u") is None
 
