@@ -339,6 +339,12 @@ def test_no_banner_with_credentials(gateway: Gateway) -> None:
             "recovery_window works on one node for now",
         ),
         ([], {"SIOGATE_RECOVERY_WINDOW": "-1"}, None, "recovery_window"),
+        (
+            ["--history-size", "10", "--redis-url", "redis://127.0.0.1:9"],
+            {},
+            None,
+            "history_size works on one node for now",
+        ),
         ([], {}, "recovery_max_missed = 0\n", "recovery_max_missed"),
     ],
     ids=[
@@ -357,6 +363,7 @@ def test_no_banner_with_credentials(gateway: Gateway) -> None:
         "config-missing",
         "recovery-with-redis",
         "recovery-window-negative-env",
+        "history-with-redis",
         "recovery-max-missed-toml",
     ],
 )
