@@ -21,6 +21,7 @@ import jwt
 import pytest
 import socketio
 from jsclient import JsClient
+from test_token_expiry import TokenEndpoint, run_refreshing_client
 from webhook_receiver import WebhookReceiver
 
 from conftest import Gateway
@@ -337,3 +338,28 @@ async def test_python_socketio_client_sees_the_trailing_offset(
         assert args[:2] == (1, 2) and len(args) == 3 and r.json()["offset"] == args[2]
     finally:
         await sio.disconnect()
+
+
+def test_a_socket_closed_at_its_token_exp_keeps_its_id_with_a_fresh_token(
+    start_gateway: Callable[..., Gateway],
+) -> None:
+    """The session is closed at exp ("token expired", a loss); the stock client fetches a
+    fresh token from its auth function and gets its socket back."""
+    gw = start_gateway("--recovery-window", "30")
+    endpoint = TokenEndpoint(gw.jwt_secret, first_ttl=2.0)
+    proc = None
+    try:
+        seen, proc = run_refreshing_client(gw, endpoint, None)
+        kinds = [o["type"] for o in seen]
+        assert kinds == ["token", "connect", "disconnect", "token", "connect", "ready"], seen
+        assert seen[4]["id"] == seen[1]["id"]
+        assert len(endpoint.issued) == 2
+        sockets = gw.api("GET", "/v1/rooms/user:alice/sockets").json()["sockets"]
+        assert [(s["id"], s.get("connected", True)) for s in sockets] == [(seen[1]["id"], True)]
+    finally:
+        if proc is not None:
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.close()
+            proc.wait(10)
+            proc.stdout.close()
+        endpoint.close()
