@@ -25,6 +25,7 @@ from test_token_expiry import TokenEndpoint, run_refreshing_client
 from webhook_receiver import WebhookReceiver
 
 from conftest import Gateway
+from siogate.client import Client
 
 pytestmark = pytest.mark.node
 
@@ -305,6 +306,9 @@ def test_server_disconnect_or_shutdown_ends_a_waiting_socket(
     second.drop()
     wait_parked(gw, a["sid"])
     wait_parked(gw, b["sid"])
+    with Client(gw.url, gw.api_key) as sdk:
+        listed = {s.id: s.connected for s in sdk.sockets("news").sockets}
+    assert listed == {a["sid"]: False, b["sid"]: False}
     r = gw.api("POST", "/v1/disconnect", json={"sockets": [a["sid"]]})
     assert r.status_code == 200
     ended = json.loads(hook.wait_for(lambda r: b'"disconnect"' in r.body).body)
