@@ -52,7 +52,7 @@ from .protocol.events import (
     NamespaceLeft,
     SessionClosed,
 )
-from .protocol.session import REASON_SERVER_NAMESPACE, State
+from .protocol.session import REASON_FORCED_CLOSE, REASON_SERVER_NAMESPACE, State
 from .ratelimit import TokenBucket
 from .ratelog import RateLimitedLog
 from .types import Namespace, Room, Sid, UserId
@@ -742,7 +742,7 @@ class Node:
         if command.sockets:
             found = (self.hub.get(command.namespace, sid) for sid in command.sockets)
             return [s for s in found if s is not None]
-        return self.hub.select(command.namespace, command.rooms)
+        return self.hub.select(command.namespace, command.rooms, command.exclude)
 
     def _apply_sockets(self, command: SocketsCommand) -> None:
         targets = self._targets(command)
@@ -754,6 +754,11 @@ class Node:
             assert command.room is not None
             for socket in targets:
                 self.leave_room(socket, command.room)
+        elif command.close:
+            for socket in targets:
+                # The whole connection (an emitter's disconnectSockets(true)): the
+                # client sees "transport close" and reconnects by itself.
+                socket.link.close(REASON_FORCED_CLOSE)
         else:
             for socket in targets:
                 self.disconnect_socket(socket, REASON_SERVER_NAMESPACE)

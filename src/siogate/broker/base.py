@@ -37,6 +37,11 @@ class SocketsCommand:
     sockets: tuple[Sid, ...] = ()
     rooms: tuple[Room, ...] = ()
     room: Room | None = None
+    # Sockets in any of these rooms are left out of the selection by rooms.
+    exclude: tuple[Room, ...] = ()
+    # Disconnect: close the client's whole connection (all its namespaces), as
+    # Socket.IO's disconnect(true) does; the client then reconnects by itself.
+    close: bool = False
 
 
 Command = EmitCommand | SocketsCommand

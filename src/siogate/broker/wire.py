@@ -80,6 +80,11 @@ def _command_json(command: Command) -> dict[str, Any]:
     }
     if command.room is not None:
         out["room"] = command.room
+    # Written only when set, so that messages without them read as before.
+    if command.exclude:
+        out["except"] = list(command.exclude)
+    if command.close:
+        out["close"] = True
     return out
 
 
@@ -116,7 +121,11 @@ def _command(obj: Any) -> Command:
     if kind in ("join", "leave", "disconnect"):
         sockets = tuple(Sid(s) for s in _strs(obj, "sockets"))
         room = None if kind == "disconnect" else Room(_str(obj, "room"))
-        return SocketsCommand(kind, ns, sockets, rooms, room)
+        exclude = tuple(Room(r) for r in _strs(obj, "except"))
+        close = obj.get("close", False)
+        if not isinstance(close, bool):
+            raise WireError("'close' must be a boolean")
+        return SocketsCommand(kind, ns, sockets, rooms, room, exclude, close)
     raise WireError(f"unknown command type {kind!r}")
 
 

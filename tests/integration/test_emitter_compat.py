@@ -1,0 +1,388 @@
+"""--emitter-compat: the stock @socket.io/redis-emitter publishes, siogate's sockets receive.
+
+Two ``siogate serve`` nodes on one real Redis, the npm emitter (5.1.0, on node-redis 4)
+driven by ``tests/js/emitter.mjs``, and recipients that are the stock socket.io-client
+(``JsClient``), spread over both nodes. Every check that something did *not* arrive is
+made after a later message did arrive at the same client (pub/sub keeps the order), and
+every check that something arrived also checks it arrived once.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgpack
+import pytest
+from jsclient import JS_DIR, JsClient, encode, ensure_node_modules, node_path
+
+from conftest import API_KEY, ROOT, Gateway, RedisServer, spawn_gateway
+
+pytestmark = [pytest.mark.redis, pytest.mark.node]
+
+HEADERS = {"Authorization": f"Bearer {API_KEY}"}
+
+
+class Emitter:
+    """One Node process holding one @socket.io/redis-emitter Emitter (see emitter.mjs)."""
+
+    def __init__(self, redis_url: str, key: str | None = None) -> None:
+        ensure_node_modules()
+        args = [node_path(), str(JS_DIR / "emitter.mjs"), redis_url, *([key] if key else [])]
+        self.proc = subprocess.Popen(
+            args,
+            cwd=JS_DIR,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+        self._stderr: list[str] = []
+        threading.Thread(target=self._drain_stderr, daemon=True).start()
+        self._tags = 0
+
+    def _drain_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self._stderr.append(line)
+
+    def step(self, op: str, **fields: Any) -> None:
+        """Run one step; return once Redis has processed what it published."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self._tags += 1
+        tag = f"t{self._tags}"
+        self.proc.stdin.write(json.dumps({"op": op, "tag": tag, **fields}) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise AssertionError(f"emitter.mjs exited:\n{''.join(self._stderr)}")
+        answer = json.loads(line)
+        assert answer == {"type": "done", "tag": tag}, answer
+
+    def emit(self, event: str, *args: Any, **fields: Any) -> None:
+        self.step("emit", event=event, args=encode(list(args)), **fields)
+
+    def raw(self, channel: str, data: bytes) -> None:
+        self.step("raw", channel=channel, base64=base64.b64encode(data).decode())
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            try:
+                self.proc.stdin.write('{"op":"exit"}\n')
+                self.proc.stdin.flush()
+            except OSError:
+                pass
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+
+
+def metrics(node: Gateway) -> dict[str, float]:
+    text = httpx.get(f"{node.url}/metrics", headers=HEADERS, timeout=5).text
+    return {
+        line.split()[0]: float(line.split()[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#") and "{" not in line
+    }
+
+
+def wait_until(check: Any, what: str, timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def nodes(
+    shared_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Gateway, Gateway]]:
+    log_dir = tmp_path_factory.mktemp("emitter")
+    started: list[Gateway] = []
+    try:
+        for _ in range(2):
+            started.append(
+                spawn_gateway(
+                    "--allow-anonymous",
+                    "--redis-url",
+                    shared_redis.url,
+                    "--emitter-compat",
+                    "--namespace",
+                    "/",
+                    "--namespace",
+                    "/ns",
+                    "--max-payload",
+                    "4096",
+                    log_dir=log_dir,
+                )  # fmt: skip
+            )
+        for node in started:
+            wait_until(lambda node=node: metrics(node).get("siogate_emitter_connected") == 1,
+                       "subscribed to the emitter channels")  # fmt: skip
+        yield started[0], started[1]
+    finally:
+        for node in started:
+            node.stop()
+
+
+@pytest.fixture(scope="module")
+def emitter(shared_redis: RedisServer) -> Iterator[Emitter]:
+    e = Emitter(shared_redis.url)
+    yield e
+    e.close()
+
+
+@pytest.fixture
+def clients() -> Iterator[list[JsClient]]:
+    made: list[JsClient] = []
+    yield made
+    for c in made:
+        c.close()
+
+
+def client(
+    made: list[JsClient],
+    node: Gateway,
+    rooms: list[str],
+    namespace: str = "/",
+    options: dict[str, Any] | None = None,
+) -> JsClient:
+    js = JsClient(
+        node.url, namespace=namespace, auth={"token": node.token(rooms=rooms)}, options=options
+    )
+    made.append(js.start())
+    js.connected()
+    return js
+
+
+def test_to_except_and_of_reach_the_right_sockets_once(
+    nodes: tuple[Gateway, Gateway], emitter: Emitter, clients: list[JsClient]
+) -> None:
+    a, b = nodes
+    on_a = client(clients, a, ["news"])
+    on_b = client(clients, b, ["news"])
+    muted = client(clients, b, ["news", "muted"])
+    outside = client(clients, a, ["sports"])
+    in_ns = client(clients, b, ["news"], namespace="/ns")
+
+    emitter.emit("hello", {"n": 1}, to=["news"])
+    emitter.emit("quiet", 2, to=["news"], **{"except": ["muted"]})
+    emitter.emit("ns-only", 3, nsp="/ns", to=["news"])
+    emitter.emit("all", 4)
+    emitter.emit("two-rooms", 5, to=["news", "sports"])
+
+    for js in (on_a, on_b, muted, outside):
+        js.wait_event("all")
+    in_ns.wait_event("ns-only")
+    assert on_a.events("hello") == [[{"n": 1}]]
+    assert on_b.events("hello") == [[{"n": 1}]]
+    assert muted.events("hello") == [[{"n": 1}]]
+    assert outside.events("hello") == []
+    assert on_a.events("quiet") == [[2]] and on_b.events("quiet") == [[2]]
+    assert muted.events("quiet") == []
+    # of("/ns") reached only the /ns socket; "/" sockets did not see it.
+    for js in (on_a, on_b, muted, outside):
+        assert js.events("ns-only") == []
+    assert in_ns.events("ns-only") == [[3]]
+    assert in_ns.events("hello") == [] and in_ns.events("all") == []
+    # In two rooms at once: each socket once.
+    for js in (on_a, on_b, muted, outside):
+        assert js.wait_events("two-rooms") == [[5]]
+    time.sleep(0.2)
+    for js in (on_a, on_b, muted, outside):
+        assert js.events("all") == [[4]] and js.events("two-rooms") == [[5]]
+
+
+def test_sockets_join_then_emit_and_leave(
+    nodes: tuple[Gateway, Gateway], emitter: Emitter, clients: list[JsClient]
+) -> None:
+    a, b = nodes
+    vip_a = client(clients, a, ["gold"])
+    vip_b = client(clients, b, ["gold"])
+    gold_but_banned = client(clients, b, ["gold", "banned"])
+    other = client(clients, a, ["silver"])
+
+    emitter.step("socketsJoin", to=["gold"], rooms=["vip", "lounge"], **{"except": ["banned"]})
+    emitter.emit("welcome", "in", to=["vip"])
+    emitter.emit("drinks", "in", to=["lounge"])
+    emitter.emit("all", 1)
+    for js in (vip_a, vip_b, gold_but_banned, other):
+        js.wait_event("all")
+    assert vip_a.events("welcome") == [["in"]] and vip_b.events("welcome") == [["in"]]
+    assert vip_a.events("drinks") == [["in"]] and vip_b.events("drinks") == [["in"]]
+    assert gold_but_banned.events("welcome") == [] and other.events("welcome") == []
+
+    # The joins are real memberships: the HTTP API lists them cluster-wide.
+    listed = a.api("GET", "/v1/rooms/vip/sockets").json()
+    assert len(listed["sockets"]) == 2
+
+    emitter.step("socketsLeave", to=["gold"], rooms=["vip"])
+    emitter.emit("welcome", "again", to=["vip"])
+    emitter.emit("drinks", "again", to=["lounge"])
+    emitter.emit("all", 2)
+    for js in (vip_a, vip_b):
+        js.wait_events("all", 2)
+        assert js.events("welcome") == [["in"]]
+        assert js.events("drinks") == [["in"], ["again"]]
+
+
+def test_disconnect_sockets(
+    nodes: tuple[Gateway, Gateway], emitter: Emitter, clients: list[JsClient]
+) -> None:
+    a, b = nodes
+    doomed_a = client(clients, a, ["doomed"])
+    doomed_b = client(clients, b, ["doomed"])
+    spared = client(clients, b, ["doomed", "spared"])
+    reconnecting = {"reconnection": True, "reconnectionDelay": 100, "reconnectionDelayMax": 500}
+    closed = client(clients, a, ["closed"], options=reconnecting)
+
+    emitter.step("disconnectSockets", to=["doomed"], **{"except": ["spared"]})
+    assert doomed_a.wait_disconnect()["reason"] == "io server disconnect"
+    assert doomed_b.wait_disconnect()["reason"] == "io server disconnect"
+
+    # close=true closes the whole connection: the client sees a transport close (and
+    # its Manager reconnects by itself, as with a Node server).
+    emitter.step("disconnectSockets", to=["closed"], close=True)
+    gone = closed.wait_disconnect()
+    assert gone["reason"] == "transport close"
+    closed.wait_for("connected", start=closed.observations.index(gone) + 1, timeout=15)
+
+    emitter.emit("still-here", 1, to=["doomed"])
+    assert spared.wait_event("still-here") == [1]
+    assert spared.find("disconnect") is None
+
+
+def test_payloads_arrive_intact(
+    nodes: tuple[Gateway, Gateway], emitter: Emitter, clients: list[JsClient]
+) -> None:
+    a, b = nodes
+    recipients = [client(clients, a, ["data"]), client(clients, b, ["data"])]
+    blob = bytes(range(256)) * 4
+    nested = {"list": [1, -2, 3.5, None, True, "é😀"], "deep": {"a": {"b": {"c": []}}}, "$k": 1}
+    emitter.emit("object", nested, to=["data"])
+    emitter.emit("binary", blob, {"inner": b"\x00\x01", "n": 7}, to=["data"])
+    # A Date (sent as {"$date": ...} to the driver, unescaped) travels as a MessagePack
+    # timestamp and arrives as Socket.IO's JSON would have it: its ISO string.
+    emitter.step("emit", event="date", args=[{"$date": "2024-02-29T12:34:56.789Z"}], to=["data"])
+    emitter.emit("many", 1, "two", [3], {"four": 4}, None, to=["data"])
+    emitter.emit("numbers", 2**53 - 1, -(2**40), 0.5, -0.0, to=["data"])
+    for js in recipients:
+        assert js.wait_event("object") == [nested]
+        assert js.wait_event("binary") == [blob, {"inner": b"\x00\x01", "n": 7}]
+        assert js.wait_event("date") == ["2024-02-29T12:34:56.789Z"]
+        assert js.wait_event("many") == [1, "two", [3], {"four": 4}, None]
+        assert js.wait_event("numbers") == [2**53 - 1, -(2**40), 0.5, 0]
+
+
+def test_malformed_and_unsupported_messages_are_counted_and_ignored(
+    nodes: tuple[Gateway, Gateway], emitter: Emitter, clients: list[JsClient]
+) -> None:
+    a, b = nodes
+    recipients = [client(clients, a, ["room1"]), client(clients, b, ["room1"])]
+    before = [metrics(n) for n in nodes]
+
+    good_packet = {"type": 2, "data": ["bad", 1], "nsp": "/"}
+    malformed = [
+        ("socket.io#/#", b"\xc1 not msgpack"),
+        ("socket.io#/#", msgpack.packb(["emitter", good_packet])),  # two members
+        ("socket.io#/#", msgpack.packb(["emitter", {"type": 2, "data": [42]}, {}])),
+        ("socket.io#/#", msgpack.packb(["emitter", {"type": 2, "data": ["x"], "nsp": "/ns"}, {}])),
+        ("socket.io#/#room1#", msgpack.packb(["emitter", good_packet, {"rooms": ["other"]}])),
+        ("socket.io#/#", msgpack.packb(["emitter", good_packet, {"rooms": "room1"}])),
+        ("socket.io#/#", msgpack.packb(["emitter", good_packet, {}]) + b"trailing"),
+        ("socket.io#/#", msgpack.packb(["e", {"type": 2, "data": ["x", b"y" * 5000]}, {}])),
+        ("socket.io-request#/#", b'{"type": 2, "opts": {"rooms": 1}, "rooms": ["x"]}'),
+        ("socket.io-request#/#", b"{not json"),
+    ]
+    for channel, data in malformed:
+        emitter.raw(channel, data)
+    emitter.step("serverSideEmit", args=["ping", 1])
+    emitter.raw("socket.io-request#/#", b'{"type": 5, "requestId": "r", "opts": {}}')
+    emitter.emit("after", "ok", to=["room1"])
+
+    for js in recipients:
+        assert js.wait_event("after") == ["ok"]
+        assert js.events("bad") == [] and js.events("x") == []
+    for node, old in zip(nodes, before, strict=True):
+        new = metrics(node)
+        diff = {
+            k: new[k] - old[k]
+            for k in (
+                "siogate_emitter_messages_invalid_total",
+                "siogate_emitter_messages_unsupported_total",
+                "siogate_emitter_messages_total",
+            )
+        }
+        assert diff == {
+            "siogate_emitter_messages_invalid_total": len(malformed),
+            "siogate_emitter_messages_unsupported_total": 2,
+            "siogate_emitter_messages_total": 1,
+        }
+        assert node.proc.poll() is None
+    log = a.log()
+    assert "dropped a malformed emitter message" in log
+    assert "serverSideEmit (SERVER_SIDE_EMIT) is not supported" in log
+
+
+def test_custom_key(shared_redis: RedisServer, tmp_path: Path, clients: list[JsClient]) -> None:
+    node = spawn_gateway(
+        "--allow-anonymous", "--redis-url", shared_redis.url, "--redis-prefix", "other",
+        "--emitter-compat", "--emitter-key", "my*app", log_dir=tmp_path,
+    )  # fmt: skip
+    custom = Emitter(shared_redis.url, key="my*app")
+    try:
+        wait_until(lambda: metrics(node).get("siogate_emitter_connected") == 1, "subscribed")
+        js = client(clients, node, ["k"])
+        # "my*app" is a literal key, not a pattern: a "myXapp" emitter is not heard.
+        other = Emitter(shared_redis.url, key="myXapp")
+        try:
+            other.emit("wrong-key", 1, to=["k"])
+        finally:
+            other.close()
+        custom.emit("right-key", 2, to=["k"])
+        assert js.wait_event("right-key") == [2]
+        assert js.events("wrong-key") == []
+    finally:
+        custom.close()
+        node.stop()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--emitter-compat"], "emitter_compat needs redis_url"),
+        (["--emitter-key", ""], "emitter_key must be 1-256 characters"),
+    ],
+)
+def test_setting_errors_exit_2(args: list[str], message: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "siogate", "serve", "--api-key", API_KEY, *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 2
+    assert message in proc.stderr
