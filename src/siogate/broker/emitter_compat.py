@@ -139,14 +139,15 @@ def value(item: Any, depth: int = 1) -> Any:
     """A decoded argument as siogate sends it: JSON values and bytes (attachments).
 
     As Socket.IO's JSON encoding does, a NaN or infinite number becomes null and a Date
-    its ISO string. Recursion is one frame per level (checked against MAX_DEPTH).
+    its ISO string. ``depth`` counts containers, the packet's data being 1 (as the
+    Socket.IO decoder counts); recursion is one frame per level, up to MAX_DEPTH.
     """
-    if depth > MAX_DEPTH:
-        raise Malformed(f"arguments nested deeper than {MAX_DEPTH} levels")
     if item is None or isinstance(item, bool | int | str | bytes):
         return item
     if isinstance(item, float):
         return item if math.isfinite(item) else None
+    if isinstance(item, list | dict) and depth > MAX_DEPTH:
+        raise Malformed(f"arguments nested deeper than {MAX_DEPTH} levels")
     if isinstance(item, list):
         items = []
         for v in item:
