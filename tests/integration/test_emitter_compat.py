@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -370,19 +371,27 @@ def test_custom_key(shared_redis: RedisServer, tmp_path: Path, clients: list[JsC
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "env", "toml", "message"),
     [
-        (["--emitter-compat"], "emitter_compat needs redis_url"),
-        (["--emitter-key", ""], "emitter_key must be 1-256 characters"),
+        (["--emitter-compat"], {}, None, "emitter_compat needs redis_url"),
+        ([], {"SIOGATE_EMITTER_COMPAT": "true"}, None, "emitter_compat needs redis_url"),
+        ([], {}, "emitter_compat = true", "emitter_compat needs redis_url"),
+        (["--emitter-key", ""], {}, None, "emitter_key must be 1-256 characters"),
     ],
 )
-def test_setting_errors_exit_2(args: list[str], message: str) -> None:
+def test_setting_errors_exit_2(
+    args: list[str], env: dict[str, str], toml: str | None, message: str, tmp_path: Path
+) -> None:
+    if toml is not None:
+        (tmp_path / "s.toml").write_text(toml)
+        args = [*args, "--config", str(tmp_path / "s.toml")]
     proc = subprocess.run(
         [sys.executable, "-m", "siogate", "serve", "--api-key", API_KEY, *args],
         capture_output=True,
         text=True,
         timeout=30,
         cwd=ROOT,
+        env={**os.environ, **env},
     )
     assert proc.returncode == 2
     assert message in proc.stderr
