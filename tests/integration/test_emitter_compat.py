@@ -25,7 +25,7 @@ import msgpack
 import pytest
 from jsclient import JS_DIR, JsClient, encode, ensure_node_modules, node_path
 
-from conftest import API_KEY, ROOT, Gateway, RedisServer, spawn_gateway
+from conftest import API_KEY, ROOT, Gateway, RedisServer, free_port, spawn_gateway
 
 pytestmark = [pytest.mark.redis, pytest.mark.node]
 
@@ -368,6 +368,58 @@ def test_custom_key(shared_redis: RedisServer, tmp_path: Path, clients: list[JsC
     finally:
         custom.close()
         node.stop()
+
+
+NODE_REF = ROOT / "bench" / "node-ref"
+
+
+def test_mixed_with_a_node_socket_io_server_during_a_migration(
+    nodes: tuple[Gateway, Gateway],
+    shared_redis: RedisServer,
+    emitter: Emitter,
+    clients: list[JsClient],
+    tmp_path: Path,
+) -> None:
+    """A Node socket.io server on @socket.io/redis-adapter (bench/node-ref) and siogate on
+    one Redis: the emitter reaches both, and the Node server's broadcasts reach siogate's
+    sockets too."""
+    if not (NODE_REF / "node_modules" / "@socket.io" / "redis-adapter").exists():
+        pytest.skip("bench/node-ref is not installed (cd bench/node-ref && npm ci)")
+    a, _ = nodes
+    port = free_port()
+    log = (tmp_path / "node-ref.log").open("wb")
+    server = subprocess.Popen(
+        [node_path(), str(NODE_REF / "server.js"), "--port", str(port)],
+        env={**os.environ, "API_KEY": API_KEY, "JWT_SECRET": a.jwt_secret,
+             "REDIS_URL": shared_redis.url},
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        node_url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: b"listening" in (tmp_path / "node-ref.log").read_bytes(), "node-ref")
+        on_node = JsClient(node_url, auth={"token": a.token(rooms=["mixed"])})
+        clients.append(on_node.start())
+        on_node.connected()
+        on_siogate = client(clients, a, ["mixed"])
+
+        emitter.emit("from-emitter", {"n": 1}, to=["mixed"])
+        reply = httpx.post(
+            f"{node_url}/v1/emit",
+            headers=HEADERS,
+            json={"event": "from-node", "args": [2], "rooms": ["mixed"]},
+        )
+        assert reply.status_code == 200
+        for js in (on_node, on_siogate):
+            assert js.wait_event("from-emitter") == [{"n": 1}]
+            assert js.wait_event("from-node") == [2]
+        emitter.emit("last", to=["mixed"])
+        for js in (on_node, on_siogate):
+            js.wait_event("last")
+            assert len(js.events("from-emitter")) == 1 and len(js.events("from-node")) == 1
+    finally:
+        server.terminate()
+        server.wait(10)
+        log.close()
 
 
 @pytest.mark.parametrize(
