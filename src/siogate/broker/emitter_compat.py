@@ -375,15 +375,21 @@ class EmitterBridge:
                 next_ping = time.monotonic() + PING_INTERVAL
                 ping_sent: float | None = None
                 while True:
-                    now = time.monotonic()
-                    if ping_sent is not None and now - ping_sent > SOCKET_TIMEOUT:
-                        raise RedisConnectionError("no answer to PING on the subscription")
-                    if ping_sent is None and now >= next_ping:
-                        await pubsub.ping()
-                        ping_sent, next_ping = now, now + PING_INTERVAL
                     message = await pubsub.get_message(timeout=0.5)
+                    now = time.monotonic()
                     if message is None:
+                        # Only a quiet connection is suspect: one that delivers is alive,
+                        # and its PONG may be queued behind a burst that takes this node
+                        # longer than SOCKET_TIMEOUT to work through (or the node was
+                        # paused); dropping it then would lose the rest of the burst.
+                        if ping_sent is not None and now - ping_sent > SOCKET_TIMEOUT:
+                            raise RedisConnectionError("no answer to PING on the subscription")
+                        if ping_sent is None and now >= next_ping:
+                            await pubsub.ping()
+                            ping_sent, next_ping = now, now + PING_INTERVAL
                         continue
+                    if ping_sent is not None:
+                        ping_sent = now
                     kind = message["type"]
                     if kind == "pmessage":
                         self.receive(message["channel"], message["data"])
