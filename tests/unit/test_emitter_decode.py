@@ -7,15 +7,18 @@ checks the same against the real npm package.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 import logging
+import time
 from typing import Any
 
 import msgpack
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
-from siogate.broker import EmitCommand, SocketsCommand, wire
+from siogate.broker import EmitCommand, SocketsCommand, emitter_compat, wire
 from siogate.broker.emitter_compat import (
     EmitterBridge,
     Malformed,
@@ -24,6 +27,7 @@ from siogate.broker.emitter_compat import (
     pattern,
     value,
 )
+from siogate.broker.redis import _Backoff
 from siogate.protocol.socketio import MAX_DEPTH
 from siogate.types import Namespace, Room
 
@@ -257,3 +261,70 @@ def test_the_bridge_counts_and_logs_without_raising(caplog: pytest.LogCaptureFix
     bridge._handler = broken
     bridge.receive(b"socket.io#/#", broadcast("ok"))  # logged, not raised
     assert bridge.stats.applied == 1
+
+
+class ScriptedPubSub:
+    """Stands in for redis-py's PubSub: replies to get_message from a script."""
+
+    def __init__(self, script: list[dict[str, Any] | None]) -> None:
+        self.script = script
+        self.pings = 0
+
+    async def psubscribe(self, *patterns: str) -> None:
+        self.patterns = patterns
+
+    async def ping(self) -> None:
+        self.pings += 1
+
+    async def get_message(self, timeout: float) -> dict[str, Any] | None:
+        if not self.script:
+            raise RedisConnectionError("end of script")
+        return self.script.pop(0)
+
+
+async def test_a_burst_behind_a_pong_does_not_drop_the_subscription(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A PING sent just before a burst is answered after it; working through the burst
+    may take longer than the PING deadline, and that must not count as a dead
+    connection (a reconnect would lose the rest of the burst)."""
+    monkeypatch.setattr(emitter_compat, "PING_INTERVAL", 0.0)
+    monkeypatch.setattr(emitter_compat, "SOCKET_TIMEOUT", 0.05)
+    burst = [
+        {"type": "pmessage", "channel": b"socket.io#/#", "data": broadcast("m", i)}
+        for i in range(5)
+    ]
+    pubsub = ScriptedPubSub(
+        [{"type": "psubscribe"}, {"type": "psubscribe"}, None, *burst, {"type": "pong"}]
+    )
+    applied: list[Any] = []
+
+    def slow(commands: Any) -> None:
+        time.sleep(0.03)  # 5 x 30 ms: past the 50 ms deadline before the PONG is read
+        applied.append(commands[0].args[0])
+
+    bridge = EmitterBridge("redis://127.0.0.1:1/0")
+    bridge._handler = slow
+    with pytest.raises(RedisConnectionError, match="end of script"):
+        await bridge._listen(pubsub, _Backoff())  # type: ignore[arg-type]
+    assert pubsub.pings == 1
+    assert applied == [0, 1, 2, 3, 4]
+    assert pubsub.patterns == ("socket.io#*", "socket.io-request#*")
+    assert bridge.stats.connected
+
+
+async def test_a_quiet_subscription_without_pong_is_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(emitter_compat, "PING_INTERVAL", 0.0)
+    monkeypatch.setattr(emitter_compat, "SOCKET_TIMEOUT", 0.05)
+
+    class Silent(ScriptedPubSub):
+        async def get_message(self, timeout: float) -> dict[str, Any] | None:
+            await asyncio.sleep(0.02)
+            return None
+
+    pubsub = Silent([])
+    bridge = EmitterBridge("redis://127.0.0.1:1/0")
+    with pytest.raises(RedisConnectionError, match="no answer to PING"):
+        await asyncio.wait_for(bridge._listen(pubsub, _Backoff()), 5)  # type: ignore[arg-type]

@@ -370,44 +370,7 @@ class EmitterBridge:
             )
             pubsub: PubSub = client.pubsub()
             try:
-                await pubsub.psubscribe(*self._patterns)
-                confirmed = 0
-                next_ping = time.monotonic() + PING_INTERVAL
-                ping_sent: float | None = None
-                while True:
-                    message = await pubsub.get_message(timeout=0.5)
-                    now = time.monotonic()
-                    if message is None:
-                        # Only a quiet connection is suspect: one that delivers is alive,
-                        # and its PONG may be queued behind a burst that takes this node
-                        # longer than SOCKET_TIMEOUT to work through (or the node was
-                        # paused); dropping it then would lose the rest of the burst.
-                        if ping_sent is not None and now - ping_sent > SOCKET_TIMEOUT:
-                            raise RedisConnectionError("no answer to PING on the subscription")
-                        if ping_sent is None and now >= next_ping:
-                            await pubsub.ping()
-                            ping_sent, next_ping = now, now + PING_INTERVAL
-                        continue
-                    if ping_sent is not None:
-                        ping_sent = now
-                    kind = message["type"]
-                    if kind == "pmessage":
-                        self.receive(message["channel"], message["data"])
-                    elif kind == "pong":
-                        ping_sent = None
-                    elif kind == "psubscribe":
-                        confirmed += 1
-                        if confirmed == len(self._patterns):
-                            if not self.stats.connected:
-                                logger.info(
-                                    "listening for @socket.io/redis-emitter messages "
-                                    "on %s (key %r)",
-                                    redacted(self._url),
-                                    self._key,
-                                )
-                            self.stats.connected = True
-                            self._subscribed.set()
-                            backoff.reset()
+                await self._listen(pubsub, backoff)
             except (RedisError, OSError) as exc:
                 if self.stats.connected:
                     logger.warning(
@@ -422,6 +385,46 @@ class EmitterBridge:
                 with contextlib.suppress(Exception):
                     await client.aclose()
             await backoff.wait()
+
+    async def _listen(self, pubsub: PubSub, backoff: _Backoff) -> None:
+        """Subscribe on ``pubsub`` and apply what arrives until the connection fails."""
+        await pubsub.psubscribe(*self._patterns)
+        confirmed = 0
+        next_ping = time.monotonic() + PING_INTERVAL
+        ping_sent: float | None = None
+        while True:
+            message = await pubsub.get_message(timeout=0.5)
+            now = time.monotonic()
+            if message is None:
+                # Only a quiet connection is suspect: one that delivers is alive, and its
+                # PONG may be queued behind a burst that takes this node longer than
+                # SOCKET_TIMEOUT to work through (or the node was paused); dropping the
+                # connection then would lose the rest of the burst.
+                if ping_sent is not None and now - ping_sent > SOCKET_TIMEOUT:
+                    raise RedisConnectionError("no answer to PING on the subscription")
+                if ping_sent is None and now >= next_ping:
+                    await pubsub.ping()
+                    ping_sent, next_ping = now, now + PING_INTERVAL
+                continue
+            if ping_sent is not None:
+                ping_sent = now
+            kind = message["type"]
+            if kind == "pmessage":
+                self.receive(message["channel"], message["data"])
+            elif kind == "pong":
+                ping_sent = None
+            elif kind == "psubscribe":
+                confirmed += 1
+                if confirmed == len(self._patterns):
+                    if not self.stats.connected:
+                        logger.info(
+                            "listening for @socket.io/redis-emitter messages on %s (key %r)",
+                            redacted(self._url),
+                            self._key,
+                        )
+                    self.stats.connected = True
+                    self._subscribed.set()
+                    backoff.reset()
 
 
 __all__ = [
