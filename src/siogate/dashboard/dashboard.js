@@ -112,6 +112,10 @@
     $("rooms").textContent = fmt(metric("siogate_rooms"));
     $("out-rate").textContent = fmt(sum(stats.map((n) => mean(recent(n.node, 10), "packets_out_per_s"))));
     $("in-rate").textContent = fmt(sum(stats.map((n) => mean(recent(n.node, 10), "client_events_per_s"))));
+    if (!stats.some((n) => "siogate_webhook_calls_total" in n.metrics)) {
+      $("hook-ms").textContent = $("hook-errors").textContent = "no webhook";
+      return;
+    }
     const lastMinute = stats.flatMap((n) => recent(n.node, 60));
     const [ms, p95] = latency(lastMinute);
     $("hook-ms").textContent = `${fmt(ms)} / ${fmt(p95)}`;
@@ -242,7 +246,8 @@
     for (let i = 0; i <= 4; i++) {
       const v = (top * i) / 4;
       svg("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), class: "grid" }, chart);
-      svg("text", { x: L - 5, y: y(v) + 3, class: "axis", "text-anchor": "end" }, chart).textContent = fmt(v);
+      const tick = svg("text", { x: L - 5, y: y(v) + 3, class: "axis", "text-anchor": "end" }, chart);
+      tick.textContent = v >= 1e4 ? fmt(v) : String(Number(v.toFixed(2)));
     }
     for (let m = 0; m <= WINDOW / 60; m++) {
       const anchor = m === 0 ? "end" : m === WINDOW / 60 ? "start" : "middle";
