@@ -87,6 +87,19 @@ const ops = {
     });
   },
 
+  /** Wait until the webhook latency chart shows something (a line, or a dot for a lone
+   * sample); report what and the latency card. */
+  async latency({ timeoutMs }) {
+    const marks = "#chart-latency polyline, #chart-latency circle";
+    await page.waitForFunction((sel) => document.querySelector(sel) !== null, marks, {
+      timeout: timeoutMs,
+    });
+    return page.evaluate((sel) => ({
+      card: document.getElementById("hook-ms").textContent,
+      series: [...document.querySelectorAll(sel)].map((mark) => mark.dataset.series),
+    }), marks);
+  },
+
   async requests() {
     return { requests };
   },

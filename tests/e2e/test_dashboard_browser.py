@@ -21,6 +21,7 @@ from test_nextjs_browser import CHROMIUM, RESULTS, Browser, DriverError, unavail
 
 from conftest import API_KEY, Gateway, spawn_gateway
 from integration.jsclient import JsClient
+from integration.webhook_receiver import Reply, WebhookReceiver
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 
@@ -33,10 +34,17 @@ SHOWS_WITHIN = 8.0
 
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[Gateway]:
+    """A gateway with admin credentials and a webhook that answers events in ~40 ms."""
     password_hash = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
-    gw = spawn_gateway("--admin-password-hash", password_hash, log_dir=tmp_path)
-    yield gw
-    gw.stop()
+    with WebhookReceiver(lambda _: Reply(body={"ack": ["pong"]}, delay=0.04)) as hook:
+        gw = spawn_gateway(
+            "--admin-password-hash", password_hash,
+            "--webhook-url", hook.url,
+            "--webhook-secret", "whsec-0123456789abcdef0123456789abcdef",
+            log_dir=tmp_path,
+        )  # fmt: skip
+        yield gw
+        gw.stop()
 
 
 @pytest.fixture
@@ -81,6 +89,10 @@ def test_dashboard_shows_a_connected_client_and_draws_it(
     try:
         client.connected()
         seen = browser.call("shows", sockets=1, timeout=SHOWS_WITHIN)
+        # Events answered by the webhook: their latency is charted.
+        for _ in range(3):
+            assert client.call("ping") == ["pong"]
+        latency = browser.call("latency", timeout=SHOWS_WITHIN)
         screenshot(browser, "one-client")
     finally:
         client.close()
@@ -98,6 +110,10 @@ def test_dashboard_shows_a_connected_client_and_draws_it(
         "chart-latency",
         "chart-hooks",
     }
+
+    assert "mean" in latency["series"]
+    mean_ms = float(latency["card"].split(" / ")[0])
+    assert 40 <= mean_ms < 1000, latency
 
     requests = browser.call("requests")["requests"]
     polls = [r for r in requests if "/v1/stats" in r["url"]]

@@ -237,6 +237,16 @@
     return 10 * step;
   }
 
+  function runs(points) {
+    const out = [];
+    for (const point of points) {
+      const run = out[out.length - 1];
+      if (run && point[0] - run[run.length - 1][0] <= 2.5 * interval) run.push(point);
+      else out.push([point]);
+    }
+    return out;
+  }
+
   function draw(chart, lines) {
     const [W, H, L, R, T, B] = [600, 170, 46, 10, 8, 20];
     chart.replaceChildren();
@@ -258,9 +268,16 @@
     legend.replaceChildren();
     lines.forEach((line, i) => {
       const cls = `c${i % 6}`;
-      if (line.points.length) {
-        const pts = line.points.map(([t, v]) => `${x(t).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
-        svg("polyline", { points: pts, class: `line ${cls}`, "data-series": line.label }, chart);
+      // A gap in the samples (no webhook call, a node restarting) breaks the line; a
+      // lone point is a dot.
+      for (const run of runs(line.points)) {
+        const attrs = { class: `${run.length > 1 ? "line" : "dot"} ${cls}`, "data-series": line.label };
+        if (run.length > 1) {
+          attrs.points = run.map(([t, v]) => `${x(t).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
+          svg("polyline", attrs, chart);
+        } else {
+          svg("circle", { ...attrs, cx: x(run[0][0]).toFixed(1), cy: y(run[0][1]).toFixed(1), r: 2.5 }, chart);
+        }
       }
       const key = document.createElement("span");
       key.className = cls;
