@@ -11,7 +11,6 @@ import bisect
 import itertools
 import math
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from .webhooks import WebhookStats
 
@@ -100,36 +99,7 @@ class Metrics:
             metric(name, "gauge", help_text, [f"{name} {read()}"])
         for name, (help_text, read) in sorted(self.counters.items()):
             metric(name, "counter", help_text, [f"{name} {read()}"])
-        counters = self._own_counters()
-        hooks = self.webhooks
-        for short, help_text, value in counters:
-            metric(f"siogate_{short}", "counter", help_text, [f"siogate_{short} {value}"])
-        if hooks is not None:
-            name = "siogate_webhook_latency_seconds"
-            samples = histogram_samples(
-                name, hooks.cumulative_buckets(), hooks.latency_sum_seconds, hooks.latency_count
-            )
-            metric(name, "histogram", "Webhook round-trip time.", samples)
-        metric(
-            "siogate_api_requests_total",
-            "counter",
-            "HTTP API requests by route and status.",
-            [
-                f'siogate_api_requests_total{{route="{route}",status="{status}"}} {n}'
-                for (route, status), n in sorted(self.api_requests_total.items())
-            ],
-        )
-        metric(
-            "siogate_api_latency_seconds",
-            "histogram",
-            "HTTP API handling time.",
-            self.api_latency.render("siogate_api_latency_seconds"),
-        )
-        return "\n".join(lines) + "\n"
-
-    def _own_counters(self) -> list[tuple[str, str, float]]:
-        """(short name, help, value) of the counters this object keeps itself."""
-        counters: list[tuple[str, str, float]] = [
+        counters = [
             ("connections_total", "Sockets accepted.", self.connections_total),
             ("connect_refused_total", "Socket CONNECTs refused.", self.connect_refused_total),
             ("disconnections_total", "Sockets that left.", self.disconnections_total),
@@ -174,35 +144,27 @@ class Metrics:
                     hooks.overloaded,
                 ),
             ]
-        return counters
-
-    def values(self) -> dict[str, Any]:
-        """The numbers :meth:`render` writes, as JSON: name -> value; a histogram as
-        ``{"buckets": [[le, cumulative count], ...], "sum": s, "count": n}`` with the
-        last ``le`` written ``"+Inf"``; requests by route as ``[[route, status, n], ...]``."""
-        out: dict[str, Any] = {}
-        for name, (_, read) in self.gauges.items():
-            out[name] = read()
-        for name, (_, read) in self.counters.items():
-            out[name] = read()
-        for short, _, value in self._own_counters():
-            out[f"siogate_{short}"] = value
-        hooks = self.webhooks
+        for short, help_text, value in counters:
+            metric(f"siogate_{short}", "counter", help_text, [f"siogate_{short} {value}"])
         if hooks is not None:
-            out["siogate_webhook_latency_seconds"] = _histogram_json(
-                hooks.cumulative_buckets(), hooks.latency_sum_seconds, hooks.latency_count
+            name = "siogate_webhook_latency_seconds"
+            samples = histogram_samples(
+                name, hooks.cumulative_buckets(), hooks.latency_sum_seconds, hooks.latency_count
             )
-        out["siogate_api_requests_total"] = [
-            [route, status, n] for (route, status), n in sorted(self.api_requests_total.items())
-        ]
-        latency = self.api_latency
-        pairs = list(zip(latency.buckets, itertools.accumulate(latency.counts), strict=True))
-        out["siogate_api_latency_seconds"] = _histogram_json(
-            [*pairs, (math.inf, latency.count)], latency.sum, latency.count
+            metric(name, "histogram", "Webhook round-trip time.", samples)
+        metric(
+            "siogate_api_requests_total",
+            "counter",
+            "HTTP API requests by route and status.",
+            [
+                f'siogate_api_requests_total{{route="{route}",status="{status}"}} {n}'
+                for (route, status), n in sorted(self.api_requests_total.items())
+            ],
         )
-        return dict(sorted(out.items()))
-
-
-def _histogram_json(cumulative: Iterable[tuple[float, int]], total: float, count: int) -> Any:
-    buckets = [["+Inf" if bound == math.inf else bound, n] for bound, n in cumulative]
-    return {"buckets": buckets, "sum": total, "count": count}
+        metric(
+            "siogate_api_latency_seconds",
+            "histogram",
+            "HTTP API handling time.",
+            self.api_latency.render("siogate_api_latency_seconds"),
+        )
+        return "\n".join(lines) + "\n"

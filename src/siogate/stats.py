@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -217,9 +218,61 @@ class Recorder:
         return {
             "time": round(self._wall_clock(), 3),
             "interval": self.interval,
-            "metrics": self.metrics.values(),
+            "metrics": metrics_json(self.metrics.render()),
             "samples": samples,
         }
+
+
+_SAMPLE_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def _value(text: str) -> float | None:
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def metrics_json(text: str) -> dict[str, Any]:
+    """``GET /metrics`` as JSON, read from the very text it serves (so both always agree).
+
+    An unlabelled sample becomes ``name: value``; a histogram ``name: {"buckets": [[le,
+    cumulative count], ...], "sum": s, "count": n}`` (the last ``le`` is ``"+Inf"``); any
+    other labelled metric ``name: [[{label: value, ...}, value], ...]``.
+    """
+    histograms = {
+        line.split()[2]
+        for line in text.splitlines()
+        if line.startswith("# TYPE ")
+        if line.endswith(" histogram")
+    }
+    out: dict[str, Any] = {}
+    for line in text.splitlines():
+        found = _SAMPLE_LINE.match(line)
+        if found is None:
+            continue  # a comment or a blank line
+        name, labels_text, raw = found.groups()
+        value = _value(raw)
+        labels = dict(_LABEL.findall(labels_text or ""))
+        base, _, suffix = name.rpartition("_")
+        if base in histograms and suffix in ("bucket", "sum", "count"):
+            histogram = out.setdefault(base, {"buckets": [], "sum": 0, "count": 0})
+            if suffix == "bucket":
+                le = labels.get("le", "+Inf")
+                histogram["buckets"].append([le if le == "+Inf" else _value(le), value])
+            else:
+                histogram[suffix] = value
+        elif labels_text is not None:
+            out.setdefault(name, []).append([labels, value])
+        else:
+            out[name] = value
+    return out
 
 
 @dataclass(frozen=True, slots=True)

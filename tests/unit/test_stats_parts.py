@@ -14,7 +14,7 @@ import pytest
 from siogate.auth.basic import REMEMBER_SECONDS, BasicAuth, parse_basic
 from siogate.broker import Answers, StatsQuery, wire
 from siogate.metrics import Metrics
-from siogate.stats import SAMPLE_FIELDS, Recorder, merge, parse
+from siogate.stats import SAMPLE_FIELDS, Recorder, merge, metrics_json, parse
 from siogate.webhooks import WebhookStats
 
 
@@ -193,3 +193,24 @@ async def test_without_a_hash_only_the_api_key_opens() -> None:
     assert await auth.check(basic("", "key-1"))
     empty = BasicAuth(api_key="", username="admin", password_hash=None)
     assert not await empty.check(basic("", ""))
+
+
+def test_metrics_json_reads_the_prometheus_text() -> None:
+    metrics = Metrics()
+    metrics.webhooks = WebhookStats()
+    metrics.gauge("siogate_sockets", "", lambda: 3)
+    metrics.gauge("siogate_odd", "", lambda: float("nan"))
+    metrics.api_request("/v1/rooms/{room}/sockets", 404, 0.002)
+    metrics.webhooks.observe_latency(0.03)
+    out = metrics_json(metrics.render())
+    assert out["siogate_sockets"] == 3 and type(out["siogate_sockets"]) is int
+    assert out["siogate_odd"] is None  # JSON has no NaN
+    assert out["siogate_api_requests_total"] == [
+        [{"route": "/v1/rooms/{room}/sockets", "status": "404"}, 1]
+    ]
+    hook = out["siogate_webhook_latency_seconds"]
+    assert hook["count"] == 1 and hook["sum"] == 0.03
+    assert hook["buckets"][0] == [0.005, 0] and hook["buckets"][-1] == ["+Inf", 1]
+    assert [0.05, 1] in hook["buckets"]
+    assert out["siogate_api_latency_seconds"]["count"] == 1
+    assert not [name for name in out if name.endswith(("_bucket", "_sum", "_count"))]

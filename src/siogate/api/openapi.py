@@ -490,8 +490,8 @@ _STATS = {
                                             "type": "object",
                                             "description": "Name -> value as in /metrics; "
                                             "histograms as {buckets: [[le, cumulative]], "
-                                            "sum, count}; siogate_api_requests_total as "
-                                            "[[route, status, count]]",
+                                            "sum, count}; other labelled metrics as "
+                                            "[[{label: value}, value]]",
                                         },
                                         "samples": {"type": "array", "items": _SAMPLE},
                                     },
