@@ -93,7 +93,7 @@ class Gateway:
         if self.emitter is not None:
             # Straight to this node's hub, never through the broker: every node has its
             # own subscription, so each applies each message once, to its own sockets.
-            await self.emitter.start(self.node.apply)
+            await self.emitter.start(self.node.apply, self.node.server_event)
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(
             self._protocol,

@@ -76,6 +76,10 @@ MAX_NAMESPACES_PER_CLIENT = 100
 # Events of one connection waiting for its webhook lane (all namespaces together).
 MAX_WAITING_PER_SOCKET = 256
 
+# on_server_event calls one node runs at once; an emitter's serverSideEmit beyond that
+# is dropped (and logged).
+MAX_SERVER_EVENTS = 256
+
 # Seconds between the CONNECT answer and the emits an on_connect handler made.
 EARLY_EMIT_DELAY = 0.002
 
@@ -263,6 +267,8 @@ class Node:
         # presence_events tells room members who came and went (optional).
         self.presence_events = presence_events
         self._tasks: set[asyncio.Task[Any]] = set()
+        # on_server_event calls running (an emitter can publish faster than they finish).
+        self._server_events = 0
         # ServerSocket wrappers, only kept while handlers are loaded.
         self._handles: dict[Sid, ServerSocket] = {}
         # Per-connection webhook queues, only while a connection has calls running.
@@ -514,6 +520,32 @@ class Node:
             await call(hook, *args)
         except Exception:
             logger.exception("handler %s failed", getattr(hook, "__name__", hook))
+
+    def server_event(self, namespace: Namespace, event: str, args: list[Any]) -> bool:
+        """Hand an emitter's serverSideEmit to the handlers' ``on_server_event`` (in a
+        task); False when there is no such handler."""
+        hook = self.handlers.on_server_event if self.handlers is not None else None
+        if hook is None:
+            return False
+        if self._server_events >= MAX_SERVER_EVENTS:
+            peer_log.warning(
+                "server-events-full",
+                "dropping serverSideEmit(%r): %d on_server_event calls are running",
+                event,
+                self._server_events,
+            )
+            return True
+        self._server_events += 1
+        self._spawn(self._server_event(hook, namespace, event, args))
+        return True
+
+    async def _server_event(
+        self, hook: Any, namespace: Namespace, event: str, args: list[Any]
+    ) -> None:
+        try:
+            await self._run_hook(hook, namespace, event, args)
+        finally:
+            self._server_events -= 1
 
     def disconnect_socket(self, socket: Socket, reason: str) -> None:
         """Server-side namespace disconnect of one local socket."""

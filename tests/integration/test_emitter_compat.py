@@ -344,7 +344,58 @@ def test_malformed_and_unsupported_messages_are_counted_and_ignored(
         assert node.proc.poll() is None
     log = a.log()
     assert "dropped a malformed emitter message" in log
-    assert "serverSideEmit (SERVER_SIDE_EMIT) is not supported" in log
+    assert "ignored serverSideEmit('ping') in /: no handler has on_server_event" in log
+
+
+def test_server_side_emit_reaches_every_nodes_handlers(
+    shared_redis: RedisServer, emitter: Emitter, tmp_path: Path
+) -> None:
+    """As in a Node cluster, where every server's io.on(event) listeners run: each node's
+    on_server_event is called once."""
+    record = tmp_path / "events.jsonl"
+    started = [
+        spawn_gateway(
+            "--allow-anonymous",
+            "--redis-url",
+            shared_redis.url,
+            "--redis-prefix",
+            "sse",
+            "--emitter-compat",
+            "--handlers",
+            "tests.integration.emitter_handlers:ServerEvents",
+            log_dir=tmp_path,
+            env={"EMITTER_TEST_EVENTS": str(record)},
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    try:
+        for node in started:
+            wait_until(lambda node=node: metrics(node).get("siogate_emitter_connected") == 1,
+                       "subscribed")  # fmt: skip
+        emitter.step("serverSideEmit", args=["cache:flush", {"key": "k1"}, 2])
+        emitter.step("serverSideEmit", nsp="/ns", args=["hello"])
+
+        def lines() -> list[dict[str, Any]]:
+            if not record.exists():
+                return []
+            return [json.loads(x) for x in record.read_text().splitlines()]
+
+        wait_until(lambda: len(lines()) >= 4, "four handler calls")
+        time.sleep(0.3)
+        calls = lines()
+        assert len(calls) == 4
+        pids = {n.proc.pid for n in started}
+        flush = [c for c in calls if c["event"] == "cache:flush"]
+        assert {c["pid"] for c in flush} == pids
+        assert all(c["namespace"] == "/" and c["args"] == [{"key": "k1"}, 2] for c in flush)
+        hello = [c for c in calls if c["event"] == "hello"]
+        assert {c["pid"] for c in hello} == pids
+        assert all(c["namespace"] == "/ns" and c["args"] == [] for c in hello)
+        for node in started:
+            assert metrics(node)["siogate_emitter_messages_unsupported_total"] == 0
+    finally:
+        for node in started:
+            node.stop()
 
 
 def test_custom_key(shared_redis: RedisServer, tmp_path: Path, clients: list[JsClient]) -> None:

@@ -22,6 +22,7 @@ from siogate.broker import EmitCommand, SocketsCommand, emitter_compat, wire
 from siogate.broker.emitter_compat import (
     EmitterBridge,
     Malformed,
+    ServerEvent,
     Unsupported,
     decode,
     pattern,
@@ -201,7 +202,7 @@ def test_malformed_requests(data: bytes, match: str) -> None:
 @pytest.mark.parametrize(
     ("fields", "match"),
     [
-        ({"type": 6, "uid": "emitter", "data": ["ping"]}, "serverSideEmit"),
+        ({"type": 6, "requestId": "r", "data": ["ping"]}, "acknowledgement"),
         ({"type": 0, "requestId": "r", "rooms": []}, "SOCKETS"),
         ({"type": 1, "requestId": "r"}, "allRooms"),
         ({"type": 5, "requestId": "r", "opts": {}}, "fetchSockets"),
@@ -213,6 +214,16 @@ def test_malformed_requests(data: bytes, match: str) -> None:
 def test_unsupported_requests(fields: dict[str, Any], match: str) -> None:
     with pytest.raises(Unsupported, match=match):
         decode(KEY, "socket.io-request#/#", request(**fields))
+
+
+def test_server_side_emit() -> None:
+    data = request(uid="emitter", type=6, data=["cache:flush", {"k": 1}, None])
+    assert decode(KEY, "socket.io-request#/ns#", data) == ServerEvent(
+        Namespace("/ns"), "cache:flush", [{"k": 1}, None]
+    )
+    for bad in ([], [1], None, "x"):
+        with pytest.raises(Malformed, match="serverSideEmit|event name"):
+            decode(KEY, "socket.io-request#/#", request(type=6, data=bad))
 
 
 def test_request_channel_names_the_namespace() -> None:
@@ -253,7 +264,7 @@ def test_the_bridge_counts_and_logs_without_raising(caplog: pytest.LogCaptureFix
     assert [c[0].event for c in applied] == ["ok"]
     assert (bridge.stats.applied, bridge.stats.invalid, bridge.stats.unsupported) == (1, 3, 1)
     assert "over the limit of 1024" in caplog.text
-    assert "serverSideEmit (SERVER_SIDE_EMIT) is not supported" in caplog.text
+    assert "ignored serverSideEmit('e') in /: no handler has on_server_event" in caplog.text
 
     def broken(commands: Any) -> None:
         raise RuntimeError("boom")
@@ -328,3 +339,21 @@ async def test_a_quiet_subscription_without_pong_is_dropped(
     bridge = EmitterBridge("redis://127.0.0.1:1/0")
     with pytest.raises(RedisConnectionError, match="no answer to PING"):
         await asyncio.wait_for(bridge._listen(pubsub, _Backoff()), 5)  # type: ignore[arg-type]
+
+
+def test_the_bridge_hands_server_events_to_the_node() -> None:
+    bridge = EmitterBridge("redis://127.0.0.1:1/0")
+    got: list[tuple[str, str, list[Any]]] = []
+
+    def take(namespace: str, event: str, args: list[Any]) -> bool:
+        got.append((namespace, event, args))
+        return True
+
+    bridge._handler = lambda commands: None
+    bridge._server_event = take
+    bridge.receive(b"socket.io-request#/#", request(type=6, data=["e", 1]))
+    assert got == [("/", "e", [1])]
+    assert (bridge.stats.applied, bridge.stats.unsupported) == (1, 0)
+    bridge._server_event = lambda namespace, event, args: False  # no on_server_event
+    bridge.receive(b"socket.io-request#/#", request(type=6, data=["e", 1]))
+    assert (bridge.stats.applied, bridge.stats.unsupported) == (1, 1)

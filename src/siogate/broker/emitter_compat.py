@@ -9,7 +9,7 @@ namespace ``<nsp>`` (``<key>`` is the emitter's ``key`` option, ``--emitter-key`
   ``{rooms: [...], except: [...], flags: {...}}``.
 * ``<key>-request#<nsp>#``: a request, JSON (the emitter) or MessagePack (the adapter),
   ``{type, opts: {rooms, except}, rooms | close}`` for socketsJoin, socketsLeave and
-  disconnectSockets.
+  disconnectSockets, ``{type: 6, data: [event, ...args]}`` for serverSideEmit.
 
 Every node subscribes to both with one pattern each (``<key>#*`` and ``<key>-request#*``;
 no channel matches both, so each message arrives once) and hands the commands it decodes
@@ -19,8 +19,9 @@ sockets exactly once, and nothing is published again.
 Whatever arrives is untrusted: sizes are bounded before decoding, MessagePack is decoded
 with ``msgpack`` (never pickle) and each field is checked. A message that does not fit is
 dropped and counted (:class:`Malformed`); one that fits but asks for something siogate
-does not do (a request that wants an answer, ``serverSideEmit``) is dropped and counted
-too (:class:`Unsupported`). Neither ends the subscription.
+does not do (a request that wants an answer; ``serverSideEmit`` when no handler has
+``on_server_event``) is dropped and counted too (:class:`Unsupported`). Neither ends the
+subscription.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import datetime
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -72,7 +74,22 @@ REQUEST_NAMES = {
     8: "BROADCAST_CLIENT_COUNT",
     9: "BROADCAST_ACK",
 }
-REMOTE_JOIN, REMOTE_LEAVE, REMOTE_DISCONNECT = 2, 3, 4
+REMOTE_JOIN, REMOTE_LEAVE, REMOTE_DISCONNECT, SERVER_SIDE_EMIT = 2, 3, 4, 6
+
+
+@dataclass(frozen=True, slots=True)
+class ServerEvent:
+    """An emitter's ``serverSideEmit(event, ...args)`` to the servers of ``namespace``."""
+
+    namespace: Namespace
+    event: str
+    args: list[Any]
+
+
+ServerEventHandler = Callable[[Namespace, str, list[Any]], bool]
+"""Takes a server event on this node; False when nothing here listens for them."""
+
+Decoded = list[Command] | ServerEvent
 
 
 class EmitterError(SiogateError):
@@ -245,8 +262,9 @@ def decode_broadcast(key: str, channel: str, data: bytes) -> EmitCommand:
     return EmitCommand(namespace, event, value(args[1:]), rooms, exclude)
 
 
-def decode_request(key: str, channel: str, data: bytes) -> list[Command]:
-    """A message published on ``<key>-request#<nsp>#`` as join/leave/disconnect commands."""
+def decode_request(key: str, channel: str, data: bytes) -> Decoded:
+    """A message published on ``<key>-request#<nsp>#``: join/leave/disconnect commands,
+    or a server event."""
     base = f"{key}-request#"
     if not channel.startswith(base) or not channel.endswith("#"):
         raise Malformed("not a request channel")
@@ -264,6 +282,8 @@ def decode_request(key: str, channel: str, data: bytes) -> list[Command]:
     if not isinstance(kind, int) or isinstance(kind, bool):
         raise Malformed("the request type must be an integer")
     name = REQUEST_NAMES.get(kind, f"request type {kind}")
+    if kind == SERVER_SIDE_EMIT:
+        return _server_event(namespace, request)
     if kind not in (REMOTE_JOIN, REMOTE_LEAVE, REMOTE_DISCONNECT):
         raise Unsupported(name)
     if request.get("opts") is None:
@@ -284,7 +304,20 @@ def decode_request(key: str, channel: str, data: bytes) -> list[Command]:
     return commands
 
 
-def decode(key: str, channel: str, data: bytes) -> list[Command]:
+def _server_event(namespace: Namespace, request: dict[str, Any]) -> ServerEvent:
+    if request.get("requestId") is not None:
+        # The adapter's serverSideEmit with an ack: the sender waits for answers.
+        raise Unsupported("serverSideEmit with an acknowledgement")
+    data = request.get("data")
+    if not isinstance(data, list) or not data:
+        raise Malformed("serverSideEmit data must be [event, ...args]")
+    event = data[0]
+    if not isinstance(event, str) or not event or len(event) > MAX_NAME:
+        raise Malformed(f"the event name must be a string of 1-{MAX_NAME} characters")
+    return ServerEvent(namespace, event, value(data[1:]))
+
+
+def decode(key: str, channel: str, data: bytes) -> Decoded:
     """The commands one message on the emitter's channels stands for."""
     if channel.startswith(f"{key}-request#"):
         return decode_request(key, channel, data)
@@ -304,12 +337,20 @@ class EmitterBridge:
         self._max = max_message
         self._patterns = (pattern(f"{key}#") + "*", pattern(f"{key}-request#") + "*")
         self._handler: MessageHandler | None = None
+        self._server_event: ServerEventHandler | None = None
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
 
-    async def start(self, handler: MessageHandler, wait: float = 3.0) -> None:
-        """Subscribe (waiting at most ``wait`` seconds for it) and keep subscribed."""
+    async def start(
+        self,
+        handler: MessageHandler,
+        server_event: ServerEventHandler | None = None,
+        wait: float = 3.0,
+    ) -> None:
+        """Subscribe (waiting at most ``wait`` seconds for it) and keep subscribed:
+        commands go to ``handler``, serverSideEmit to ``server_event``."""
         self._handler = handler
+        self._server_event = server_event
         self._task = asyncio.create_task(self._subscribe_forever(), name="siogate-emitter")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._subscribed.wait(), wait)
@@ -330,7 +371,7 @@ class EmitterBridge:
                 name = channel.decode("utf-8")
             except UnicodeDecodeError:
                 raise Malformed("the channel name is not UTF-8") from None
-            commands = decode(self._key, name, data)
+            decoded = decode(self._key, name, data)
         except Unsupported as exc:
             self.stats.unsupported += 1
             peer_log.warning(
@@ -352,11 +393,30 @@ class EmitterBridge:
         if self._handler is None:
             return
         try:
-            self._handler(commands)
+            if isinstance(decoded, ServerEvent):
+                if not self._take_server_event(decoded):
+                    return
+            else:
+                self._handler(decoded)
         except Exception as exc:
             peer_log.error("emitter-apply", "applying an emitter message failed", exc_info=exc)
             return
         self.stats.applied += 1
+
+    def _take_server_event(self, event: ServerEvent) -> bool:
+        taken = self._server_event is not None and self._server_event(
+            event.namespace, event.event, event.args
+        )
+        if not taken:
+            self.stats.unsupported += 1
+            peer_log.warning(
+                "emitter-unsupported",
+                "ignored serverSideEmit(%r) in %s: no handler has on_server_event "
+                "(docs/emitter.md)",
+                event.event,
+                event.namespace,
+            )
+        return taken
 
     async def _subscribe_forever(self) -> None:
         backoff = _Backoff()
@@ -432,6 +492,8 @@ __all__ = [
     "EmitterError",
     "EmitterStats",
     "Malformed",
+    "ServerEvent",
+    "ServerEventHandler",
     "Unsupported",
     "decode",
     "decode_broadcast",
