@@ -446,7 +446,8 @@ def main() -> None:
     "emitter_compat",
     is_flag=True,
     help="With --redis-url: deliver what @socket.io/redis-emitter publishes "
-    "(to/except/of, socketsJoin, socketsLeave, disconnectSockets; see docs/emitter.md).",
+    "(to/except/of, socketsJoin, socketsLeave, disconnectSockets; serverSideEmit to "
+    "handlers' on_server_event; see docs/emitter.md).",
 )
 @option(
     "emitter_key",
