@@ -795,9 +795,15 @@ class Node:
                 self.leave_room(socket, command.room)
         elif command.close:
             for socket in targets:
-                # The whole connection (an emitter's disconnectSockets(true)): the
-                # client sees "transport close" and reconnects by itself.
-                socket.link.close(REASON_FORCED_CLOSE)
+                # As Socket.IO's disconnect(true): every socket of the connection, in
+                # whatever namespace, is disconnected (the client will not reconnect
+                # them), then the connection itself is closed.
+                link = socket.link
+                for namespace, sid in list(link.session.namespaces.items()):
+                    other = self.hub.get(Namespace(namespace), Sid(sid))
+                    if other is not None:
+                        self.disconnect_socket(other, REASON_SERVER_NAMESPACE)
+                link.close(REASON_FORCED_CLOSE)
         else:
             for socket in targets:
                 self.disconnect_socket(socket, REASON_SERVER_NAMESPACE)

@@ -286,16 +286,19 @@ def test_disconnect_sockets(
     assert doomed_a.wait_disconnect()["reason"] == "io server disconnect"
     assert doomed_b.wait_disconnect()["reason"] == "io server disconnect"
 
-    # close=true closes the whole connection: the client sees a transport close (and
-    # its Manager reconnects by itself, as with a Node server).
+    # close=true, as Node's disconnect(true): the connection's sockets in every namespace
+    # are disconnected (so the client does not reconnect them, even with reconnection
+    # on), then the connection is closed.
+    closed.connected(socket="ns", namespace="/ns", auth={"token": a.token(rooms=["elsewhere"])})
     emitter.step("disconnectSockets", to=["closed"], close=True)
-    gone = closed.wait_disconnect()
-    assert gone["reason"] == "transport close"
-    closed.wait_for("connected", start=closed.observations.index(gone) + 1, timeout=15)
+    assert closed.wait_disconnect()["reason"] == "io server disconnect"
+    assert closed.wait_disconnect(socket="ns")["reason"] == "io server disconnect"
 
     emitter.emit("still-here", 1, to=["doomed"])
     assert spared.wait_event("still-here") == [1]
     assert spared.find("disconnect") is None
+    time.sleep(1)  # reconnection delay 100-500 ms: it would have come back by now
+    assert [o["type"] for o in closed.observations].count("connected") == 2
 
 
 def test_payloads_arrive_intact(

@@ -39,8 +39,8 @@ class SocketsCommand:
     room: Room | None = None
     # Sockets in any of these rooms are left out of the selection by rooms.
     exclude: tuple[Room, ...] = ()
-    # Disconnect: close the client's whole connection (all its namespaces), as
-    # Socket.IO's disconnect(true) does; the client then reconnects by itself.
+    # Disconnect: also the sockets of the same client connection in other namespaces,
+    # then close that connection, as Socket.IO's disconnect(true) does.
     close: bool = False
 
 
