@@ -1,0 +1,105 @@
+"""``pip install siogate`` from the wheel and the sdist that ``python -m build`` makes.
+
+One build per module, into a tmp dir; each file is checked by ``twine check --strict`` and
+installed in a fresh venv, whose console script must start a gateway that answers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import tarfile
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from dists import ROOT, Venv, build, make_venv, run, serve
+
+from conftest import API_KEY, JWT_SECRET, free_port
+from siogate import __version__
+
+pytestmark = pytest.mark.packaging
+
+
+@pytest.fixture(scope="module")
+def dists(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("dist")
+    files = build(ROOT, out)
+    return {
+        "wheel": next(f for f in files if f.suffix == ".whl"),
+        "sdist": next(f for f in files if f.name.endswith(".tar.gz")),
+    }
+
+
+def test_one_version_everywhere(dists: dict[str, Path]) -> None:
+    # The one place is src/siogate/_version.py; pyproject reads it (dynamic), and the npm
+    # package of the TypeScript SDK must carry the same number.
+    assert re.fullmatch(r"\d+\.\d+\.\d+", __version__)
+    assert dists["wheel"].name == f"siogate-{__version__}-py3-none-any.whl"
+    assert dists["sdist"].name == f"siogate-{__version__}.tar.gz"
+    package_json = json.loads((ROOT / "clients" / "js" / "package.json").read_text())
+    assert package_json["version"] == __version__
+    assert f"## {__version__}" in (ROOT / "CHANGELOG.md").read_text()
+
+
+def test_twine_check_passes(dists: dict[str, Path]) -> None:
+    out = run([sys.executable, "-m", "twine", "check", "--strict", *dists.values()])
+    assert out.count("PASSED") == 2, out
+
+
+def test_wheel_holds_the_package_and_no_tests(dists: dict[str, Path]) -> None:
+    names = zipfile.ZipFile(dists["wheel"]).namelist()
+    assert "siogate/py.typed" in names
+    assert "siogate/client/__init__.py" in names
+    assert any(n.endswith("entry_points.txt") for n in names)
+    assert not [n for n in names if n.startswith(("tests/", "bench/", "clients/"))]
+    with tarfile.open(dists["sdist"]) as sdist:
+        top = {Path(n).parts[1] for n in sdist.getnames() if len(Path(n).parts) > 1}
+    assert {"src", "tests", "pyproject.toml", "README.md", "LICENSE", "CHANGELOG.md"} <= top
+    assert not top & {"bench", "clients", ".ci", "examples"}
+
+
+@pytest.fixture(scope="module", params=["wheel", "sdist"])
+def installed(
+    request: pytest.FixtureRequest, dists: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Venv]:
+    venv = make_venv(tmp_path_factory.mktemp(f"venv-{request.param}") / "venv")
+    venv.install(dists[request.param])
+    yield venv
+
+
+def test_installed_command_runs(installed: Venv, tmp_path: Path) -> None:
+    where = run([installed.python, "-c", "import siogate; print(siogate.__file__)"], cwd=tmp_path)
+    assert where.startswith(str(installed.path)), where
+    assert f"siogate, version {__version__}" in run([installed.bin("siogate"), "--version"])
+    help_text = run([installed.bin("siogate"), "--help"])
+    for command in ("serve", "emit", "listen", "token"):
+        assert command in help_text
+
+    port = free_port()
+    served = serve(
+        [
+            installed.bin("siogate"),
+            "serve",
+            "--port",
+            port,
+            "--api-key",
+            API_KEY,
+            "--jwt-secret",
+            JWT_SECRET,
+        ],
+        port,
+        tmp_path / "serve.log",
+        cwd=tmp_path,
+    )
+    try:
+        assert httpx.get(f"{served.url}/healthz").status_code == 200
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        emitted = httpx.post(f"{served.url}/v1/emit", json={"event": "e"}, headers=headers)
+        assert emitted.status_code == 200, emitted.text
+        assert httpx.post(f"{served.url}/v1/emit", json={"event": "e"}).status_code == 401
+    finally:
+        served.stop()
