@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 import sys
 import tarfile
 import zipfile
@@ -42,7 +44,36 @@ def test_one_version_everywhere(dists: dict[str, Path]) -> None:
     assert dists["sdist"].name == f"siogate-{__version__}.tar.gz"
     package_json = json.loads((ROOT / "clients" / "js" / "package.json").read_text())
     assert package_json["version"] == __version__
+    lock = json.loads((ROOT / "clients" / "js" / "package-lock.json").read_text())
+    assert lock["version"] == lock["packages"][""]["version"] == __version__
     assert f"## {__version__}" in (ROOT / "CHANGELOG.md").read_text()
+
+
+def test_set_version_writes_every_copy(tmp_path: Path) -> None:
+    # scripts/set-version on a copy of the files it edits, laid out as in the checkout.
+    files = [
+        "scripts/set-version",
+        "src/siogate/_version.py",
+        "clients/js/package.json",
+        "clients/js/package-lock.json",
+        "CHANGELOG.md",
+    ]
+    for name in files:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, tmp_path / name)
+    script = tmp_path / "scripts" / "set-version"
+    proc = subprocess.run([sys.executable, script, "9.8.7"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "add a '## 9.8.7' section to CHANGELOG.md" in proc.stderr
+    assert (tmp_path / "src/siogate/_version.py").read_text() == '__version__ = "9.8.7"\n'
+    package = json.loads((tmp_path / "clients/js/package.json").read_text())
+    lock = json.loads((tmp_path / "clients/js/package-lock.json").read_text())
+    assert package["version"] == lock["version"] == lock["packages"][""]["version"] == "9.8.7"
+    # Nothing else in package.json moved.
+    original = json.loads((ROOT / "clients/js/package.json").read_text())
+    assert {**package, "version": original["version"]} == original
+    refused = subprocess.run([sys.executable, script, "v1"], capture_output=True, text=True)
+    assert refused.returncode == 2
 
 
 def test_twine_check_passes(dists: dict[str, Path]) -> None:
