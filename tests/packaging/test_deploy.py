@@ -3,7 +3,8 @@
 No Docker engine runs on the test machines, so the image itself is not built here
 (docs/deployment.md says how). What can be proved without one is: the healthcheck command
 that the Dockerfile declares, run as declared (with the image's environment) against a real
-gateway; the Dockerfile's shape (slim base, locked install, non-root user); compose.yaml
+gateway; the build stage's RUN lines on this machine's Python (the lock is complete);
+the Dockerfile's shape (slim base, locked install, non-root user); compose.yaml
 through ``docker compose config`` or ``docker-compose config`` where either exists; and the
 HAProxy file through ``haproxy -c``.
 """
@@ -18,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -108,6 +110,48 @@ def test_dockerfile_is_slim_locked_and_unprivileged() -> None:
             continue
         for source in args.split()[:-1]:
             assert source.rstrip("/") in allowed, f"{source} is excluded by .dockerignore"
+
+
+def test_dockerfile_build_stage_installs_from_the_lock(tmp_path: Path) -> None:
+    # The build stage's RUN lines, in order, on a copy of what its COPY lines take from the
+    # context: the lock must hold every dependency (they install with --no-deps, then pip
+    # check), and the venv they make must run the gateway's command. Only the base image
+    # differs: this machine's CPython instead of python:3.11-slim.
+    stages = re.split(r"^FROM .*$", re.sub(r"\\\n\s*", " ", DOCKERFILE), flags=re.MULTILINE)
+    build_stage = stages[1]
+    context = tmp_path / "src"
+    venv = tmp_path / "opt-siogate"
+    for line in build_stage.splitlines():
+        words = line.split()
+        if not words or words[0] not in ("COPY", "RUN"):
+            continue
+        if words[0] == "COPY":
+            for source in words[1:-1]:
+                target = context / source
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if (ROOT / source).is_dir():
+                    shutil.copytree(
+                        ROOT / source, target, ignore=shutil.ignore_patterns("__pycache__")
+                    )
+                else:
+                    shutil.copy2(ROOT / source, target)
+            continue
+        command = line.split(None, 1)[1].replace("/opt/siogate", str(venv))
+        command = re.sub(r"^python ", f"{sys.executable} ", command)
+        context.mkdir(exist_ok=True)
+        done = subprocess.run(
+            ["bash", "-c", command],
+            cwd=context,
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
+    version = subprocess.run(
+        [venv / "bin" / "siogate", "--version"], capture_output=True, text=True, env=clean_env()
+    )
+    assert version.returncode == 0 and "siogate, version" in version.stdout, version.stderr
 
 
 def compose_command() -> list[str] | None:
