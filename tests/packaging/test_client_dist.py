@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import sys
 import time
 import zipfile
@@ -19,7 +20,7 @@ from typing import Any
 
 import pytest
 import socketio
-from dists import ROOT, Venv, build, make_venv, run
+from dists import ROOT, Venv, build, clean_env, make_venv, run
 
 from conftest import API_KEY, JWT_SECRET, Gateway
 from siogate import __version__
@@ -75,6 +76,7 @@ def test_wheel_is_the_sdk_and_its_version(wheel: Path) -> None:
     assert sdk <= names
     assert "siogate/__init__.py" not in names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+    assert f"siogate_client-{__version__}.dist-info/licenses/LICENSE" in names
     out = run([sys.executable, "-m", "twine", "check", "--strict", wheel])
     assert "PASSED" in out
 
@@ -91,6 +93,26 @@ def test_installs_httpx_and_nothing_of_the_gateway(venv: Venv) -> None:
     where, missing = run([venv.python, "-c", code], cwd=venv.path).splitlines()
     assert where.startswith(str(venv.path))
     assert missing == "None None"
+
+
+def test_types_reach_a_type_checker(venv: Venv, tmp_path: Path) -> None:
+    # siogate is a namespace package in this venv; its py.typed must still be found, so
+    # mypy (from the test venv, pointed at this one) reports a wrong argument type and not
+    # a missing marker or stub.
+    (tmp_path / "use.py").write_text(
+        "from siogate.client import Client\nClient('http://127.0.0.1:1', 'key').emit(1)\n"
+    )
+    mypy = Path(sys.executable).parent / "mypy"
+    checked = subprocess.run(
+        [mypy, "--strict", "--no-incremental", "--python-executable", venv.python, "use.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=300,
+    )
+    assert 'incompatible type "int"; expected "str"' in checked.stdout, checked.stdout
+    assert "Found 1 error" in checked.stdout, checked.stdout
 
 
 async def test_sdk_from_the_light_install_reaches_a_socket(venv: Venv, start_gateway: Any) -> None:
