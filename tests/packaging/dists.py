@@ -51,11 +51,14 @@ def run(cmd: list[str | Path], *, timeout: float = 300, **kw: object) -> str:
     return proc.stdout
 
 
-def build(project: Path, out: Path, *, sdist: bool = True) -> list[Path]:
-    """``python -m build`` with the locked backend (``--no-isolation``); the files made."""
-    args = ["--sdist", "--wheel"] if sdist else ["--wheel"]
-    run([sys.executable, "-m", "build", "--no-isolation", *args, "-o", out, project])
-    return sorted(out.iterdir())
+def build(project: Path, out: Path) -> dict[str, Path]:
+    """``python -m build`` with the locked backend (``--no-isolation``): the sdist, then the
+    wheel built from that sdist (so a file the sdist lacks breaks the wheel)."""
+    run([sys.executable, "-m", "build", "--no-isolation", "-o", out, project])
+    files = sorted(out.iterdir())
+    (wheel,) = [f for f in files if f.suffix == ".whl"]
+    (sdist,) = [f for f in files if f.name.endswith(".tar.gz")]
+    return {"wheel": wheel, "sdist": sdist}
 
 
 @dataclass

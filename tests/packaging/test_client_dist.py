@@ -12,6 +12,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import tarfile
 import time
 import zipfile
 from collections.abc import Iterator
@@ -30,6 +31,16 @@ pytestmark = pytest.mark.packaging
 
 # The gateway's runtime dependencies: a backend that only publishes must not get them.
 SERVER_ONLY = {"httptools", "uvloop", "websockets", "redis", "hiredis", "click", "pyjwt", "bcrypt"}
+
+# What siogate.client imports besides itself, all stdlib-only.
+EXPECTED_MODULES = {
+    "_version.py",
+    "errors.py",
+    "types.py",
+    "py.typed",
+    "auth/minting.py",
+    "webhooks/signing.py",
+}
 
 SDK_SCRIPT = """
 import asyncio, json, sys
@@ -56,20 +67,21 @@ asyncio.run(main())
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    (file,) = build(ROOT / "clients" / "python", tmp_path_factory.mktemp("dist"), sdist=False)
-    return file
+def dists(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return build(ROOT / "clients" / "python", tmp_path_factory.mktemp("dist"))
 
 
 @pytest.fixture(scope="module")
-def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Venv]:
+def venv(dists: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Venv]:
     venv = make_venv(tmp_path_factory.mktemp("venv-client") / "venv")
-    venv.install(wheel)
+    venv.install(dists["wheel"])
     yield venv
 
 
-def test_wheel_is_the_sdk_and_its_version(wheel: Path) -> None:
+def test_dists_are_the_sdk_and_its_version(dists: dict[str, Path]) -> None:
+    wheel, sdist = dists["wheel"], dists["sdist"]
     assert wheel.name == f"siogate_client-{__version__}-py3-none-any.whl"
+    assert sdist.name == f"siogate_client-{__version__}.tar.gz"
     names = set(zipfile.ZipFile(wheel).namelist())
     # Every SDK module, from the one source tree; no package __init__ for siogate itself.
     sdk = {f"siogate/client/{p.name}" for p in (ROOT / "src/siogate/client").glob("*.py")}
@@ -77,8 +89,23 @@ def test_wheel_is_the_sdk_and_its_version(wheel: Path) -> None:
     assert "siogate/__init__.py" not in names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     assert f"siogate_client-{__version__}.dist-info/licenses/LICENSE" in names
-    out = run([sys.executable, "-m", "twine", "check", "--strict", wheel])
-    assert "PASSED" in out
+    # The sdist holds real files (the wheel above was built from it), none of the gateway.
+    with tarfile.open(sdist) as tar:
+        members = {m.name.split("/", 1)[1]: m for m in tar.getmembers() if "/" in m.name}
+        license_text = tar.extractfile(members["LICENSE"]).read()  # type: ignore[union-attr]
+    assert all(m.isfile() for m in members.values())
+    assert f"src/{sorted(sdk)[0]}" in members
+    assert not [
+        n
+        for n in members
+        if n.startswith("src/")
+        and "siogate/client" not in n
+        and n not in {f"src/siogate/{f}" for f in EXPECTED_MODULES}
+    ]
+    assert license_text == (ROOT / "LICENSE").read_bytes()
+    assert (ROOT / "clients/python/LICENSE").read_bytes() == (ROOT / "LICENSE").read_bytes()
+    out = run([sys.executable, "-m", "twine", "check", "--strict", wheel, sdist])
+    assert out.count("PASSED") == 2, out
 
 
 def test_installs_httpx_and_nothing_of_the_gateway(venv: Venv) -> None:
