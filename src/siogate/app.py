@@ -16,7 +16,7 @@ from . import handlers as handlers_module
 from .admin import Admin, AdminOptions, check_hash
 from .api import Api
 from .api.idempotent import Idempotency
-from .auth import JwtVerifier
+from .auth import BasicAuth, JwtVerifier
 from .broker import Broker, MemoryBroker
 from .broker.redis import RedisBroker
 from .config import Settings
@@ -249,6 +249,7 @@ def build(settings: Settings, *, broker: Broker | None = None) -> Gateway:
         namespaces=settings.namespaces,
         cluster=settings.cluster,
         idempotency=Idempotency(_idempotency_store(settings)),
+        people=_people(settings),
     )
     http = HttpServerState(http_limits(settings))
     _http_metrics(metrics, http)
@@ -275,6 +276,21 @@ def _admin(settings: Settings, node: Node) -> Admin:
     )
     admin.install()
     return admin
+
+
+def _people(settings: Settings) -> BasicAuth:
+    """HTTP Basic credentials for the dashboard: the API key, or the admin's."""
+    password_hash = None
+    if settings.admin_password_hash is not None:
+        try:
+            password_hash = check_hash(settings.admin_password_hash)
+        except ValueError as exc:
+            raise ConfigError(f"admin_password_hash: {exc}") from None
+    return BasicAuth(
+        api_key=settings.api_key or "",
+        username=settings.admin_username,
+        password_hash=password_hash,
+    )
 
 
 def _broker(settings: Settings) -> Broker:

@@ -34,6 +34,7 @@ from .broker import (
     RoomsQuery,
     SocketsCommand,
     SocketsQuery,
+    StatsQuery,
 )
 from .errors import AuthError, WebhookError
 from .handlers import Handlers, Refuse, call
@@ -55,6 +56,8 @@ from .protocol.events import (
 from .protocol.session import REASON_SERVER_NAMESPACE, State
 from .ratelimit import TokenBucket
 from .ratelog import RateLimitedLog
+from .stats import NodeStats, Recorder
+from .stats import merge as merge_stats
 from .types import Namespace, Room, Sid, UserId
 from .webhooks import WebhookDispatcher
 
@@ -277,13 +280,17 @@ class Node:
         # Told of socket changes; namespaces owned by a service (both: siogate.admin).
         self.observers: list[SocketObserver] = []
         self.services: dict[str, NamespaceService] = {}
+        # stats samples this node's metrics for /v1/stats and the dashboard.
+        self.stats = Recorder(metrics)
 
     async def start(self) -> None:
         await self.broker.start(self.apply, self.answer)
+        self.stats.start()
         if self.presence_tracker is not None:
             await self.presence_tracker.start(self._presence_changed)
 
     async def close(self) -> None:
+        self.stats.stop()
         if self.presence_tracker is not None:
             # Before the broker leaves the registry: this node drops its own counts
             # rather than leave them for another node to reap.
@@ -774,6 +781,8 @@ class Node:
             return presence.local_room_presence(self.hub, query)
         if isinstance(query, AdminQuery):
             return admin_snapshot.local(self.hub, query)
+        if isinstance(query, StatsQuery):
+            return self.stats.answer(query)
         emit = query.emit
         targets = self.hub.select(emit.namespace, emit.rooms, emit.exclude)
         if isinstance(query, CountQuery):
@@ -873,6 +882,11 @@ class Node:
         answers = await self._ask(RoomPresenceQuery(namespace, room, after, _plus_one(limit)))
         page, anonymous = presence.merge_room_presence(answers, after, limit)
         return page, anonymous, Listing.of(answers)
+
+    async def cluster_stats(self, last: float | None = None) -> tuple[list[NodeStats], Listing]:
+        """Every node's metrics and its samples of the last ``last`` seconds (siogate.stats)."""
+        answers = await self._ask(StatsQuery(last))
+        return merge_stats(answers), Listing.of(answers)
 
 
 def _plus_one(limit: int | None) -> int | None:

@@ -89,7 +89,7 @@ def refused(verifier: JwtVerifier, token: object) -> str:
 
 def test_public_names_are_exported() -> None:
     assert sorted(siogate.auth.__all__) == sorted(
-        ["ANONYMOUS", "Identity", "JwtVerifier", "check_bearer", "mint_token"]
+        ["ANONYMOUS", "BasicAuth", "Identity", "JwtVerifier", "check_bearer", "mint_token"]
     )
     for name in siogate.auth.__all__:
         assert getattr(siogate.auth, name) is not None

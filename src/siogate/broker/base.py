@@ -113,6 +113,14 @@ class AdminQuery:
     limit: int
 
 
+@dataclass(frozen=True, slots=True)
+class StatsQuery:
+    """The node's metrics now and its samples of the last ``last`` seconds (all it
+    keeps when None), for the dashboard (see siogate.stats)."""
+
+    last: float | None = None
+
+
 Query = (
     RoomsQuery
     | SocketsQuery
@@ -121,6 +129,7 @@ Query = (
     | CountQuery
     | AckEmitQuery
     | AdminQuery
+    | StatsQuery
 )
 
 QueryHandler = Callable[[Query], Any]
