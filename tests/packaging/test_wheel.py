@@ -78,7 +78,14 @@ def test_twine_check_passes(dists: dict[str, Path]) -> None:
 
 def test_wheel_holds_the_package_and_no_tests(dists: dict[str, Path]) -> None:
     names = zipfile.ZipFile(dists["wheel"]).namelist()
-    assert "siogate/py.typed" in names
+    # Every file of the package, data included (py.typed, the dashboard's page and assets).
+    package = {
+        str(p.relative_to(ROOT / "src"))
+        for p in (ROOT / "src" / "siogate").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+    assert {"siogate/py.typed", "siogate/dashboard/index.html"} <= package
+    assert package <= set(names), sorted(package - set(names))
     assert "siogate/client/__init__.py" in names
     assert any(n.endswith("entry_points.txt") for n in names)
     assert not [n for n in names if n.startswith(("tests/", "bench/", "clients/"))]
@@ -127,5 +134,9 @@ def test_installed_command_runs(installed: Venv, tmp_path: Path) -> None:
         emitted = httpx.post(f"{served.url}/v1/emit", json={"event": "e"}, headers=headers)
         assert emitted.status_code == 200, emitted.text
         assert httpx.post(f"{served.url}/v1/emit", json={"event": "e"}).status_code == 401
+        # The dashboard's files are package data: they must have been installed too.
+        for path in ("/dashboard", "/dashboard/dashboard.js"):
+            page = httpx.get(f"{served.url}{path}", auth=("", API_KEY))
+            assert page.status_code == 200 and len(page.content) > 500, (path, page)
     finally:
         served.stop()
