@@ -75,7 +75,7 @@ def pack(tmp: Path) -> Path:
     copy.mkdir()
     for name in ("src", "scripts"):
         shutil.copytree(SDK / name, copy / name)
-    for path in [*SDK.glob("*.json"), SDK / "README.md"]:
+    for path in [*SDK.glob("*.json"), SDK / "README.md", SDK / "LICENSE"]:
         shutil.copy2(path, copy / path.name)
     (copy / "node_modules").symlink_to(SDK / "node_modules")
     run([tool("npm"), "pack", "--pack-destination", str(tmp)], copy, 300)
@@ -120,7 +120,11 @@ def test_packed_sdk_builds_and_runs_in_a_fresh_nextjs_app(tmp_path: Path) -> Non
     assert tarball.name == f"siogate-{__version__}.tgz"
     with tarfile.open(tarball) as tar:
         packed = json.load(tar.extractfile("package/package.json"))  # type: ignore[arg-type]
+        license_text = tar.extractfile("package/LICENSE").read()  # type: ignore[union-attr]
+        names = tar.getnames()
     assert packed["version"] == __version__
+    assert license_text == (ROOT / "LICENSE").read_bytes()
+    assert "package/dist/esm/index.js" in names and "package/dist/cjs/index.js" in names
 
     app = make_app(tmp_path)
     npm = tool("npm")
