@@ -27,7 +27,8 @@ from conftest import API_KEY, JWT_SECRET, Gateway
 from siogate import __version__
 from siogate.webhooks.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, signed_headers
 
-pytestmark = pytest.mark.packaging
+# Fresh venvs fetch from the index: a cold cache can take minutes, not the default 120 s.
+pytestmark = [pytest.mark.packaging, pytest.mark.timeout(600)]
 
 # The gateway's runtime dependencies: a backend that only publishes must not get them.
 SERVER_ONLY = {"httptools", "uvloop", "websockets", "redis", "hiredis", "click", "pyjwt", "bcrypt"}

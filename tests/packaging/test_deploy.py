@@ -25,7 +25,8 @@ from typing import Any
 import pytest
 from dists import ROOT, clean_env
 
-pytestmark = pytest.mark.packaging
+# Fresh venvs fetch from the index: a cold cache can take minutes, not the default 120 s.
+pytestmark = [pytest.mark.packaging, pytest.mark.timeout(600)]
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 

@@ -23,7 +23,8 @@ from dists import ROOT, Venv, build, make_venv, run, serve
 from conftest import API_KEY, JWT_SECRET, free_port
 from siogate import __version__
 
-pytestmark = pytest.mark.packaging
+# Fresh venvs fetch from the index: a cold cache can take minutes, not the default 120 s.
+pytestmark = [pytest.mark.packaging, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
