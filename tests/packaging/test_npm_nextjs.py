@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tarfile
 import time
@@ -164,26 +165,29 @@ def test_packed_sdk_builds_and_runs_in_a_fresh_nextjs_app(tmp_path: Path) -> Non
         "SIOGATE_WEBHOOK_SECRET": "unused-here-0123456789abcdef0123456789",
     }
     next_bin = app / "node_modules" / "next" / "dist" / "bin" / "next"
-    proc = subprocess.Popen(
-        ["node", str(next_bin), "start", "-H", "127.0.0.1", "-p", str(port)],
-        cwd=app,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    log_path = tmp_path / "next-start.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            ["node", str(next_bin), "start", "-H", "127.0.0.1", "-p", str(port)],
+            cwd=app,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + 60
         answer = None
-        while time.monotonic() < deadline and answer is None:
+        while time.monotonic() < deadline and answer is None and proc.poll() is None:
             try:
                 answer = httpx.get(f"http://127.0.0.1:{port}/api/token", timeout=10)
             except httpx.TransportError:
                 time.sleep(0.3)
-        assert answer is not None and answer.status_code == 200, answer
+        assert answer is not None and answer.status_code == 200, log_path.read_text()
         claims = jwt.decode(answer.json()["token"], JWT_SECRET, algorithms=["HS256"])
         assert claims["rooms"] == ["demo"] and claims["sub"].startswith("guest-")
     finally:
-        os.killpg(proc.pid, 15)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(10)
     print(f"npm install {install_s:.0f}s, next build {build_s:.0f}s")
