@@ -105,6 +105,10 @@ class Settings:
     history_size: int = 0
     history_ttl: float = 3600.0
     history_max_messages: int = 100_000
+    # Messages of @socket.io/redis-emitter on the cluster's Redis (see docs/emitter.md),
+    # and the channel prefix it publishes under (its ``key`` option).
+    emitter_compat: bool = False
+    emitter_key: str = "socket.io"
     # Logging
     log_level: LogLevel = "info"
 
@@ -202,6 +206,10 @@ class Settings:
             raise ConfigError(
                 "history_size works on one node for now: it cannot be used with redis_url"
             )
+        if self.emitter_compat and self.redis_url is None:
+            raise ConfigError("emitter_compat needs redis_url: the emitter publishes through Redis")
+        if not self.emitter_key or len(self.emitter_key) > 256:
+            raise ConfigError("emitter_key must be 1-256 characters")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
 

@@ -53,6 +53,7 @@ V1_PATHS = {
     "/v1/rooms/{room}/presence": "get",
     "/v1/rooms/{room}/history": "get",
     "/v1/presence": "get",
+    "/v1/stats": "get",
 }
 
 
