@@ -9,7 +9,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from . import handlers as handlers_module
@@ -57,6 +58,8 @@ class Gateway:
     http: HttpServerState = field(default_factory=HttpServerState)
     server: asyncio.Server | None = None
     admin: Admin | None = None
+    # Listeners besides ``server`` (a worker's private one, see siogate.supervisor).
+    extra_servers: list[asyncio.Server] = field(default_factory=list)
 
     @property
     def connections(self) -> set[HttpConnection]:
@@ -79,8 +82,18 @@ class Gateway:
     def _protocol(self) -> HttpConnection:
         return HttpConnection(self.handle, self.upgrade, self.http)
 
-    async def start(self) -> int:
-        """Start the node and listen; returns the bound port."""
+    async def start(
+        self,
+        *,
+        reuse_port: bool = False,
+        sock: socket.socket | None = None,
+        extra: Sequence[socket.socket] = (),
+    ) -> int:
+        """Start the node and listen; returns the bound port.
+
+        A worker of ``serve --workers`` listens with ``reuse_port`` (or on the inherited
+        ``sock``), and also on ``extra`` sockets (its private listener).
+        """
         limit = raise_open_files_limit()
         if limit is not None:
             logger.info("open files limit: %d", limit)
@@ -88,13 +101,23 @@ class Gateway:
         if self.admin is not None:
             await self.admin.start()
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(
-            self._protocol,
-            self.settings.host,
-            self.settings.port,
-            backlog=LISTEN_BACKLOG,
-            reuse_address=True,
-        )
+        if sock is not None:
+            self.server = await loop.create_server(
+                self._protocol, sock=sock, backlog=LISTEN_BACKLOG
+            )
+        else:
+            self.server = await loop.create_server(
+                self._protocol,
+                self.settings.host,
+                self.settings.port,
+                backlog=LISTEN_BACKLOG,
+                reuse_address=True,
+                reuse_port=reuse_port or None,
+            )
+        for other in extra:
+            self.extra_servers.append(
+                await loop.create_server(self._protocol, sock=other, backlog=LISTEN_BACKLOG)
+            )
         port: int = self.server.sockets[0].getsockname()[1]
         return port
 
@@ -102,6 +125,8 @@ class Gateway:
         """Graceful shutdown: stop listening, close sessions, flush, close connections."""
         if self.server is not None:
             self.server.close()
+        for server in self.extra_servers:
+            server.close()
         await self.engine.close()
         if self.admin is not None:
             await self.admin.close()

@@ -19,6 +19,8 @@ LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 LOG_LEVELS: tuple[LogLevel, ...] = ("critical", "error", "warning", "info", "debug")
 RateAction = Literal["drop", "disconnect"]
 RATE_ACTIONS: tuple[RateAction, ...] = ("drop", "disconnect")
+# The most worker processes ``serve --workers`` starts.
+MAX_WORKERS = 256
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,9 @@ class Settings:
     advertise_url: str | None = None
     node_ttl: int = 5_000
     cluster_timeout: int = 1_000
+    # Worker processes sharing the port (serve --workers; see docs/workers.md). Without
+    # redis_url they coordinate through the primary process; 1: no workers, one process.
+    workers: int = 1
     # Seconds an Idempotency-Key is remembered after its request succeeded.
     idempotency_ttl: int = 86_400
     # The @socket.io/admin-ui namespace (see docs/admin.md).
@@ -176,6 +181,14 @@ class Settings:
                 raise ConfigError("admin_namespace must start with '/' and not be '/'")
             if not self.admin_username:
                 raise ConfigError("admin_username must not be empty")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise ConfigError(f"workers must be 1-{MAX_WORKERS} (or auto), got {self.workers}")
+        if self.workers > 1 and self.presence_webhooks and self.redis_url is None:
+            # Each worker would count its own sockets and announce users on its own.
+            raise ConfigError(
+                "presence_webhooks with workers needs redis_url: the workers count users "
+                "together only in Redis"
+            )
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
 
@@ -190,7 +203,7 @@ class Settings:
 
     @property
     def cluster(self) -> bool:
-        return self.redis_url is not None
+        return self.redis_url is not None or self.workers > 1
 
     @property
     def namespaces(self) -> frozenset[str] | None:
