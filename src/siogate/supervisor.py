@@ -335,10 +335,20 @@ async def _serve_worker(config: dict[str, Any]) -> None:
     # From now on, whatever handlers print goes to the log, not to the primary's pipe.
     os.dup2(2, 1)
     logger.info("worker %d serving as node %s, private %s", config["index"], broker.node_id, url)
+    waits = [asyncio.ensure_future(stop.wait())]
+    if isinstance(broker, LocalBroker):
+        # Cut off from the others, a worker would serve a part of the sockets as if it
+        # were the whole: it stops, and the primary starts a fresh one.
+        waits.append(asyncio.ensure_future(broker.lost.wait()))
     try:
-        await stop.wait()
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        for wait in waits:
+            wait.cancel()
         await gateway.stop()
+    if not stop.is_set():
+        logger.error("lost the connection to the primary's relay; exiting to be restarted")
+        raise SystemExit(1)
 
 
 def worker_main() -> None:

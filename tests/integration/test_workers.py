@@ -388,3 +388,25 @@ async def test_workers_on_redis_are_nodes_of_the_cluster(
     finally:
         gw.stop()
         single.stop()
+
+
+def test_generated_dev_credentials_are_one_set_for_every_worker(tmp_path: Path) -> None:
+    import json
+
+    state = tmp_path / "state"
+    gw = spawn_gateway(
+        "--allow-anonymous", "--workers", "2", "--log-level", "info",
+        log_dir=tmp_path, env={"XDG_STATE_HOME": str(state)}, with_defaults=False,
+    )  # fmt: skip
+    try:
+        workers = Workers(gw, 2)
+        workers.wait_ready()
+        assert gw.log().count("siogate DEV MODE") == 1
+        saved = json.loads((state / "siogate" / "dev-credentials.json").read_text())
+        key = saved[gw.url]["api_key"]
+        for node, _ in workers.workers().values():
+            r = httpx.get(f"{workers.private_url(node)}/v1/rooms",
+                          headers={"Authorization": f"Bearer {key}"}, timeout=5)  # fmt: skip
+            assert r.status_code == 200, (node, r.text)
+    finally:
+        gw.stop()

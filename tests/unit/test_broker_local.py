@@ -97,6 +97,7 @@ async def test_without_the_relay_publishes_are_refused_and_listings_partial(thre
         while one.stats.connected:
             await asyncio.sleep(0.01)
     assert one.stats.error
+    assert one.lost.is_set()  # the worker stops on it, to be restarted
     with pytest.raises(BrokerUnavailable):
         await one.publish([EmitCommand(Namespace("/"), "x", [])])
     assert a.applied == []  # a refused batch is not applied here either

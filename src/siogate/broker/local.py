@@ -265,6 +265,8 @@ class LocalBroker:
         self._pending: dict[str, _Pending] = {}
         self._answering: set[asyncio.Task[None]] = set()
         self._closing = False
+        # Set when the relay connection ends other than by close().
+        self.lost = asyncio.Event()
 
     @property
     def members(self) -> dict[str, str | None]:
@@ -359,7 +361,8 @@ class LocalBroker:
 
     def _lost(self, error: str) -> None:
         if not self._closing:
-            logger.warning("%s; this worker serves its own sockets only", error)
+            logger.warning("%s", error)
+            self.lost.set()
         self.stats.connected = False
         self.stats.error = error
         self.stats.since = time.time()
