@@ -119,8 +119,9 @@ def run_once(
                 argv += ["--rates", opts.rates]
             err = open(logs / f"loadgen{k}-{system}-w{workers}-rep{rep}.log", "wb")  # noqa: SIM115
             gens.append(
-                subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err,
-                                 preexec_fn=raise_nofile, cwd=ROOT)  # fmt: skip
+                subprocess.Popen(
+                    argv, stdout=subprocess.PIPE, stderr=err, preexec_fn=raise_nofile, cwd=ROOT
+                )  # fmt: skip
             )
         results = []
         for k, gen in enumerate(gens):
@@ -132,12 +133,13 @@ def run_once(
         seconds = time.monotonic() - t0
         record["server_cores_busy"] = round((tree_ticks(proc.pid) - ticks0) / CLK_TCK / seconds, 2)
         record["loadgens"] = results
-        peaks = [r.get("throughput", r).get("peak_msgs_s") for r in results]
+        peaks = [r.get("peak_msgs_s") for r in results]
         if peaks and all(isinstance(p, int | float) for p in peaks):
             record["peak_msgs_s"] = sum(peaks)
-        missing = sum(r.get("throughput", r).get("missing", 0) or 0 for r in results)
-        if missing:
-            record["problems"].append(f"{missing} deliveries missing")
+        for field in ("missing", "duplicates", "dropped"):
+            count = sum(r.get(field, 0) or 0 for r in results)
+            if count:
+                record["problems"].append(f"{count} {field}")
         if proc.poll() is not None:
             record["problems"].append(f"server exited during the run: {tail(log_path)}")
     finally:
