@@ -155,6 +155,7 @@ def room_sockets(url: str, room: str) -> dict[str, Any]:
 # ---------------------------------------------------------------- delivery and listings
 
 
+@pytest.mark.node
 async def test_sockets_on_both_workers_get_emits_and_listings_are_whole(
     two: Workers, recorders: list[Recorder]
 ) -> None:
@@ -247,6 +248,7 @@ def test_long_polling_sessions_that_land_on_the_other_worker_are_forwarded(two: 
     assert forwarded > 0
 
 
+@pytest.mark.node
 def test_stock_client_over_long_polling_receives_emits(two: Workers) -> None:
     clients = [JsClient(two.url, transports=["polling"]) for _ in range(4)]
     try:
@@ -267,6 +269,7 @@ def test_stock_client_over_long_polling_receives_emits(two: Workers) -> None:
 # ---------------------------------------------------------------- failures and shutdown
 
 
+@pytest.mark.node
 def test_a_killed_worker_is_restarted_and_its_clients_reconnect(two: Workers) -> None:
     options = {"reconnection": True, "reconnectionDelay": 100, "reconnectionDelayMax": 500}
     clients = [JsClient(two.url, transports=["websocket"], options=options) for _ in range(8)]
@@ -300,6 +303,7 @@ def test_a_killed_worker_is_restarted_and_its_clients_reconnect(two: Workers) ->
             js.close()
 
 
+@pytest.mark.node
 def test_sigterm_drains_every_worker_and_exits_0_in_bounded_time(two: Workers) -> None:
     with JsClient(two.url, transports=["websocket"]) as js:
         js.connected()
@@ -386,6 +390,8 @@ async def test_workers_on_redis_are_nodes_of_the_cluster(
         for c in clients:
             await c.wait_event("all")
     finally:
+        await asyncio.gather(*(r.close() for r in recorders))
+        recorders.clear()
         gw.stop()
         single.stop()
 
@@ -409,4 +415,40 @@ def test_generated_dev_credentials_are_one_set_for_every_worker(tmp_path: Path) 
                           headers={"Authorization": f"Bearer {key}"}, timeout=5)  # fmt: skip
             assert r.status_code == 200, (node, r.text)
     finally:
+        gw.stop()
+
+
+async def test_without_so_reuseport_workers_share_the_primarys_socket(
+    tmp_path: Path, recorders: list[Recorder]
+) -> None:
+    """The fallback for systems without SO_REUSEPORT, forced on this one."""
+    port = free_port()
+    code = (
+        "import sys, siogate.supervisor as s; s.reuse_port_available = lambda: False; "
+        "from siogate.cli import main; sys.argv[0] = 'siogate'; main()"
+    )
+    cmd = [sys.executable, "-c", code, "serve", "--port", str(port), "--workers", "2",
+           "--api-key", API_KEY, "--jwt-secret", JWT_SECRET, "--allow-anonymous"]  # fmt: skip
+    log_path = tmp_path / "shared.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    gw = Gateway(port=port, proc=proc, log_path=log_path)
+    try:
+        workers = Workers(gw, 2)
+        workers.wait_ready()
+        assert "with 2 workers (one shared socket)" in gw.log()
+        room = uid("shared")
+        clients = await connect_many(gw.url, recorders, 16)
+        for c in clients:
+            r = await afresh("POST", f"{gw.url}/v1/join", json={"sockets": [c.sid()], "room": room})
+            assert r.status_code == 200
+        listing = room_sockets(gw.url, room)
+        assert len(listing["sockets"]) == 16 and listing["nodes"]["answered"] == 2
+        r = await afresh("POST", f"{gw.url}/v1/emit", json={"event": "one", "rooms": [room]})
+        assert r.status_code == 200
+        for c in clients:
+            await c.wait_event("one")
+    finally:
+        await asyncio.gather(*(r.close() for r in recorders))
+        recorders.clear()
         gw.stop()
