@@ -24,6 +24,7 @@ reps. Raw JSON goes to bench/results/<timestamp>-workers/.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import secrets
@@ -151,6 +152,80 @@ def run_once(
     return record
 
 
+def _relay_side(path: str, size: int, count: int, go: Any, finish: Any) -> None:
+    """The primary's relay and a publishing worker, together on the server core."""
+    os.sched_setaffinity(0, {run.SERVER_CORE})
+    from broker_cost import command
+
+    from siogate.broker.local import LocalBroker, LocalRelay
+
+    async def main() -> None:
+        relay = LocalRelay(path)
+        await relay.start()
+        go.set()
+        publisher = LocalBroker(path, advertise_url=None)
+        await publisher.start(lambda _c: None, lambda _q: None)
+        while publisher.stats.peers < 1:
+            await asyncio.sleep(0.01)
+        batches = [[command(size, i)] for i in range(count)]
+        for start in range(0, count, 200):
+            await asyncio.gather(*(publisher.publish(b) for b in batches[start : start + 200]))
+        while not finish.is_set():
+            await asyncio.sleep(0.05)
+        await publisher.close()
+        await relay.close()
+
+    asyncio.run(main())
+
+
+def relay_cost(messages: int) -> dict[int, tuple[float, float]]:
+    """(CPU us per message, messages/s) for a worker absorbing commands it has no
+    recipients for, through the relay: bench/broker_cost.py's "through Redis", here."""
+    import multiprocessing
+    import tempfile
+
+    from broker_cost import SIZES
+
+    from siogate.broker.local import LocalBroker
+
+    os.sched_setaffinity(0, {run.LOADGEN_CORE})
+    out = {}
+    for size in SIZES:
+        # The relay cuts off a worker 64 MB behind: keep each burst well under that.
+        count = min(messages, 5_000_000 // size)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "relay.sock")
+            go, finish = multiprocessing.Event(), multiprocessing.Event()
+            side = multiprocessing.Process(target=_relay_side, args=(path, size, count, go, finish))
+            side.start()
+            go.wait(10)
+
+            async def absorb(path: str = path, count: int = count) -> tuple[float, float]:
+                seen = 0
+                done = asyncio.Event()
+                first: list[float] = []
+
+                def handler(_commands: object) -> None:
+                    nonlocal seen
+                    if not first:
+                        first.extend([time.process_time(), time.perf_counter()])
+                    seen += 1
+                    if seen == count:
+                        done.set()
+
+                broker = LocalBroker(path, advertise_url=None)
+                await broker.start(handler, lambda _q: None)
+                await asyncio.wait_for(done.wait(), 120)
+                cpu, wall = time.process_time() - first[0], time.perf_counter() - first[1]
+                await broker.close()
+                return cpu / count * 1e6, count / wall
+
+            out[size] = asyncio.run(absorb())
+            finish.set()
+            side.join(10)
+    return out
+
+
 def table(records: list[dict[str, Any]], systems: list[str], counts: list[int]) -> str:
     def median(system: str, workers: int, field: str) -> float | None:
         values = [
@@ -188,6 +263,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--rates", default=None, help="per load generator (loadgen's default)")
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="2 s steps, 1 rep")
+    ap.add_argument(
+        "--relay-cost",
+        type=int,
+        metavar="MESSAGES",
+        default=0,
+        help="only measure what a command without local recipients costs a worker",
+    )
     ap.add_argument("--foreign-limit", type=float, default=20.0)
     ap.add_argument("--quiet-pct", type=float, default=15.0)
     ap.add_argument("--quiet-timeout", type=float, default=30.0)
@@ -200,6 +282,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
+    if opts.relay_cost:
+        from broker_cost import SIZES
+
+        costs = relay_cost(opts.relay_cost)
+        print(
+            "| payload | through the relay: worker CPU per message | received (publisher-bound) |"
+        )
+        print("|---|---|---|")
+        for size in SIZES:
+            cpu, rate = costs[size]
+            print(f"| {size:,} B | {cpu:.1f} us | {rate:,.0f} msg/s |")
+        return 0
     systems = opts.systems.split(",")
     counts = [int(n) for n in opts.workers.split(",")]
     out = BENCH / "results" / (time.strftime("%Y%m%d-%H%M%S") + "-workers")
