@@ -295,8 +295,8 @@ async def _serve_worker(config: dict[str, Any]) -> None:
     relay: str | None = config["relay"]
     # Only the other workers reach the private listener; with Redis, other hosts may.
     private_host = "127.0.0.1" if relay is not None else settings.host
-    private = _bind(dataclasses.replace(settings, host=private_host, port=0), listen=True,
-                    reuse_port=False)  # fmt: skip
+    private_settings = dataclasses.replace(settings, host=private_host, port=0)
+    private = _bind(private_settings, listen=True, reuse_port=False)
     port = private.getsockname()[1]
     url = f"http://127.0.0.1:{port}" if relay is not None else _advertised(settings, port)
     broker: Broker
