@@ -115,8 +115,18 @@ class Supervisor:
         self._keepers: list[asyncio.Task[None]] = []
 
     async def run(self, on_listening: Callable[[int], None] | None = None) -> int:
-        self._socket = _bind(self.settings, listen=not self.reuse_port, reuse_port=self.reuse_port)
-        self.port = self._socket.getsockname()[1]
+        if self.reuse_port:
+            # A plain bind first: it fails where anything holds the port, even another
+            # SO_REUSEPORT group of this user (a second serve --workers), which the
+            # reserving bind below would silently join.
+            probe = _bind(self.settings, listen=False, reuse_port=False)
+            self.port = probe.getsockname()[1]
+            probe.close()
+            settings = dataclasses.replace(self.settings, port=self.port)
+            self._socket = _bind(settings, listen=False, reuse_port=True)
+        else:
+            self._socket = _bind(self.settings, listen=True, reuse_port=False)
+            self.port = self._socket.getsockname()[1]
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):

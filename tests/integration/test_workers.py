@@ -342,6 +342,16 @@ def test_settings_that_cannot_work_with_workers_exit_2(args: list[str], message:
     assert message in proc.stderr
 
 
+def test_a_second_serve_on_the_port_of_workers_is_refused(two: Workers) -> None:
+    """SO_REUSEPORT would let it join the workers' group and take their connections."""
+    for workers in ("2", "1"):
+        cmd = [sys.executable, "-m", "siogate", "serve", "--port", str(two.gw.port),
+               "--api-key", API_KEY, "--jwt-secret", JWT_SECRET, "--workers", workers]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30, cwd=ROOT)
+        assert proc.returncode == 3, proc.stderr
+        assert "cannot listen" in proc.stderr
+
+
 def test_workers_auto_is_the_number_of_usable_cores(
     start_workers: Callable[..., Workers], tmp_path: Path
 ) -> None:
