@@ -189,7 +189,12 @@ def http_limits(settings: Settings) -> HttpLimits:
     )
 
 
-def build(settings: Settings, *, broker: Broker | None = None) -> Gateway:
+def build(
+    settings: Settings,
+    *,
+    broker: Broker | None = None,
+    idempotency: IdempotencyStore | None = None,
+) -> Gateway:
     """Wire the gateway. ``api_key`` and ``jwt_secret`` must be set by now."""
     if not settings.api_key or not settings.jwt_secret:
         raise ValueError("build() needs api_key and jwt_secret")
@@ -273,7 +278,7 @@ def build(settings: Settings, *, broker: Broker | None = None) -> Gateway:
         api_key=settings.api_key,
         namespaces=settings.namespaces,
         cluster=settings.cluster,
-        idempotency=Idempotency(_idempotency_store(settings)),
+        idempotency=Idempotency(idempotency or _idempotency_store(settings)),
     )
     http = HttpServerState(http_limits(settings))
     _http_metrics(metrics, http)

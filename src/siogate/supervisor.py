@@ -43,10 +43,17 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .app import build, install_event_loop
-from .broker import Broker
-from .broker.local import LocalBroker, LocalRelay
+from .broker import Broker, BrokerUnavailable
+from .broker.local import LocalBroker, LocalRelay, Service
 from .broker.redis import RedisBroker
 from .config import Settings
+from .idempotency import (
+    Claim,
+    IdempotencyStore,
+    MemoryIdempotencyStore,
+    StoredResponse,
+    StoreUnavailable,
+)
 
 logger = logging.getLogger("siogate.supervisor")
 
@@ -134,7 +141,10 @@ class Supervisor:
         try:
             if self.settings.redis_url is None:
                 self._dir = tempfile.mkdtemp(prefix="siogate-workers-")
-                self._relay = LocalRelay(os.path.join(self._dir, "relay.sock"))
+                store = MemoryIdempotencyStore(self.settings.idempotency_ttl)
+                self._relay = LocalRelay(
+                    os.path.join(self._dir, "relay.sock"), idempotency_service(store)
+                )
                 await self._relay.start()
             started = await asyncio.gather(*(self._spawn(w) for w in self.workers))
             if not all(started):
@@ -268,6 +278,81 @@ def supervise(settings: Settings, on_listening: Callable[[int], None] | None = N
     return asyncio.run(Supervisor(settings).run(on_listening))
 
 
+# Idempotency keys shared by the workers: one MemoryIdempotencyStore in the primary,
+# asked through the relay (without Redis, a retry on another worker is still a replay).
+
+
+def _claim_json(claim: Claim) -> dict[str, Any]:
+    response = claim.response
+    return {
+        "state": claim.state,
+        "token": claim.token,
+        "fingerprint": claim.fingerprint,
+        "response": None if response is None else dataclasses.asdict(response),
+    }
+
+
+def _claim(value: dict[str, Any]) -> Claim:
+    response = value["response"]
+    return Claim(
+        value["state"],
+        None if response is None else StoredResponse(**response),
+        token=value["token"],
+        fingerprint=value["fingerprint"],
+    )
+
+
+def idempotency_service(store: MemoryIdempotencyStore) -> Service:
+    """The primary's side: a worker's request (JSON) applied to ``store``."""
+
+    async def serve(request: bytes) -> bytes:
+        call = json.loads(request)
+        op, key = call["op"], call["key"]
+        if op == "claim":
+            return json.dumps(_claim_json(await store.claim(key, call["fingerprint"]))).encode()
+        claim = _claim(call["claim"])
+        if op == "complete":
+            await store.complete(key, claim, StoredResponse(**call["response"]))
+        else:
+            await store.release(key, claim)
+        return b"{}"
+
+    return serve
+
+
+class SharedIdempotencyStore:
+    """A worker's side: an :class:`~siogate.idempotency.IdempotencyStore` in the primary."""
+
+    def __init__(self, broker: LocalBroker) -> None:
+        self._broker = broker
+
+    async def _call(self, request: dict[str, Any]) -> dict[str, Any]:
+        try:
+            reply: dict[str, Any] = json.loads(
+                await self._broker.call(json.dumps(request).encode())
+            )
+        except BrokerUnavailable as exc:
+            raise StoreUnavailable(str(exc)) from None
+        return reply
+
+    async def claim(self, key: str, fingerprint: str) -> Claim:
+        return _claim(await self._call({"op": "claim", "key": key, "fingerprint": fingerprint}))
+
+    async def complete(self, key: str, claim: Claim, response: StoredResponse) -> None:
+        request = {"op": "complete", "key": key, "claim": _claim_json(claim),
+                   "response": dataclasses.asdict(response)}  # fmt: skip
+        await self._call(request)
+
+    async def release(self, key: str, claim: Claim) -> None:
+        await self._call({"op": "release", "key": key, "claim": _claim_json(claim)})
+
+    async def close(self) -> None:
+        pass
+
+
+_: type[IdempotencyStore] = SharedIdempotencyStore
+
+
 # The worker side
 
 
@@ -310,8 +395,10 @@ async def _serve_worker(config: dict[str, Any]) -> None:
     port = private.getsockname()[1]
     url = f"http://127.0.0.1:{port}" if relay is not None else _advertised(settings, port)
     broker: Broker
+    idempotency: IdempotencyStore | None = None
     if relay is not None:
         broker = LocalBroker(relay, advertise_url=url)
+        idempotency = SharedIdempotencyStore(broker)
     else:
         assert settings.redis_url is not None
         broker = RedisBroker(
@@ -320,7 +407,7 @@ async def _serve_worker(config: dict[str, Any]) -> None:
             advertise_url=url,
             node_ttl=settings.node_ttl / 1000,
         )
-    gateway = build(settings, broker=broker)
+    gateway = build(settings, broker=broker, idempotency=idempotency)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -462,3 +462,25 @@ async def test_without_so_reuseport_workers_share_the_primarys_socket(
         await asyncio.gather(*(r.close() for r in recorders))
         recorders.clear()
         gw.stop()
+
+
+async def test_an_idempotency_key_retried_on_the_other_worker_is_replayed_not_applied(
+    two: Workers, recorders: list[Recorder]
+) -> None:
+    [client] = await connect_many(two.url, recorders, 1)
+    first, second = (two.private_url(node) for node, _ in two.workers().values())
+    body = {"event": "once", "rooms": [client.sid()]}
+    key = {"Idempotency-Key": uid("key")}
+    a = await afresh("POST", f"{first}/v1/emit", json=body, headers={**HEADERS, **key})
+    b = await afresh("POST", f"{second}/v1/emit", json=body, headers={**HEADERS, **key})
+    assert a.status_code == b.status_code == 200
+    assert "idempotent-replayed" not in a.headers
+    assert b.headers.get("idempotent-replayed") == "true"
+    assert b.json() == a.json()
+    # The same key for another request is refused on either worker.
+    other = await afresh("POST", f"{second}/v1/emit", json={**body, "event": "x"},
+                         headers={**HEADERS, **key})  # fmt: skip
+    assert other.status_code == 422, other.text
+    await client.wait_event("once")
+    await asyncio.sleep(0.3)
+    assert len(client.received("once")) == 1

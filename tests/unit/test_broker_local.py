@@ -104,3 +104,28 @@ async def test_without_the_relay_publishes_are_refused_and_listings_partial(thre
     answers = await one.query(RoomsQuery(Namespace("/")), timeout=1)
     assert answers.answers == [(one.node_id, {"node": "a", "query": "RoomsQuery"})]
     assert not answers.complete
+
+
+async def test_calls_reach_the_primarys_service_and_fail_without_one(tmp_path: Path) -> None:
+    async def upper(request: bytes) -> bytes:
+        return request.upper()
+
+    served = LocalRelay(str(tmp_path / "a.sock"), upper)
+    bare = LocalRelay(str(tmp_path / "b.sock"))
+    for relay in (served, bare):
+        await relay.start()
+    one = LocalBroker(served.path, advertise_url=None)
+    two = LocalBroker(bare.path, advertise_url=None)
+    node = Node("n")
+    for broker in (one, two):
+        await broker.start(node.apply, node.answer)
+    try:
+        replies = await asyncio.gather(*(one.call(f"r{i}".encode()) for i in range(50)))
+        assert replies == [f"R{i}".encode() for i in range(50)]
+        with pytest.raises(BrokerUnavailable):
+            await two.call(b"anything")
+    finally:
+        for broker in (one, two):
+            await broker.close()
+        for relay in (served, bare):
+            await relay.close()

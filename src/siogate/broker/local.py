@@ -34,7 +34,7 @@ import secrets
 import struct
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
 from . import wire
@@ -51,9 +51,14 @@ from .base import (
 
 logger = logging.getLogger("siogate.broker")
 
-# Frame kinds. Worker -> relay: HELLO, PUBLISH, QUERY, ANSWER. Relay -> worker: MEMBERS,
-# ACK, COMMANDS, QUERY, ANSWER.
-HELLO, PUBLISH, QUERY, ANSWER, MEMBERS, ACK, COMMANDS = range(1, 8)
+# Frame kinds. Worker -> relay: HELLO, PUBLISH, QUERY, ANSWER, CALL. Relay -> worker:
+# MEMBERS, ACK, COMMANDS, QUERY, ANSWER, REPLY. A CALL (8-byte id, then a request) goes
+# to the primary's own service (the shared idempotency store); its REPLY carries the id.
+HELLO, PUBLISH, QUERY, ANSWER, MEMBERS, ACK, COMMANDS, CALL, REPLY = range(1, 10)
+_CALL_ID = struct.Struct(">Q")
+
+Service = Callable[[bytes], Awaitable[bytes]]
+"""What the primary answers a worker's call with (bytes in, bytes out)."""
 _HEADER = struct.Struct(">IB")
 _COUNT = struct.Struct(">Q")
 # The largest frame either side accepts (a command batch is at most an API body).
@@ -148,8 +153,10 @@ class _RelayPeer(asyncio.Protocol):
 class LocalRelay:
     """Passes the workers' messages between them and keeps who is connected."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, service: Service | None = None) -> None:
         self.path = path
+        self._service = service
+        self._calls: set[asyncio.Task[None]] = set()
         self._peers: dict[str, _RelayPeer] = {}
         self._urls: dict[str, str | None] = {}
         self._server: asyncio.AbstractServer | None = None
@@ -166,6 +173,8 @@ class LocalRelay:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
+        for task in self._calls:
+            task.cancel()
         for peer in list(self._peers.values()):
             peer.close()
         if self._server is not None:
@@ -182,6 +191,10 @@ class LocalRelay:
             for node, other in self._peers.items():
                 if node != peer.node:
                     other.send(out)
+        elif kind == CALL:
+            task = asyncio.ensure_future(self._call(peer, body))
+            self._calls.add(task)
+            task.add_done_callback(self._calls.discard)
         elif kind == ANSWER:
             size = body[0]
             target = self._peers.get(body[1 : 1 + size].decode("utf-8", "replace"))
@@ -189,6 +202,16 @@ class LocalRelay:
                 target.send(frame(ANSWER, body[1 + size :]))
         else:
             logger.warning("relay: unknown frame kind %d from worker %s", kind, peer.node)
+
+    async def _call(self, peer: _RelayPeer, body: bytes) -> None:
+        call_id, request = body[: _CALL_ID.size], body[_CALL_ID.size :]
+        result = b""  # empty: no service, or it failed (the worker raises)
+        if self._service is not None:
+            try:
+                result = await self._service(request)
+            except Exception:
+                logger.exception("relay: a worker's call failed")
+        peer.send(frame(REPLY, call_id + result))
 
     def _hello(self, peer: _RelayPeer, body: bytes) -> None:
         try:
@@ -265,6 +288,8 @@ class LocalBroker:
         self._pending: dict[str, _Pending] = {}
         self._answering: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._calls: dict[int, asyncio.Future[bytes]] = {}
+        self._next_call = 0
         # Set when the relay connection ends other than by close().
         self.lost = asyncio.Event()
 
@@ -343,6 +368,21 @@ class LocalBroker:
             if future is not None and not future.done():
                 future.set_result(None)
 
+    async def call(self, request: bytes) -> bytes:
+        """The primary's answer to ``request`` (see :class:`LocalRelay`'s service)."""
+        self._next_call += 1
+        call_id = self._next_call
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._calls[call_id] = future
+        try:
+            self._send(CALL, _CALL_ID.pack(call_id) + request, None, None)
+            reply = await future
+        finally:
+            self._calls.pop(call_id, None)
+        if not reply:
+            raise BrokerUnavailable("the primary did not answer the call")
+        return reply
+
     # Receiving
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
@@ -371,6 +411,9 @@ class LocalBroker:
             _, future = self._unacked.popleft()
             if future is not None and not future.done():
                 future.set_exception(failure)
+        for call in self._calls.values():
+            if not call.done():
+                call.set_exception(failure)
         self._members = {self.node_id: self._advertise_url}
         for pending in self._pending.values():
             pending.expected.clear()
@@ -382,6 +425,11 @@ class LocalBroker:
             return
         if kind == MEMBERS:
             self._set_members(body)
+            return
+        if kind == REPLY:
+            future = self._calls.get(_CALL_ID.unpack_from(body)[0])
+            if future is not None and not future.done():
+                future.set_result(body[_CALL_ID.size :])
             return
         if body.startswith(self._own):
             return
