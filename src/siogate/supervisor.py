@@ -147,6 +147,9 @@ class Supervisor:
                 )
                 await self._relay.start()
             started = await asyncio.gather(*(self._spawn(w) for w in self.workers))
+            if self._stopping.is_set():
+                # Stopped while starting (the workers may have had the signal too).
+                return 0
             if not all(started):
                 logger.error("a worker did not start; stopping the others")
                 return EXIT_STARTUP
