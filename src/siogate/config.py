@@ -6,6 +6,7 @@ below, so this dataclass is the single list of what can be configured.
 
 from __future__ import annotations
 
+import sys
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -183,6 +184,9 @@ class Settings:
                 raise ConfigError("admin_username must not be empty")
         if not 1 <= self.workers <= MAX_WORKERS:
             raise ConfigError(f"workers must be 1-{MAX_WORKERS} (or auto), got {self.workers}")
+        if self.workers > 1 and sys.platform == "win32":
+            # Workers inherit sockets and watch their stdin, which Windows does not offer.
+            raise ConfigError("workers above 1 need a Unix-like system (Linux, macOS, BSD)")
         if self.workers > 1 and self.presence_webhooks and self.redis_url is None:
             # Each worker would count its own sockets and announce users on its own.
             raise ConfigError(
