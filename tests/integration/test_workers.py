@@ -484,3 +484,26 @@ async def test_an_idempotency_key_retried_on_the_other_worker_is_replayed_not_ap
     await client.wait_event("once")
     await asyncio.sleep(0.3)
     assert len(client.received("once")) == 1
+
+
+@pytest.mark.node
+def test_emit_with_ack_collects_replies_from_sockets_on_every_worker(two: Workers) -> None:
+    from test_ack_emit import AckClients, replies
+
+    clients = AckClients(two.url, 10, silent=(3,))
+    try:
+        ids = dict(clients.ids)
+        nodes = {room_sockets(two.url, sid)["sockets"][0]["node"] for sid in ids.values()}
+        assert len(nodes) == 2, "one worker got no socket"
+        body = {"event": "ask", "data": "all", "ack": {"timeout_ms": 2000}}
+        r = fresh("POST", f"{two.url}/v1/emit", json=body)
+        assert r.status_code == 200, r.text
+        result = r.json()
+        assert result["recipients"] == 10
+        assert result["timeouts"] == [ids[3]]
+        assert replies(result) == {
+            sid: [{"i": i, "id": sid, "echo": "all"}] for i, sid in ids.items() if i != 3
+        }
+        assert result["nodes"] == {"answered": 2, "missing": []}
+    finally:
+        clients.close()
