@@ -9,7 +9,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from . import handlers as handlers_module
@@ -62,6 +63,8 @@ class Gateway:
     admin: Admin | None = None
     # --emitter-compat: applies @socket.io/redis-emitter messages to this node's sockets.
     emitter: EmitterBridge | None = None
+    # Listeners besides ``server`` (a worker's private one, see siogate.supervisor).
+    extra_servers: list[asyncio.Server] = field(default_factory=list)
 
     @property
     def connections(self) -> set[HttpConnection]:
@@ -84,8 +87,18 @@ class Gateway:
     def _protocol(self) -> HttpConnection:
         return HttpConnection(self.handle, self.upgrade, self.http)
 
-    async def start(self) -> int:
-        """Start the node and listen; returns the bound port."""
+    async def start(
+        self,
+        *,
+        reuse_port: bool = False,
+        sock: socket.socket | None = None,
+        extra: Sequence[socket.socket] = (),
+    ) -> int:
+        """Start the node and listen; returns the bound port.
+
+        A worker of ``serve --workers`` listens with ``reuse_port`` (or on the inherited
+        ``sock``), and also on ``extra`` sockets (its private listener).
+        """
         limit = raise_open_files_limit()
         if limit is not None:
             logger.info("open files limit: %d", limit)
@@ -97,13 +110,23 @@ class Gateway:
             # own subscription, so each applies each message once, to its own sockets.
             await self.emitter.start(self.node.apply, self.node.server_event)
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(
-            self._protocol,
-            self.settings.host,
-            self.settings.port,
-            backlog=LISTEN_BACKLOG,
-            reuse_address=True,
-        )
+        if sock is not None:
+            self.server = await loop.create_server(
+                self._protocol, sock=sock, backlog=LISTEN_BACKLOG
+            )
+        else:
+            self.server = await loop.create_server(
+                self._protocol,
+                self.settings.host,
+                self.settings.port,
+                backlog=LISTEN_BACKLOG,
+                reuse_address=True,
+                reuse_port=reuse_port or None,
+            )
+        for other in extra:
+            self.extra_servers.append(
+                await loop.create_server(self._protocol, sock=other, backlog=LISTEN_BACKLOG)
+            )
         port: int = self.server.sockets[0].getsockname()[1]
         return port
 
@@ -113,6 +136,8 @@ class Gateway:
             self.server.close()
         if self.emitter is not None:
             await self.emitter.close()
+        for server in self.extra_servers:
+            server.close()
         await self.engine.close()
         if self.admin is not None:
             await self.admin.close()
@@ -175,7 +200,12 @@ def http_limits(settings: Settings) -> HttpLimits:
     )
 
 
-def build(settings: Settings, *, broker: Broker | None = None) -> Gateway:
+def build(
+    settings: Settings,
+    *,
+    broker: Broker | None = None,
+    idempotency: IdempotencyStore | None = None,
+) -> Gateway:
     """Wire the gateway. ``api_key`` and ``jwt_secret`` must be set by now."""
     if not settings.api_key or not settings.jwt_secret:
         raise ValueError("build() needs api_key and jwt_secret")
@@ -299,7 +329,7 @@ def build(settings: Settings, *, broker: Broker | None = None) -> Gateway:
         api_key=settings.api_key,
         namespaces=settings.namespaces,
         cluster=settings.cluster,
-        idempotency=Idempotency(_idempotency_store(settings)),
+        idempotency=Idempotency(idempotency or _idempotency_store(settings)),
         people=_people(settings),
     )
     http = HttpServerState(http_limits(settings))

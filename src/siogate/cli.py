@@ -166,6 +166,29 @@ class CommaList(click.ParamType):  # type: ignore[type-arg]
         return [part.strip() for part in rv.split(",") if part.strip()]
 
 
+class WorkerCount(click.ParamType):  # type: ignore[type-arg]
+    """A number of worker processes, or ``auto`` for the cores this process may use."""
+
+    name = "N|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return usable_cores()
+        try:
+            return int(str(value).strip())
+        except ValueError:
+            self.fail(f"{value!r} is neither a number nor 'auto'", param, ctx)
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
 def _env(name: str) -> str:
     return "SIOGATE_" + name.upper()
 
@@ -422,6 +445,11 @@ def main() -> None:
     help="Milliseconds a rooms/sockets listing waits for the other nodes.",
 )
 @option(
+    "workers",
+    type=WorkerCount(),
+    help="Worker processes sharing the port ('auto': one per usable core; see docs/workers.md).",
+)
+@option(
     "idempotency_ttl",
     type=int,
     help="Seconds a request's Idempotency-Key is remembered (a repeat is answered, not applied).",
@@ -447,7 +475,7 @@ def main() -> None:
     type=float,
     metavar="SECONDS",
     help="Connection state recovery: a socket whose transport drops keeps its id, rooms "
-    "and missed events this long (0: off; 120 recommended; one node only for now).",
+    "and missed events this long (0: off; 120 recommended; one process only for now).",
 )
 @option(
     "recovery_max_missed",
@@ -463,7 +491,7 @@ def main() -> None:
     "history_size",
     type=int,
     help="Room history: events kept per room for GET /v1/rooms/ROOM/history "
-    "(0: off; one node only for now).",
+    "(0: off; one process only for now).",
 )
 @option("history_ttl", type=float, metavar="SECONDS", help="Room history: age limit.")
 @option("history_max_messages", type=int, help="Room history: events kept over all rooms.")
@@ -526,9 +554,16 @@ def serve(**values: Any) -> None:
                 saved_url.append(url)
             _announce_dev_mode(generated, url, path)
 
-    install_event_loop()
     try:
-        asyncio.run(gateway.serve(on_listening))
+        if settings.workers > 1:
+            from .supervisor import supervise
+
+            code = supervise(settings, on_listening)
+            if code:
+                sys.exit(code)
+        else:
+            install_event_loop()
+            asyncio.run(gateway.serve(on_listening))
     except OSError as exc:
         # Typically the port is taken or the host cannot be bound.
         click.echo(f"siogate: cannot listen on {settings.host}:{settings.port}: {exc}", err=True)
@@ -552,7 +587,7 @@ _SECRET_FLAGS = {
 
 def _check_credentials(settings: Settings) -> None:
     """Refuse weak secrets, and generated credentials where others could reach them."""
-    if settings.cluster:
+    if settings.redis_url is not None:
         missing = [k for k in ("api_key", "jwt_secret") if not getattr(settings, k)]
         if missing:
             names = " and ".join(_SECRET_FLAGS[k] for k in missing)

@@ -6,6 +6,7 @@ below, so this dataclass is the single list of what can be configured.
 
 from __future__ import annotations
 
+import sys
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -19,6 +20,8 @@ LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 LOG_LEVELS: tuple[LogLevel, ...] = ("critical", "error", "warning", "info", "debug")
 RateAction = Literal["drop", "disconnect"]
 RATE_ACTIONS: tuple[RateAction, ...] = ("drop", "disconnect")
+# The most worker processes ``serve --workers`` starts.
+MAX_WORKERS = 256
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,9 @@ class Settings:
     advertise_url: str | None = None
     node_ttl: int = 5_000
     cluster_timeout: int = 1_000
+    # Worker processes sharing the port (serve --workers; see docs/workers.md). Without
+    # redis_url they coordinate through the primary process; 1: no workers, one process.
+    workers: int = 1
     # Seconds an Idempotency-Key is remembered after its request succeeded.
     idempotency_ttl: int = 86_400
     # The @socket.io/admin-ui namespace (see docs/admin.md).
@@ -194,22 +200,35 @@ class Settings:
             raise ConfigError("recovery_window must be >= 0 (0: off)")
         if self.recovery_max_missed < 1 or self.recovery_max_messages < 1:
             raise ConfigError("recovery_max_missed and recovery_max_messages must be at least 1")
-        if self.recovery_window > 0 and self.redis_url is not None:
+        if self.recovery_window > 0 and self.cluster:
             raise ConfigError(
-                "recovery_window works on one node for now: it cannot be used with redis_url"
+                "recovery_window works in one process for now: it cannot be used with "
+                "redis_url or workers above 1"
             )
         if self.history_size < 0 or self.history_ttl <= 0 or self.history_max_messages < 1:
             raise ConfigError(
                 "history_size must be >= 0 (0: off), history_ttl > 0 and history_max_messages >= 1"
             )
-        if self.history_size > 0 and self.redis_url is not None:
+        if self.history_size > 0 and self.cluster:
             raise ConfigError(
-                "history_size works on one node for now: it cannot be used with redis_url"
+                "history_size works in one process for now: it cannot be used with "
+                "redis_url or workers above 1"
             )
         if self.emitter_compat and self.redis_url is None:
             raise ConfigError("emitter_compat needs redis_url: the emitter publishes through Redis")
         if not self.emitter_key or len(self.emitter_key) > 256:
             raise ConfigError("emitter_key must be 1-256 characters")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise ConfigError(f"workers must be 1-{MAX_WORKERS} (or auto), got {self.workers}")
+        if self.workers > 1 and sys.platform == "win32":
+            # Workers inherit sockets and watch their stdin, which Windows does not offer.
+            raise ConfigError("workers above 1 need a Unix-like system (Linux, macOS, BSD)")
+        if self.workers > 1 and self.presence_webhooks and self.redis_url is None:
+            # Each worker would count its own sockets and announce users on its own.
+            raise ConfigError(
+                "presence_webhooks with workers needs redis_url: the workers count users "
+                "together only in Redis"
+            )
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
 
@@ -224,7 +243,7 @@ class Settings:
 
     @property
     def cluster(self) -> bool:
-        return self.redis_url is not None
+        return self.redis_url is not None or self.workers > 1
 
     @property
     def namespaces(self) -> frozenset[str] | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +28,7 @@ from siogate.broker import (
     wire,
 )
 from siogate.broker import redis as redis_module
+from siogate.broker.local import LocalBroker, LocalRelay
 from siogate.broker.redis import RedisBroker, redacted
 from siogate.types import Namespace, Room, Sid
 
@@ -64,18 +66,23 @@ class Node:
         return self.applied
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "local"])
 async def make_broker(
-    request: pytest.FixtureRequest,
+    request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[Callable[[], Awaitable[tuple[Broker, Node]]]]:
     """``await make_broker()`` -> a started broker and the node it delivers to."""
     started: list[Broker] = []
     prefix = f"test-{uuid.uuid4().hex[:8]}"
+    relay = LocalRelay(str(tmp_path / "relay.sock"))
+    if request.param == "local":
+        await relay.start()
 
     async def make() -> tuple[Broker, Node]:
         broker: Broker
         if request.param == "memory":
             broker = MemoryBroker()
+        elif request.param == "local":
+            broker = LocalBroker(relay.path, advertise_url="http://n:1")
         else:
             redis: RedisServer = request.getfixturevalue("shared_redis")
             broker = RedisBroker(redis.url, prefix=prefix, advertise_url="http://n:1")
@@ -87,6 +94,7 @@ async def make_broker(
     yield make
     for broker in started:
         await broker.close()
+    await relay.close()
 
 
 # ---------------------------------------------------------------- every implementation
