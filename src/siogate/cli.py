@@ -422,6 +422,12 @@ def main() -> None:
     help="Milliseconds a rooms/sockets listing waits for the other nodes.",
 )
 @option(
+    "cluster_routing",
+    type=click.Choice(("sharded", "broadcast")),
+    help="sharded: a command reaches only the nodes holding its rooms or sockets (Redis 7+); "
+    "broadcast: every node receives every command. The same on every node.",
+)
+@option(
     "idempotency_ttl",
     type=int,
     help="Seconds a request's Idempotency-Key is remembered (a repeat is answered, not applied).",

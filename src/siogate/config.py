@@ -19,6 +19,8 @@ LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 LOG_LEVELS: tuple[LogLevel, ...] = ("critical", "error", "warning", "info", "debug")
 RateAction = Literal["drop", "disconnect"]
 RATE_ACTIONS: tuple[RateAction, ...] = ("drop", "disconnect")
+ClusterRouting = Literal["sharded", "broadcast"]
+CLUSTER_ROUTINGS: tuple[ClusterRouting, ...] = ("sharded", "broadcast")
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,8 @@ class Settings:
     advertise_url: str | None = None
     node_ttl: int = 5_000
     cluster_timeout: int = 1_000
+    # How commands reach the nodes (docs/cluster.md, "Routing"); the same on every node.
+    cluster_routing: ClusterRouting = "sharded"
     # Seconds an Idempotency-Key is remembered after its request succeeded.
     idempotency_ttl: int = 86_400
     # The @socket.io/admin-ui namespace (see docs/admin.md).
@@ -163,6 +167,8 @@ class Settings:
             raise ConfigError("node_ttl must be at least 1000 milliseconds")
         if self.cluster_timeout < 1:
             raise ConfigError("cluster_timeout must be positive")
+        if self.cluster_routing not in CLUSTER_ROUTINGS:
+            raise ConfigError(f"cluster_routing must be one of {', '.join(CLUSTER_ROUTINGS)}")
         if self.idempotency_ttl < 1:
             raise ConfigError("idempotency_ttl must be at least 1 second")
         if self.admin:

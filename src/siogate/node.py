@@ -355,7 +355,9 @@ class Node:
         if identity.namespaces is not None and namespace not in identity.namespaces:
             self._refuse(link, namespace, "namespace not allowed by token")
             return
-        socket = Socket(new_socket_id(), Namespace(namespace), identity.user, link)
+        socket = Socket(
+            new_socket_id(self.broker.node_id), Namespace(namespace), identity.user, link
+        )
         rooms = set(identity.rooms)
         if identity.user is not None:
             rooms.add(Room(f"user:{identity.user}"))
