@@ -28,7 +28,7 @@ from siogate.broker import (
 )
 from siogate.broker import redis as redis_module
 from siogate.broker.redis import RedisBroker, redacted
-from siogate.types import Namespace, Room, Sid
+from siogate.types import Namespace, Room, Sid, new_socket_id
 
 BATCH: list[Command] = [
     EmitCommand(Namespace("/"), "a", [1, {"é": None}], rooms=(Room("r"),), exclude=(Room("x"),)),
@@ -377,3 +377,51 @@ async def test_a_silently_dead_subscription_is_found_and_replaced(
         await through_proxy.close()
         await direct.close()
         await proxy.close()
+
+
+# ---------------------------------------------------------------- sharded routing
+
+
+async def test_a_join_answers_once_the_node_holding_the_socket_is_subscribed(
+    shared_redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prefix = f"shard-{uuid.uuid4().hex[:8]}"
+    a, b = Node("a"), Node("b")
+    one = RedisBroker(shared_redis.url, prefix=prefix)
+    two = RedisBroker(shared_redis.url, prefix=prefix)
+
+    def apply_on_b(commands: Sequence[Command]) -> None:
+        b.apply(commands)
+        for command in commands:  # what the hub does on a room's first member
+            if isinstance(command, SocketsCommand) and command.room is not None:
+                two.room_opened(command.namespace, command.room)
+
+    # B's SSUBSCRIBE leaves late: the join's answer must wait for it.
+    send = two._send_subscriptions
+
+    async def late(*args: Any) -> None:
+        await asyncio.sleep(0.3)
+        await send(*args)
+
+    monkeypatch.setattr(two, "_send_subscriptions", late)
+    await one.start(a.apply, a.answer)
+    await two.start(apply_on_b, b.answer)
+    try:
+        loop = asyncio.get_running_loop()
+        room = Room(uuid.uuid4().hex)
+        join = SocketsCommand("join", Namespace("/"), (new_socket_id(two.node_id),), (), room)
+        emit = EmitCommand(Namespace("/"), "e", [], (room,))
+        started = loop.time()
+        await one.publish([join, emit])  # one batch: the emit waits for the join
+        assert loop.time() - started >= 0.3
+        assert await b.wait_batches(2) == [[join], [emit]]
+        assert one.stats.ack_timeouts == 0 and two.stats.shards == 1
+        # A node that holds no member of the room is sent nothing.
+        assert one.stats.shards == 0
+        before = one.stats.messages_in
+        await two.publish([emit])
+        await asyncio.sleep(0.2)
+        assert one.stats.messages_in == before
+    finally:
+        await one.close()
+        await two.close()
