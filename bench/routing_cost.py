@@ -1,0 +1,245 @@
+"""What an emit costs the nodes that hold none of its recipients, broadcast vs sharded routing.
+
+Four real ``siogate serve`` nodes on one Redis. The recipients (a few python-socketio
+clients) are all on node 0, and every emit is published through node 0, so nodes 1-3
+are pure bystanders: whatever CPU they spend during the run, beyond their idle rate
+(heartbeats), is the price of routing. Two kinds of emit: to a named room, and to a
+socket id. Then room churn: a socket on node 0 joins a fresh room (one whose shard
+node 0 has not subscribed) and leaves it again, through node 1: the join's latency and
+the CPU of every node per join + leave.
+
+    .venv/bin/python bench/routing_cost.py [--messages 4000] [--reps 3] [--churn 200]
+
+Redis, node 0 and this process (publisher and clients) run on core 0; the bystanders on
+core 1. Each (routing, rep) gets a fresh Redis and fresh nodes; the routings alternate.
+CPU time is read from /proc/<pid>/stat (10 ms ticks), so runs are sized to take seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import socketio
+from cluster import Redis
+from run import LOADGEN_CORE, SERVER_CORE, free_port
+
+from siogate.broker.routing import shard_of
+from siogate.types import Namespace, Room
+
+ROOT = Path(__file__).resolve().parent.parent
+API_KEY = secrets.token_urlsafe(32)
+JWT_SECRET = secrets.token_urlsafe(32)
+HEADERS = {"Authorization": f"Bearer {API_KEY}"}
+TICK = os.sysconf("SC_CLK_TCK")
+CONCURRENCY = 16
+CLIENTS = 5
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+
+
+class Node:
+    def __init__(self, redis_url: str, routing: str, core: int, log_dir: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        argv = [
+            "taskset", "-c", str(core), sys.executable, "-m", "siogate", "serve",
+            "--host", "127.0.0.1", "--port", str(self.port),
+            "--api-key", API_KEY, "--jwt-secret", JWT_SECRET, "--allow-anonymous",
+            "--redis-url", redis_url, "--cluster-routing", routing,
+            "--max-connections-per-ip", "0", "--log-level", "warning",
+        ]  # fmt: skip
+        log = (log_dir / f"node-{self.port}.log").open("wb")
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).json()["status"] == "ok":
+                    return
+            except (httpx.HTTPError, ValueError, KeyError):
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"node on {self.port} did not become ready")
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.proc.pid)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+async def blast(api: httpx.AsyncClient, url: str, bodies: list[dict[str, Any]]) -> None:
+    queue = iter(bodies)
+
+    async def worker() -> None:
+        for body in queue:
+            r = await api.post(f"{url}/v1/emit", json=body)
+            r.raise_for_status()
+
+    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+
+
+async def measure(
+    nodes: list[Node], idle: list[float], work: Any
+) -> tuple[float, list[float], float]:
+    """Run ``work``; (wall seconds, CPU seconds per node beyond its idle rate, raw)."""
+    before = [n.cpu() for n in nodes]
+    started = time.perf_counter()
+    await work
+    await asyncio.sleep(0.3)  # let the bystanders drain what Redis still holds for them
+    wall = time.perf_counter() - started
+    used = [n.cpu() - b for n, b in zip(nodes, before, strict=True)]
+    return wall, [max(0.0, u - rate * wall) for u, rate in zip(used, idle, strict=True)], wall
+
+
+def fresh_rooms(count: int, taken: set[int]) -> list[str]:
+    rooms: list[str] = []
+    i = 0
+    while len(rooms) < count:
+        name = f"churn-{os.getpid()}-{i}"
+        i += 1
+        shard = shard_of(Namespace("/"), Room(name))
+        if shard not in taken:
+            taken.add(shard)
+            rooms.append(name)
+    return rooms
+
+
+async def one_run(routing: str, opts: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
+    redis = Redis(log_dir / f"redis-{routing}.log")
+    nodes = [
+        Node(redis.url, routing, SERVER_CORE if i == 0 else LOADGEN_CORE, log_dir)
+        for i in range(4)
+    ]
+    clients: list[socketio.AsyncClient] = []
+    try:
+        for node in nodes:
+            node.wait_ready()
+        await asyncio.sleep(1.0)  # every node registered and subscribed
+        owner = nodes[0]
+        for _ in range(CLIENTS):
+            client = socketio.AsyncClient(reconnection=False)
+            await client.connect(owner.url, transports=["websocket"], wait_timeout=10)
+            clients.append(client)
+        sids = [c.get_sid("/") for c in clients]
+        room = "bench-room"
+        async with httpx.AsyncClient(headers=HEADERS, timeout=30) as api:
+            r = await api.post(f"{owner.url}/v1/join", json={"sockets": sids, "room": room})
+            r.raise_for_status()
+            # Idle rate of every node (heartbeats, pings) over a quiet window.
+            before = [n.cpu() for n in nodes]
+            await asyncio.sleep(opts.idle)
+            idle = [(n.cpu() - b) / opts.idle for n, b in zip(nodes, before, strict=True)]
+            text = "x" * opts.payload
+            out: dict[str, Any] = {"routing": routing, "idle_cpu_pct": [100 * i for i in idle]}
+            for kind, target in (("room", room), ("socket id", sids[0])):
+                bodies = [
+                    {"event": "e", "data": {"seq": i, "text": text}, "rooms": [target]}
+                    for i in range(opts.messages)
+                ]
+                wall, cpu, _ = await measure(nodes, idle, blast(api, owner.url, bodies))
+                out[kind] = {
+                    "msgs_per_s": opts.messages / wall,
+                    "us_per_msg": [1e6 * c / opts.messages for c in cpu],
+                }
+            # Churn: join (through node 1) a socket of node 0 to a room in a shard node 0
+            # has not subscribed, then leave it.
+            api_node = nodes[1]
+            rooms = fresh_rooms(opts.churn, {shard_of(Namespace("/"), Room(room))})
+            latencies: list[float] = []
+
+            async def churn() -> None:
+                for name in rooms:
+                    t0 = time.perf_counter()
+                    body = {"sockets": [sids[0]], "room": name}
+                    (await api.post(f"{api_node.url}/v1/join", json=body)).raise_for_status()
+                    latencies.append(time.perf_counter() - t0)
+                    (await api.post(f"{api_node.url}/v1/leave", json=body)).raise_for_status()
+
+            wall, cpu, _ = await measure(nodes, idle, churn())
+            latencies.sort()
+            out["churn"] = {
+                "join_ms_p50": 1e3 * statistics.median(latencies),
+                "join_ms_p99": 1e3 * latencies[int(0.99 * (len(latencies) - 1))],
+                "us_per_join_leave": [1e6 * c / len(rooms) for c in cpu],
+            }
+            metrics = httpx.get(f"{owner.url}/metrics", headers=HEADERS).text
+            out["owner_shards_after"] = next(
+                (float(line.split()[1]) for line in metrics.splitlines()
+                 if line.startswith("siogate_broker_shards ")), None,
+            )  # fmt: skip
+        return out
+    finally:
+        for client in clients:
+            await client.disconnect()
+        for node in nodes:
+            node.stop()
+        redis.stop()
+
+
+def median_list(values: list[list[float]]) -> list[float]:
+    return [statistics.median(col) for col in zip(*values, strict=True)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=4000)
+    parser.add_argument("--payload", type=int, default=1000, help="bytes of text per emit")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--churn", type=int, default=200, help="join + leave pairs")
+    parser.add_argument("--idle", type=float, default=3.0, help="seconds of idle baseline")
+    opts = parser.parse_args()
+    os.sched_setaffinity(0, {SERVER_CORE})
+    runs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="routing-cost-") as tmp:  # node logs
+        for rep in range(opts.reps):
+            for routing in ("broadcast", "sharded"):
+                result = asyncio.run(one_run(routing, opts, Path(tmp)))
+                result["rep"] = rep
+                print(json.dumps(result), flush=True)
+                runs.append(result)
+    print(f"\nmedians of {opts.reps} reps; nodes 1-3 hold no recipient; us of CPU per message")
+    for kind in ("room", "socket id"):
+        by = {
+            r: median_list([x[kind]["us_per_msg"] for x in runs if x["routing"] == r])
+            for r in ("broadcast", "sharded")
+        }
+        bystanders = {r: statistics.mean(v[1:]) for r, v in by.items()}
+        ratio = bystanders["sharded"] / bystanders["broadcast"] if bystanders["broadcast"] else 0
+        print(
+            f"{kind:9}: bystander mean broadcast {bystanders['broadcast']:.1f} us, "
+            f"sharded {bystanders['sharded']:.1f} us ({100 * ratio:.1f}%); "
+            f"owner node 0: {by['broadcast'][0]:.1f} / {by['sharded'][0]:.1f} us"
+        )
+    for r in ("broadcast", "sharded"):
+        c = [x["churn"] for x in runs if x["routing"] == r]
+        print(
+            f"churn {r:9}: join p50 {statistics.median(x['join_ms_p50'] for x in c):.2f} ms, "
+            f"p99 {statistics.median(x['join_ms_p99'] for x in c):.2f} ms; us per join+leave "
+            f"by node {[round(v) for v in median_list([x['us_per_join_leave'] for x in c])]}"
+        )
+
+
+if __name__ == "__main__":
+    main()
