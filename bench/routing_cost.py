@@ -77,9 +77,6 @@ class Node:
             time.sleep(0.05)
         raise RuntimeError(f"node on {self.port} did not become ready")
 
-    def cpu(self) -> float:
-        return cpu_seconds(self.proc.pid)
-
     def stop(self) -> None:
         self.proc.terminate()
         try:
@@ -100,17 +97,15 @@ async def blast(api: httpx.AsyncClient, url: str, bodies: list[dict[str, Any]]) 
     await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
 
 
-async def measure(
-    nodes: list[Node], idle: list[float], work: Any
-) -> tuple[float, list[float], float]:
-    """Run ``work``; (wall seconds, CPU seconds per node beyond its idle rate, raw)."""
-    before = [n.cpu() for n in nodes]
+async def measure(pids: list[int], idle: list[float], work: Any) -> tuple[float, list[float]]:
+    """Run ``work``; (wall seconds, CPU seconds of each process beyond its idle rate)."""
+    before = [cpu_seconds(p) for p in pids]
     started = time.perf_counter()
     await work
     await asyncio.sleep(0.3)  # let the bystanders drain what Redis still holds for them
     wall = time.perf_counter() - started
-    used = [n.cpu() - b for n, b in zip(nodes, before, strict=True)]
-    return wall, [max(0.0, u - rate * wall) for u, rate in zip(used, idle, strict=True)], wall
+    used = [cpu_seconds(p) - b for p, b in zip(pids, before, strict=True)]
+    return wall, [max(0.0, u - rate * wall) for u, rate in zip(used, idle, strict=True)]
 
 
 def fresh_rooms(count: int, taken: set[int]) -> list[str]:
@@ -129,8 +124,7 @@ def fresh_rooms(count: int, taken: set[int]) -> list[str]:
 async def one_run(routing: str, opts: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
     redis = Redis(log_dir / f"redis-{routing}.log")
     nodes = [
-        Node(redis.url, routing, SERVER_CORE if i == 0 else LOADGEN_CORE, log_dir)
-        for i in range(4)
+        Node(redis.url, routing, SERVER_CORE if i == 0 else LOADGEN_CORE, log_dir) for i in range(4)
     ]
     clients: list[socketio.AsyncClient] = []
     try:
@@ -147,10 +141,11 @@ async def one_run(routing: str, opts: argparse.Namespace, log_dir: Path) -> dict
         async with httpx.AsyncClient(headers=HEADERS, timeout=30) as api:
             r = await api.post(f"{owner.url}/v1/join", json={"sockets": sids, "room": room})
             r.raise_for_status()
-            # Idle rate of every node (heartbeats, pings) over a quiet window.
-            before = [n.cpu() for n in nodes]
+            # Idle rate of every node (heartbeats, pings) and Redis over a quiet window.
+            pids = [n.proc.pid for n in nodes] + [redis.pid]
+            before = [cpu_seconds(p) for p in pids]
             await asyncio.sleep(opts.idle)
-            idle = [(n.cpu() - b) / opts.idle for n, b in zip(nodes, before, strict=True)]
+            idle = [(cpu_seconds(p) - b) / opts.idle for p, b in zip(pids, before, strict=True)]
             text = "x" * opts.payload
             out: dict[str, Any] = {"routing": routing, "idle_cpu_pct": [100 * i for i in idle]}
             for kind, target in (("room", room), ("socket id", sids[0])):
@@ -158,10 +153,11 @@ async def one_run(routing: str, opts: argparse.Namespace, log_dir: Path) -> dict
                     {"event": "e", "data": {"seq": i, "text": text}, "rooms": [target]}
                     for i in range(opts.messages)
                 ]
-                wall, cpu, _ = await measure(nodes, idle, blast(api, owner.url, bodies))
+                wall, cpu = await measure(pids, idle, blast(api, owner.url, bodies))
                 out[kind] = {
                     "msgs_per_s": opts.messages / wall,
-                    "us_per_msg": [1e6 * c / opts.messages for c in cpu],
+                    "us_per_msg": [1e6 * c / opts.messages for c in cpu[:4]],
+                    "redis_us_per_msg": 1e6 * cpu[4] / opts.messages,
                 }
             # Churn: join (through node 1) a socket of node 0 to a room in a shard node 0
             # has not subscribed, then leave it.
@@ -177,12 +173,13 @@ async def one_run(routing: str, opts: argparse.Namespace, log_dir: Path) -> dict
                     latencies.append(time.perf_counter() - t0)
                     (await api.post(f"{api_node.url}/v1/leave", json=body)).raise_for_status()
 
-            wall, cpu, _ = await measure(nodes, idle, churn())
+            wall, cpu = await measure(pids, idle, churn())
             latencies.sort()
             out["churn"] = {
                 "join_ms_p50": 1e3 * statistics.median(latencies),
                 "join_ms_p99": 1e3 * latencies[int(0.99 * (len(latencies) - 1))],
-                "us_per_join_leave": [1e6 * c / len(rooms) for c in cpu],
+                "us_per_join_leave": [1e6 * c / len(rooms) for c in cpu[:4]],
+                "redis_us_per_join_leave": 1e6 * cpu[4] / len(rooms),
             }
             metrics = httpx.get(f"{owner.url}/metrics", headers=HEADERS).text
             out["owner_shards_after"] = next(
@@ -221,16 +218,16 @@ def main() -> None:
                 runs.append(result)
     print(f"\nmedians of {opts.reps} reps; nodes 1-3 hold no recipient; us of CPU per message")
     for kind in ("room", "socket id"):
-        by = {
-            r: median_list([x[kind]["us_per_msg"] for x in runs if x["routing"] == r])
-            for r in ("broadcast", "sharded")
-        }
+        of = {r: [x[kind] for x in runs if x["routing"] == r] for r in ("broadcast", "sharded")}
+        by = {r: median_list([x["us_per_msg"] for x in v]) for r, v in of.items()}
+        redis_us = {r: statistics.median(x["redis_us_per_msg"] for x in v) for r, v in of.items()}
         bystanders = {r: statistics.mean(v[1:]) for r, v in by.items()}
         ratio = bystanders["sharded"] / bystanders["broadcast"] if bystanders["broadcast"] else 0
         print(
             f"{kind:9}: bystander mean broadcast {bystanders['broadcast']:.1f} us, "
             f"sharded {bystanders['sharded']:.1f} us ({100 * ratio:.1f}%); "
-            f"owner node 0: {by['broadcast'][0]:.1f} / {by['sharded'][0]:.1f} us"
+            f"owner node 0: {by['broadcast'][0]:.1f} / {by['sharded'][0]:.1f} us; "
+            f"Redis: {redis_us['broadcast']:.1f} / {redis_us['sharded']:.1f} us"
         )
     for r in ("broadcast", "sharded"):
         c = [x["churn"] for x in runs if x["routing"] == r]

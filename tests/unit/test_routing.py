@@ -30,8 +30,8 @@ def shard(room: Room) -> Destination:
 def test_shards_are_stable_and_in_range() -> None:
     assert shard_of(NS, Room("news")) == shard_of(NS, Room("news"))
     assert 0 <= shard_of(Namespace("/chat"), Room("user:\udcff")) < SHARDS
-    spread = {shard_of(NS, Room(f"room{i}")) for i in range(5000)}
-    assert len(spread) > SHARDS * 0.9
+    spread = {shard_of(NS, Room(f"room{i}")) for i in range(SHARDS // 4)}
+    assert len(spread) > SHARDS // 4 * 0.85  # 88% expected with a uniform hash
 
 
 def test_socket_ids_carry_the_node_id_when_it_fits() -> None:

@@ -215,6 +215,7 @@ class RedisBroker:
         self._settle_waiters: list[asyncio.Future[None]] = []
         self._acks: dict[str, _Acks] = {}
         self._side_tasks: set[asyncio.Task[None]] = set()
+        self._reconcile_soon = False
 
     def _answers_of(self, node: str) -> str:
         return f"{self._prefix}:answers:{node}"
@@ -536,7 +537,10 @@ class RedisBroker:
     def room_opened(self, namespace: Namespace, room: Room) -> None:
         if self._sharded:
             self._shards.room_opened(namespace, room)
-            self._reconcile()
+            if not self._reconcile_soon:
+                # Once per loop iteration: a connect storm's rooms share one SSUBSCRIBE.
+                self._reconcile_soon = True
+                asyncio.get_running_loop().call_soon(self._reconcile)
 
     def room_closed(self, namespace: Namespace, room: Room) -> None:
         if self._sharded:
@@ -545,6 +549,7 @@ class RedisBroker:
 
     def _reconcile(self) -> None:
         """Send the SSUBSCRIBE / SUNSUBSCRIBE that the wanted shards call for."""
+        self._reconcile_soon = False
         pubsub = self._pubsub
         if pubsub is None:
             return  # subscribed to all wanted shards once connected
