@@ -66,7 +66,8 @@ class Part:
 def shard_of(namespace: Namespace, room: Room) -> int:
     """The shard of a named room: the high bits of the CRC-32 of namespace and name
     (the low bits of CRC-32 spread names that differ in a counter poorly)."""
-    crc = zlib.crc32(namespace.encode() + b"\0" + room.encode("utf-8", "surrogatepass"))
+    raw = f"{namespace}\0{room}".encode("utf-8", "surrogatepass")
+    crc = zlib.crc32(raw)
     return crc * SHARDS >> 32
 
 
