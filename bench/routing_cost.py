@@ -1,12 +1,13 @@
 """What an emit costs the nodes that hold none of its recipients, broadcast vs sharded routing.
 
 Four real ``siogate serve`` nodes on one Redis. The recipients (a few python-socketio
-clients) are all on node 0, and every emit is published through node 0, so nodes 1-3
-are pure bystanders: whatever CPU they spend during the run, beyond their idle rate
-(heartbeats), is the price of routing. Two kinds of emit: to a named room, and to a
-socket id. Then room churn: a socket on node 0 joins a fresh room (one whose shard
-node 0 has not subscribed) and leaves it again, through node 1: the join's latency and
-the CPU of every node per join + leave.
+clients) are all on node 0. Emits are published through node 0 ("via owner") or through
+node 1 ("via node 1", which then also pays for the HTTP request). Nodes that neither
+hold a recipient nor took the request are bystanders: whatever CPU they spend during the
+run beyond their idle rate (heartbeats) is the price of routing. Two kinds of emit: to a
+named room, and to a socket id. Then room churn: a socket on node 0 joins a fresh room
+(one whose shard node 0 has not subscribed) and leaves it again, through node 1: the
+join's latency and the CPU of every node per join + leave.
 
     .venv/bin/python bench/routing_cost.py [--messages 4000] [--reps 3] [--churn 200]
 
@@ -148,12 +149,16 @@ async def one_run(routing: str, opts: argparse.Namespace, log_dir: Path) -> dict
             idle = [(cpu_seconds(p) - b) / opts.idle for p, b in zip(pids, before, strict=True)]
             text = "x" * opts.payload
             out: dict[str, Any] = {"routing": routing, "idle_cpu_pct": [100 * i for i in idle]}
-            for kind, target in (("room", room), ("socket id", sids[0])):
+            for kind, target, via in (
+                ("room via owner", room, owner),
+                ("room via node 1", room, nodes[1]),
+                ("socket id via node 1", sids[0], nodes[1]),
+            ):
                 bodies = [
                     {"event": "e", "data": {"seq": i, "text": text}, "rooms": [target]}
                     for i in range(opts.messages)
                 ]
-                wall, cpu = await measure(pids, idle, blast(api, owner.url, bodies))
+                wall, cpu = await measure(pids, idle, blast(api, via.url, bodies))
                 out[kind] = {
                     "msgs_per_s": opts.messages / wall,
                     "us_per_msg": [1e6 * c / opts.messages for c in cpu[:4]],
@@ -216,18 +221,20 @@ def main() -> None:
                 result["rep"] = rep
                 print(json.dumps(result), flush=True)
                 runs.append(result)
-    print(f"\nmedians of {opts.reps} reps; nodes 1-3 hold no recipient; us of CPU per message")
-    for kind in ("room", "socket id"):
+    print(f"\nmedians of {opts.reps} reps; node 0 holds the recipients; us of CPU per message")
+    for kind in ("room via owner", "room via node 1", "socket id via node 1"):
         of = {r: [x[kind] for x in runs if x["routing"] == r] for r in ("broadcast", "sharded")}
         by = {r: median_list([x["us_per_msg"] for x in v]) for r, v in of.items()}
         redis_us = {r: statistics.median(x["redis_us_per_msg"] for x in v) for r, v in of.items()}
-        bystanders = {r: statistics.mean(v[1:]) for r, v in by.items()}
+        first = 1 if kind.endswith("owner") else 2
+        bystanders = {r: statistics.mean(v[first:]) for r, v in by.items()}
         ratio = bystanders["sharded"] / bystanders["broadcast"] if bystanders["broadcast"] else 0
         print(
-            f"{kind:9}: bystander mean broadcast {bystanders['broadcast']:.1f} us, "
-            f"sharded {bystanders['sharded']:.1f} us ({100 * ratio:.1f}%); "
-            f"owner node 0: {by['broadcast'][0]:.1f} / {by['sharded'][0]:.1f} us; "
-            f"Redis: {redis_us['broadcast']:.1f} / {redis_us['sharded']:.1f} us"
+            f"{kind}: bystanders (nodes {first}-3) broadcast {bystanders['broadcast']:.1f} us, "
+            f"sharded {bystanders['sharded']:.1f} us ({100 * ratio:.1f}%); per node "
+            f"broadcast {[round(v) for v in by['broadcast']]}, "
+            f"sharded {[round(v) for v in by['sharded']]}; "
+            f"Redis {redis_us['broadcast']:.1f} / {redis_us['sharded']:.1f} us"
         )
     for r in ("broadcast", "sharded"):
         c = [x["churn"] for x in runs if x["routing"] == r]

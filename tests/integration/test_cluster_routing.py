@@ -11,10 +11,16 @@ broadcast`` shows that the count does move when a node is sent what it does not 
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from sioclient import uid
 from test_cluster import (  # noqa: F401 (fixtures)
+    API_KEY,
+    JWT_SECRET,
     Cluster,
     Connect,
     Gateway,
@@ -164,3 +170,23 @@ async def test_an_emit_to_rooms_of_several_shards_reaches_each_socket_once(
     await sentinel(c, both, only_two, excluded)
     assert len(both.received("multi")) == len(only_two.received("multi")) == 2
     assert excluded.received("multi") == []
+
+
+def test_a_bad_routing_setting_is_refused_from_flag_env_and_toml(tmp_path: Path) -> None:
+    def serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "siogate", "serve", "--port", "0", *args]
+        return subprocess.run(
+            cmd, capture_output=True, text=True, timeout=30, cwd=tmp_path,
+            env={**os.environ, **(env or {})},
+        )  # fmt: skip
+
+    keys = ("--api-key", API_KEY, "--jwt-secret", JWT_SECRET, "--redis-url", "redis://x")
+    flag = serve(*keys, "--cluster-routing", "rooms")
+    assert flag.returncode == 2 and "--cluster-routing" in flag.stderr, flag.stderr
+    env = serve(*keys, env={"SIOGATE_CLUSTER_ROUTING": "rooms"})
+    assert env.returncode == 2 and "rooms" in env.stderr, env.stderr
+    config = tmp_path / "siogate.toml"
+    config.write_text('cluster_routing = "rooms"\n')
+    toml = serve(*keys, "--config", str(config))
+    assert toml.returncode == 2 and "cluster_routing" in toml.stderr, toml.stderr
+    assert "not one of 'sharded', 'broadcast'" in toml.stderr

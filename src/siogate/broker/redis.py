@@ -74,6 +74,8 @@ URL_MISS_SECONDS = 1.0
 URL_CACHE_SIZE = 1024
 # Seconds a join, leave or disconnect waits for the nodes that received it to confirm.
 ACK_TIMEOUT = 2.0
+# Seconds between looks for shards unwanted long enough to unsubscribe.
+SWEEP_INTERVAL = 0.5
 
 RoutingMode = Literal["sharded", "broadcast"]
 
@@ -439,6 +441,7 @@ class RedisBroker:
                 interval = self._ttl / 3
                 next_ping = time.monotonic() + interval
                 ping_sent: float | None = None
+                next_sweep = time.monotonic() + SWEEP_INTERVAL
                 while True:
                     now = time.monotonic()
                     if ping_sent is not None and now - ping_sent > SOCKET_TIMEOUT:
@@ -446,8 +449,9 @@ class RedisBroker:
                     if ping_sent is None and now >= next_ping:
                         await pubsub.ping()
                         ping_sent, next_ping = now, now + interval
-                    if self._sharded:
+                    if self._sharded and now >= next_sweep:
                         self._reconcile()  # unsubscribes shards unwanted for a while
+                        next_sweep = now + SWEEP_INTERVAL
                     message = await pubsub.get_message(timeout=min(interval, 0.5))
                     if message is None:
                         continue

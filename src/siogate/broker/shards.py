@@ -9,6 +9,9 @@ The I/O (``SSUBSCRIBE``, ``SUNSUBSCRIBE``, reading confirmations) is the broker'
 class only says what to send and whether every wanted shard is confirmed ("settled").
 A join answers only once the node holding the socket is settled, so that an emit
 published after the join's answer reaches the socket.
+
+Every operation costs time in proportion to the shards it changes, never to the shards
+wanted (a node may want tens of thousands; a connect storm opens rooms by the thousand).
 """
 
 from __future__ import annotations
@@ -23,13 +26,16 @@ LINGER = 2.0
 class ShardSubscriptions:
     """Rooms with local members per shard, and the subscription state of each shard."""
 
-    __slots__ = ("_rooms", "_released", "subscribed", "_subscribing", "_unsubscribing")
+    __slots__ = ("_rooms", "_released", "_todo", "subscribed", "_subscribing", "_unsubscribing")
 
     def __init__(self) -> None:
         # shard -> how many rooms of it have local members (absent: none).
         self._rooms: dict[int, int] = {}
-        # Unwanted shards still subscribed -> monotonic time they became unwanted.
+        # Unwanted shards that may still be subscribed -> monotonic time they became
+        # unwanted, oldest first.
         self._released: dict[int, float] = {}
+        # Wanted shards that may need an SSUBSCRIBE.
+        self._todo: set[int] = set()
         # Confirmed by Redis on the current connection.
         self.subscribed: set[int] = set()
         # Sent, not yet confirmed.
@@ -42,8 +48,12 @@ class ShardSubscriptions:
 
     def room_opened(self, namespace: Namespace, room: Room) -> None:
         shard = shard_of(namespace, room)
-        self._rooms[shard] = self._rooms.get(shard, 0) + 1
-        self._released.pop(shard, None)
+        count = self._rooms.get(shard, 0)
+        self._rooms[shard] = count + 1
+        if count == 0:
+            self._released.pop(shard, None)
+            if shard not in self.subscribed or shard in self._unsubscribing:
+                self._todo.add(shard)
 
     def room_closed(self, namespace: Namespace, room: Room, now: float) -> None:
         shard = shard_of(namespace, room)
@@ -56,12 +66,13 @@ class ShardSubscriptions:
 
     def to_subscribe(self) -> list[int]:
         """Wanted shards to send SSUBSCRIBE for now (marked as sent)."""
-        shards = [
-            s
-            for s in self._rooms
-            if s not in self.subscribed and s not in self._subscribing
-            and s not in self._unsubscribing
-        ]  # fmt: skip
+        shards = []
+        for s in list(self._todo):
+            if s in self._unsubscribing:
+                continue  # sent again once the SUNSUBSCRIBE is confirmed
+            self._todo.discard(s)
+            if s in self._rooms and s not in self.subscribed and s not in self._subscribing:
+                shards.append(s)
         self._subscribing.update(shards)
         return shards
 
@@ -69,8 +80,10 @@ class ShardSubscriptions:
         """Shards unwanted for ``linger`` seconds to send SUNSUBSCRIBE for (marked as sent)."""
         shards = []
         for s, since in list(self._released.items()):
-            if s in self._subscribing or now - since < linger:
-                continue
+            if now - since < linger:
+                break  # the rest were released later
+            if s in self._subscribing:
+                continue  # looked at again once confirmed
             del self._released[s]
             if s in self.subscribed:
                 shards.append(s)
@@ -86,10 +99,14 @@ class ShardSubscriptions:
             self._unsubscribing.discard(shard)
             self.subscribed.discard(shard)
             self._released.pop(shard, None)
+            if shard in self._rooms:
+                self._todo.add(shard)  # wanted again meanwhile
 
     def settled(self) -> bool:
         """Every wanted shard is subscribed, with no unsubscribe of it in flight."""
-        return all(s in self.subscribed and s not in self._unsubscribing for s in self._rooms)
+        if self._subscribing:
+            return False
+        return not any(s in self._rooms for s in self._todo)
 
     def reset(self) -> None:
         """The subscriber connection was lost: nothing is subscribed any more."""
@@ -97,3 +114,4 @@ class ShardSubscriptions:
         self._subscribing.clear()
         self._unsubscribing.clear()
         self._released.clear()
+        self._todo = set(self._rooms)
