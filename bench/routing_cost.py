@@ -64,7 +64,8 @@ class Node:
             "--redis-url", redis_url, "--cluster-routing", routing,
             "--max-connections-per-ip", "0", "--log-level", "warning",
         ]  # fmt: skip
-        log = (log_dir / f"node-{self.port}.log").open("wb")
+        self.log_path = log_dir / f"node-{self.port}.log"
+        log = self.log_path.open("wb")
         self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
 
     def wait_ready(self) -> None:
@@ -128,13 +129,19 @@ async def one_run(routing: str, opts: argparse.Namespace, log_dir: Path) -> dict
         Node(redis.url, routing, SERVER_CORE if i == 0 else LOADGEN_CORE, log_dir) for i in range(4)
     ]
     clients: list[socketio.AsyncClient] = []
+    received = [0] * CLIENTS
     try:
         for node in nodes:
             node.wait_ready()
         await asyncio.sleep(1.0)  # every node registered and subscribed
         owner = nodes[0]
-        for _ in range(CLIENTS):
+        for n in range(CLIENTS):
             client = socketio.AsyncClient(reconnection=False)
+
+            def count(*_: Any, n: int = n) -> None:
+                received[n] += 1
+
+            client.on("e", count)
             await client.connect(owner.url, transports=["websocket"], wait_timeout=10)
             clients.append(client)
         sids = [c.get_sid("/") for c in clients]
@@ -186,6 +193,15 @@ async def one_run(routing: str, opts: argparse.Namespace, log_dir: Path) -> dict
                 "us_per_join_leave": [1e6 * c / len(rooms) for c in cpu[:4]],
                 "redis_us_per_join_leave": 1e6 * cpu[4] / len(rooms),
             }
+            # Every emit reached its recipients: rooms all clients, the socket id client 0.
+            expected = [3 * opts.messages] + [2 * opts.messages] * (CLIENTS - 1)
+            out["missing"] = sum(e - r for e, r in zip(expected, received, strict=True))
+            out["log_warnings"] = [
+                line
+                for node in nodes
+                for line in node.log_path.read_text(errors="replace").splitlines()
+                if "WARNING" in line or "ERROR" in line
+            ][:5]
             metrics = httpx.get(f"{owner.url}/metrics", headers=HEADERS).text
             out["owner_shards_after"] = next(
                 (float(line.split()[1]) for line in metrics.splitlines()
