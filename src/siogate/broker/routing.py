@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from ..types import NODE_ID_LENGTH, Namespace, Room, Sid, is_socket_id
@@ -100,13 +100,7 @@ def split(command: Command) -> list[tuple[Destination, Command]]:
         emits: list[tuple[Destination, Command]] = []
         before: list[Room] = []
         for destination, rooms in groups.items():
-            part = EmitCommand(
-                command.namespace,
-                command.event,
-                command.args,
-                tuple(rooms),
-                (*command.exclude, *before),
-            )
+            part = replace(command, rooms=tuple(rooms), exclude=(*command.exclude, *before))
             emits.append((destination, part))
             before += rooms
         return emits
@@ -116,19 +110,14 @@ def split(command: Command) -> list[tuple[Destination, Command]]:
             by_node.setdefault(Destination("node", owner_of(sid)), []).append(sid)
         if len(by_node) == 1:
             return [(next(iter(by_node)), command)]
-        return [
-            (d, SocketsCommand(command.action, command.namespace, tuple(s), (), command.room))
-            for d, s in by_node.items()
-        ]
+        return [(d, replace(command, sockets=tuple(s))) for d, s in by_node.items()]
     if not command.rooms:
         return [(ALL, command)]
     groups = _grouped(command.namespace, command.rooms)
     if len(groups) == 1:
         return [(next(iter(groups)), command)]
-    return [
-        (d, SocketsCommand(command.action, command.namespace, (), tuple(r), command.room))
-        for d, r in groups.items()
-    ]
+    # Other members (exclusions, flags) stay as they are in every part.
+    return [(d, replace(command, rooms=tuple(r))) for d, r in groups.items()]
 
 
 def segments(commands: Sequence[Command]) -> list[list[Command]]:
