@@ -16,8 +16,9 @@ from . import handlers as handlers_module
 from .admin import Admin, AdminOptions, check_hash
 from .api import Api
 from .api.idempotent import Idempotency
-from .auth import JwtVerifier
+from .auth import BasicAuth, JwtVerifier
 from .broker import Broker, MemoryBroker
+from .broker.emitter_compat import EmitterBridge
 from .broker.redis import RedisBroker
 from .config import Settings
 from .errors import ConfigError
@@ -57,6 +58,8 @@ class Gateway:
     http: HttpServerState = field(default_factory=HttpServerState)
     server: asyncio.Server | None = None
     admin: Admin | None = None
+    # --emitter-compat: applies @socket.io/redis-emitter messages to this node's sockets.
+    emitter: EmitterBridge | None = None
 
     @property
     def connections(self) -> set[HttpConnection]:
@@ -87,6 +90,10 @@ class Gateway:
         await self.node.start()
         if self.admin is not None:
             await self.admin.start()
+        if self.emitter is not None:
+            # Straight to this node's hub, never through the broker: every node has its
+            # own subscription, so each applies each message once, to its own sockets.
+            await self.emitter.start(self.node.apply, self.node.server_event)
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(
             self._protocol,
@@ -102,6 +109,8 @@ class Gateway:
         """Graceful shutdown: stop listening, close sessions, flush, close connections."""
         if self.server is not None:
             self.server.close()
+        if self.emitter is not None:
+            await self.emitter.close()
         await self.engine.close()
         if self.admin is not None:
             await self.admin.close()
@@ -251,12 +260,19 @@ def build(settings: Settings, *, broker: Broker | None = None) -> Gateway:
         namespaces=settings.namespaces,
         cluster=settings.cluster,
         idempotency=Idempotency(_idempotency_store(settings)),
+        people=_people(settings),
     )
     http = HttpServerState(http_limits(settings))
     _http_metrics(metrics, http)
     gateway = Gateway(settings=settings, node=node, engine=engine, api=api, http=http)
     if settings.admin:
         gateway.admin = _admin(settings, node)
+    if settings.emitter_compat:
+        assert settings.redis_url is not None  # checked by Settings
+        gateway.emitter = EmitterBridge(
+            settings.redis_url, key=settings.emitter_key, max_message=settings.max_payload
+        )
+        _emitter_metrics(metrics, gateway.emitter)
     return gateway
 
 
@@ -277,6 +293,21 @@ def _admin(settings: Settings, node: Node) -> Admin:
     )
     admin.install()
     return admin
+
+
+def _people(settings: Settings) -> BasicAuth:
+    """HTTP Basic credentials for the dashboard: the API key, or the admin's."""
+    password_hash = None
+    if settings.admin_password_hash is not None:
+        try:
+            password_hash = check_hash(settings.admin_password_hash)
+        except ValueError as exc:
+            raise ConfigError(f"admin_password_hash: {exc}") from None
+    return BasicAuth(
+        api_key=settings.api_key or "",
+        username=settings.admin_username,
+        password_hash=password_hash,
+    )
 
 
 def _broker(settings: Settings) -> Broker:
@@ -369,6 +400,30 @@ def _broker_metrics(metrics: Metrics, broker: Broker) -> None:
         "siogate_broker_ack_timeouts_total",
         "Joins/leaves/disconnects answered before every receiving node confirmed them.",
         lambda: stats.ack_timeouts,
+    )
+
+
+def _emitter_metrics(metrics: Metrics, emitter: EmitterBridge) -> None:
+    stats = emitter.stats
+    metrics.gauge(
+        "siogate_emitter_connected",
+        "1 while subscribed to the @socket.io/redis-emitter channels (--emitter-compat).",
+        lambda: int(stats.connected),
+    )
+    metrics.counter(
+        "siogate_emitter_messages_total",
+        "Emitter messages applied to this node's sockets.",
+        lambda: stats.applied,
+    )
+    metrics.counter(
+        "siogate_emitter_messages_invalid_total",
+        "Emitter messages dropped as malformed or over --max-payload.",
+        lambda: stats.invalid,
+    )
+    metrics.counter(
+        "siogate_emitter_messages_unsupported_total",
+        "Emitter messages dropped because they ask for an unsupported operation.",
+        lambda: stats.unsupported,
     )
 
 

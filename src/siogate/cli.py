@@ -449,6 +449,17 @@ def main() -> None:
     help="Admin UI without a password: only with a loopback --host.",
 )
 @option(
+    "emitter_compat",
+    is_flag=True,
+    help="With --redis-url: deliver what @socket.io/redis-emitter publishes "
+    "(to/except/of, socketsJoin, socketsLeave, disconnectSockets; serverSideEmit to "
+    "handlers' on_server_event; see docs/emitter.md).",
+)
+@option(
+    "emitter_key",
+    help="Channel prefix the emitter publishes under (its `key` option).",
+)
+@option(
     "log_level",
     type=click.Choice(LOG_LEVELS),
     help="Logging verbosity.",

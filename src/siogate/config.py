@@ -99,6 +99,10 @@ class Settings:
     admin_username: str = "admin"
     admin_password_hash: str | None = None
     admin_no_auth: bool = False
+    # Messages of @socket.io/redis-emitter on the cluster's Redis (see docs/emitter.md),
+    # and the channel prefix it publishes under (its ``key`` option).
+    emitter_compat: bool = False
+    emitter_key: str = "socket.io"
     # Logging
     log_level: LogLevel = "info"
 
@@ -182,6 +186,10 @@ class Settings:
                 raise ConfigError("admin_namespace must start with '/' and not be '/'")
             if not self.admin_username:
                 raise ConfigError("admin_username must not be empty")
+        if self.emitter_compat and self.redis_url is None:
+            raise ConfigError("emitter_compat needs redis_url: the emitter publishes through Redis")
+        if not self.emitter_key or len(self.emitter_key) > 256:
+            raise ConfigError("emitter_key must be 1-256 characters")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
 

@@ -34,6 +34,7 @@ from .broker import (
     RoomsQuery,
     SocketsCommand,
     SocketsQuery,
+    StatsQuery,
 )
 from .errors import AuthError, WebhookError
 from .handlers import Handlers, Refuse, call
@@ -52,9 +53,11 @@ from .protocol.events import (
     NamespaceLeft,
     SessionClosed,
 )
-from .protocol.session import REASON_SERVER_NAMESPACE, State
+from .protocol.session import REASON_FORCED_CLOSE, REASON_SERVER_NAMESPACE, State
 from .ratelimit import TokenBucket
 from .ratelog import RateLimitedLog
+from .stats import NodeStats, Recorder
+from .stats import merge as merge_stats
 from .types import Namespace, Room, Sid, UserId
 from .webhooks import WebhookDispatcher
 
@@ -72,6 +75,10 @@ MAX_NAME = 256
 MAX_NAMESPACES_PER_CLIENT = 100
 # Events of one connection waiting for its webhook lane (all namespaces together).
 MAX_WAITING_PER_SOCKET = 256
+
+# on_server_event calls one node runs at once; an emitter's serverSideEmit beyond that
+# is dropped (and logged).
+MAX_SERVER_EVENTS = 256
 
 # Seconds between the CONNECT answer and the emits an on_connect handler made.
 EARLY_EMIT_DELAY = 0.002
@@ -260,6 +267,8 @@ class Node:
         # presence_events tells room members who came and went (optional).
         self.presence_events = presence_events
         self._tasks: set[asyncio.Task[Any]] = set()
+        # on_server_event calls running (an emitter can publish faster than they finish).
+        self._server_events = 0
         # ServerSocket wrappers, only kept while handlers are loaded.
         self._handles: dict[Sid, ServerSocket] = {}
         # Per-connection webhook queues, only while a connection has calls running.
@@ -277,13 +286,17 @@ class Node:
         # Told of socket changes; namespaces owned by a service (both: siogate.admin).
         self.observers: list[SocketObserver] = []
         self.services: dict[str, NamespaceService] = {}
+        # stats samples this node's metrics for /v1/stats and the dashboard.
+        self.stats = Recorder(metrics)
 
     async def start(self) -> None:
         await self.broker.start(self.apply, self.answer)
+        self.stats.start()
         if self.presence_tracker is not None:
             await self.presence_tracker.start(self._presence_changed)
 
     async def close(self) -> None:
+        self.stats.stop()
         if self.presence_tracker is not None:
             # Before the broker leaves the registry: this node drops its own counts
             # rather than leave them for another node to reap.
@@ -509,6 +522,32 @@ class Node:
             await call(hook, *args)
         except Exception:
             logger.exception("handler %s failed", getattr(hook, "__name__", hook))
+
+    def server_event(self, namespace: Namespace, event: str, args: list[Any]) -> bool:
+        """Hand an emitter's serverSideEmit to the handlers' ``on_server_event`` (in a
+        task); False when there is no such handler."""
+        hook = self.handlers.on_server_event if self.handlers is not None else None
+        if hook is None:
+            return False
+        if self._server_events >= MAX_SERVER_EVENTS:
+            peer_log.warning(
+                "server-events-full",
+                "dropping serverSideEmit(%r): %d on_server_event calls are running",
+                event,
+                self._server_events,
+            )
+            return True
+        self._server_events += 1
+        self._spawn(self._server_event(hook, namespace, event, args))
+        return True
+
+    async def _server_event(
+        self, hook: Any, namespace: Namespace, event: str, args: list[Any]
+    ) -> None:
+        try:
+            await self._run_hook(hook, namespace, event, args)
+        finally:
+            self._server_events -= 1
 
     def disconnect_socket(self, socket: Socket, reason: str) -> None:
         """Server-side namespace disconnect of one local socket."""
@@ -744,7 +783,7 @@ class Node:
         if command.sockets:
             found = (self.hub.get(command.namespace, sid) for sid in command.sockets)
             return [s for s in found if s is not None]
-        return self.hub.select(command.namespace, command.rooms)
+        return self.hub.select(command.namespace, command.rooms, command.exclude)
 
     def _apply_sockets(self, command: SocketsCommand) -> None:
         targets = self._targets(command)
@@ -756,6 +795,17 @@ class Node:
             assert command.room is not None
             for socket in targets:
                 self.leave_room(socket, command.room)
+        elif command.close:
+            for socket in targets:
+                # As Socket.IO's disconnect(true): every socket of the connection, in
+                # whatever namespace, is disconnected (the client will not reconnect
+                # them), then the connection itself is closed.
+                link = socket.link
+                for namespace, sid in list(link.session.namespaces.items()):
+                    other = self.hub.get(Namespace(namespace), Sid(sid))
+                    if other is not None:
+                        self.disconnect_socket(other, REASON_SERVER_NAMESPACE)
+                link.close(REASON_FORCED_CLOSE)
         else:
             for socket in targets:
                 self.disconnect_socket(socket, REASON_SERVER_NAMESPACE)
@@ -776,6 +826,8 @@ class Node:
             return presence.local_room_presence(self.hub, query)
         if isinstance(query, AdminQuery):
             return admin_snapshot.local(self.hub, query)
+        if isinstance(query, StatsQuery):
+            return self.stats.answer(query)
         emit = query.emit
         targets = self.hub.select(emit.namespace, emit.rooms, emit.exclude)
         if isinstance(query, CountQuery):
@@ -875,6 +927,11 @@ class Node:
         answers = await self._ask(RoomPresenceQuery(namespace, room, after, _plus_one(limit)))
         page, anonymous = presence.merge_room_presence(answers, after, limit)
         return page, anonymous, Listing.of(answers)
+
+    async def cluster_stats(self, last: float | None = None) -> tuple[list[NodeStats], Listing]:
+        """Every node's metrics and its samples of the last ``last`` seconds (siogate.stats)."""
+        answers = await self._ask(StatsQuery(last))
+        return merge_stats(answers), Listing.of(answers)
 
 
 def _plus_one(limit: int | None) -> int | None:

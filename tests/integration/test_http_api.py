@@ -52,6 +52,7 @@ V1_PATHS = {
     "/v1/rooms/{room}/sockets": "get",
     "/v1/rooms/{room}/presence": "get",
     "/v1/presence": "get",
+    "/v1/stats": "get",
 }
 
 

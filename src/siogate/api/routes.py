@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote
 
-from ..auth import check_bearer
+from .. import dashboard
+from ..auth import BasicAuth, check_bearer
 from ..broker import BrokerUnavailable
 from ..errors import ApiError
 from ..listings import Page
@@ -28,6 +30,11 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 # POSTs that take an Idempotency-Key (see api/idempotent.py).
 IDEMPOTENT_ROUTES = frozenset({"/v1/emit", "/v1/batch", "/v1/join", "/v1/leave", "/v1/disconnect"})
+# Routes for people as well as backends: the API key as a Bearer token, or HTTP Basic
+# credentials (see siogate.auth.basic); a refusal asks the browser for them.
+VIEW_ROUTES = frozenset({dashboard.PAGE_PATH, "/v1/stats"})
+# The most history /v1/stats?last= may ask for, in seconds.
+MAX_STATS_SECONDS = 86_400
 
 
 def json_response(
@@ -48,8 +55,11 @@ class Api:
         namespaces: frozenset[str] | None,
         cluster: bool = False,
         idempotency: Idempotency | None = None,
+        people: BasicAuth | None = None,
     ) -> None:
         self.node = node
+        # people checks HTTP Basic credentials on VIEW_ROUTES (none: the API key only).
+        self.people = people
         self.idempotency = idempotency
         self._cluster = cluster
         self._api_key = api_key
@@ -66,6 +76,9 @@ class Api:
             "/v1/disconnect": {"POST": (self._disconnect, True)},
             "/v1/rooms": {"GET": (self._rooms, True)},
             "/v1/presence": {"GET": (self._presence, True)},
+            "/v1/stats": {"GET": (self._stats, True)},
+            dashboard.PAGE_PATH: {"GET": (self._dashboard, True)},
+            **{path: {"GET": (self._dashboard_asset, False)} for path in dashboard.ASSETS},
         }
         self._openapi_body = json.dumps(
             openapi_document(max_ack_recipients=node.options.max_ack_recipients)
@@ -107,7 +120,11 @@ class Api:
             error = ApiError(405, "method_not_allowed", f"{request.method} is not allowed here")
             return route, json_response(405, error.to_json(), [("allow", allow)])
         handler, needs_key = entry
-        if needs_key and not check_bearer(request.headers.get("authorization"), self._api_key):
+        if route in VIEW_ROUTES:
+            if not await self._may_view(request):
+                error = ApiError(401, "unauthorized", "missing or invalid credentials")
+                return route, dashboard.unauthorized(json.dumps(error.to_json()).encode())
+        elif needs_key and not check_bearer(request.headers.get("authorization"), self._api_key):
             error = ApiError(401, "unauthorized", "missing or invalid API key")
             return route, json_response(401, error.to_json())
         if route in IDEMPOTENT_ROUTES and self.idempotency is not None:
@@ -126,6 +143,12 @@ class Api:
             # Parsed, but too deep to encode again at the depth the emit path runs at.
             error = ApiError(400, "invalid_json", "request body is nested too deeply")
             return json_response(400, error.to_json())
+
+    async def _may_view(self, request: Request) -> bool:
+        header = request.headers.get("authorization")
+        if check_bearer(header, self._api_key):
+            return True
+        return self.people is not None and await self.people.check(header)
 
     # Handlers
 
@@ -256,6 +279,35 @@ class Api:
         more = _next(asked, page, "users", scope, lambda last: last[0], "presence")
         body = {"users": items, "anonymous": anonymous, **more, **_listing_json(listing)}
         return json_response(200, body)
+
+    async def _stats(self, request: Request) -> Response:
+        unknown = sorted(set(request.query) - {"last"})
+        if unknown:
+            raise schemas.bad(f"unknown query parameter(s): {', '.join(unknown)}")
+        last = request.arg("last")
+        seconds = None
+        if last is not None:
+            try:
+                seconds = float(last)
+            except ValueError:
+                seconds = math.nan
+            if not 0 <= seconds <= MAX_STATS_SECONDS:  # False for NaN
+                raise schemas.bad(f"last must be a number of seconds from 0 to {MAX_STATS_SECONDS}")
+        nodes, listing = await self.node.cluster_stats(seconds)
+        body = {
+            "time": round(time.time(), 3),
+            "stats": [n.to_json() for n in nodes],
+            **_listing_json(listing),
+        }
+        return json_response(200, body, [("cache-control", "no-store")])
+
+    async def _dashboard(self, request: Request) -> Response:
+        return dashboard.page()
+
+    async def _dashboard_asset(self, request: Request) -> Response:
+        response = dashboard.asset(request.path)
+        assert response is not None  # routed by path
+        return response
 
 
 _PAGING = ("limit", "cursor")

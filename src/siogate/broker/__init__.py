@@ -18,6 +18,7 @@ from .base import (
     RoomsQuery,
     SocketsCommand,
     SocketsQuery,
+    StatsQuery,
 )
 from .memory import MemoryBroker
 
@@ -40,4 +41,5 @@ __all__ = [
     "RoomsQuery",
     "SocketsCommand",
     "SocketsQuery",
+    "StatsQuery",
 ]

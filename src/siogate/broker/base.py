@@ -37,6 +37,11 @@ class SocketsCommand:
     sockets: tuple[Sid, ...] = ()
     rooms: tuple[Room, ...] = ()
     room: Room | None = None
+    # Sockets in any of these rooms are left out of the selection by rooms.
+    exclude: tuple[Room, ...] = ()
+    # Disconnect: also the sockets of the same client connection in other namespaces,
+    # then close that connection, as Socket.IO's disconnect(true) does.
+    close: bool = False
 
 
 Command = EmitCommand | SocketsCommand
@@ -113,6 +118,14 @@ class AdminQuery:
     limit: int
 
 
+@dataclass(frozen=True, slots=True)
+class StatsQuery:
+    """The node's metrics now and its samples of the last ``last`` seconds (all it
+    keeps when None), for the dashboard (see siogate.stats)."""
+
+    last: float | None = None
+
+
 Query = (
     RoomsQuery
     | SocketsQuery
@@ -121,6 +134,7 @@ Query = (
     | CountQuery
     | AckEmitQuery
     | AdminQuery
+    | StatsQuery
 )
 
 QueryHandler = Callable[[Query], Any]

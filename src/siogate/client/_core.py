@@ -21,7 +21,7 @@ from urllib.parse import quote
 import httpx
 
 from siogate._version import __version__
-from siogate.auth import mint_token
+from siogate.auth.minting import mint_token
 from siogate.client._exceptions import RequestError, RequestTimeout
 from siogate.client._models import (
     AckReply,
