@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import itertools
 
-from siogate.broker import EmitCommand, SocketsCommand
+import pytest
+
+from siogate.broker import EmitCommand, SocketsCommand, wire
 from siogate.broker.routing import ALL, SHARDS, Destination, route, segments, shard_of, split
 from siogate.broker.shards import LINGER, ShardSubscriptions
 from siogate.hub import Hub, Socket
@@ -173,3 +175,12 @@ def test_shards_subscribe_once_settle_on_confirmation_and_linger_before_leaving(
     assert subs.to_unsubscribe(now=300.0) == [] and subs.to_subscribe() == []
     subs.reset()  # the connection was lost
     assert not subs.settled() and sorted(subs.to_subscribe()) == sorted([s1, s2])
+
+
+def test_the_ack_id_survives_the_wire_and_a_bad_one_is_refused() -> None:
+    join = SocketsCommand("join", NS, (Sid(new_socket_id(ME)),), (), Room("r"))
+    message = wire.decode(wire.encode_commands(ME, [join], ack="a1b2"))
+    assert wire.decode_commands(message) == [join] and wire.decode_ack(message) == "a1b2"
+    assert wire.decode_ack(wire.decode(wire.encode_commands(ME, [join]))) is None
+    with pytest.raises(wire.WireError):
+        wire.decode_ack(wire.decode(b'{"v":1,"node":"n","commands":[],"ack":7}'))
