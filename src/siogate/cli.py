@@ -510,6 +510,8 @@ def serve(**values: Any) -> None:
     install_event_loop()
     try:
         asyncio.run(gateway.serve(on_listening))
+    except ConfigError as exc:  # found at start (a Redis Cluster node as --redis-url)
+        _config_error(str(exc))
     except OSError as exc:
         # Typically the port is taken or the host cannot be bound.
         click.echo(f"siogate: cannot listen on {settings.host}:{settings.port}: {exc}", err=True)

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,7 @@ from test_cluster import (  # noqa: F401 (fixtures)
     Gateway,
     cluster,
     connect,
+    free_port,
     health,
     metrics,
     ok,
@@ -190,3 +193,46 @@ def test_a_bad_routing_setting_is_refused_from_flag_env_and_toml(tmp_path: Path)
     toml = serve(*keys, "--config", str(config))
     assert toml.returncode == 2 and "cluster_routing" in toml.stderr, toml.stderr
     assert "not one of 'sharded', 'broadcast'" in toml.stderr
+
+
+def test_a_redis_cluster_node_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    """Redis Cluster is not supported yet: serve says so and exits 2 instead of retrying
+    forever on MOVED replies. One cluster-enabled redis-server is enough to tell."""
+    port = free_port()
+    cmd = [
+        "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+        "--appendonly", "no", "--cluster-enabled", "yes",
+        "--cluster-config-file", str(tmp_path / "nodes.conf"),
+    ]  # fmt: skip
+    log = tmp_path / "redis.log"
+    try:
+        with log.open("wb") as out:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    except OSError as exc:
+        pytest.skip(f"redis-server cannot be started here: {exc}")
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            if proc.poll() is not None:
+                pytest.skip(f"redis-server cannot run in cluster mode here: {log.read_text()}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        result = subprocess.run(
+            [sys.executable, "-m", "siogate", "serve", "--port", "0",
+             "--api-key", API_KEY, "--jwt-secret", JWT_SECRET,
+             "--redis-url", f"redis://127.0.0.1:{port}/0"],
+            capture_output=True, text=True, timeout=30, cwd=tmp_path,
+        )  # fmt: skip
+        assert result.returncode == 2, result.stderr
+        assert "is a Redis Cluster node" in result.stderr
+        assert "Redis Cluster is not supported yet" in result.stderr
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -42,6 +42,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from ..errors import ConfigError
 from ..types import Namespace, Room
 from . import routing, wire
 from .base import (
@@ -241,6 +242,7 @@ class RedisBroker:
         self._handler = handler
         self._answer = answer
         self._redis = self._client()
+        await self._refuse_redis_cluster()
         self._tasks = [
             asyncio.create_task(self._subscribe_forever(), name="siogate-redis-subscriber"),
             asyncio.create_task(self._heartbeat_forever(), name="siogate-redis-heartbeat"),
@@ -252,6 +254,22 @@ class RedisBroker:
                 "Redis at %s is not reachable yet (%s); serving local sockets, retrying",
                 redacted(self._url),
                 self.stats.error,
+            )
+
+    async def _refuse_redis_cluster(self) -> None:
+        """Redis Cluster is not supported yet: say so at start rather than retry forever
+        on MOVED replies. A Redis that cannot be reached yet is checked no further."""
+        assert self._redis is not None
+        try:
+            async with asyncio.timeout(SOCKET_TIMEOUT):
+                info = await self._redis.info("cluster")
+        except (RedisError, OSError, TimeoutError):
+            return
+        if info.get("cluster_enabled") in (1, "1"):
+            await self._redis.aclose()
+            raise ConfigError(
+                f"Redis at {redacted(self._url)} is a Redis Cluster node; siogate needs a "
+                "standalone Redis or Valkey (Redis Cluster is not supported yet)"
             )
 
     async def close(self) -> None:
