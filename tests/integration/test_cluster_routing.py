@@ -18,10 +18,12 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from sioclient import uid
 from test_cluster import (  # noqa: F401 (fixtures)
     API_KEY,
+    HEADERS,
     JWT_SECRET,
     Cluster,
     Connect,
@@ -236,3 +238,25 @@ def test_a_redis_cluster_node_is_refused_with_a_clear_message(tmp_path: Path) ->
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+async def test_emits_through_one_node_keep_their_order_across_shards_and_socket_ids(
+    cluster: Cluster, connect: Connect
+) -> None:
+    """On one Redis, a node receives another node's messages in publish order whatever
+    their channels (docs/cluster.md, "Ordering")."""
+    a, b = nodes(cluster, 2)
+    target = await connect(b)
+    one, two = rooms_in_distinct_shards(2)
+    for room in (one, two):
+        await ok(a, "/v1/join", {"sockets": [target.sid()], "room": room})
+    n = 150
+    targets = [[one], [two], [target.sid()]]
+    async with httpx.AsyncClient(base_url=a.url, headers=HEADERS, timeout=10) as api:
+        for i in range(n):
+            body = {"event": "seq", "args": [i], "rooms": targets[i % 3]}
+            assert (await api.post("/v1/emit", json=body)).status_code == 200
+        batch = [{"event": "seq", "args": [n + i], "rooms": targets[i % 3]} for i in range(60)]
+        assert (await api.post("/v1/batch", json={"emits": batch})).status_code == 200
+    await target.wait_event("seq", count=n + 60)
+    assert [args[0] for args in target.received("seq")] == list(range(n + 60))
