@@ -184,3 +184,12 @@ def test_the_ack_id_survives_the_wire_and_a_bad_one_is_refused() -> None:
     assert wire.decode_ack(wire.decode(wire.encode_commands(ME, [join]))) is None
     with pytest.raises(wire.WireError):
         wire.decode_ack(wire.decode(b'{"v":1,"node":"n","commands":[],"ack":7}'))
+
+
+def test_sharded_routing_needs_node_ids_that_socket_ids_can_start_with() -> None:
+    from siogate.broker.redis import RedisBroker
+
+    with pytest.raises(ValueError, match="node id"):
+        RedisBroker("redis://127.0.0.1:1/0", node_id="short")
+    assert RedisBroker("redis://127.0.0.1:1/0", node_id="short", routing="broadcast")
+    assert RedisBroker("redis://127.0.0.1:1/0").node_id  # a generated one fits

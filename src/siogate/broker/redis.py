@@ -43,7 +43,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from ..errors import ConfigError
-from ..types import Namespace, Room
+from ..types import Namespace, Room, is_node_id
 from . import routing, wire
 from .base import (
     Answers,
@@ -182,6 +182,10 @@ class RedisBroker:
         routing: RoutingMode = "sharded",
     ) -> None:
         self.node_id = node_id or secrets.token_hex(4)
+        if routing == "sharded" and not is_node_id(self.node_id):
+            # Socket ids start with the node id, and commands for a socket go to the node
+            # its id names: an id of another shape would route them nowhere.
+            raise ValueError(f"node id {self.node_id!r} is not 8 of A-Z a-z 0-9 _ -")
         self.stats = BrokerStats(connected=False, error="not started", since=time.time())
         self._url = url
         self._prefix = prefix
