@@ -226,6 +226,8 @@ def build(
         metrics.webhooks = webhooks.stats
     if broker is None:
         broker = _broker(settings)
+    # The Redis broker subscribes to the shards of the rooms this node holds members of.
+    hub.watcher = broker
     handlers = handlers_module.load(settings.handlers) if settings.handlers else None
     if settings.auth == "handlers" and (handlers is None or handlers.on_connect is None):
         raise ConfigError("--auth handlers needs handlers with an on_connect method")
@@ -391,6 +393,7 @@ def _broker(settings: Settings) -> Broker:
         prefix=settings.redis_prefix,
         advertise_url=advertise,
         node_ttl=settings.node_ttl / 1000,
+        routing=settings.cluster_routing,
     )
 
 
@@ -459,6 +462,16 @@ def _broker_metrics(metrics: Metrics, broker: Broker) -> None:
         "siogate_broker_messages_invalid_total",
         "Messages from the broker ignored as malformed.",
         lambda: stats.messages_invalid,
+    )
+    metrics.gauge(
+        "siogate_broker_shards",
+        "Room shard channels this node subscribes to (sharded routing).",
+        lambda: stats.shards,
+    )
+    metrics.counter(
+        "siogate_broker_ack_timeouts_total",
+        "Joins/leaves/disconnects answered before every receiving node confirmed them.",
+        lambda: stats.ack_timeouts,
     )
 
 

@@ -450,6 +450,12 @@ def main() -> None:
     help="Worker processes sharing the port ('auto': one per usable core; see docs/workers.md).",
 )
 @option(
+    "cluster_routing",
+    type=click.Choice(("sharded", "broadcast")),
+    help="sharded: a command reaches only the nodes holding its rooms or sockets (Redis 7+); "
+    "broadcast: every node receives every command. The same on every node.",
+)
+@option(
     "idempotency_ttl",
     type=int,
     help="Seconds a request's Idempotency-Key is remembered (a repeat is answered, not applied).",
@@ -564,6 +570,8 @@ def serve(**values: Any) -> None:
         else:
             install_event_loop()
             asyncio.run(gateway.serve(on_listening))
+    except ConfigError as exc:  # found at start (a Redis Cluster node as --redis-url)
+        _config_error(str(exc))
     except OSError as exc:
         # Typically the port is taken or the host cannot be bound.
         click.echo(f"siogate: cannot listen on {settings.host}:{settings.port}: {exc}", err=True)

@@ -22,6 +22,8 @@ RateAction = Literal["drop", "disconnect"]
 RATE_ACTIONS: tuple[RateAction, ...] = ("drop", "disconnect")
 # The most worker processes ``serve --workers`` starts.
 MAX_WORKERS = 256
+ClusterRouting = Literal["sharded", "broadcast"]
+CLUSTER_ROUTINGS: tuple[ClusterRouting, ...] = ("sharded", "broadcast")
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,8 @@ class Settings:
     # Worker processes sharing the port (serve --workers; see docs/workers.md). Without
     # redis_url they coordinate through the primary process; 1: no workers, one process.
     workers: int = 1
+    # How commands reach the nodes (docs/cluster.md, "Routing"); the same on every node.
+    cluster_routing: ClusterRouting = "sharded"
     # Seconds an Idempotency-Key is remembered after its request succeeded.
     idempotency_ttl: int = 86_400
     # The @socket.io/admin-ui namespace (see docs/admin.md).
@@ -183,6 +187,8 @@ class Settings:
             raise ConfigError("node_ttl must be at least 1000 milliseconds")
         if self.cluster_timeout < 1:
             raise ConfigError("cluster_timeout must be positive")
+        if self.cluster_routing not in CLUSTER_ROUTINGS:
+            raise ConfigError(f"cluster_routing must be one of {', '.join(CLUSTER_ROUTINGS)}")
         if self.idempotency_ttl < 1:
             raise ConfigError("idempotency_ttl must be at least 1 second")
         if self.admin:

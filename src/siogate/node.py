@@ -392,7 +392,9 @@ class Node:
         if self.recovery is not None and event.auth is not None and "pid" in event.auth:
             if self._recover(link, namespace, event.auth, identity):
                 return
-        socket = Socket(new_socket_id(), Namespace(namespace), identity.user, link)
+        socket = Socket(
+            new_socket_id(self.broker.node_id), Namespace(namespace), identity.user, link
+        )
         rooms = set(identity.rooms)
         if identity.user is not None:
             rooms.add(Room(f"user:{identity.user}"))

@@ -174,6 +174,11 @@ class BrokerStats:
     messages_invalid: int = 0
     # Other nodes seen alive at the last heartbeat.
     peers: int = 0
+    # Room shard channels this node is subscribed to (siogate.broker.routing).
+    shards: int = 0
+    # Joins, leaves and disconnects answered before every node that received them
+    # confirmed (a node died or stalled); see docs/cluster.md, "Routing".
+    ack_timeouts: int = 0
 
 
 class Broker(Protocol):
@@ -189,6 +194,9 @@ class Broker(Protocol):
     async def publish(self, commands: Sequence[Command]) -> None:
         """Send one batch to all nodes. Returns once the local node has applied it.
 
+        The handler may be given the batch in consecutive segments (the Redis broker cuts
+        it after each join, leave or disconnect), always in order.
+
         Raises :class:`BrokerUnavailable` when the batch could not be handed on; it has
         then not been applied on this node (nor, unless the connection broke after the
         broker received it, on any other).
@@ -202,3 +210,9 @@ class Broker(Protocol):
 
     async def close(self) -> None:
         """Stop delivering and release connections."""
+
+    def room_opened(self, namespace: Namespace, room: Room) -> None:
+        """A named room got its first member on this node (the hub's RoomWatcher)."""
+
+    def room_closed(self, namespace: Namespace, room: Room) -> None:
+        """A named room lost its last member on this node."""

@@ -37,6 +37,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
+from ..types import Namespace, Room
 from . import wire
 from .base import (
     Answers,
@@ -310,6 +311,13 @@ class LocalBroker:
         self.stats.connected = True
         self.stats.error = None
         self.stats.since = time.time()
+
+    def room_opened(self, namespace: Namespace, room: Room) -> None:
+        # The relay hands every command to every worker: no per-room channels to open.
+        pass
+
+    def room_closed(self, namespace: Namespace, room: Room) -> None:
+        pass
 
     async def close(self) -> None:
         for task in self._answering:

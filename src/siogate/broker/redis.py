@@ -3,7 +3,12 @@
 Channels (``<prefix>`` is ``--redis-prefix``, so several clusters can share a Redis):
 
 * ``<prefix>:commands``: command batches published through any node; every node
-  subscribes and applies them (skipping its own, which it applied itself).
+  subscribes and applies them (skipping its own, which it applied itself). With
+  sharded routing (the default) only commands for a whole namespace go there:
+* ``<prefix>:r:<shard>`` (sharded pub/sub, ``SPUBLISH``/``SSUBSCRIBE``): commands for
+  named rooms of that shard; a node subscribes while it holds members of one of its
+  rooms (``siogate.broker.routing``, ``siogate.broker.shards``).
+* ``<prefix>:n:<node>``: commands for sockets of that node, by socket id.
 * ``<prefix>:queries`` and ``<prefix>:answers:<node>``: a query goes to every node, each
   answers on the asking node's own channel.
 
@@ -27,7 +32,7 @@ import random
 import secrets
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis
@@ -37,7 +42,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from . import wire
+from ..errors import ConfigError
+from ..types import Namespace, Room, is_node_id
+from . import routing, wire
 from .base import (
     Answers,
     Broker,
@@ -47,7 +54,9 @@ from .base import (
     MessageHandler,
     Query,
     QueryHandler,
+    SocketsCommand,
 )
+from .shards import ShardSubscriptions
 
 logger = logging.getLogger("siogate.broker")
 
@@ -64,8 +73,48 @@ START_WAIT = 3.0
 # of them (clients choose the prefixes, so random ones must not grow memory).
 URL_MISS_SECONDS = 1.0
 URL_CACHE_SIZE = 1024
+# Seconds a join, leave or disconnect waits for the nodes that received it to confirm.
+ACK_TIMEOUT = 2.0
+# Seconds between looks for shards unwanted long enough to unsubscribe.
+SWEEP_INTERVAL = 0.5
 
-_Outgoing = tuple[str, bytes, Sequence[Command] | None, asyncio.Future[None] | None]
+RoutingMode = Literal["sharded", "broadcast"]
+
+
+class _Acks:
+    """Confirmations of one routed batch: one per node that received one of its parts."""
+
+    __slots__ = ("expected", "got", "sealed", "done")
+
+    def __init__(self) -> None:
+        self.expected = 0
+        self.got = 0
+        self.sealed = False
+        self.done = asyncio.Event()
+
+    def expect(self, receivers: int) -> None:
+        self.expected += receivers
+        self._check()
+
+    def add(self) -> None:
+        self.got += 1
+        self._check()
+
+    def seal(self) -> None:
+        """Every part is published: ``expected`` is final."""
+        self.sealed = True
+        self._check()
+
+    def _check(self) -> None:
+        if self.sealed and self.got >= self.expected:
+            self.done.set()
+
+
+# (channel or None for local only, data, commands to apply here after publishing,
+# future of the publish, confirmations the message asks for)
+_Outgoing = tuple[
+    str | None, bytes, Sequence[Command] | None, asyncio.Future[None] | None, _Acks | None
+]
 
 
 def redacted(url: str) -> str:
@@ -130,8 +179,13 @@ class RedisBroker:
         node_ttl: float = 5.0,
         node_id: str | None = None,
         start_wait: float = START_WAIT,
+        routing: RoutingMode = "sharded",
     ) -> None:
         self.node_id = node_id or secrets.token_hex(4)
+        if routing == "sharded" and not is_node_id(self.node_id):
+            # Socket ids start with the node id, and commands for a socket go to the node
+            # its id names: an id of another shape would route them nowhere.
+            raise ValueError(f"node id {self.node_id!r} is not 8 of A-Z a-z 0-9 _ -")
         self.stats = BrokerStats(connected=False, error="not started", since=time.time())
         self._url = url
         self._prefix = prefix
@@ -159,6 +213,16 @@ class RedisBroker:
         # node id -> (monotonic expiry, URL or None), oldest first.
         self._urls: dict[str, tuple[float, str | None]] = {}
         self._lookups: dict[str, asyncio.Future[str | None]] = {}
+        # Routing (docs/cluster.md, "Routing"): shard subscriptions and confirmations.
+        self._sharded = routing == "sharded"
+        self._shard_prefix = f"{prefix}:r:"
+        self._node_channel = f"{prefix}:n:{self.node_id}"
+        self._shards = ShardSubscriptions()
+        self._pubsub: PubSub | None = None
+        self._settle_waiters: list[asyncio.Future[None]] = []
+        self._acks: dict[str, _Acks] = {}
+        self._side_tasks: set[asyncio.Task[None]] = set()
+        self._reconcile_soon = False
 
     def _answers_of(self, node: str) -> str:
         return f"{self._prefix}:answers:{node}"
@@ -182,6 +246,7 @@ class RedisBroker:
         self._handler = handler
         self._answer = answer
         self._redis = self._client()
+        await self._refuse_redis_cluster()
         self._tasks = [
             asyncio.create_task(self._subscribe_forever(), name="siogate-redis-subscriber"),
             asyncio.create_task(self._heartbeat_forever(), name="siogate-redis-heartbeat"),
@@ -195,8 +260,24 @@ class RedisBroker:
                 self.stats.error,
             )
 
+    async def _refuse_redis_cluster(self) -> None:
+        """Redis Cluster is not supported yet: say so at start rather than retry forever
+        on MOVED replies. A Redis that cannot be reached yet is checked no further."""
+        assert self._redis is not None
+        try:
+            async with asyncio.timeout(SOCKET_TIMEOUT):
+                info = await self._redis.info("cluster")
+        except (RedisError, OSError, TimeoutError):
+            return
+        if info.get("cluster_enabled") in (1, "1"):
+            await self._redis.aclose()
+            raise ConfigError(
+                f"Redis at {redacted(self._url)} is a Redis Cluster node; siogate needs a "
+                "standalone Redis or Valkey (Redis Cluster is not supported yet)"
+            )
+
     async def close(self) -> None:
-        for task in [*self._tasks, *self._answering]:
+        for task in [*self._tasks, *self._answering, *self._side_tasks]:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
@@ -245,10 +326,67 @@ class RedisBroker:
     async def publish(self, commands: Sequence[Command]) -> None:
         if self._handler is None:
             raise RuntimeError("broker is not started")
+        if self._sharded:
+            for segment in routing.segments(commands):
+                await self._publish_routed(segment)
+            return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         data = wire.encode_commands(self.node_id, commands)
-        self._enqueue((self._commands_channel, data, commands, future))
+        self._enqueue((self._commands_channel, data, commands, future, None))
         await future
+
+    def _channel(self, destination: routing.Destination) -> str:
+        if destination.kind == "shard":
+            return self._shard_prefix + destination.key
+        if destination.kind == "node":
+            return f"{self._prefix}:n:{destination.key}"
+        return self._commands_channel
+
+    async def _publish_routed(self, commands: Sequence[Command]) -> None:
+        """Publish one segment (siogate.broker.routing.segments) and, if it changes rooms,
+        wait until every node that received it applied it and subscribed accordingly."""
+        parts = routing.route(commands, self.node_id)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        acks: _Acks | None = None
+        ack_id: str | None = None
+        if any(p.changes_rooms for p in parts):
+            ack_id = secrets.token_hex(8)
+            acks = self._acks[ack_id] = _Acks()
+        try:
+            if not parts:
+                # Only this node's sockets: nothing to publish, applied in call order.
+                self._enqueue((None, b"", commands, future, None))
+            for i, part in enumerate(parts):
+                last = i == len(parts) - 1
+                asks = part.changes_rooms
+                data = wire.encode_commands(self.node_id, part.commands, ack_id if asks else None)
+                self._enqueue(
+                    (
+                        self._channel(part.destination),
+                        data,
+                        commands if last else None,
+                        future if last else None,
+                        acks if asks else None,
+                    )
+                )
+            await future
+            if not any(isinstance(c, SocketsCommand) for c in commands):
+                return
+            async with asyncio.timeout(ACK_TIMEOUT):
+                # This node's own joins, then the other nodes' confirmations.
+                if self._sub_ok:
+                    await self._settled()
+                if acks is not None:
+                    acks.seal()
+                    await acks.done.wait()
+        except TimeoutError:
+            self.stats.ack_timeouts += 1
+            logger.warning(
+                "a join/leave/disconnect was not confirmed by every node within %.1f s", ACK_TIMEOUT
+            )
+        finally:
+            if ack_id is not None:
+                del self._acks[ack_id]
 
     def _enqueue(self, item: _Outgoing) -> None:
         self._outbox.append(item)
@@ -262,20 +400,32 @@ class RedisBroker:
             assert self._redis is not None
             try:
                 async with self._redis.pipeline(transaction=False) as pipe:
-                    for channel, data, _, _ in batch:
-                        pipe.publish(channel, data)
-                    await pipe.execute()
+                    for channel, data, _, _, _ in batch:
+                        if channel is None:
+                            continue
+                        if channel.startswith(self._shard_prefix):
+                            pipe.spublish(channel, data)
+                        else:
+                            pipe.publish(channel, data)
+                    receivers = await pipe.execute() if len(pipe) else []
             except (RedisError, OSError) as exc:
                 self.stats.publish_failures += len(batch)
                 await self._connection_lost(exc)
                 failure = BrokerUnavailable(f"Redis did not take the message: {exc}")
-                for _, _, _, future in batch:
+                for _, _, _, future, _ in batch:
                     if future is not None and not future.done():
                         future.set_exception(failure)
                 continue
-            self.stats.messages_out += len(batch)
-            self._set_health(pub=True, error=None)
-            for _, _, commands, future in batch:
+            self.stats.messages_out += len(receivers)
+            if receivers:
+                self._set_health(pub=True, error=None)
+            sent = iter(receivers)
+            for channel, _, _, _, acks in batch:
+                if channel is not None:
+                    count = next(sent)
+                    if acks is not None:
+                        acks.expect(int(count))
+            for _, _, commands, future, _ in batch:
                 try:
                     if commands is not None and self._handler is not None:
                         self._handler(commands)
@@ -290,12 +440,22 @@ class RedisBroker:
 
     async def _subscribe_forever(self) -> None:
         backoff = _Backoff()
-        channels = (self._commands_channel, self._queries_channel, self._answers_channel)
+        channels: tuple[str, ...] = (
+            self._commands_channel,
+            self._queries_channel,
+            self._answers_channel,
+        )
+        if self._sharded:
+            channels += (self._node_channel,)
         while True:
             client = self._client()
             pubsub: PubSub = client.pubsub()
             try:
                 await pubsub.subscribe(*channels)
+                # Shards are subscribed on this connection anew (what the node wants now).
+                self._shards.reset()
+                self._pubsub = pubsub
+                self._reconcile()
                 confirmed = 0
                 # A subscriber only reads, so a connection that died without a FIN (a
                 # balancer's idle timeout, a host gone) would look quiet forever; a PING
@@ -303,6 +463,7 @@ class RedisBroker:
                 interval = self._ttl / 3
                 next_ping = time.monotonic() + interval
                 ping_sent: float | None = None
+                next_sweep = time.monotonic() + SWEEP_INTERVAL
                 while True:
                     now = time.monotonic()
                     if ping_sent is not None and now - ping_sent > SOCKET_TIMEOUT:
@@ -310,10 +471,18 @@ class RedisBroker:
                     if ping_sent is None and now >= next_ping:
                         await pubsub.ping()
                         ping_sent, next_ping = now, now + interval
+                    if self._sharded and now >= next_sweep:
+                        self._reconcile()  # unsubscribes shards unwanted for a while
+                        next_sweep = now + SWEEP_INTERVAL
                     message = await pubsub.get_message(timeout=min(interval, 0.5))
                     if message is None:
                         continue
-                    if message["type"] == "pong":
+                    kind = message["type"]
+                    if kind in ("message", "smessage"):
+                        self._dispatch(message["channel"], message["data"])
+                    elif kind in ("ssubscribe", "sunsubscribe"):
+                        self._shard_confirmed(message["channel"], kind == "ssubscribe")
+                    elif message["type"] == "pong":
                         ping_sent = None
                     elif message["type"] == "subscribe":
                         confirmed += 1
@@ -329,11 +498,12 @@ class RedisBroker:
                             self._set_health(sub=True, error=None)
                             self._subscribed.set()
                             backoff.reset()
-                    elif message["type"] == "message":
-                        self._dispatch(message["channel"], message["data"])
             except (RedisError, OSError) as exc:
                 self._set_health(sub=False, error=exc)
             finally:
+                self._pubsub = None
+                self._shards.reset()
+                self.stats.shards = 0
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
                 with contextlib.suppress(Exception):
@@ -342,15 +512,24 @@ class RedisBroker:
 
     def _dispatch(self, channel: bytes, data: bytes) -> None:
         if data.startswith(self._own):
+            if self._acks:
+                self._own_ack(data)
             return
         self.stats.messages_in += 1
         try:
             message = wire.decode(data)
             name = channel.decode()
-            if name == self._commands_channel:
+            if (
+                name == self._commands_channel
+                or name.startswith(self._shard_prefix)
+                or name == self._node_channel
+            ):
                 commands = wire.decode_commands(message)
+                ack = wire.decode_ack(message)
                 if self._handler is not None:
                     self._handler(commands)
+                if ack is not None:
+                    self._confirm(message["node"], ack)
             elif name == self._queries_channel:
                 request_id, query = wire.decode_query(message)
                 if self._answer is not None:
@@ -364,9 +543,12 @@ class RedisBroker:
                         task.add_done_callback(self._answering.discard)
                     else:
                         reply = wire.encode_answer(self.node_id, request_id, answer)
-                        self._enqueue((channel_out, reply, None, None))
+                        self._enqueue((channel_out, reply, None, None, None))
             else:
                 request_id, answer = wire.decode_answer(message)
+                acks = self._acks.get(request_id)
+                if acks is not None:
+                    acks.add()
                 pending = self._pending.get(request_id)
                 if pending is not None:
                     pending.add(message["node"], answer)
@@ -376,13 +558,113 @@ class RedisBroker:
         except Exception:
             logger.exception("applying a message from %r failed", channel)
 
+    # Routing: shard subscriptions and confirmations of room changes
+
+    def room_opened(self, namespace: Namespace, room: Room) -> None:
+        if self._sharded:
+            self._shards.room_opened(namespace, room)
+            if not self._reconcile_soon:
+                # Once per loop iteration: a connect storm's rooms share one SSUBSCRIBE.
+                self._reconcile_soon = True
+                asyncio.get_running_loop().call_soon(self._reconcile)
+
+    def room_closed(self, namespace: Namespace, room: Room) -> None:
+        if self._sharded:
+            # Unsubscribed by _reconcile() once the shard stayed unwanted for a while.
+            self._shards.room_closed(namespace, room, time.monotonic())
+
+    def _reconcile(self) -> None:
+        """Send the SSUBSCRIBE / SUNSUBSCRIBE that the wanted shards call for."""
+        self._reconcile_soon = False
+        pubsub = self._pubsub
+        if pubsub is None:
+            return  # subscribed to all wanted shards once connected
+        subscribe = self._shards.to_subscribe()
+        unsubscribe = self._shards.to_unsubscribe(time.monotonic())
+        if subscribe or unsubscribe:
+            self._side_task(self._send_subscriptions(pubsub, subscribe, unsubscribe))
+
+    def _side_task(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    async def _send_subscriptions(
+        self, pubsub: PubSub, subscribe: list[int], unsubscribe: list[int]
+    ) -> None:
+        try:
+            # Sent from here while the subscriber loop reads: a write does not read.
+            if unsubscribe:
+                await pubsub.sunsubscribe(*(f"{self._shard_prefix}{s}" for s in unsubscribe))
+            if subscribe:
+                await pubsub.ssubscribe(*(f"{self._shard_prefix}{s}" for s in subscribe))
+        except (RedisError, OSError) as exc:
+            # The subscriber loop finds the connection broken and subscribes anew.
+            logger.warning("shard subscription failed: %s", exc)
+
+    def _shard_confirmed(self, channel: bytes, subscribed: bool) -> None:
+        name = channel.decode()
+        if not name.startswith(self._shard_prefix):
+            return
+        try:
+            shard = int(name[len(self._shard_prefix) :])
+        except ValueError:
+            return
+        self._shards.confirmed(shard, subscribed)
+        self.stats.shards = len(self._shards.subscribed)
+        if not subscribed:
+            self._reconcile()  # wanted again while it was being unsubscribed
+        if self._shards.settled():
+            waiters, self._settle_waiters = self._settle_waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def _settled(self) -> None:
+        """Returns once every shard this node wants is subscribed (callers bound the wait)."""
+        if self._shards.settled():
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._settle_waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if waiter in self._settle_waiters:
+                self._settle_waiters.remove(waiter)
+
+    def _confirm(self, node: str, ack: str) -> None:
+        """Tell ``node`` its batch is applied here, once this node's shards are settled."""
+        channel = self._answers_of(node)
+        reply = wire.encode_answer(self.node_id, ack, True)
+        if self._shards.settled():
+            self._enqueue((channel, reply, None, None, None))
+        else:
+            self._side_task(self._confirm_later(channel, reply))
+
+    async def _confirm_later(self, channel: str, reply: bytes) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(ACK_TIMEOUT):
+                await self._settled()
+        self._enqueue((channel, reply, None, None, None))
+
+    def _own_ack(self, data: bytes) -> None:
+        """One of this node's own batches came back on a channel it subscribes to: Redis
+        counted this node among its receivers, so it confirms itself."""
+        with contextlib.suppress(wire.WireError):
+            ack = wire.decode_ack(wire.decode(data))
+            acks = None if ack is None else self._acks.get(ack)
+            if acks is not None:
+                acks.add()
+
     async def _answer_later(self, channel: str, request_id: str, answer: Any) -> None:
         try:
             value = await answer
         except Exception:
             logger.exception("answering a query failed")
             return
-        self._enqueue((channel, wire.encode_answer(self.node_id, request_id, value), None, None))
+        self._enqueue(
+            (channel, wire.encode_answer(self.node_id, request_id, value), None, None, None)
+        )
 
     # Registry
 
@@ -499,7 +781,7 @@ class RedisBroker:
                 if pending.expected:
                     future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
                     data = wire.encode_query(self.node_id, request_id, query)
-                    self._enqueue((self._queries_channel, data, None, future))
+                    self._enqueue((self._queries_channel, data, None, future, None))
                     await future
                     await pending.complete.wait()
         except BrokerUnavailable:

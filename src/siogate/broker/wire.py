@@ -89,8 +89,14 @@ def _command_json(command: Command) -> dict[str, Any]:
     return out
 
 
-def encode_commands(node: str, commands: Sequence[Command]) -> bytes:
-    return _message(node, {"commands": [_command_json(c) for c in commands]})
+def encode_commands(node: str, commands: Sequence[Command], ack: str | None = None) -> bytes:
+    """A command batch; with ``ack``, each receiver answers ``ack`` once it applied the
+    batch and subscribed to the shards of the rooms it joined (an addition to format 1
+    that older nodes ignore)."""
+    body: dict[str, Any] = {"commands": [_command_json(c) for c in commands]}
+    if ack is not None:
+        body["ack"] = ack
+    return _message(node, body)
 
 
 def _str(obj: dict[str, Any], key: str) -> str:
@@ -142,6 +148,14 @@ def decode(data: bytes) -> dict[str, Any]:
         raise WireError(f"unsupported format version {obj.get('v')!r}")
     _str(obj, "node")
     return obj
+
+
+def decode_ack(obj: dict[str, Any]) -> str | None:
+    """The id a command batch asks its receivers to answer, if any."""
+    ack = obj.get("ack")
+    if ack is not None and not isinstance(ack, str):
+        raise WireError("'ack' must be a string")
+    return ack
 
 
 def decode_commands(obj: dict[str, Any]) -> list[Command]:
