@@ -459,7 +459,8 @@ class RedisBroker:
                 confirmed = 0
                 # A subscriber only reads, so a connection that died without a FIN (a
                 # balancer's idle timeout, a host gone) would look quiet forever; a PING
-                # every third of the TTL must be answered within SOCKET_TIMEOUT.
+                # every third of the TTL must be answered within SOCKET_TIMEOUT, unless
+                # other messages keep arriving meanwhile.
                 interval = self._ttl / 3
                 next_ping = time.monotonic() + interval
                 ping_sent: float | None = None
@@ -477,6 +478,10 @@ class RedisBroker:
                     message = await pubsub.get_message(timeout=min(interval, 0.5))
                     if message is None:
                         continue
+                    if ping_sent is not None:
+                        # Anything read proves the connection alive: under a flood the
+                        # PONG waits behind the messages, which must not end the connection.
+                        ping_sent = now
                     kind = message["type"]
                     if kind in ("message", "smessage"):
                         self._dispatch(message["channel"], message["data"])
