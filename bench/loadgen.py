@@ -887,7 +887,7 @@ async def scenario_fanout(
 async def scenario_throughput(args: argparse.Namespace, pub: Publisher) -> dict[str, Any]:
     room_size = args.room_size
     n_rooms = args.clients // room_size
-    rooms_json = [json.dumps([f"r{r}"]) for r in range(n_rooms)]
+    rooms_json = [json.dumps([f"{args.room_prefix}{r}"]) for r in range(n_rooms)]
     pad = "x" * args.pad
     steps = []
     rr = 0
@@ -1138,7 +1138,7 @@ async def scenario_hop(
 
 def rooms_for(scenario: str, i: int, args: argparse.Namespace) -> list[str]:
     if scenario == "throughput":
-        return [f"r{i // args.room_size}"]
+        return [f"{args.room_prefix}{i // args.room_size}"]
     return [args.room]
 
 
@@ -1266,6 +1266,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--interval", type=float, default=0.2, help="seconds between burst publishes")
     # throughput
     ap.add_argument("--room-size", type=int, default=10)
+    ap.add_argument(
+        "--room-prefix",
+        default="r",
+        help="throughput rooms are PREFIX0, PREFIX1, ... (load generators side by side "
+        "on one server each need their own)",
+    )
     ap.add_argument("--step", type=float, default=5.0, help="seconds per rate step")
     ap.add_argument(
         "--rates",

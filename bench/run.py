@@ -86,9 +86,14 @@ SERVERS = {
             "30000",
         ],
     ),
+    # siogate with connection state recovery on (bench/recovery_cost.py explains).
+    "siogate-recovery": ServerSpec("siogate-recovery", []),
     # Not a contender: the cheapest possible sender, to measure the load generator.
     "floor": ServerSpec("floor", ["node", str(BENCH / "floor_server.js"), "--port", "{port}"]),
 }
+
+
+SERVERS["siogate-recovery"].argv = [*SERVERS["siogate"].argv, "--recovery-window", "120"]
 
 
 def free_port() -> int:

@@ -206,6 +206,9 @@ async function redisAdapter() {
 }
 
 let io;
+// Set by cluster.js in the worker processes it forks: the cluster adapter instead of
+// Redis, and connections handed over by the primary (@socket.io/sticky) instead of listen().
+const CLUSTER_WORKER = process.env.NODE_REF_CLUSTER_WORKER === "1";
 
 async function main() {
   const httpServer = http.createServer({ keepAliveTimeout: 60_000 }, onRequest);
@@ -215,7 +218,7 @@ async function main() {
     pingInterval: 25_000,
     pingTimeout: 20_000,
     maxHttpBufferSize: MAX_BODY,
-    adapter: await redisAdapter(),
+    adapter: CLUSTER_WORKER ? require("@socket.io/cluster-adapter").createAdapter() : await redisAdapter(),
   });
 
   // "/" always exists, so the catch-all child-namespace pattern never shadows it.
@@ -224,6 +227,10 @@ async function main() {
     nsp.on("connection", onConnection);
   }
 
+  if (CLUSTER_WORKER) {
+    require("@socket.io/sticky").setupWorker(io);
+    return;
+  }
   httpServer.listen({ host: opts.host, port: opts.port, backlog: opts.backlog }, () => {
     const { address, port } = httpServer.address();
     const mode = opts.redisUrl ? ` (redis adapter, key ${opts.redisPrefix})` : "";

@@ -9,24 +9,28 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from . import handlers as handlers_module
 from .admin import Admin, AdminOptions, check_hash
 from .api import Api
 from .api.idempotent import Idempotency
-from .auth import JwtVerifier
+from .auth import BasicAuth, JwtVerifier
 from .broker import Broker, MemoryBroker
+from .broker.emitter_compat import EmitterBridge
 from .broker.redis import RedisBroker
 from .config import Settings
 from .errors import ConfigError
+from .history import HistoryOptions
 from .hub import Hub
 from .idempotency import IdempotencyStore, MemoryIdempotencyStore, RedisIdempotencyStore
 from .metrics import Metrics
 from .node import Node, NodeOptions
 from .presence_events import PresenceEvents
 from .presence_tracker import MemoryPresenceTracker, PresenceTracker, RedisPresenceTracker
+from .recovery import RecoveryOptions
 from .transport.engine import EngineOptions, EngineServer
 from .transport.forward import Forwarder
 from .transport.http import (
@@ -57,6 +61,10 @@ class Gateway:
     http: HttpServerState = field(default_factory=HttpServerState)
     server: asyncio.Server | None = None
     admin: Admin | None = None
+    # --emitter-compat: applies @socket.io/redis-emitter messages to this node's sockets.
+    emitter: EmitterBridge | None = None
+    # Listeners besides ``server`` (a worker's private one, see siogate.supervisor).
+    extra_servers: list[asyncio.Server] = field(default_factory=list)
 
     @property
     def connections(self) -> set[HttpConnection]:
@@ -79,22 +87,46 @@ class Gateway:
     def _protocol(self) -> HttpConnection:
         return HttpConnection(self.handle, self.upgrade, self.http)
 
-    async def start(self) -> int:
-        """Start the node and listen; returns the bound port."""
+    async def start(
+        self,
+        *,
+        reuse_port: bool = False,
+        sock: socket.socket | None = None,
+        extra: Sequence[socket.socket] = (),
+    ) -> int:
+        """Start the node and listen; returns the bound port.
+
+        A worker of ``serve --workers`` listens with ``reuse_port`` (or on the inherited
+        ``sock``), and also on ``extra`` sockets (its private listener).
+        """
         limit = raise_open_files_limit()
         if limit is not None:
             logger.info("open files limit: %d", limit)
         await self.node.start()
         if self.admin is not None:
             await self.admin.start()
+        if self.emitter is not None:
+            # Straight to this node's hub, never through the broker: every node has its
+            # own subscription, so each applies each message once, to its own sockets.
+            await self.emitter.start(self.node.apply, self.node.server_event)
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(
-            self._protocol,
-            self.settings.host,
-            self.settings.port,
-            backlog=LISTEN_BACKLOG,
-            reuse_address=True,
-        )
+        if sock is not None:
+            self.server = await loop.create_server(
+                self._protocol, sock=sock, backlog=LISTEN_BACKLOG
+            )
+        else:
+            self.server = await loop.create_server(
+                self._protocol,
+                self.settings.host,
+                self.settings.port,
+                backlog=LISTEN_BACKLOG,
+                reuse_address=True,
+                reuse_port=reuse_port or None,
+            )
+        for other in extra:
+            self.extra_servers.append(
+                await loop.create_server(self._protocol, sock=other, backlog=LISTEN_BACKLOG)
+            )
         port: int = self.server.sockets[0].getsockname()[1]
         return port
 
@@ -102,6 +134,10 @@ class Gateway:
         """Graceful shutdown: stop listening, close sessions, flush, close connections."""
         if self.server is not None:
             self.server.close()
+        if self.emitter is not None:
+            await self.emitter.close()
+        for server in self.extra_servers:
+            server.close()
         await self.engine.close()
         if self.admin is not None:
             await self.admin.close()
@@ -164,7 +200,12 @@ def http_limits(settings: Settings) -> HttpLimits:
     )
 
 
-def build(settings: Settings, *, broker: Broker | None = None) -> Gateway:
+def build(
+    settings: Settings,
+    *,
+    broker: Broker | None = None,
+    idempotency: IdempotencyStore | None = None,
+) -> Gateway:
     """Wire the gateway. ``api_key`` and ``jwt_secret`` must be set by now."""
     if not settings.api_key or not settings.jwt_secret:
         raise ValueError("build() needs api_key and jwt_secret")
@@ -185,6 +226,8 @@ def build(settings: Settings, *, broker: Broker | None = None) -> Gateway:
         metrics.webhooks = webhooks.stats
     if broker is None:
         broker = _broker(settings)
+    # The Redis broker subscribes to the shards of the rooms this node holds members of.
+    hub.watcher = broker
     handlers = handlers_module.load(settings.handlers) if settings.handlers else None
     if settings.auth == "handlers" and (handlers is None or handlers.on_connect is None):
         raise ConfigError("--auth handlers needs handlers with an on_connect method")
@@ -219,6 +262,24 @@ def build(settings: Settings, *, broker: Broker | None = None) -> Gateway:
             if settings.presence_events
             else None
         ),
+        recovery=(
+            RecoveryOptions(
+                settings.recovery_window,
+                max_missed=settings.recovery_max_missed,
+                max_messages=settings.recovery_max_messages,
+            )
+            if settings.recovery_window > 0
+            else None
+        ),
+        history=(
+            HistoryOptions(
+                settings.history_size,
+                settings.history_ttl,
+                max_messages=settings.history_max_messages,
+            )
+            if settings.history_size > 0
+            else None
+        ),
     )
     engine = EngineServer(
         node,
@@ -236,6 +297,28 @@ def build(settings: Settings, *, broker: Broker | None = None) -> Gateway:
     )
     metrics.gauge("siogate_sockets", "Sockets connected to this node.", hub.count)
     metrics.gauge("siogate_rooms", "Rooms with members on this node.", hub.room_count)
+    if node.recovery is not None:
+        store = node.recovery
+        metrics.gauge(
+            "siogate_recovery_waiting_sockets",
+            "Sockets whose transport dropped, waiting for their client (--recovery-window).",
+            lambda: store.parked_count,
+        )
+        metrics.gauge(
+            "siogate_recovery_log_messages",
+            "Emits kept in the offset log.",
+            lambda: store.logged_count,
+        )
+        metrics.counter(
+            "siogate_recovered_sockets_total",
+            "Sockets that got their session back after a transport loss.",
+            lambda: store.recovered_total,
+        )
+        metrics.counter(
+            "siogate_recovery_expired_total",
+            "Sockets whose recovery window passed without their client.",
+            lambda: store.expired_total,
+        )
     metrics.gauge("siogate_sessions", "Engine.IO sessions open.", lambda: len(engine.clients))
     metrics.gauge(
         "siogate_http_connections", "Open TCP connections.", lambda: len(gateway.connections)
@@ -248,13 +331,20 @@ def build(settings: Settings, *, broker: Broker | None = None) -> Gateway:
         api_key=settings.api_key,
         namespaces=settings.namespaces,
         cluster=settings.cluster,
-        idempotency=Idempotency(_idempotency_store(settings)),
+        idempotency=Idempotency(idempotency or _idempotency_store(settings)),
+        people=_people(settings),
     )
     http = HttpServerState(http_limits(settings))
     _http_metrics(metrics, http)
     gateway = Gateway(settings=settings, node=node, engine=engine, api=api, http=http)
     if settings.admin:
         gateway.admin = _admin(settings, node)
+    if settings.emitter_compat:
+        assert settings.redis_url is not None  # checked by Settings
+        gateway.emitter = EmitterBridge(
+            settings.redis_url, key=settings.emitter_key, max_message=settings.max_payload
+        )
+        _emitter_metrics(metrics, gateway.emitter)
     return gateway
 
 
@@ -277,6 +367,21 @@ def _admin(settings: Settings, node: Node) -> Admin:
     return admin
 
 
+def _people(settings: Settings) -> BasicAuth:
+    """HTTP Basic credentials for the dashboard: the API key, or the admin's."""
+    password_hash = None
+    if settings.admin_password_hash is not None:
+        try:
+            password_hash = check_hash(settings.admin_password_hash)
+        except ValueError as exc:
+            raise ConfigError(f"admin_password_hash: {exc}") from None
+    return BasicAuth(
+        api_key=settings.api_key or "",
+        username=settings.admin_username,
+        password_hash=password_hash,
+    )
+
+
 def _broker(settings: Settings) -> Broker:
     if settings.redis_url is None:
         return MemoryBroker()
@@ -288,6 +393,7 @@ def _broker(settings: Settings) -> Broker:
         prefix=settings.redis_prefix,
         advertise_url=advertise,
         node_ttl=settings.node_ttl / 1000,
+        routing=settings.cluster_routing,
     )
 
 
@@ -356,6 +462,40 @@ def _broker_metrics(metrics: Metrics, broker: Broker) -> None:
         "siogate_broker_messages_invalid_total",
         "Messages from the broker ignored as malformed.",
         lambda: stats.messages_invalid,
+    )
+    metrics.gauge(
+        "siogate_broker_shards",
+        "Room shard channels this node subscribes to (sharded routing).",
+        lambda: stats.shards,
+    )
+    metrics.counter(
+        "siogate_broker_ack_timeouts_total",
+        "Joins/leaves/disconnects answered before every receiving node confirmed them.",
+        lambda: stats.ack_timeouts,
+    )
+
+
+def _emitter_metrics(metrics: Metrics, emitter: EmitterBridge) -> None:
+    stats = emitter.stats
+    metrics.gauge(
+        "siogate_emitter_connected",
+        "1 while subscribed to the @socket.io/redis-emitter channels (--emitter-compat).",
+        lambda: int(stats.connected),
+    )
+    metrics.counter(
+        "siogate_emitter_messages_total",
+        "Emitter messages applied to this node's sockets.",
+        lambda: stats.applied,
+    )
+    metrics.counter(
+        "siogate_emitter_messages_invalid_total",
+        "Emitter messages dropped as malformed or over --max-payload.",
+        lambda: stats.invalid,
+    )
+    metrics.counter(
+        "siogate_emitter_messages_unsupported_total",
+        "Emitter messages dropped because they ask for an unsupported operation.",
+        lambda: stats.unsupported,
     )
 
 

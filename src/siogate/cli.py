@@ -166,6 +166,29 @@ class CommaList(click.ParamType):  # type: ignore[type-arg]
         return [part.strip() for part in rv.split(",") if part.strip()]
 
 
+class WorkerCount(click.ParamType):  # type: ignore[type-arg]
+    """A number of worker processes, or ``auto`` for the cores this process may use."""
+
+    name = "N|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return usable_cores()
+        try:
+            return int(str(value).strip())
+        except ValueError:
+            self.fail(f"{value!r} is neither a number nor 'auto'", param, ctx)
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
 def _env(name: str) -> str:
     return "SIOGATE_" + name.upper()
 
@@ -422,6 +445,17 @@ def main() -> None:
     help="Milliseconds a rooms/sockets listing waits for the other nodes.",
 )
 @option(
+    "workers",
+    type=WorkerCount(),
+    help="Worker processes sharing the port ('auto': one per usable core; see docs/workers.md).",
+)
+@option(
+    "cluster_routing",
+    type=click.Choice(("sharded", "broadcast")),
+    help="sharded: a command reaches only the nodes holding its rooms or sockets (Redis 7+); "
+    "broadcast: every node receives every command. The same on every node.",
+)
+@option(
     "idempotency_ttl",
     type=int,
     help="Seconds a request's Idempotency-Key is remembered (a repeat is answered, not applied).",
@@ -441,6 +475,42 @@ def main() -> None:
     "admin_no_auth",
     is_flag=True,
     help="Admin UI without a password: only with a loopback --host.",
+)
+@option(
+    "recovery_window",
+    type=float,
+    metavar="SECONDS",
+    help="Connection state recovery: a socket whose transport drops keeps its id, rooms "
+    "and missed events this long (0: off; 120 recommended; one process only for now).",
+)
+@option(
+    "recovery_max_missed",
+    type=int,
+    help="Events kept for one disconnected socket; one more ends it (no recovery).",
+)
+@option(
+    "recovery_max_messages",
+    type=int,
+    help="Messages kept for recovery in all (offset log plus missed events).",
+)
+@option(
+    "history_size",
+    type=int,
+    help="Room history: events kept per room for GET /v1/rooms/ROOM/history "
+    "(0: off; one process only for now).",
+)
+@option("history_ttl", type=float, metavar="SECONDS", help="Room history: age limit.")
+@option("history_max_messages", type=int, help="Room history: events kept over all rooms.")
+@option(
+    "emitter_compat",
+    is_flag=True,
+    help="With --redis-url: deliver what @socket.io/redis-emitter publishes "
+    "(to/except/of, socketsJoin, socketsLeave, disconnectSockets; serverSideEmit to "
+    "handlers' on_server_event; see docs/emitter.md).",
+)
+@option(
+    "emitter_key",
+    help="Channel prefix the emitter publishes under (its `key` option).",
 )
 @option(
     "log_level",
@@ -490,9 +560,18 @@ def serve(**values: Any) -> None:
                 saved_url.append(url)
             _announce_dev_mode(generated, url, path)
 
-    install_event_loop()
     try:
-        asyncio.run(gateway.serve(on_listening))
+        if settings.workers > 1:
+            from .supervisor import supervise
+
+            code = supervise(settings, on_listening)
+            if code:
+                sys.exit(code)
+        else:
+            install_event_loop()
+            asyncio.run(gateway.serve(on_listening))
+    except ConfigError as exc:  # found at start (a Redis Cluster node as --redis-url)
+        _config_error(str(exc))
     except OSError as exc:
         # Typically the port is taken or the host cannot be bound.
         click.echo(f"siogate: cannot listen on {settings.host}:{settings.port}: {exc}", err=True)
@@ -516,7 +595,7 @@ _SECRET_FLAGS = {
 
 def _check_credentials(settings: Settings) -> None:
     """Refuse weak secrets, and generated credentials where others could reach them."""
-    if settings.cluster:
+    if settings.redis_url is not None:
         missing = [k for k in ("api_key", "jwt_secret") if not getattr(settings, k)]
         if missing:
             names = " and ".join(_SECRET_FLAGS[k] for k in missing)

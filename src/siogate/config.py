@@ -6,6 +6,7 @@ below, so this dataclass is the single list of what can be configured.
 
 from __future__ import annotations
 
+import sys
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -19,6 +20,10 @@ LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 LOG_LEVELS: tuple[LogLevel, ...] = ("critical", "error", "warning", "info", "debug")
 RateAction = Literal["drop", "disconnect"]
 RATE_ACTIONS: tuple[RateAction, ...] = ("drop", "disconnect")
+# The most worker processes ``serve --workers`` starts.
+MAX_WORKERS = 256
+ClusterRouting = Literal["sharded", "broadcast"]
+CLUSTER_ROUTINGS: tuple[ClusterRouting, ...] = ("sharded", "broadcast")
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,11 @@ class Settings:
     advertise_url: str | None = None
     node_ttl: int = 5_000
     cluster_timeout: int = 1_000
+    # Worker processes sharing the port (serve --workers; see docs/workers.md). Without
+    # redis_url they coordinate through the primary process; 1: no workers, one process.
+    workers: int = 1
+    # How commands reach the nodes (docs/cluster.md, "Routing"); the same on every node.
+    cluster_routing: ClusterRouting = "sharded"
     # Seconds an Idempotency-Key is remembered after its request succeeded.
     idempotency_ttl: int = 86_400
     # The @socket.io/admin-ui namespace (see docs/admin.md).
@@ -95,6 +105,20 @@ class Settings:
     admin_username: str = "admin"
     admin_password_hash: str | None = None
     admin_no_auth: bool = False
+    # Connection state recovery (seconds a socket waits for its client after a transport
+    # loss; 0: off), events kept per waiting socket, and messages kept in all.
+    recovery_window: float = 0.0
+    recovery_max_missed: int = 10_000
+    recovery_max_messages: int = 1_000_000
+    # Room history (GET /v1/rooms/<room>/history): events kept per room (0: off), for
+    # how long (seconds), and in all.
+    history_size: int = 0
+    history_ttl: float = 3600.0
+    history_max_messages: int = 100_000
+    # Messages of @socket.io/redis-emitter on the cluster's Redis (see docs/emitter.md),
+    # and the channel prefix it publishes under (its ``key`` option).
+    emitter_compat: bool = False
+    emitter_key: str = "socket.io"
     # Logging
     log_level: LogLevel = "info"
 
@@ -163,6 +187,8 @@ class Settings:
             raise ConfigError("node_ttl must be at least 1000 milliseconds")
         if self.cluster_timeout < 1:
             raise ConfigError("cluster_timeout must be positive")
+        if self.cluster_routing not in CLUSTER_ROUTINGS:
+            raise ConfigError(f"cluster_routing must be one of {', '.join(CLUSTER_ROUTINGS)}")
         if self.idempotency_ttl < 1:
             raise ConfigError("idempotency_ttl must be at least 1 second")
         if self.admin:
@@ -176,6 +202,39 @@ class Settings:
                 raise ConfigError("admin_namespace must start with '/' and not be '/'")
             if not self.admin_username:
                 raise ConfigError("admin_username must not be empty")
+        if self.recovery_window < 0:
+            raise ConfigError("recovery_window must be >= 0 (0: off)")
+        if self.recovery_max_missed < 1 or self.recovery_max_messages < 1:
+            raise ConfigError("recovery_max_missed and recovery_max_messages must be at least 1")
+        if self.recovery_window > 0 and self.cluster:
+            raise ConfigError(
+                "recovery_window works in one process for now: it cannot be used with "
+                "redis_url or workers above 1"
+            )
+        if self.history_size < 0 or self.history_ttl <= 0 or self.history_max_messages < 1:
+            raise ConfigError(
+                "history_size must be >= 0 (0: off), history_ttl > 0 and history_max_messages >= 1"
+            )
+        if self.history_size > 0 and self.cluster:
+            raise ConfigError(
+                "history_size works in one process for now: it cannot be used with "
+                "redis_url or workers above 1"
+            )
+        if self.emitter_compat and self.redis_url is None:
+            raise ConfigError("emitter_compat needs redis_url: the emitter publishes through Redis")
+        if not self.emitter_key or len(self.emitter_key) > 256:
+            raise ConfigError("emitter_key must be 1-256 characters")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise ConfigError(f"workers must be 1-{MAX_WORKERS} (or auto), got {self.workers}")
+        if self.workers > 1 and sys.platform == "win32":
+            # Workers inherit sockets and watch their stdin, which Windows does not offer.
+            raise ConfigError("workers above 1 need a Unix-like system (Linux, macOS, BSD)")
+        if self.workers > 1 and self.presence_webhooks and self.redis_url is None:
+            # Each worker would count its own sockets and announce users on its own.
+            raise ConfigError(
+                "presence_webhooks with workers needs redis_url: the workers count users "
+                "together only in Redis"
+            )
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
 
@@ -190,7 +249,7 @@ class Settings:
 
     @property
     def cluster(self) -> bool:
-        return self.redis_url is not None
+        return self.redis_url is not None or self.workers > 1
 
     @property
     def namespaces(self) -> frozenset[str] | None:

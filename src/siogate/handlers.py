@@ -6,6 +6,7 @@ arguments) whose optional methods are called with a :class:`HandlerSocket`::
     async def on_connect(self, socket, auth) -> None      # raise Refuse("why") to refuse
     async def on_event(self, socket, event, args) -> list | None   # the ack arguments
     async def on_disconnect(self, socket, reason) -> None
+    async def on_server_event(self, namespace, event, args) -> None  # serverSideEmit
 
 Plain (non-async) methods work too.
 """
@@ -60,6 +61,8 @@ class Handlers:
         self.on_connect = self._hook("on_connect")
         self.on_event = self._hook("on_event")
         self.on_disconnect = self._hook("on_disconnect")
+        # An emitter's serverSideEmit (--emitter-compat), called on every node.
+        self.on_server_event = self._hook("on_server_event")
 
     def _hook(self, name: str) -> HandlerMethod | None:
         method = getattr(self.target, name, None)

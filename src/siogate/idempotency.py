@@ -169,7 +169,7 @@ def storable(response: StoredResponse) -> bool:
     return len(body) * 4 <= MAX_STORED_BODY or len(body.encode()) <= MAX_STORED_BODY
 
 
-async def _in_steps(
+async def apply_in_steps(
     store: IdempotencyStore, key: str, fingerprint: str, response: StoredResponse, publish: Publish
 ) -> Claim:
     """apply_once as claim, publish, complete: what a store without a guarded publish
@@ -287,7 +287,7 @@ class MemoryIdempotencyStore:
         if entry is not None:
             return _found_entry(entry, fingerprint)
         if not storable(response):
-            return await _in_steps(self, key, fingerprint, response, publish)
+            return await apply_in_steps(self, key, fingerprint, response, publish)
         size = len(key) + len(fingerprint) + len(response.body)
         entry = _Entry(fingerprint, "", now + min(self._ttl, PENDING_TTL), None, size)
         self._entries[key] = entry
@@ -425,7 +425,7 @@ class RedisIdempotencyStore:
         guarded: GuardedPublish | None,
     ) -> Claim:
         if guarded is None or not storable(response):
-            return await _in_steps(self, key, fingerprint, response, publish)
+            return await apply_in_steps(self, key, fingerprint, response, publish)
         record = '{"fp":"' + fingerprint + _record_tail(response)
         found = await guarded(self._key(key), record, self._ttl_ms)
         if found is None:

@@ -26,6 +26,7 @@ from typing import Any, Generic, TypeVar
 
 from .broker import Answers, RoomsQuery, SocketsQuery
 from .hub import Hub
+from .protocol.session import State
 from .types import Room, Sid, UserId
 
 logger = logging.getLogger("siogate.listings")
@@ -104,19 +105,26 @@ def merge_rooms(answers: Answers, after: Room | None, limit: int | None) -> Page
 # Sockets: [[id, user], ...] per node; a socket is on one node only.
 
 
-def local_sockets(hub: Hub, query: SocketsQuery) -> list[list[str | None]]:
+def local_sockets(hub: Hub, query: SocketsQuery) -> list[list[str | bool | None]]:
+    """``[id, user]`` per socket; ``[id, user, false]`` for one whose transport is gone
+    and that waits for its client (connection state recovery, siogate.recovery)."""
     members = ((s.id, s) for s in hub.select(query.namespace, [query.room]))
-    return [[s.id, s.user] for _, s in first_after(members, query.after, query.limit)]
+    return [
+        [s.id, s.user] if s.link.session.state is State.OPEN else [s.id, s.user, False]
+        for _, s in first_after(members, query.after, query.limit)
+    ]
 
 
 def merge_sockets(
     answers: Answers, after: Sid | None, limit: int | None
-) -> Page[tuple[Sid, UserId | None, str]]:
-    found: list[tuple[str, tuple[Sid, UserId | None, str]]] = []
+) -> Page[tuple[Sid, UserId | None, str, bool]]:
+    """(id, user, node, connected) per socket."""
+    found: list[tuple[str, tuple[Sid, UserId | None, str, bool]]] = []
     for node, sockets in well_formed(answers, list, "sockets"):
         for entry in sockets:
             match entry:
-                case [str(sid), str() | None as user]:
-                    found.append((sid, (Sid(sid), None if user is None else UserId(user), node)))
+                case [str(sid), str() | None as user, *rest] if rest in ([], [False]):
+                    user_id = None if user is None else UserId(user)
+                    found.append((sid, (Sid(sid), user_id, node, not rest)))
     page = page_after(found, after, limit)
     return Page([socket for _, socket in page.items], page.more)

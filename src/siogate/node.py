@@ -34,9 +34,11 @@ from .broker import (
     RoomsQuery,
     SocketsCommand,
     SocketsQuery,
+    StatsQuery,
 )
 from .errors import AuthError, WebhookError
 from .handlers import Handlers, Refuse, call
+from .history import HistoryOptions, Message, Offsets, RoomHistory
 from .hub import Hub, Link, Outgoing, Socket, is_socket_id, new_socket_id
 from .listings import Page
 from .metrics import Metrics
@@ -52,9 +54,17 @@ from .protocol.events import (
     NamespaceLeft,
     SessionClosed,
 )
-from .protocol.session import REASON_SERVER_NAMESPACE, State
+from .protocol.session import (
+    REASON_FORCED_CLOSE,
+    REASON_SERVER_NAMESPACE,
+    REASON_SERVER_SHUTDOWN,
+    State,
+)
 from .ratelimit import TokenBucket
 from .ratelog import RateLimitedLog
+from .recovery import Ended, Parked, RecoveryOptions, RecoveryStore, is_parked
+from .stats import NodeStats, Recorder
+from .stats import merge as merge_stats
 from .types import Namespace, Room, Sid, UserId
 from .webhooks import WebhookDispatcher
 
@@ -72,6 +82,10 @@ MAX_NAME = 256
 MAX_NAMESPACES_PER_CLIENT = 100
 # Events of one connection waiting for its webhook lane (all namespaces together).
 MAX_WAITING_PER_SOCKET = 256
+
+# on_server_event calls one node runs at once; an emitter's serverSideEmit beyond that
+# is dropped (and logged).
+MAX_SERVER_EVENTS = 256
 
 # Seconds between the CONNECT answer and the emits an on_connect handler made.
 EARLY_EMIT_DELAY = 0.002
@@ -242,6 +256,8 @@ class Node:
         handlers: Handlers | None = None,
         presence_tracker: PresenceTracker | None = None,
         presence_events: PresenceEvents | None = None,
+        recovery: RecoveryOptions | None = None,
+        history: HistoryOptions | None = None,
     ) -> None:
         # hub holds this node's sockets and rooms.
         self.hub = hub
@@ -260,6 +276,8 @@ class Node:
         # presence_events tells room members who came and went (optional).
         self.presence_events = presence_events
         self._tasks: set[asyncio.Task[Any]] = set()
+        # on_server_event calls running (an emitter can publish faster than they finish).
+        self._server_events = 0
         # ServerSocket wrappers, only kept while handlers are loaded.
         self._handles: dict[Sid, ServerSocket] = {}
         # Per-connection webhook queues, only while a connection has calls running.
@@ -277,13 +295,29 @@ class Node:
         # Told of socket changes; namespaces owned by a service (both: siogate.admin).
         self.observers: list[SocketObserver] = []
         self.services: dict[str, NamespaceService] = {}
+        # Connection state recovery (optional; siogate.recovery).
+        # Offsets for emits (with recovery or room history; siogate.history).
+        self.offsets = None if recovery is None and history is None else Offsets()
+        self.recovery = None
+        if recovery is not None and self.offsets is not None:
+            self.recovery = RecoveryStore(recovery, self._ended, self.offsets)
+        self.history = None if history is None else RoomHistory(history)
+        # The offset of the last emit applied here (the API answers it).
+        self.last_offset: str | None = None
+        # stats samples this node's metrics for /v1/stats and the dashboard.
+        self.stats = Recorder(metrics)
 
     async def start(self) -> None:
         await self.broker.start(self.apply, self.answer)
+        self.stats.start()
         if self.presence_tracker is not None:
             await self.presence_tracker.start(self._presence_changed)
 
     async def close(self) -> None:
+        self.stats.stop()
+        if self.recovery is not None:
+            # Sockets waiting for their clients end now, with their disconnect webhooks.
+            self.recovery.end_all(REASON_SERVER_SHUTDOWN)
         if self.presence_tracker is not None:
             # Before the broker leaves the registry: this node drops its own counts
             # rather than leave them for another node to reap.
@@ -355,17 +389,77 @@ class Node:
         if identity.namespaces is not None and namespace not in identity.namespaces:
             self._refuse(link, namespace, "namespace not allowed by token")
             return
-        socket = Socket(new_socket_id(), Namespace(namespace), identity.user, link)
+        if self.recovery is not None and event.auth is not None and "pid" in event.auth:
+            if self._recover(link, namespace, event.auth, identity):
+                return
+        socket = Socket(
+            new_socket_id(self.broker.node_id), Namespace(namespace), identity.user, link
+        )
         rooms = set(identity.rooms)
         if identity.user is not None:
             rooms.add(Room(f"user:{identity.user}"))
         if self.handlers is None or self.handlers.on_connect is None:
             self._accept(link, socket, rooms, None, identity.expires)
+            if self.history is not None and event.auth is not None and "since" in event.auth:
+                self._send_history(link, socket, event.auth["since"])
         else:
             handle = ServerSocket(self, socket, link, rooms)
             self._spawn(
                 self._connect_with_handler(link, socket, handle, event.auth, identity.expires)
             )
+
+    def _recover(
+        self, link: Link, namespace: str, auth: dict[str, Any], identity: Identity
+    ) -> bool:
+        """Give the client its socket back if ``auth`` names one parked here (with the
+        token checked again above); False: it gets a new socket.
+
+        With an on_connect handler nothing is recovered: the handler decides each
+        connect. The socket's rooms are those it has now (API joins and leaves while
+        away included); the replay is queued right after the CONNECT answer, before
+        this call returns, so nothing newer can come first.
+        """
+        assert self.recovery is not None
+        if self.handlers is not None and self.handlers.on_connect is not None:
+            return False
+        session = link.session
+        if session.state is not State.OPEN:
+            return False
+        parked = self.recovery.claim(auth, namespace, identity.user)
+        if parked is None:
+            return False
+        socket = parked.socket
+        socket.link = link
+        session.accept(namespace, socket.id, parked.pid)
+        for messages in parked.replay:
+            session.send_encoded(list(messages))
+        parked.replay = []
+        if identity.expires is not None:
+            self._expire_at(link, socket, identity.expires)
+        handle = self._handles.get(socket.id)
+        if handle is not None:
+            handle._link = link
+        self.metrics.connections_total += 1
+        return True
+
+    def _send_history(self, link: Link, socket: Socket, since: Any) -> None:
+        """Right after a CONNECT with ``auth.since`` (an offset): the events its rooms
+        got after it, from room history, before anything newer (render, then subscribe
+        without a gap; docs/recovery.md)."""
+        assert self.history is not None and self.offsets is not None
+        after = self.offsets.parse(since)
+        if after is None or link.session.namespaces.get(socket.namespace) != socket.id:
+            return
+        messages = self.history.since(
+            socket.namespace, socket.id, socket.rooms, after, time.monotonic()
+        )
+        for m in messages:
+            args = m.args if self.recovery is None else [*m.args, self.offsets.format(m.seq)]
+            link.session.send(socketio.event_packet(socket.namespace, m.event, args))
+
+    def _ended(self, socket: Socket, reason: str, why: Ended) -> None:
+        """A parked socket ended for good (siogate.recovery): it leaves now."""
+        self._forget(socket, reason, why)
 
     def _authenticate(self, auth: dict[str, Any] | None) -> Identity:
         if not self.options.verify_tokens:
@@ -422,7 +516,8 @@ class Node:
         self.hub.add(socket)
         for room in rooms:
             self.hub.join(socket, room)
-        session.accept(socket.namespace, socket.id)
+        pid = None if self.recovery is None else self.recovery.connected(socket)
+        session.accept(socket.namespace, socket.id, pid)
         self._announce("presence:join", socket, socket.rooms)
         for observer in self.observers:
             observer.socket_connected(socket)
@@ -479,9 +574,23 @@ class Node:
         socket = self.hub.get(Namespace(namespace), Sid(sid))
         if socket is None:
             return
+        if self.recovery is not None and self._park(socket, reason):
+            return
         self._forget(socket, reason)
 
-    def _forget(self, socket: Socket, reason: str) -> None:
+    def _park(self, socket: Socket, reason: str) -> bool:
+        """Keep a socket whose transport was lost for the recovery window: in the hub
+        with its rooms, still counted as present, with no disconnect webhook yet."""
+        assert self.recovery is not None
+        if not self.recovery.park(socket, reason):
+            return False
+        self.acks.gone(socket.id)
+        timer = self._expiry.pop(socket.id, None)
+        if timer is not None:
+            timer.cancel()
+        return True
+
+    def _forget(self, socket: Socket, reason: str, recovery: Ended | None = None) -> None:
         for observer in self.observers:
             observer.socket_disconnected(socket, reason)  # rooms still as they were
         rooms = list(socket.rooms)
@@ -493,9 +602,14 @@ class Node:
             timer.cancel()
         self.metrics.disconnections_total += 1
         handle = self._handles.pop(socket.id, None)
+        if self.recovery is not None:
+            self.recovery.forget(socket.id)
         if self.webhooks is not None:
             payload = self._webhook_payload("disconnect", socket)
             payload["reason"] = reason
+            if recovery is not None:
+                # Ended after a transport loss: not recovered within the window.
+                payload["recovery"] = recovery
             self.webhooks.notify(payload)
         if self.presence_tracker is not None and socket.user is not None:
             self.presence_tracker.remove(socket.namespace, socket.user)
@@ -508,9 +622,38 @@ class Node:
         except Exception:
             logger.exception("handler %s failed", getattr(hook, "__name__", hook))
 
+    def server_event(self, namespace: Namespace, event: str, args: list[Any]) -> bool:
+        """Hand an emitter's serverSideEmit to the handlers' ``on_server_event`` (in a
+        task); False when there is no such handler."""
+        hook = self.handlers.on_server_event if self.handlers is not None else None
+        if hook is None:
+            return False
+        if self._server_events >= MAX_SERVER_EVENTS:
+            peer_log.warning(
+                "server-events-full",
+                "dropping serverSideEmit(%r): %d on_server_event calls are running",
+                event,
+                self._server_events,
+            )
+            return True
+        self._server_events += 1
+        self._spawn(self._server_event(hook, namespace, event, args))
+        return True
+
+    async def _server_event(
+        self, hook: Any, namespace: Namespace, event: str, args: list[Any]
+    ) -> None:
+        try:
+            await self._run_hook(hook, namespace, event, args)
+        finally:
+            self._server_events -= 1
+
     def disconnect_socket(self, socket: Socket, reason: str) -> None:
         """Server-side namespace disconnect of one local socket."""
         link = socket.link
+        if isinstance(link, Parked):
+            link.store.end(link, reason, "disconnected")
+            return
         if link.session.disconnect(socket.namespace):
             self._forget(socket, reason)
         link.flush()
@@ -682,12 +825,26 @@ class Node:
 
     def _apply_emit(self, command: EmitCommand) -> None:
         self.metrics.emits_total += 1
+        seq, offset = 0, None
+        if self.offsets is not None:
+            seq, offset = self.offsets.next()
+            self.last_offset = offset
+            if self.history is not None:
+                self.history.record(seq, int(time.time() * 1000), time.monotonic(), command)
         targets = self.hub.select(command.namespace, command.rooms, command.exclude)
         if not targets:
             # Common in a cluster: every node sees every emit, few hold its recipients.
             return
-        packet = socketio.event_packet(command.namespace, command.event, command.args)
-        out = Outgoing(socketio.encode_messages(packet))
+        recovery = self.recovery
+        if recovery is None:
+            packet = socketio.event_packet(command.namespace, command.event, command.args)
+            out = Outgoing(socketio.encode_messages(packet))
+        else:
+            # The offset goes last, where the stock client looks for it.
+            args = [*command.args, offset]
+            packet = socketio.event_packet(command.namespace, command.event, args)
+            out = Outgoing(socketio.encode_messages(packet))
+            recovery.log(seq, command, out)
         # Encoded once above; each recipient gets the same objects (and, on WebSocket,
         # the same frame bytes, built by the first WebSocket recipient).
         for socket in targets:
@@ -742,7 +899,7 @@ class Node:
         if command.sockets:
             found = (self.hub.get(command.namespace, sid) for sid in command.sockets)
             return [s for s in found if s is not None]
-        return self.hub.select(command.namespace, command.rooms)
+        return self.hub.select(command.namespace, command.rooms, command.exclude)
 
     def _apply_sockets(self, command: SocketsCommand) -> None:
         targets = self._targets(command)
@@ -754,6 +911,17 @@ class Node:
             assert command.room is not None
             for socket in targets:
                 self.leave_room(socket, command.room)
+        elif command.close:
+            for socket in targets:
+                # As Socket.IO's disconnect(true): every socket of the connection, in
+                # whatever namespace, is disconnected (the client will not reconnect
+                # them), then the connection itself is closed.
+                link = socket.link
+                for namespace, sid in list(link.session.namespaces.items()):
+                    other = self.hub.get(Namespace(namespace), Sid(sid))
+                    if other is not None:
+                        self.disconnect_socket(other, REASON_SERVER_NAMESPACE)
+                link.close(REASON_FORCED_CLOSE)
         else:
             for socket in targets:
                 self.disconnect_socket(socket, REASON_SERVER_NAMESPACE)
@@ -774,8 +942,14 @@ class Node:
             return presence.local_room_presence(self.hub, query)
         if isinstance(query, AdminQuery):
             return admin_snapshot.local(self.hub, query)
+        if isinstance(query, StatsQuery):
+            return self.stats.answer(query)
         emit = query.emit
         targets = self.hub.select(emit.namespace, emit.rooms, emit.exclude)
+        if self.recovery is not None:
+            # A socket in its recovery window cannot answer; emits with ack are not
+            # kept for it (as in Socket.IO).
+            targets = [s for s in targets if not is_parked(s)]
         if isinstance(query, CountQuery):
             return len(targets)
         if len(targets) > query.max_recipients:
@@ -834,6 +1008,22 @@ class Node:
             len(answers.answers) - len(result.refused), missing, answers.complete
         )
 
+    def room_history(
+        self, namespace: Namespace, room: Room, since: str | None, limit: int
+    ) -> tuple[list[tuple[str, Message]], bool] | None:
+        """Recent events of ``room`` (offset, message), oldest first, and whether they
+        are complete; None when ``since`` is not an offset of this run (or history is
+        off: check ``self.history`` first)."""
+        assert self.history is not None and self.offsets is not None
+        after = None
+        if since is not None:
+            after = self.offsets.parse(since)
+            if after is None:
+                return None
+        messages, complete = self.history.query(namespace, room, after, limit, time.monotonic())
+        offsets = self.offsets
+        return [(offsets.format(m.seq), m) for m in messages], complete
+
     async def _ask(self, query: Query) -> Answers:
         return await self.broker.query(query, self.options.query_timeout)
 
@@ -850,8 +1040,10 @@ class Node:
         room: Room,
         after: Sid | None = None,
         limit: int | None = None,
-    ) -> tuple[Page[tuple[Sid, UserId | None, str]], Listing]:
-        """Sockets in ``room`` over all nodes, by id: (id, user, node id)."""
+    ) -> tuple[Page[tuple[Sid, UserId | None, str, bool]], Listing]:
+        """Sockets in ``room`` over all nodes, by id: (id, user, node id, connected).
+
+        Not connected: in its recovery window (see siogate.recovery)."""
         answers = await self._ask(SocketsQuery(namespace, room, after, _plus_one(limit)))
         return listings.merge_sockets(answers, after, limit), Listing.of(answers)
 
@@ -873,6 +1065,11 @@ class Node:
         answers = await self._ask(RoomPresenceQuery(namespace, room, after, _plus_one(limit)))
         page, anonymous = presence.merge_room_presence(answers, after, limit)
         return page, anonymous, Listing.of(answers)
+
+    async def cluster_stats(self, last: float | None = None) -> tuple[list[NodeStats], Listing]:
+        """Every node's metrics and its samples of the last ``last`` seconds (siogate.stats)."""
+        answers = await self._ask(StatsQuery(last))
+        return merge_stats(answers), Listing.of(answers)
 
 
 def _plus_one(limit: int | None) -> int | None:

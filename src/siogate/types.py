@@ -15,8 +15,25 @@ _SID_BYTES = 15
 _SID_SHAPE = re.compile(r"[A-Za-z0-9_-]{20}")
 
 
-def new_socket_id() -> Sid:
-    """A random socket id; always shaped as :func:`is_socket_id` expects."""
+# A node id that socket ids can start with (what RedisBroker and MemoryBroker pick).
+NODE_ID_LENGTH = 8
+_NODE_SHAPE = re.compile(r"[A-Za-z0-9_-]{8}")
+
+
+def is_node_id(name: str) -> bool:
+    """Whether socket ids can start with ``name`` (8 of ``A-Z a-z 0-9 _ -``)."""
+    return _NODE_SHAPE.fullmatch(name) is not None
+
+
+def new_socket_id(node: str = "") -> Sid:
+    """A socket id; always shaped as :func:`is_socket_id` expects.
+
+    With ``node`` (an 8-character node id) the id starts with it, so that a command for
+    the socket can be routed to its node (``siogate.broker.routing``); the other 12
+    characters are random (72 bits). Without, all 20 are random (120 bits).
+    """
+    if is_node_id(node):
+        return Sid(node + base64.urlsafe_b64encode(os.urandom(9)).decode("ascii"))
     return Sid(base64.urlsafe_b64encode(os.urandom(_SID_BYTES)).decode("ascii"))
 
 

@@ -332,6 +332,21 @@ def test_no_banner_with_credentials(gateway: Gateway) -> None:
         ([], {"SIOGATE_MAX_PAYLOAD": "eighty"}, None, "eighty"),
         (["--log-level", "loud"], {}, None, "loud"),
         (["--config", "/nonexistent/siogate.toml"], {}, None, "siogate.toml"),
+        (
+            ["--recovery-window", "120", "--redis-url", "redis://127.0.0.1:9"],
+            {},
+            None,
+            "recovery_window works in one process for now",
+        ),
+        ([], {"SIOGATE_RECOVERY_WINDOW": "-1"}, None, "recovery_window"),
+        (["--recovery-window", "120", "--workers", "2"], {}, None, "workers above 1"),
+        (
+            ["--history-size", "10", "--redis-url", "redis://127.0.0.1:9"],
+            {},
+            None,
+            "history_size works in one process for now",
+        ),
+        ([], {}, "recovery_max_missed = 0\n", "recovery_max_missed"),
     ],
     ids=[
         "webhook-no-secret",
@@ -347,6 +362,11 @@ def test_no_banner_with_credentials(gateway: Gateway) -> None:
         "env-not-int",
         "log-level",
         "config-missing",
+        "recovery-with-redis",
+        "recovery-window-negative-env",
+        "recovery-with-workers",
+        "history-with-redis",
+        "recovery-max-missed-toml",
     ],
 )
 def test_invalid_settings_exit_2(

@@ -51,7 +51,9 @@ V1_PATHS = {
     "/v1/rooms": "get",
     "/v1/rooms/{room}/sockets": "get",
     "/v1/rooms/{room}/presence": "get",
+    "/v1/rooms/{room}/history": "get",
     "/v1/presence": "get",
+    "/v1/stats": "get",
 }
 
 

@@ -114,6 +114,9 @@ def test_node_suite(sdk: Path, start_gateway: Callable[..., Gateway]) -> None:
         f"http://127.0.0.1:{webhook_port}/siogate",
         "--webhook-secret",
         WEBHOOK_SECRET,
+        # history.test.mjs
+        "--history-size",
+        "100",
     )
     env = {
         "SIOGATE_URL": gw.url,

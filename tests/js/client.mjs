@@ -31,11 +31,12 @@
 //   {"op":"transport", "tag":T}              report the current transport name
 //   {"op":"sleep", "ms":N}
 //   {"op":"disconnect"}                      client-side disconnect
+//   {"op":"drop"}                            close the Engine.IO connection (socket.io.engine.close())
 //   {"op":"wait_disconnect", "timeout":ms, "tag":T}
 //   {"op":"exit"}
 //
 // Output: one JSON object a line on stdout, each with a "type":
-//   ready, open {transport}, connected {id, transport}, connect_error {message, data}, event {event, args},
+//   ready, open {transport}, connected {id, transport, recovered}, connect_error {message, data}, event {event, args},
 //   ack {tag, args} | ack_timeout {tag, message}, upgrade {transport}, transport {tag, name},
 //   waited {tag, event, count} | wait_timeout {tag, event, count, got}, disconnect {reason, description},
 //   error {message}, done, timeout.
@@ -224,7 +225,7 @@ function openSocket(scenario, p, step) {
 
   s.on("connect", () => {
     p.state = "connected";
-    p.report({ type: "connected", id: s.id, transport: transportName() });
+    p.report({ type: "connected", id: s.id, transport: transportName(), recovered: s.recovered });
   });
   s.on("connect_error", (err) => {
     p.state = "refused";
@@ -321,6 +322,10 @@ async function runStep(scenario, step) {
       return;
     case "disconnect":
       socket?.disconnect();
+      return;
+    case "drop":
+      // Lose the transport without leaving (connection state recovery tests).
+      manager?.engine?.close();
       return;
     case "wait_disconnect": {
       const ok = await until(() => p.state === "disconnected", timeout);

@@ -89,7 +89,7 @@ def refused(verifier: JwtVerifier, token: object) -> str:
 
 def test_public_names_are_exported() -> None:
     assert sorted(siogate.auth.__all__) == sorted(
-        ["ANONYMOUS", "Identity", "JwtVerifier", "check_bearer", "mint_token"]
+        ["ANONYMOUS", "BasicAuth", "Identity", "JwtVerifier", "check_bearer", "mint_token"]
     )
     for name in siogate.auth.__all__:
         assert getattr(siogate.auth, name) is not None
@@ -717,3 +717,16 @@ def test_generated_secrets_always_pass() -> None:
         assert secret_problem(secrets.token_urlsafe(32)) is None
         assert secret_problem(secrets.token_hex(16)) is None
     assert "secrets.token_urlsafe(32)" in GENERATE_HINT
+
+
+def test_mint_token_is_the_jws_pyjwt_makes() -> None:
+    # siogate.auth.minting signs with the stdlib (siogate-client ships without PyJWT); its
+    # tokens are byte for byte the compact JWS that PyJWS makes of the same claims.
+    from siogate.auth.minting import mint_token as stdlib_mint
+
+    token = stdlib_mint(SECRET, sub="zoë", rooms=["r"], ttl=60, now=1_700_000_000, issuer="i")
+    claims = token.split(".")[1]
+    payload = base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4))
+    assert token == pyjwt.PyJWS().encode(payload, SECRET, algorithm="HS256")
+    with pytest.raises(ConfigError):
+        stdlib_mint("", sub="a")

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import RedisServer
 from siogate.api.idempotent import Idempotency, OnePublish
-from siogate.broker import BrokerUnavailable, Command, EmitCommand, Guard, Query, resp
+from siogate.broker import BrokerUnavailable, Command, EmitCommand, Guard, Query
 from siogate.broker.redis import RedisBroker
 from siogate.errors import ApiError
 from siogate.idempotency import (
@@ -75,13 +75,6 @@ async def pair(shared_redis: RedisServer) -> AsyncIterator[Pair]:
     yield one, a, two, b
     await one.close()
     await two.close()
-
-
-def test_commands_are_packed_as_redis_expects() -> None:
-    assert resp.command(b"SET", b"k", b"") == b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n"
-    assert resp.head(3, b"PUBLISH") + resp.bulk(b"c") + resp.bulk(b"d\r\n") == (
-        b"*3\r\n$7\r\nPUBLISH\r\n$1\r\nc\r\n$3\r\nd\r\n\r\n"
-    )
 
 
 # ---------------------------------------------------------------- the broker

@@ -97,7 +97,7 @@ def test_pages_over_nodes_equal_the_whole_sorted_listing(seed: int, limit: int) 
 
     got = walk(sockets, limit)
     everyone = sorted(s.id for hub in hubs for s in hub.select(NS, [Room("all")]))
-    assert [sid for sid, _, _ in got] == everyone
+    assert [sid for sid, _, _, _ in got] == everyone
 
     def users(after: Any, n: int) -> Any:
         query = RoomPresenceQuery(NS, Room("all"), after, n + 1)
@@ -152,7 +152,7 @@ def test_malformed_answers_are_skipped() -> None:
     answers = Answers([("a", {"r": 1, "s": "x", "t": -1}), ("b", ["not", "a", "dict"])])
     assert listings.merge_rooms(answers, None, 10).items == [("r", 1)]
     answers = Answers([("a", [["s1", None], ["s2"], [3, None], "x"]), ("b", {"k": 1})])
-    assert listings.merge_sockets(answers, None, 10).items == [(Sid("s1"), None, "a")]
+    assert listings.merge_sockets(answers, None, 10).items == [(Sid("s1"), None, "a", True)]
     answers = Answers([("a", {"users": [["u", 2], ["v"], [1, 1]], "anonymous": "x"})])
     assert presence.merge_room_presence(answers, None, 10)[0].items == [("u", 2)]
 

@@ -16,6 +16,7 @@ import type {
   EmitTarget,
   PresenceListing,
   RoomChange,
+  RoomHistory,
   RoomPresenceListing,
   RoomsListing,
   SocketsListing,
@@ -92,6 +93,14 @@ export interface PageOptions extends NamespaceOptions {
   limit?: number | undefined;
   /** `next_cursor` of the previous page. */
   cursor?: string | undefined;
+}
+
+/** Options of `history()`. */
+export interface HistoryOptions extends NamespaceOptions {
+  /** Messages, 1 to 1,000 (default 100): the newest ones, or the first after `since`. */
+  limit?: number | undefined;
+  /** An offset (from a message or from `emit()`'s answer): only what came after it. */
+  since?: string | undefined;
 }
 
 export interface BatchResult {
@@ -300,6 +309,20 @@ export class Siogate {
     );
   }
 
+  /**
+   * `GET /v1/rooms/<room>/history`: the room's recent events, oldest first, with
+   * their offsets; `complete` is false when some after `since` (or, without it,
+   * older ones) are no longer kept. Needs `--history-size` on the gateway.
+   */
+  async history(room: string, options?: HistoryOptions): Promise<RoomHistory> {
+    if (typeof room !== "string") throw new TypeError("room must be a string");
+    const { namespace, limit, since, ...request } = options ?? {};
+    const path = `/v1/rooms/${encodeURIComponent(room)}/history${query({ namespace, limit, since })}`;
+    return this.#request("GET", path, undefined, request, (value) =>
+      Array.isArray((value as { messages?: unknown }).messages) ? (value as RoomHistory) : undefined,
+    );
+  }
+
   async #request<T>(
     method: Method,
     path: string,
@@ -488,7 +511,12 @@ function describe(error: unknown): string {
   return detail ? `${message} (${detail})` : message;
 }
 
-function query(params: { namespace?: string | undefined; limit?: number | undefined; cursor?: string | undefined }): string {
+function query(params: {
+  namespace?: string | undefined;
+  limit?: number | undefined;
+  cursor?: string | undefined;
+  since?: string | undefined;
+}): string {
   const { limit } = params;
   if (limit !== undefined && (!Number.isInteger(limit) || limit < 1)) {
     throw new RangeError("limit must be a positive integer");

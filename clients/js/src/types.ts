@@ -59,6 +59,25 @@ export interface SocketInfo {
   user: string | null;
   /** The gateway node the socket is connected to (gateways with cluster support). */
   node?: string;
+  /** `false` while the socket waits in its recovery window (`--recovery-window`); absent otherwise. */
+  connected?: false;
+}
+
+/** One event of `GET /v1/rooms/<room>/history`. */
+export interface HistoryMessage {
+  /** Pass it as `since` to get what came after. */
+  offset: string;
+  event: string;
+  /** The event's arguments, one element per argument. */
+  data: unknown[];
+  /** When the gateway applied it, milliseconds since the epoch. */
+  ts: number;
+}
+
+/** Body of `GET /v1/rooms/<room>/history`, oldest first. */
+export interface RoomHistory {
+  messages: HistoryMessage[];
+  complete: boolean;
 }
 
 /**

@@ -225,7 +225,12 @@ def openapi_document(*, max_ack_recipients: int = 1_000) -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "siogate HTTP API", "version": __version__},
         "components": {
-            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "apiKey": {"type": "http", "scheme": "bearer"},
+                # /v1/stats and /dashboard only: the API key as the password (any user
+                # name), or --admin-username and the password of --admin-password-hash.
+                "basic": {"type": "http", "scheme": "basic"},
+            },
             "schemas": {
                 "Emit": emit,
                 "Batch": {
@@ -264,7 +269,23 @@ def openapi_document(*, max_ack_recipients: int = 1_000) -> dict[str, Any]:
             "/v1/emit": _post(
                 "Emit an event to sockets",
                 "Emit",
-                {"oneOf": [_OK, _ref("AckResult")]},
+                {
+                    "oneOf": [
+                        {
+                            **_OK,
+                            "properties": {
+                                "ok": {"const": True},
+                                "offset": {
+                                    "type": "string",
+                                    "description": "With --history-size or "
+                                    "--recovery-window: the offset this emit got (pass "
+                                    "it as since to the room history).",
+                                },
+                            },
+                        },
+                        _ref("AckResult"),
+                    ]
+                },
             ),
             "/v1/batch": _post(
                 "Emit several events, in order",
@@ -326,6 +347,12 @@ def openapi_document(*, max_ack_recipients: int = 1_000) -> dict[str, Any]:
                                                     "id": {"type": "string"},
                                                     "user": {"type": ["string", "null"]},
                                                     "node": {"type": "string"},
+                                                    "connected": {
+                                                        "type": "boolean",
+                                                        "description": "Only present, "
+                                                        "false, for a socket in its "
+                                                        "recovery window.",
+                                                    },
                                                 },
                                             },
                                         },
@@ -358,6 +385,69 @@ def openapi_document(*, max_ack_recipients: int = 1_000) -> dict[str, Any]:
                     **_NEXT,
                 },
             ),
+            "/v1/rooms/{room}/history": {
+                "get": {
+                    "summary": "A room's recent events, oldest first (--history-size)",
+                    "security": [{"apiKey": []}],
+                    "parameters": [
+                        _ROOM_PATH,
+                        _NAMESPACE_QUERY,
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "description": f"Messages (default {DEFAULT_LIMIT}): the newest, "
+                            "or the first after since.",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+                        },
+                        {
+                            "name": "since",
+                            "in": "query",
+                            "description": "An offset: only what came after it (400 "
+                            "unknown_offset if this gateway run did not hand it out).",
+                            "schema": {"type": "string"},
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "Messages, and whether they are complete",
+                            **_json(
+                                {
+                                    "type": "object",
+                                    "properties": {
+                                        "messages": {
+                                            "type": "array",
+                                            "items": {
+                                                "type": "object",
+                                                "properties": {
+                                                    "offset": {"type": "string"},
+                                                    "event": {"type": "string"},
+                                                    "data": {"type": "array"},
+                                                    "ts": {
+                                                        "type": "integer",
+                                                        "description": "ms since the epoch",
+                                                    },
+                                                },
+                                            },
+                                        },
+                                        "complete": {
+                                            "type": "boolean",
+                                            "description": "False when messages after "
+                                            "since (or older ones) are no longer kept, or "
+                                            "limit cut the answer.",
+                                        },
+                                    },
+                                }
+                            ),
+                        },
+                        **_ERRORS,
+                        "400": {
+                            "description": "Invalid request; history_off: the gateway "
+                            "runs without --history-size",
+                            **_json(_ref("Error")),
+                        },
+                    },
+                }
+            },
             "/v1/presence": _listing(
                 "Whether users are connected, and with how many sockets",
                 [
@@ -404,5 +494,101 @@ def openapi_document(*, max_ack_recipients: int = 1_000) -> dict[str, Any]:
                     "responses": {"200": {"description": "Prometheus text format"}},
                 }
             },
+            "/v1/stats": _STATS,
+            "/dashboard": {
+                "get": {
+                    "summary": "The built-in dashboard (an HTML page that polls /v1/stats)",
+                    "security": [{"apiKey": []}, {"basic": []}],
+                    "responses": {
+                        "200": {"description": "The page", "content": {"text/html": {}}},
+                        "401": _VIEW_401,
+                    },
+                }
+            },
         },
     }
+
+
+# /v1/stats: every node's metrics now and its samples (see siogate.stats).
+_SAMPLE = {
+    "type": "object",
+    "description": "One sample: gauges at time t, rates per second over the interval "
+    "before it; webhook_ms (mean) and webhook_p95_ms (upper bound of the latency bucket "
+    "holding the 95th percentile) are null when no webhook call ended in it.",
+    "properties": {
+        "t": {"type": "number", "description": "The node's Unix time"},
+        "sockets": {"type": "number"},
+        "rooms": {"type": "number"},
+        **{
+            name: {"type": ["number", "null"]}
+            for name in (
+                "connects_per_s",
+                "disconnects_per_s",
+                "emits_per_s",
+                "packets_out_per_s",
+                "bytes_out_per_s",
+                "client_events_per_s",
+                "api_requests_per_s",
+                "webhook_calls_per_s",
+                "webhook_errors_per_s",
+                "webhook_ms",
+                "webhook_p95_ms",
+            )
+        },
+    },
+}
+_VIEW_401 = {
+    "description": "Missing or wrong credentials; WWW-Authenticate: Basic asks a browser for them",
+    **_json(_ref("Error")),
+}
+_STATS = {
+    "get": {
+        "summary": "Every node's metrics (as /metrics) and samples of the last minutes",
+        "security": [{"apiKey": []}, {"basic": []}],
+        "parameters": [
+            {
+                "name": "last",
+                "in": "query",
+                "required": False,
+                "description": "Only samples of the last this many seconds (each node by "
+                "its own clock); all kept samples (10 minutes) when left out.",
+                "schema": {"type": "number", "minimum": 0, "maximum": 86400},
+            }
+        ],
+        "responses": {
+            "200": {
+                "description": "One entry per node that answered, this node first",
+                **_json(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "time": {"type": "number"},
+                            "stats": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "properties": {
+                                        "node": {"type": "string"},
+                                        "time": {"type": "number"},
+                                        "interval": {"type": "number"},
+                                        "metrics": {
+                                            "type": "object",
+                                            "description": "Name -> value as in /metrics; "
+                                            "histograms as {buckets: [[le, cumulative]], "
+                                            "sum, count}; other labelled metrics as "
+                                            "[[{label: value}, value]]",
+                                        },
+                                        "samples": {"type": "array", "items": _SAMPLE},
+                                    },
+                                },
+                            },
+                            **_LISTING,
+                        },
+                    }
+                ),
+            },
+            "400": _ERRORS["400"],
+            "401": _VIEW_401,
+        },
+    }
+}

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote
 
-from ..auth import check_bearer
+from .. import dashboard
+from ..auth import BasicAuth, check_bearer
 from ..broker import BrokerUnavailable
 from ..errors import ApiError
 from ..listings import Page
@@ -28,6 +30,11 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 # POSTs that take an Idempotency-Key (see api/idempotent.py).
 IDEMPOTENT_ROUTES = frozenset({"/v1/emit", "/v1/batch", "/v1/join", "/v1/leave", "/v1/disconnect"})
+# Routes for people as well as backends: the API key as a Bearer token, or HTTP Basic
+# credentials (see siogate.auth.basic); a refusal asks the browser for them.
+VIEW_ROUTES = frozenset({dashboard.PAGE_PATH, "/v1/stats"})
+# The most history /v1/stats?last= may ask for, in seconds.
+MAX_STATS_SECONDS = 86_400
 
 
 def json_response(
@@ -48,8 +55,11 @@ class Api:
         namespaces: frozenset[str] | None,
         cluster: bool = False,
         idempotency: Idempotency | None = None,
+        people: BasicAuth | None = None,
     ) -> None:
         self.node = node
+        # people checks HTTP Basic credentials on VIEW_ROUTES (none: the API key only).
+        self.people = people
         self.idempotency = idempotency
         if idempotency is not None:
             idempotency.bind(node)
@@ -68,6 +78,9 @@ class Api:
             "/v1/disconnect": {"POST": (self._disconnect, True)},
             "/v1/rooms": {"GET": (self._rooms, True)},
             "/v1/presence": {"GET": (self._presence, True)},
+            "/v1/stats": {"GET": (self._stats, True)},
+            dashboard.PAGE_PATH: {"GET": (self._dashboard, True)},
+            **{path: {"GET": (self._dashboard_asset, False)} for path in dashboard.ASSETS},
         }
         # How idempotent routes read a request as one publish (see api/idempotent.py).
         self._plans: dict[str, Plan] = {
@@ -97,6 +110,7 @@ class Api:
             for suffix, handler in (
                 ("/sockets", self._room_sockets),
                 ("/presence", self._room_presence),
+                ("/history", self._room_history),
             ):
                 if path.endswith(suffix) and len(path) > len(prefix) + len(suffix):
                     return f"/v1/rooms/{{room}}{suffix}", {"GET": (handler, True)}
@@ -117,7 +131,11 @@ class Api:
             error = ApiError(405, "method_not_allowed", f"{request.method} is not allowed here")
             return route, json_response(405, error.to_json(), [("allow", allow)])
         handler, needs_key = entry
-        if needs_key and not check_bearer(request.headers.get("authorization"), self._api_key):
+        if route in VIEW_ROUTES:
+            if not await self._may_view(request):
+                error = ApiError(401, "unauthorized", "missing or invalid credentials")
+                return route, dashboard.unauthorized(json.dumps(error.to_json()).encode())
+        elif needs_key and not check_bearer(request.headers.get("authorization"), self._api_key):
             error = ApiError(401, "unauthorized", "missing or invalid API key")
             return route, json_response(401, error.to_json())
         if route in IDEMPOTENT_ROUTES and self.idempotency is not None:
@@ -143,6 +161,12 @@ class Api:
             # Parsed, but too deep to encode again at the depth the emit path runs at.
             error = ApiError(400, "invalid_json", "request body is nested too deeply")
             return json_response(400, error.to_json())
+
+    async def _may_view(self, request: Request) -> bool:
+        header = request.headers.get("authorization")
+        if check_bearer(header, self._api_key):
+            return True
+        return self.people is not None and await self.people.check(header)
 
     # Handlers
 
@@ -181,8 +205,8 @@ class Api:
 
     def _emit_plan(self, request: Request) -> OnePublish | None:
         body = schemas.parse_body(request.body)
-        if schemas.ack_timeout(body) is not None:
-            return None  # answered with the acks, once they are in
+        if schemas.ack_timeout(body) is not None or self.node.offsets is not None:
+            return None  # answered with the acks once they are in, or with its offset
         return OnePublish([schemas.emit(body, self._namespaces)], Response(200, OK_BODY))
 
     def _batch_plan(self, request: Request) -> OnePublish:
@@ -210,8 +234,12 @@ class Api:
             return await self._published(one)
         body = schemas.parse_body(request.body)
         ack = schemas.ack_timeout(body)
-        assert ack is not None
         command = schemas.emit(body, self._namespaces)
+        if ack is None:
+            await self.node.publish([command])
+            # The in-memory broker applied it before returning (one node: recovery and
+            # history refuse --redis-url), so this is the emit's own offset.
+            return json_response(200, {"ok": True, "offset": self.node.last_offset})
         result, listing = await self.node.emit_with_ack(command, ack)
         return json_response(
             200,
@@ -255,6 +283,31 @@ class Api:
             raise schemas.bad("room must be percent-encoded UTF-8") from None
         return Room(schemas.name(decoded, "room"))
 
+    async def _room_history(self, request: Request) -> Response:
+        if self.node.history is None:
+            raise ApiError(400, "history_off", "room history is off (--history-size)")
+        ns = self._query_namespace(request, ("limit", "since"))
+        room = self._room_in_path(request, "/history")
+        for key in ("limit", "since"):
+            if len(request.query.get(key, ())) > 1:
+                raise schemas.bad(f"{key} may be given once")
+        raw = request.arg("limit")
+        if raw is None:
+            limit = paging.DEFAULT_LIMIT
+        elif raw.isdigit() and len(raw) <= 4 and 1 <= int(raw) <= paging.MAX_LIMIT:
+            limit = int(raw)
+        else:
+            raise schemas.bad(f"limit must be an integer from 1 to {paging.MAX_LIMIT}")
+        found = self.node.room_history(ns, room, request.arg("since"), limit)
+        if found is None:
+            raise schemas.bad("since is not an offset of this gateway run", "unknown_offset")
+        messages, complete = found
+        items = [
+            {"offset": offset, "event": m.event, "data": m.args, "ts": m.ts}
+            for offset, m in messages
+        ]
+        return json_response(200, {"messages": items, "complete": complete})
+
     async def _rooms(self, request: Request) -> Response:
         ns = self._query_namespace(request, _PAGING)
         scope: dict[str, str] = {"ns": ns}
@@ -270,7 +323,11 @@ class Api:
         scope = {"ns": ns, "room": room}
         asked = self._page(request, "sockets", scope)
         page, listing = await self.node.sockets_in(ns, room, _opt(Sid, asked.after), asked.limit)
-        items = [{"id": sid, "user": user, "node": node} for sid, user, node in page.items]
+        # "connected": false only for a socket in its recovery window (siogate.recovery).
+        items = [
+            {"id": sid, "user": user, "node": node} | ({} if connected else {"connected": False})
+            for sid, user, node, connected in page.items
+        ]
         more = _next(asked, page, "sockets", scope, lambda last: last[0])
         return json_response(200, {"sockets": items, **more, **_listing_json(listing)})
 
@@ -299,6 +356,35 @@ class Api:
         more = _next(asked, page, "users", scope, lambda last: last[0], "presence")
         body = {"users": items, "anonymous": anonymous, **more, **_listing_json(listing)}
         return json_response(200, body)
+
+    async def _stats(self, request: Request) -> Response:
+        unknown = sorted(set(request.query) - {"last"})
+        if unknown:
+            raise schemas.bad(f"unknown query parameter(s): {', '.join(unknown)}")
+        last = request.arg("last")
+        seconds = None
+        if last is not None:
+            try:
+                seconds = float(last)
+            except ValueError:
+                seconds = math.nan
+            if not 0 <= seconds <= MAX_STATS_SECONDS:  # False for NaN
+                raise schemas.bad(f"last must be a number of seconds from 0 to {MAX_STATS_SECONDS}")
+        nodes, listing = await self.node.cluster_stats(seconds)
+        body = {
+            "time": round(time.time(), 3),
+            "stats": [n.to_json() for n in nodes],
+            **_listing_json(listing),
+        }
+        return json_response(200, body, [("cache-control", "no-store")])
+
+    async def _dashboard(self, request: Request) -> Response:
+        return dashboard.page()
+
+    async def _dashboard_asset(self, request: Request) -> Response:
+        response = dashboard.asset(request.path)
+        assert response is not None  # routed by path
+        return response
 
 
 _PAGING = ("limit", "cursor")

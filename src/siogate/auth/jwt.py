@@ -20,7 +20,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,11 @@ from jwt import PyJWS
 from jwt.algorithms import HMACAlgorithm
 from jwt.exceptions import PyJWTError
 
+# Minting is stdlib only (the light SDK distribution ships it without PyJWT); the claim
+# limits live there so that both sides apply the same ones.
+from siogate.auth.minting import MAX_CLAIM_LENGTH, MAX_NAMESPACES, MAX_ROOMS, mint_token
+from siogate.auth.minting import is_namespace as _is_namespace
+from siogate.auth.minting import is_valid_name as _is_valid_name
 from siogate.errors import AuthError, ConfigError
 from siogate.types import Room, UserId, is_socket_id
 
@@ -48,12 +53,6 @@ logger = logging.getLogger("siogate.auth")
 # Limits
 MAX_TOKEN_LENGTH = 8192
 """Longer tokens are refused before any decoding work."""
-MAX_CLAIM_LENGTH = 256
-"""Longest accepted ``sub`` and longest accepted room name in ``rooms``."""
-MAX_ROOMS = 100
-"""Most entries accepted in the ``rooms`` claim."""
-MAX_NAMESPACES = 100
-"""Most entries accepted in the ``namespaces`` claim."""
 MIN_SECRET_BYTES = 32
 """RFC 7518 section 3.2: an HS256 key should be at least as long as the hash."""
 
@@ -121,14 +120,6 @@ def _build_jws(secret: str) -> tuple[PyJWS, int]:
     jws.unregister_algorithm(_ALGORITHM)
     jws.register_algorithm(_ALGORITHM, algorithm)
     return jws, algorithm.key_bytes
-
-
-def _is_valid_name(value: object) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= MAX_CLAIM_LENGTH
-
-
-def _is_namespace(value: object) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= MAX_CLAIM_LENGTH and value[0] == "/"
 
 
 def _is_numeric_date(value: object) -> bool:
@@ -281,57 +272,3 @@ class JwtVerifier:
             raise AuthError("invalid aud claim")
         if not named:
             raise AuthError("token audience not accepted")
-
-
-def mint_token(
-    secret: str,
-    *,
-    sub: str | None,
-    rooms: Sequence[str] = (),
-    ttl: float = 3600,
-    now: float | None = None,
-    namespaces: Sequence[str] | None = None,
-    issuer: str | None = None,
-    audience: str | None = None,
-) -> str:
-    """Return an HS256 token that :class:`JwtVerifier` with ``secret`` accepts.
-
-    ``exp`` and ``iat`` are whole seconds (JWT NumericDate); ``exp`` is
-    ``now + ttl`` rounded down. ``rooms`` is included only when non-empty;
-    ``namespaces`` (the namespaces the token may join), ``iss`` and ``aud``
-    only when given. Values that the verifier would refuse raise
-    :class:`ValueError` here.
-    """
-    if sub is not None and not _is_valid_name(sub):
-        raise ValueError(f"sub must be a non-empty string of at most {MAX_CLAIM_LENGTH} chars")
-    room_list = list(rooms)
-    if len(room_list) > MAX_ROOMS or not all(_is_valid_name(room) for room in room_list):
-        raise ValueError(
-            f"rooms must be at most {MAX_ROOMS} non-empty strings "
-            f"of at most {MAX_CLAIM_LENGTH} chars"
-        )
-    if any(is_socket_id(room) for room in room_list):
-        raise ValueError("a room name may not be shaped like a socket id (20 of A-Z a-z 0-9 _ -)")
-    scope = None if namespaces is None else list(namespaces)
-    if scope is not None and (
-        len(scope) > MAX_NAMESPACES or not all(_is_namespace(ns) for ns in scope)
-    ):
-        raise ValueError(
-            f"namespaces must be at most {MAX_NAMESPACES} names starting with '/' "
-            f"of at most {MAX_CLAIM_LENGTH} chars"
-        )
-    issued = time.time() if now is None else now
-    claims: dict[str, Any] = {"iat": int(issued), "exp": int(issued + ttl)}
-    if sub is not None:
-        claims["sub"] = sub
-    if room_list:
-        claims["rooms"] = room_list
-    if scope is not None:
-        claims["namespaces"] = scope
-    if issuer is not None:
-        claims["iss"] = issuer
-    if audience is not None:
-        claims["aud"] = audience
-    payload = json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    jws, _ = _build_jws(secret)
-    return jws.encode(payload, secret, algorithm=_ALGORITHM)

@@ -20,6 +20,7 @@ from .base import (
     RoomsQuery,
     SocketsCommand,
     SocketsQuery,
+    StatsQuery,
 )
 from .memory import MemoryBroker
 
@@ -44,4 +45,5 @@ __all__ = [
     "RoomsQuery",
     "SocketsCommand",
     "SocketsQuery",
+    "StatsQuery",
 ]

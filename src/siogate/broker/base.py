@@ -37,6 +37,11 @@ class SocketsCommand:
     sockets: tuple[Sid, ...] = ()
     rooms: tuple[Room, ...] = ()
     room: Room | None = None
+    # Sockets in any of these rooms are left out of the selection by rooms.
+    exclude: tuple[Room, ...] = ()
+    # Disconnect: also the sockets of the same client connection in other namespaces,
+    # then close that connection, as Socket.IO's disconnect(true) does.
+    close: bool = False
 
 
 Command = EmitCommand | SocketsCommand
@@ -113,6 +118,14 @@ class AdminQuery:
     limit: int
 
 
+@dataclass(frozen=True, slots=True)
+class StatsQuery:
+    """The node's metrics now and its samples of the last ``last`` seconds (all it
+    keeps when None), for the dashboard (see siogate.stats)."""
+
+    last: float | None = None
+
+
 Query = (
     RoomsQuery
     | SocketsQuery
@@ -121,6 +134,7 @@ Query = (
     | CountQuery
     | AckEmitQuery
     | AdminQuery
+    | StatsQuery
 )
 
 QueryHandler = Callable[[Query], Any]
@@ -160,6 +174,11 @@ class BrokerStats:
     messages_invalid: int = 0
     # Other nodes seen alive at the last heartbeat.
     peers: int = 0
+    # Room shard channels this node is subscribed to (siogate.broker.routing).
+    shards: int = 0
+    # Joins, leaves and disconnects answered before every node that received them
+    # confirmed (a node died or stalled); see docs/cluster.md, "Routing".
+    ack_timeouts: int = 0
 
 
 class Guard(NamedTuple):
@@ -202,6 +221,9 @@ class Broker(Protocol):
     async def publish(self, commands: Sequence[Command]) -> None:
         """Send one batch to all nodes. Returns once the local node has applied it.
 
+        The handler may be given the batch in consecutive segments (the Redis broker cuts
+        it after each join, leave or disconnect), always in order.
+
         Raises :class:`BrokerUnavailable` when the batch could not be handed on; it has
         then not been applied on this node (nor, unless the connection broke after the
         broker received it, on any other).
@@ -215,3 +237,9 @@ class Broker(Protocol):
 
     async def close(self) -> None:
         """Stop delivering and release connections."""
+
+    def room_opened(self, namespace: Namespace, room: Room) -> None:
+        """A named room got its first member on this node (the hub's RoomWatcher)."""
+
+    def room_closed(self, namespace: Namespace, room: Room) -> None:
+        """A named room lost its last member on this node."""

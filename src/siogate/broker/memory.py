@@ -6,6 +6,7 @@ import inspect
 import secrets
 from collections.abc import Sequence
 
+from ..types import Namespace, Room
 from .base import Answers, Broker, BrokerStats, Command, MessageHandler, Query, QueryHandler
 
 
@@ -43,6 +44,14 @@ class MemoryBroker:
     async def close(self) -> None:
         self._handler = None
         self._answer = None
+
+    # One process: every command reaches every room already.
+
+    def room_opened(self, namespace: Namespace, room: Room) -> None:
+        pass
+
+    def room_closed(self, namespace: Namespace, room: Room) -> None:
+        pass
 
 
 _: type[Broker] = MemoryBroker

@@ -3,7 +3,12 @@
 Channels (``<prefix>`` is ``--redis-prefix``, so several clusters can share a Redis):
 
 * ``<prefix>:commands``: command batches published through any node; every node
-  subscribes and applies them (skipping its own, which it applied itself).
+  subscribes and applies them (skipping its own, which it applied itself). With
+  sharded routing (the default) only commands for a whole namespace go there:
+* ``<prefix>:r:<shard>`` (sharded pub/sub, ``SPUBLISH``/``SSUBSCRIBE``): commands for
+  named rooms of that shard; a node subscribes while it holds members of one of its
+  rooms (``siogate.broker.routing``, ``siogate.broker.shards``).
+* ``<prefix>:n:<node>``: commands for sockets of that node, by socket id.
 * ``<prefix>:queries`` and ``<prefix>:answers:<node>``: a query goes to every node, each
   answers on the asking node's own channel.
 
@@ -28,7 +33,7 @@ import random
 import secrets
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis
@@ -36,9 +41,11 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError
 
-from . import resp, wire
+from ..errors import ConfigError
+from ..types import Namespace, Room, is_node_id
+from . import routing, wire
 from .base import (
     Answers,
     Broker,
@@ -50,7 +57,9 @@ from .base import (
     MessageHandler,
     Query,
     QueryHandler,
+    SocketsCommand,
 )
+from .shards import ShardSubscriptions
 
 logger = logging.getLogger("siogate.broker")
 
@@ -67,22 +76,82 @@ START_WAIT = 3.0
 # of them (clients choose the prefixes, so random ones must not grow memory).
 URL_MISS_SECONDS = 1.0
 URL_CACHE_SIZE = 1024
+# Seconds a join, leave or disconnect waits for the nodes that received it to confirm.
+ACK_TIMEOUT = 2.0
+# Seconds between looks for shards unwanted long enough to unsubscribe.
+SWEEP_INTERVAL = 0.5
 
-# (channel, or the Guard of a guarded publish on the commands channel; wire data; the
-# commands to apply here once Redis took it; who waits for that).
-_Outgoing = tuple[str | Guard, bytes, Sequence[Command] | None, asyncio.Future[Any] | None]
+RoutingMode = Literal["sharded", "broadcast"]
 
-# A guarded publish (see base.Guard): claim the key and publish in one atomic step, or
-# answer what holds the key. Run by EVALSHA; loaded on the first NOSCRIPT (a Redis that
-# restarted has forgotten it).
+
+class _Acks:
+    """Confirmations of one routed batch: one per node that received one of its parts."""
+
+    __slots__ = ("expected", "got", "sealed", "done")
+
+    def __init__(self) -> None:
+        self.expected = 0
+        self.got = 0
+        self.sealed = False
+        self.done = asyncio.Event()
+
+    def expect(self, receivers: int) -> None:
+        self.expected += receivers
+        self._check()
+
+    def add(self) -> None:
+        self.got += 1
+        self._check()
+
+    def seal(self) -> None:
+        """Every part is published: ``expected`` is final."""
+        self.sealed = True
+        self._check()
+
+    def _check(self) -> None:
+        if self.sealed and self.got >= self.expected:
+            self.done.set()
+
+
+# A guarded publish (see base.Guard): take the key and publish every part, in one atomic
+# step, or answer what holds the key. ARGV after the key's value and TTL: (PUBLISH or
+# SPUBLISH, channel, data) per part. Answers the receiver counts when it published. Run
+# by EVALSHA; loaded again on NOSCRIPT (a Redis that restarted has forgotten it).
 GUARDED_PUBLISH = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  redis.call('PUBLISH', ARGV[3], ARGV[4])
-  return false
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return redis.call('GET', KEYS[1])
 end
-return redis.call('GET', KEYS[1])
+local counts = {}
+for i = 3, #ARGV, 3 do
+  counts[#counts + 1] = redis.call(ARGV[i], ARGV[i + 1], ARGV[i + 2])
+end
+return counts
 """
-GUARDED_PUBLISH_SHA = hashlib.sha1(GUARDED_PUBLISH.encode()).hexdigest()
+GUARDED_PUBLISH_SHA = hashlib.sha1(GUARDED_PUBLISH.encode()).hexdigest().encode()
+
+
+class _Guarded:
+    """The parts of one guarded publish, sent as one script."""
+
+    __slots__ = ("guard", "args", "asking")
+
+    def __init__(self, guard: Guard) -> None:
+        self.guard = guard
+        # (PUBLISH | SPUBLISH, channel, data) for each part, flattened.
+        self.args: list[bytes] = []
+        # Whether each part asks for confirmations (its receivers count for them).
+        self.asking: list[bool] = []
+
+
+# (channel, or the parts of a guarded publish, or None for local only; data; commands to
+# apply here after publishing; future of the publish; confirmations the message asks for)
+_Outgoing = tuple[
+    str | _Guarded | None,
+    bytes,
+    Sequence[Command] | None,
+    asyncio.Future[Any] | None,
+    _Acks | None,
+]
 
 
 def redacted(url: str) -> str:
@@ -147,8 +216,13 @@ class RedisBroker:
         node_ttl: float = 5.0,
         node_id: str | None = None,
         start_wait: float = START_WAIT,
+        routing: RoutingMode = "sharded",
     ) -> None:
         self.node_id = node_id or secrets.token_hex(4)
+        if routing == "sharded" and not is_node_id(self.node_id):
+            # Socket ids start with the node id, and commands for a socket go to the node
+            # its id names: an id of another shape would route them nowhere.
+            raise ValueError(f"node id {self.node_id!r} is not 8 of A-Z a-z 0-9 _ -")
         self.stats = BrokerStats(connected=False, error="not started", since=time.time())
         self._url = url
         self._prefix = prefix
@@ -157,10 +231,6 @@ class RedisBroker:
         self._start_wait = start_wait
         self._own = wire.prefix(self.node_id)
         self._commands_channel = f"{prefix}:commands"
-        # What each publish of a batch starts with (see _pack).
-        self._publish_head = resp.head(3, b"PUBLISH", self._commands_channel.encode())
-        self._guarded_head = resp.head(8, b"EVALSHA", GUARDED_PUBLISH_SHA.encode(), b"1")
-        self._guarded_channel = resp.bulk(self._commands_channel.encode())
         self._queries_channel = f"{prefix}:queries"
         self._answers_channel = self._answers_of(self.node_id)
         self._nodes_key = f"{prefix}:nodes"
@@ -180,6 +250,16 @@ class RedisBroker:
         # node id -> (monotonic expiry, URL or None), oldest first.
         self._urls: dict[str, tuple[float, str | None]] = {}
         self._lookups: dict[str, asyncio.Future[str | None]] = {}
+        # Routing (docs/cluster.md, "Routing"): shard subscriptions and confirmations.
+        self._sharded = routing == "sharded"
+        self._shard_prefix = f"{prefix}:r:"
+        self._node_channel = f"{prefix}:n:{self.node_id}"
+        self._shards = ShardSubscriptions()
+        self._pubsub: PubSub | None = None
+        self._settle_waiters: list[asyncio.Future[None]] = []
+        self._acks: dict[str, _Acks] = {}
+        self._side_tasks: set[asyncio.Task[None]] = set()
+        self._reconcile_soon = False
 
     def _answers_of(self, node: str) -> str:
         return f"{self._prefix}:answers:{node}"
@@ -203,6 +283,7 @@ class RedisBroker:
         self._handler = handler
         self._answer = answer
         self._redis = self._client()
+        await self._refuse_redis_cluster()
         self._tasks = [
             asyncio.create_task(self._subscribe_forever(), name="siogate-redis-subscriber"),
             asyncio.create_task(self._heartbeat_forever(), name="siogate-redis-heartbeat"),
@@ -216,8 +297,24 @@ class RedisBroker:
                 self.stats.error,
             )
 
+    async def _refuse_redis_cluster(self) -> None:
+        """Redis Cluster is not supported yet: say so at start rather than retry forever
+        on MOVED replies. A Redis that cannot be reached yet is checked no further."""
+        assert self._redis is not None
+        try:
+            async with asyncio.timeout(SOCKET_TIMEOUT):
+                info = await self._redis.info("cluster")
+        except (RedisError, OSError, TimeoutError):
+            return
+        if info.get("cluster_enabled") in (1, "1"):
+            await self._redis.aclose()
+            raise ConfigError(
+                f"Redis at {redacted(self._url)} is a Redis Cluster node; siogate needs a "
+                "standalone Redis or Valkey (Redis Cluster is not supported yet)"
+            )
+
     async def close(self) -> None:
-        for task in [*self._tasks, *self._answering]:
+        for task in [*self._tasks, *self._answering, *self._side_tasks]:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
@@ -266,9 +363,13 @@ class RedisBroker:
     async def publish(self, commands: Sequence[Command]) -> None:
         if self._handler is None:
             raise RuntimeError("broker is not started")
+        if self._sharded:
+            for segment in routing.segments(commands):
+                await self._publish_routed(segment)
+            return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         data = wire.encode_commands(self.node_id, commands)
-        self._enqueue((self._commands_channel, data, commands, future))
+        self._enqueue((self._commands_channel, data, commands, future, None))
         await future
 
     async def publish_guarded(self, commands: Sequence[Command], guard: Guard) -> bytes | None:
@@ -276,10 +377,97 @@ class RedisBroker:
             raise RuntimeError("broker is not started")
         # In the same queue and pipeline as plain publishes: the order of this node's
         # publishes holds, and the guard costs no round trip of its own.
-        future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
-        data = wire.encode_commands(self.node_id, commands)
-        self._enqueue((guard, data, commands, future))
-        return await future
+        if not self._sharded:
+            future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+            guarded = _Guarded(guard)
+            data = wire.encode_commands(self.node_id, commands)
+            guarded.args += (b"PUBLISH", self._commands_channel.encode(), data)
+            guarded.asking.append(False)
+            self._enqueue((guarded, b"", commands, future, None))
+            return await future
+        first, *rest = routing.segments(commands)
+        found = await self._publish_routed(first, guard)
+        if found is None:
+            # Only a batch with a join, leave or disconnect before its end has more
+            # segments (none of the API's one-step requests does): the key holds once
+            # the first went out, as a plain publish's later segments may fail too.
+            for segment in rest:
+                await self._publish_routed(segment)
+        return found
+
+    def _channel(self, destination: routing.Destination) -> str:
+        if destination.kind == "shard":
+            return self._shard_prefix + destination.key
+        if destination.kind == "node":
+            return f"{self._prefix}:n:{destination.key}"
+        return self._commands_channel
+
+    async def _publish_routed(
+        self, commands: Sequence[Command], guard: Guard | None = None
+    ) -> bytes | None:
+        """Publish one segment (siogate.broker.routing.segments) and, if it changes rooms,
+        wait until every node that received it applied it and subscribed accordingly.
+        Under ``guard``: only if its key is free; else the key's value, and nothing is
+        published."""
+        parts = routing.route(commands, self.node_id)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        acks: _Acks | None = None
+        ack_id: str | None = None
+        if any(p.changes_rooms for p in parts):
+            ack_id = secrets.token_hex(8)
+            acks = self._acks[ack_id] = _Acks()
+        try:
+            if guard is not None:
+                # Every part in one script, after the key (none: the key alone).
+                guarded = _Guarded(guard)
+                for part in parts:
+                    asks = part.changes_rooms
+                    channel = self._channel(part.destination)
+                    kind = b"SPUBLISH" if channel.startswith(self._shard_prefix) else b"PUBLISH"
+                    data = wire.encode_commands(
+                        self.node_id, part.commands, ack_id if asks else None
+                    )
+                    guarded.args += (kind, channel.encode(), data)
+                    guarded.asking.append(asks)
+                self._enqueue((guarded, b"", commands, future, acks))
+                parts = []
+            elif not parts:
+                # Only this node's sockets: nothing to publish, applied in call order.
+                self._enqueue((None, b"", commands, future, None))
+            for i, part in enumerate(parts):
+                last = i == len(parts) - 1
+                asks = part.changes_rooms
+                data = wire.encode_commands(self.node_id, part.commands, ack_id if asks else None)
+                self._enqueue(
+                    (
+                        self._channel(part.destination),
+                        data,
+                        commands if last else None,
+                        future if last else None,
+                        acks if asks else None,
+                    )
+                )
+            found: bytes | None = await future
+            if found is not None:
+                return found  # the key was taken: nothing was published
+            if not any(isinstance(c, SocketsCommand) for c in commands):
+                return None
+            async with asyncio.timeout(ACK_TIMEOUT):
+                # This node's own joins, then the other nodes' confirmations.
+                if self._sub_ok:
+                    await self._settled()
+                if acks is not None:
+                    acks.seal()
+                    await acks.done.wait()
+        except TimeoutError:
+            self.stats.ack_timeouts += 1
+            logger.warning(
+                "a join/leave/disconnect was not confirmed by every node within %.1f s", ACK_TIMEOUT
+            )
+        finally:
+            if ack_id is not None:
+                del self._acks[ack_id]
+        return None
 
     def _enqueue(self, item: _Outgoing) -> None:
         self._outbox.append(item)
@@ -292,19 +480,49 @@ class RedisBroker:
             batch, self._outbox = self._outbox, []
             assert self._redis is not None
             try:
-                results = await self._send(batch)
-                batch = await self._unguarded(batch, results)
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for channel, data, _, _, _ in batch:
+                        if channel is None:
+                            continue
+                        if isinstance(channel, _Guarded):
+                            g = channel.guard
+                            pipe.execute_command(
+                                b"EVALSHA",
+                                GUARDED_PUBLISH_SHA,
+                                b"1",
+                                g.key.encode(),
+                                g.value.encode(),
+                                b"%d" % g.ttl_ms,
+                                *channel.args,
+                            )
+                        elif channel.startswith(self._shard_prefix):
+                            pipe.spublish(channel, data)
+                        else:
+                            pipe.publish(channel, data)
+                    receivers = await pipe.execute(raise_on_error=False) if len(pipe) else []
+                batch, receivers = await self._unguarded(batch, receivers)
             except (RedisError, OSError) as exc:
                 self.stats.publish_failures += len(batch)
                 await self._connection_lost(exc)
                 failure = BrokerUnavailable(f"Redis did not take the message: {exc}")
-                for _, _, _, future in batch:
+                for _, _, _, future, _ in batch:
                     if future is not None and not future.done():
                         future.set_exception(failure)
                 continue
-            self.stats.messages_out += len(batch)
-            self._set_health(pub=True, error=None)
-            for _, _, commands, future in batch:
+            self.stats.messages_out += len(receivers)
+            if receivers:
+                self._set_health(pub=True, error=None)
+            sent = iter(receivers)
+            for channel, _, _, _, acks in batch:
+                if channel is not None:
+                    count = next(sent)
+                    if acks is not None:
+                        if isinstance(channel, _Guarded):
+                            counts = zip(channel.asking, count, strict=True)
+                            acks.expect(sum(int(n) for asks, n in counts if asks))
+                        else:
+                            acks.expect(int(count))
+            for _, _, commands, future, _ in batch:
                 try:
                     if commands is not None and self._handler is not None:
                         self._handler(commands)
@@ -315,90 +533,69 @@ class RedisBroker:
                 if future is not None and not future.done():
                     future.set_result(None)
 
-    def _pack(self, item: _Outgoing) -> bytes:
-        channel, data, _, _ = item
-        if channel == self._commands_channel:
-            return b"%b$%d\r\n%b\r\n" % (self._publish_head, len(data), data)
-        if isinstance(channel, str):
-            return resp.command(b"PUBLISH", channel.encode(), data)
-        key, value = channel.key.encode(), channel.value.encode()
-        ttl = b"%d" % channel.ttl_ms
-        return b"%b$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n%b$%d\r\n%b\r\n" % (
-            self._guarded_head,
-            len(key),
-            key,
-            len(value),
-            value,
-            len(ttl),
-            ttl,
-            self._guarded_channel,
-            len(data),
-            data,
-        )
-
-    async def _send(self, batch: list[_Outgoing]) -> list[Any]:
-        """Write a batch in one go on a pooled connection and read the replies (an error
-        reply as its exception). What a redis-py pipeline does, without its per-argument
-        packing and per-call bookkeeping: this runs for every publish."""
-        assert self._redis is not None
-        pool = self._redis.connection_pool
-        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
-        try:
-            await connection.send_packed_command(b"".join([self._pack(item) for item in batch]))
-            results: list[Any] = []
-            for _ in batch:
-                try:
-                    results.append(await connection.read_response())
-                except ResponseError as exc:
-                    results.append(exc)
-            return results
-        except BaseException:
-            # Replies may be left unread: the connection is not reusable.
-            await connection.disconnect(nowait=True)
-            raise
-        finally:
-            await pool.release(connection)
-
-    async def _unguarded(self, batch: list[_Outgoing], results: list[Any]) -> list[_Outgoing]:
-        """The items of a written batch that were published; guarded ones that found
-        their key taken are answered with its value here, and those that met NOSCRIPT
-        go back to the front of the queue once the script is loaded."""
-        published: list[_Outgoing] = []
+    async def _unguarded(
+        self, batch: list[_Outgoing], receivers: list[Any]
+    ) -> tuple[list[_Outgoing], list[Any]]:
+        """The items of a written batch that were published, with their replies. A
+        guarded one whose key was taken is answered with the key's value here; one that
+        met NOSCRIPT goes back to the front of the queue once the script is loaded."""
+        kept: list[_Outgoing] = []
+        replies: list[Any] = []
         again: list[_Outgoing] = []
-        for item, result in zip(batch, results, strict=True):
-            if isinstance(result, NoScriptError):
+        sent = iter(receivers)
+        for item in batch:
+            channel, future = item[0], item[3]
+            if channel is None:
+                kept.append(item)
+                continue
+            reply = next(sent)
+            if isinstance(reply, NoScriptError):
                 again.append(item)
-            elif isinstance(result, Exception):
+            elif isinstance(reply, Exception):
                 # An error reply (none is expected) fails the whole batch, as it did when
                 # execute() raised it.
-                raise result
-            elif result is None or isinstance(item[0], str):
-                published.append(item)
-            elif item[3] is not None and not item[3].done():
-                item[3].set_result(result)
+                raise reply
+            elif isinstance(channel, _Guarded) and not isinstance(reply, list):
+                if future is not None and not future.done():
+                    future.set_result(reply)
+            else:
+                kept.append(item)
+                replies.append(reply)
         if again:
             assert self._redis is not None
             await self._redis.script_load(GUARDED_PUBLISH)
             self._outbox[:0] = again
-        return published
+        return kept, replies
 
     # Receiving
 
     async def _subscribe_forever(self) -> None:
         backoff = _Backoff()
-        channels = (self._commands_channel, self._queries_channel, self._answers_channel)
+        channels: tuple[str, ...] = (
+            self._commands_channel,
+            self._queries_channel,
+            self._answers_channel,
+        )
+        if self._sharded:
+            channels += (self._node_channel,)
         while True:
             client = self._client()
             pubsub: PubSub = client.pubsub()
             try:
                 await pubsub.subscribe(*channels)
+                # Shards are subscribed on this connection anew (what the node wants now).
+                self._shards.reset()
+                self._pubsub = pubsub
+                self._reconcile()
                 confirmed = 0
                 # A subscriber only reads, so a connection that died without a FIN (a
                 # balancer's idle timeout, a host gone) would look quiet forever; a PING
-                # every third of the TTL must be answered within SOCKET_TIMEOUT.
+                # every third of the TTL must be answered within SOCKET_TIMEOUT, unless
+                # other messages keep arriving meanwhile.
                 interval = self._ttl / 3
                 next_ping = time.monotonic() + interval
                 ping_sent: float | None = None
+                next_sweep = time.monotonic() + SWEEP_INTERVAL
                 while True:
                     now = time.monotonic()
                     if ping_sent is not None and now - ping_sent > SOCKET_TIMEOUT:
@@ -406,10 +603,22 @@ class RedisBroker:
                     if ping_sent is None and now >= next_ping:
                         await pubsub.ping()
                         ping_sent, next_ping = now, now + interval
+                    if self._sharded and now >= next_sweep:
+                        self._reconcile()  # unsubscribes shards unwanted for a while
+                        next_sweep = now + SWEEP_INTERVAL
                     message = await pubsub.get_message(timeout=min(interval, 0.5))
                     if message is None:
                         continue
-                    if message["type"] == "pong":
+                    if ping_sent is not None:
+                        # Anything read proves the connection alive: under a flood the
+                        # PONG waits behind the messages, which must not end the connection.
+                        ping_sent = now
+                    kind = message["type"]
+                    if kind in ("message", "smessage"):
+                        self._dispatch(message["channel"], message["data"])
+                    elif kind in ("ssubscribe", "sunsubscribe"):
+                        self._shard_confirmed(message["channel"], kind == "ssubscribe")
+                    elif message["type"] == "pong":
                         ping_sent = None
                     elif message["type"] == "subscribe":
                         confirmed += 1
@@ -425,11 +634,12 @@ class RedisBroker:
                             self._set_health(sub=True, error=None)
                             self._subscribed.set()
                             backoff.reset()
-                    elif message["type"] == "message":
-                        self._dispatch(message["channel"], message["data"])
             except (RedisError, OSError) as exc:
                 self._set_health(sub=False, error=exc)
             finally:
+                self._pubsub = None
+                self._shards.reset()
+                self.stats.shards = 0
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
                 with contextlib.suppress(Exception):
@@ -438,15 +648,24 @@ class RedisBroker:
 
     def _dispatch(self, channel: bytes, data: bytes) -> None:
         if data.startswith(self._own):
+            if self._acks:
+                self._own_ack(data)
             return
         self.stats.messages_in += 1
         try:
             message = wire.decode(data)
             name = channel.decode()
-            if name == self._commands_channel:
+            if (
+                name == self._commands_channel
+                or name.startswith(self._shard_prefix)
+                or name == self._node_channel
+            ):
                 commands = wire.decode_commands(message)
+                ack = wire.decode_ack(message)
                 if self._handler is not None:
                     self._handler(commands)
+                if ack is not None:
+                    self._confirm(message["node"], ack)
             elif name == self._queries_channel:
                 request_id, query = wire.decode_query(message)
                 if self._answer is not None:
@@ -460,9 +679,12 @@ class RedisBroker:
                         task.add_done_callback(self._answering.discard)
                     else:
                         reply = wire.encode_answer(self.node_id, request_id, answer)
-                        self._enqueue((channel_out, reply, None, None))
+                        self._enqueue((channel_out, reply, None, None, None))
             else:
                 request_id, answer = wire.decode_answer(message)
+                acks = self._acks.get(request_id)
+                if acks is not None:
+                    acks.add()
                 pending = self._pending.get(request_id)
                 if pending is not None:
                     pending.add(message["node"], answer)
@@ -472,13 +694,113 @@ class RedisBroker:
         except Exception:
             logger.exception("applying a message from %r failed", channel)
 
+    # Routing: shard subscriptions and confirmations of room changes
+
+    def room_opened(self, namespace: Namespace, room: Room) -> None:
+        if self._sharded:
+            self._shards.room_opened(namespace, room)
+            if not self._reconcile_soon:
+                # Once per loop iteration: a connect storm's rooms share one SSUBSCRIBE.
+                self._reconcile_soon = True
+                asyncio.get_running_loop().call_soon(self._reconcile)
+
+    def room_closed(self, namespace: Namespace, room: Room) -> None:
+        if self._sharded:
+            # Unsubscribed by _reconcile() once the shard stayed unwanted for a while.
+            self._shards.room_closed(namespace, room, time.monotonic())
+
+    def _reconcile(self) -> None:
+        """Send the SSUBSCRIBE / SUNSUBSCRIBE that the wanted shards call for."""
+        self._reconcile_soon = False
+        pubsub = self._pubsub
+        if pubsub is None:
+            return  # subscribed to all wanted shards once connected
+        subscribe = self._shards.to_subscribe()
+        unsubscribe = self._shards.to_unsubscribe(time.monotonic())
+        if subscribe or unsubscribe:
+            self._side_task(self._send_subscriptions(pubsub, subscribe, unsubscribe))
+
+    def _side_task(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    async def _send_subscriptions(
+        self, pubsub: PubSub, subscribe: list[int], unsubscribe: list[int]
+    ) -> None:
+        try:
+            # Sent from here while the subscriber loop reads: a write does not read.
+            if unsubscribe:
+                await pubsub.sunsubscribe(*(f"{self._shard_prefix}{s}" for s in unsubscribe))
+            if subscribe:
+                await pubsub.ssubscribe(*(f"{self._shard_prefix}{s}" for s in subscribe))
+        except (RedisError, OSError) as exc:
+            # The subscriber loop finds the connection broken and subscribes anew.
+            logger.warning("shard subscription failed: %s", exc)
+
+    def _shard_confirmed(self, channel: bytes, subscribed: bool) -> None:
+        name = channel.decode()
+        if not name.startswith(self._shard_prefix):
+            return
+        try:
+            shard = int(name[len(self._shard_prefix) :])
+        except ValueError:
+            return
+        self._shards.confirmed(shard, subscribed)
+        self.stats.shards = len(self._shards.subscribed)
+        if not subscribed:
+            self._reconcile()  # wanted again while it was being unsubscribed
+        if self._shards.settled():
+            waiters, self._settle_waiters = self._settle_waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def _settled(self) -> None:
+        """Returns once every shard this node wants is subscribed (callers bound the wait)."""
+        if self._shards.settled():
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._settle_waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if waiter in self._settle_waiters:
+                self._settle_waiters.remove(waiter)
+
+    def _confirm(self, node: str, ack: str) -> None:
+        """Tell ``node`` its batch is applied here, once this node's shards are settled."""
+        channel = self._answers_of(node)
+        reply = wire.encode_answer(self.node_id, ack, True)
+        if self._shards.settled():
+            self._enqueue((channel, reply, None, None, None))
+        else:
+            self._side_task(self._confirm_later(channel, reply))
+
+    async def _confirm_later(self, channel: str, reply: bytes) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(ACK_TIMEOUT):
+                await self._settled()
+        self._enqueue((channel, reply, None, None, None))
+
+    def _own_ack(self, data: bytes) -> None:
+        """One of this node's own batches came back on a channel it subscribes to: Redis
+        counted this node among its receivers, so it confirms itself."""
+        with contextlib.suppress(wire.WireError):
+            ack = wire.decode_ack(wire.decode(data))
+            acks = None if ack is None else self._acks.get(ack)
+            if acks is not None:
+                acks.add()
+
     async def _answer_later(self, channel: str, request_id: str, answer: Any) -> None:
         try:
             value = await answer
         except Exception:
             logger.exception("answering a query failed")
             return
-        self._enqueue((channel, wire.encode_answer(self.node_id, request_id, value), None, None))
+        self._enqueue(
+            (channel, wire.encode_answer(self.node_id, request_id, value), None, None, None)
+        )
 
     # Registry
 
@@ -595,7 +917,7 @@ class RedisBroker:
                 if pending.expected:
                     future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
                     data = wire.encode_query(self.node_id, request_id, query)
-                    self._enqueue((self._queries_channel, data, None, future))
+                    self._enqueue((self._queries_channel, data, None, future, None))
                     await future
                     await pending.complete.wait()
         except BrokerUnavailable:

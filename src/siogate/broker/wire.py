@@ -30,6 +30,7 @@ from .base import (
     RoomsQuery,
     SocketsCommand,
     SocketsQuery,
+    StatsQuery,
 )
 
 VERSION = 1
@@ -80,11 +81,22 @@ def _command_json(command: Command) -> dict[str, Any]:
     }
     if command.room is not None:
         out["room"] = command.room
+    # Written only when set, so that messages without them read as before.
+    if command.exclude:
+        out["except"] = list(command.exclude)
+    if command.close:
+        out["close"] = True
     return out
 
 
-def encode_commands(node: str, commands: Sequence[Command]) -> bytes:
-    return _message(node, {"commands": [_command_json(c) for c in commands]})
+def encode_commands(node: str, commands: Sequence[Command], ack: str | None = None) -> bytes:
+    """A command batch; with ``ack``, each receiver answers ``ack`` once it applied the
+    batch and subscribed to the shards of the rooms it joined (an addition to format 1
+    that older nodes ignore)."""
+    body: dict[str, Any] = {"commands": [_command_json(c) for c in commands]}
+    if ack is not None:
+        body["ack"] = ack
+    return _message(node, body)
 
 
 def _str(obj: dict[str, Any], key: str) -> str:
@@ -116,7 +128,11 @@ def _command(obj: Any) -> Command:
     if kind in ("join", "leave", "disconnect"):
         sockets = tuple(Sid(s) for s in _strs(obj, "sockets"))
         room = None if kind == "disconnect" else Room(_str(obj, "room"))
-        return SocketsCommand(kind, ns, sockets, rooms, room)
+        exclude = tuple(Room(r) for r in _strs(obj, "except"))
+        close = obj.get("close", False)
+        if not isinstance(close, bool):
+            raise WireError("'close' must be a boolean")
+        return SocketsCommand(kind, ns, sockets, rooms, room, exclude, close)
     raise WireError(f"unknown command type {kind!r}")
 
 
@@ -132,6 +148,14 @@ def decode(data: bytes) -> dict[str, Any]:
         raise WireError(f"unsupported format version {obj.get('v')!r}")
     _str(obj, "node")
     return obj
+
+
+def decode_ack(obj: dict[str, Any]) -> str | None:
+    """The id a command batch asks its receivers to answer, if any."""
+    ack = obj.get("ack")
+    if ack is not None and not isinstance(ack, str):
+        raise WireError("'ack' must be a string")
+    return ack
 
 
 def decode_commands(obj: dict[str, Any]) -> list[Command]:
@@ -158,6 +182,8 @@ def encode_query(node: str, request_id: str, query: Query) -> bytes:
         return _message(node, ack_body)
     if isinstance(query, AdminQuery):
         return _message(node, {"id": request_id, "query": "admin", "limit": query.limit})
+    if isinstance(query, StatsQuery):
+        return _message(node, {"id": request_id, "query": "stats", "last": query.last})
     # "after" and "limit" are optional members added to format 1: a node that predates
     # them ignores them and answers in full, which the asking node pages itself.
     body: dict[str, Any] = {"id": request_id, "ns": query.namespace}
@@ -204,6 +230,11 @@ def decode_query(obj: dict[str, Any]) -> tuple[str, Query]:
     kind = obj.get("query")
     if kind == "admin":
         return request_id, AdminQuery(_int(obj, "limit", 1, MAX_QUERY_LIMIT))
+    if kind == "stats":
+        last = obj.get("last")
+        if last is not None and (type(last) not in (int, float) or not 0 <= last <= 86_400):
+            raise WireError("'last' must be null or a number of seconds from 0 to 86400")
+        return request_id, StatsQuery(None if last is None else float(last))
     ns = Namespace(_str(obj, "ns"))
     if kind == "presence":
         users = _strs(obj, "users")

@@ -23,6 +23,7 @@ from siogate.client._models import (
     Emit,
     EmitOptions,
     PresenceListing,
+    RoomHistory,
     RoomPresenceListing,
     RoomsListing,
     Selector,
@@ -139,6 +140,19 @@ class Client(BaseClient[httpx.Client]):
         """``GET /v1/rooms/<room>/presence``: distinct users in ``room`` with their socket
         counts, and its anonymous sockets (paged as :meth:`rooms`)."""
         return self._send(_core.room_presence_call(room, namespace, limit, cursor))
+
+    def history(
+        self,
+        room: str,
+        namespace: str = "/",
+        *,
+        limit: int | None = None,
+        since: str | None = None,
+    ) -> RoomHistory:
+        """``GET /v1/rooms/<room>/history``: the room's recent events, oldest first (the
+        last ``limit``, default 100; with ``since``, the first ``limit`` after that
+        offset). Needs ``--history-size`` on the gateway."""
+        return self._send(_core.history_call(room, namespace, limit, since))
 
     def close(self) -> None:
         """Close the pooled connections."""
@@ -259,6 +273,17 @@ class AsyncClient(BaseClient[httpx.AsyncClient]):
         """``GET /v1/rooms/<room>/presence``: distinct users in ``room`` with their socket
         counts, and its anonymous sockets (paged as :meth:`rooms`)."""
         return await self._send(_core.room_presence_call(room, namespace, limit, cursor))
+
+    async def history(
+        self,
+        room: str,
+        namespace: str = "/",
+        *,
+        limit: int | None = None,
+        since: str | None = None,
+    ) -> RoomHistory:
+        """As :meth:`Client.history`."""
+        return await self._send(_core.history_call(room, namespace, limit, since))
 
     async def aclose(self) -> None:
         """Close the pooled connections."""

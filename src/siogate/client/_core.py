@@ -21,15 +21,17 @@ from urllib.parse import quote
 import httpx
 
 from siogate._version import __version__
-from siogate.auth import mint_token
+from siogate.auth.minting import mint_token
 from siogate.client._exceptions import RequestError, RequestTimeout
 from siogate.client._models import (
     AckReply,
     AckResult,
     Emit,
     EmitOptions,
+    HistoryMessage,
     ListingNodes,
     PresenceListing,
+    RoomHistory,
     RoomInfo,
     RoomPresenceListing,
     RoomsListing,
@@ -214,6 +216,17 @@ def room_presence_call(
     return Call("GET", path, _room_presence, params=_page_params(namespace, limit, cursor))
 
 
+def history_call(
+    room: str, namespace: str, limit: int | None = None, since: str | None = None
+) -> Call[RoomHistory]:
+    params = {"namespace": namespace}
+    if limit is not None:
+        params["limit"] = str(limit)
+    if since is not None:
+        params["since"] = since
+    return Call("GET", _room_path(room, "history"), _history, params=params)
+
+
 # ------------------------------------------------------------------ reading answers
 # Each parser may raise KeyError, TypeError, ValueError or AttributeError on a body of the wrong
 # shape; BaseClient turns those into ApiError("unexpected_response").
@@ -272,13 +285,29 @@ def _optional_str(value: Any) -> str | None:
 def _sockets(payload: Any) -> SocketsListing:
     return SocketsListing(
         sockets=tuple(
-            SocketInfo(str(s["id"]), _optional_str(s["user"]), _optional_str(s.get("node")))
+            SocketInfo(
+                str(s["id"]),
+                _optional_str(s["user"]),
+                _optional_str(s.get("node")),
+                s.get("connected", True) is not False,
+            )
             for s in payload["sockets"]
         ),
         partial=_partial(payload),
         nodes=_nodes(payload),
         next_cursor=_next_cursor(payload),
     )
+
+
+def _history(payload: Any) -> RoomHistory:
+    complete = payload["complete"]
+    if not isinstance(complete, bool):
+        raise TypeError("complete is not a boolean")
+    messages = tuple(
+        HistoryMessage(str(m["offset"]), str(m["event"]), list(m["data"]), int(m["ts"]))
+        for m in payload["messages"]
+    )
+    return RoomHistory(messages=messages, complete=complete)
 
 
 def _presence(payload: Any) -> PresenceListing:

@@ -19,9 +19,11 @@ __all__ = [
     "AckResult",
     "Emit",
     "EmitOptions",
+    "HistoryMessage",
     "Listing",
     "ListingNodes",
     "PresenceListing",
+    "RoomHistory",
     "RoomInfo",
     "RoomPresenceListing",
     "RoomsListing",
@@ -87,6 +89,32 @@ class SocketInfo:
     """The handshake token's ``sub``; ``None`` for an anonymous socket."""
     node: str | None = None
     """The gateway node the socket is connected to (``None`` if the gateway does not say)."""
+    connected: bool = True
+    """False for a socket whose transport dropped and that waits, within
+    ``--recovery-window``, for its client to come back (docs/recovery.md)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryMessage:
+    """One event of ``GET /v1/rooms/<room>/history``."""
+
+    offset: str
+    """Its offset: pass it as ``since`` to get what came after."""
+    event: str
+    data: list[Any]
+    """The event's arguments, one element per argument."""
+    ts: int
+    """When the gateway applied it, milliseconds since the epoch."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoomHistory:
+    """``GET /v1/rooms/<room>/history``: a room's recent events, oldest first."""
+
+    messages: tuple[HistoryMessage, ...]
+    complete: bool
+    """False when events after ``since`` (or, without it, older ones) are no longer kept,
+    or ``limit`` cut the answer."""
 
 
 @dataclass(frozen=True, slots=True)

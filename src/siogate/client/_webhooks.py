@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from siogate.webhooks import (
+from siogate.webhooks.signing import (
     DEFAULT_TOLERANCE,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,

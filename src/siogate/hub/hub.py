@@ -60,6 +60,15 @@ class Socket:
         self.rooms: set[Room] = set()
 
 
+class RoomWatcher(Protocol):
+    """Told when a named room gets its first member on this node, or loses its last
+    (the Redis broker subscribes to the room's shard meanwhile)."""
+
+    def room_opened(self, namespace: Namespace, room: Room) -> None: ...
+
+    def room_closed(self, namespace: Namespace, room: Room) -> None: ...
+
+
 class _NamespaceState:
     __slots__ = ("sockets", "rooms")
 
@@ -73,6 +82,7 @@ class Hub:
 
     def __init__(self) -> None:
         self._namespaces: dict[Namespace, _NamespaceState] = {}
+        self.watcher: RoomWatcher | None = None
 
     # Sockets
 
@@ -92,6 +102,8 @@ class Hub:
                 members.pop(socket.id, None)
                 if not members:
                     del ns.rooms[room]
+                    if self.watcher is not None:
+                        self.watcher.room_closed(socket.namespace, room)
         socket.rooms.clear()
         if not ns.sockets:
             del self._namespaces[socket.namespace]
@@ -126,6 +138,8 @@ class Hub:
         members = ns.rooms.get(room)
         if members is None:
             members = ns.rooms[room] = {}
+            if self.watcher is not None:
+                self.watcher.room_opened(socket.namespace, room)
         members[socket.id] = socket
         return True
 
@@ -139,6 +153,8 @@ class Hub:
             members.pop(socket.id, None)
             if not members:
                 del ns.rooms[room]
+                if self.watcher is not None:
+                    self.watcher.room_closed(socket.namespace, room)
 
     def rooms(self, namespace: Namespace) -> dict[Room, int]:
         """Room name -> local member count (socket-id rooms are not listed)."""

@@ -161,13 +161,17 @@ class Session:
 
     # Commands
 
-    def accept(self, namespace: str, socket_id: str) -> None:
-        """Answer a CONNECT: the client is now in ``namespace`` as ``socket_id``."""
+    def accept(self, namespace: str, socket_id: str, pid: str | None = None) -> None:
+        """Answer a CONNECT: the client is now in ``namespace`` as ``socket_id``.
+
+        ``pid``: the private session id of connection state recovery (siogate.recovery).
+        """
         self.pending.discard(namespace)
         if self.state is State.CLOSED:
             return
         self.namespaces[namespace] = socket_id
-        packet = socketio.Packet(SioType.CONNECT, namespace, {"sid": socket_id})
+        data = {"sid": socket_id} if pid is None else {"sid": socket_id, "pid": pid}
+        packet = socketio.Packet(SioType.CONNECT, namespace, data)
         self._out.extend(socketio.encode_messages(packet))
 
     def refuse(self, namespace: str, message: str, data: Any = None) -> None:
