@@ -41,11 +41,11 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from ..errors import ConfigError
 from ..types import Namespace, Room, is_node_id
-from . import routing, wire
+from . import resp, routing, wire
 from .base import (
     Answers,
     Broker,
@@ -480,26 +480,8 @@ class RedisBroker:
             batch, self._outbox = self._outbox, []
             assert self._redis is not None
             try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for channel, data, _, _, _ in batch:
-                        if channel is None:
-                            continue
-                        if isinstance(channel, _Guarded):
-                            g = channel.guard
-                            pipe.execute_command(
-                                b"EVALSHA",
-                                GUARDED_PUBLISH_SHA,
-                                b"1",
-                                g.key.encode(),
-                                g.value.encode(),
-                                b"%d" % g.ttl_ms,
-                                *channel.args,
-                            )
-                        elif channel.startswith(self._shard_prefix):
-                            pipe.spublish(channel, data)
-                        else:
-                            pipe.publish(channel, data)
-                    receivers = await pipe.execute(raise_on_error=False) if len(pipe) else []
+                published = [item for item in batch if item[0] is not None]
+                receivers = await self._send(published) if published else []
                 batch, receivers = await self._unguarded(batch, receivers)
             except (RedisError, OSError) as exc:
                 self.stats.publish_failures += len(batch)
@@ -532,6 +514,47 @@ class RedisBroker:
                     continue
                 if future is not None and not future.done():
                     future.set_result(None)
+
+    def _pack(self, item: _Outgoing) -> bytes:
+        channel, data, _, _, _ = item
+        if isinstance(channel, _Guarded):
+            guard = channel.guard
+            return resp.head(
+                6 + len(channel.args),
+                b"EVALSHA",
+                GUARDED_PUBLISH_SHA,
+                b"1",
+                guard.key.encode(),
+                guard.value.encode(),
+                b"%d" % guard.ttl_ms,
+                *channel.args,
+            )
+        assert channel is not None
+        kind = b"SPUBLISH" if channel.startswith(self._shard_prefix) else b"PUBLISH"
+        return resp.command(kind, channel.encode(), data)
+
+    async def _send(self, items: list[_Outgoing]) -> list[Any]:
+        """Write items in one go on a pooled connection and read the replies (an error
+        reply as its exception). What a redis-py pipeline does, without its per-argument
+        packing and per-call bookkeeping: this runs for every publish."""
+        assert self._redis is not None
+        pool = self._redis.connection_pool
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await connection.send_packed_command(b"".join([self._pack(i) for i in items]))
+            replies: list[Any] = []
+            for _ in items:
+                try:
+                    replies.append(await connection.read_response())
+                except ResponseError as exc:
+                    replies.append(exc)
+            return replies
+        except BaseException:
+            # Replies may be left unread: the connection is not reusable.
+            await connection.disconnect(nowait=True)
+            raise
+        finally:
+            await pool.release(connection)
 
     async def _unguarded(
         self, batch: list[_Outgoing], receivers: list[Any]
