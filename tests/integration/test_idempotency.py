@@ -368,3 +368,19 @@ async def test_one_step_repeats_on_one_node_are_replays(
     one_applied_rest_replayed(await fifty_at_once([gw], "/v1/emit", {"event": event}, uid("k")))
     await settle(recorder, event)
     assert recorder.received(event) == [[]]
+
+
+async def test_an_emit_answered_with_its_offset_keeps_two_steps(
+    start_gateway: Callable[..., Gateway], sockets: Callable[[Gateway], Any]
+) -> None:
+    # With history, an emit's answer is the offset it got: not known before it is
+    # applied, so it is claimed, applied and then recorded, and its repeat replays it.
+    gw = start_gateway("--allow-anonymous", "--history-size", "10")
+    recorder = await sockets(gw)
+    event, key = uid("offset"), uid("key")
+    first = await post(gw, "/v1/emit", {"event": event, "rooms": ["r"]}, key)
+    assert first.status_code == 200 and "offset" in first.json()
+    assert (await post(gw, "/v1/emit", {"event": event, "rooms": ["r"]}, None)).status_code == 200
+    again = await post(gw, "/v1/emit", {"event": event, "rooms": ["r"]}, key)
+    assert (again.content, again.headers["idempotent-replayed"]) == (first.content, "true")
+    await settle(recorder, event)
