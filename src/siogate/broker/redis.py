@@ -128,6 +128,8 @@ end
 return counts
 """
 GUARDED_PUBLISH_SHA = hashlib.sha1(GUARDED_PUBLISH.encode()).hexdigest().encode()
+# The packed start of an EVALSHA of the script, by the number of part arguments.
+_GUARDED_HEADS: dict[int, bytes] = {}
 
 
 class _Guarded:
@@ -519,19 +521,34 @@ class RedisBroker:
         channel, data, _, _, _ = item
         if isinstance(channel, _Guarded):
             guard = channel.guard
-            return resp.head(
-                6 + len(channel.args),
-                b"EVALSHA",
-                GUARDED_PUBLISH_SHA,
-                b"1",
-                guard.key.encode(),
-                guard.value.encode(),
-                b"%d" % guard.ttl_ms,
-                *channel.args,
-            )
+            key, value, ttl = guard.key.encode(), guard.value.encode(), b"%d" % guard.ttl_ms
+            head = _GUARDED_HEADS.get(len(channel.args))
+            if head is None:
+                head = _GUARDED_HEADS[len(channel.args)] = resp.head(
+                    6 + len(channel.args), b"EVALSHA", GUARDED_PUBLISH_SHA, b"1"
+                )
+            pieces = [
+                head,
+                b"$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
+                % (len(key), key, len(value), value, len(ttl), ttl),
+            ]
+            pieces += [b"$%d\r\n%b\r\n" % (len(arg), arg) for arg in channel.args]
+            return b"".join(pieces)
         assert channel is not None
-        kind = b"SPUBLISH" if channel.startswith(self._shard_prefix) else b"PUBLISH"
-        return resp.command(kind, channel.encode(), data)
+        name = channel.encode()
+        if channel.startswith(self._shard_prefix):
+            return b"*3\r\n$8\r\nSPUBLISH\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
+                len(name),
+                name,
+                len(data),
+                data,
+            )
+        return b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
+            len(name),
+            name,
+            len(data),
+            data,
+        )
 
     async def _send(self, items: list[_Outgoing]) -> list[Any]:
         """Write items in one go on a pooled connection and read the replies (an error

@@ -17,8 +17,3 @@ def bulk(value: bytes) -> bytes:
 def head(count: int, *parts: bytes) -> bytes:
     """The start of a command of ``count`` arguments in all, the first being ``parts``."""
     return b"*%d\r\n" % count + b"".join(bulk(p) for p in parts)
-
-
-def command(*parts: bytes) -> bytes:
-    """A whole command."""
-    return head(len(parts), *parts)
