@@ -12,6 +12,7 @@ list of all three, the owner itself.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -19,11 +20,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 from sioclient import uid
 from test_cluster import (  # noqa: F401 (fixtures)
     API_KEY,
@@ -43,7 +45,9 @@ from test_cluster import (  # noqa: F401 (fixtures)
 )
 
 from conftest import REDIS_SERVER, free_port, spawn_gateway
-from siogate.broker.redis_cluster import slot_of, tagged
+from siogate.broker.redis_cluster import locate, slot_of, tagged
+from siogate.presence_tracker import RedisPresenceTracker
+from siogate.types import Namespace, UserId
 
 pytestmark = pytest.mark.redis
 
@@ -313,3 +317,43 @@ def test_a_list_of_urls_naming_a_standalone_redis_is_refused(
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+async def test_presence_counts_and_reaping_work_in_the_deployments_slot(
+    redis_cluster: RedisCluster,
+) -> None:
+    """The presence scripts build key names of their own: on a cluster they must all fall
+    in the deployment's slot (the trackers as nodes would run them, on the located
+    primary; end to end: test_presence_webhooks)."""
+    located = locate(redis_cluster.all_urls, uid("dep"))
+    assert located is not None and located.cluster
+    assert located.url == redis_cluster.url(redis_cluster.owner(located.prefix))
+    seen: list[tuple[str, str, str]] = []
+    trackers = [
+        RedisPresenceTracker(located.url, prefix=located.prefix, node_id=n, node_ttl=600)
+        for n in ("a", "b")
+    ]
+    for tracker in trackers:
+        node = tracker.node_id
+        await tracker.start(lambda kind, ns, user, node=node: seen.append((node, kind, user)))
+    a, b = trackers
+    redis = Redis.from_url(located.url)
+    try:
+        await redis.zadd(f"{located.prefix}:nodes", {"a": time.time() + 60})
+        a.add(Namespace("/"), UserId("ann"))
+        b.add(Namespace("/"), UserId("bob"))
+        await wait_for(lambda: len(seen) == 2)
+        assert sorted(seen) == [("a", "user.online", "ann"), ("b", "user.online", "bob")]
+        await a._reap_once()  # b is not registered: dead, its users go offline
+        assert seen[2:] == [("a", "user.offline", "bob")]
+    finally:
+        await redis.aclose()
+        for tracker in trackers:
+            await tracker.close()
+
+
+async def wait_for(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
