@@ -357,3 +357,13 @@ async def wait_for(check: Callable[[], bool], timeout: float = 5.0) -> None:
     while not check():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.01)
+
+
+def test_a_list_with_a_unix_socket_or_that_nobody_answers_is_refused(tmp_path: Path) -> None:
+    """Checked without a cluster: these never need one to fail."""
+    bad = serve("--redis-url", "redis://127.0.0.1:1/0,unix:///tmp/redis.sock", cwd=tmp_path)
+    assert bad.returncode == 2, bad.stderr
+    assert "each URL of a list (Redis Cluster nodes) must be redis://" in bad.stderr
+    down = serve("--redis-url", "redis://127.0.0.1:1/0,redis://127.0.0.1:2/0", cwd=tmp_path)
+    assert down.returncode == 3, down.stderr
+    assert "none of the Redis Cluster nodes answered" in down.stderr
