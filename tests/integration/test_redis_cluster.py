@@ -38,6 +38,7 @@ from test_cluster import (  # noqa: F401 (fixtures)
     connect,
     get,
     health,
+    metrics,
     ok,
     sentinel,
     wait_peers,
@@ -367,3 +368,24 @@ def test_a_list_with_a_unix_socket_or_that_nobody_answers_is_refused(tmp_path: P
     down = serve("--redis-url", "redis://127.0.0.1:1/0,redis://127.0.0.1:2/0", cwd=tmp_path)
     assert down.returncode == 3, down.stderr
     assert "none of the Redis Cluster nodes answered" in down.stderr
+
+
+def test_the_redis_emitter_reaches_a_node_through_another_primary(nodes: Nodes) -> None:
+    """@socket.io/redis-emitter PUBLISHes on whichever cluster node it is given: the
+    cluster bus carries it to the primary where the siogate node listens."""
+    from jsclient import JsClient
+    from test_emitter_compat import Emitter
+
+    owner = nodes.redis.owner(nodes.prefix)
+    other = next(p for p in nodes.redis.ports if p != owner)
+    node = nodes.start(nodes.redis.all_urls, "--emitter-compat")
+    wait_until(lambda: metrics(node).get("siogate_emitter_connected") == 1, "emitter subscription")
+    js = JsClient(node.url, auth={"token": node.token(rooms=["news"])}).start()
+    emitter = Emitter(nodes.redis.url(other))
+    try:
+        js.connected()
+        emitter.emit("hello", {"n": 1}, to=["news"])
+        assert js.wait_events("hello") == [[{"n": 1}]]
+    finally:
+        emitter.close()
+        js.close()
