@@ -300,20 +300,23 @@ class RedisBroker:
             )
 
     async def _refuse_redis_cluster(self) -> None:
-        """Redis Cluster is not supported yet: say so at start rather than retry forever
-        on MOVED replies. A Redis that cannot be reached yet is checked no further."""
+        """A Redis Cluster node is used only as siogate serve located it (hash-tagged
+        prefix, the primary owning its slot: siogate.broker.redis_cluster); anything else
+        is refused at start rather than retried forever on MOVED replies. A Redis that
+        cannot be reached yet is checked no further."""
         assert self._redis is not None
         try:
             async with asyncio.timeout(SOCKET_TIMEOUT):
                 info = await self._redis.info("cluster")
         except (RedisError, OSError, TimeoutError):
             return
-        if info.get("cluster_enabled") in (1, "1"):
+        from .redis_cluster import check_node  # it imports this module
+
+        try:
+            await check_node(self._redis, self._url, self._prefix, info)
+        except ConfigError:
             await self._redis.aclose()
-            raise ConfigError(
-                f"Redis at {redacted(self._url)} is a Redis Cluster node; siogate needs a "
-                "standalone Redis or Valkey (Redis Cluster is not supported yet)"
-            )
+            raise
 
     async def close(self) -> None:
         for task in [*self._tasks, *self._answering, *self._side_tasks]:
