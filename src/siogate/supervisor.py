@@ -424,6 +424,7 @@ async def _serve_worker(config: dict[str, Any]) -> None:
             prefix=settings.redis_prefix,
             advertise_url=url,
             node_ttl=settings.node_ttl / 1000,
+            routing=settings.cluster_routing,
         )
     gateway = build(settings, broker=broker, idempotency=idempotency)
     loop = asyncio.get_running_loop()
