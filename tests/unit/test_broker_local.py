@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -11,6 +11,7 @@ from test_broker import Node
 
 from siogate.broker import BrokerUnavailable, Command, EmitCommand, RoomsQuery, SocketsCommand
 from siogate.broker.local import ACK, MAX_FRAME, FrameReader, LocalBroker, LocalRelay, frame
+from siogate.broker.routing import shard_of
 from siogate.types import Namespace, Room, Sid
 
 Trio = tuple[LocalRelay, list[tuple[LocalBroker, Node]]]
@@ -59,16 +60,146 @@ async def test_batches_reach_every_other_worker_once_and_in_order(three: Trio) -
     assert len(a.applied) == 300
 
 
-async def test_a_command_answered_by_one_worker_is_ahead_of_any_later_one(three: Trio) -> None:
-    """Join through A, then emit through B: C applies the join first (as with Redis)."""
-    _, [(one, _), (two, _), (_, c)] = three
+class Members(Node):
+    """A node that tells its broker about rooms opened and closed by joins and leaves of
+    its own sockets, as the hub's RoomWatcher does."""
+
+    def __init__(self, name: str, broker: LocalBroker) -> None:
+        super().__init__(name)
+        self.broker = broker
+        self.rooms: dict[Room, set[Sid]] = {}
+
+    def apply(self, commands: Sequence[Command]) -> None:
+        super().apply(commands)
+        for c in commands:
+            if not isinstance(c, SocketsCommand) or c.room is None:
+                continue
+            for sid in c.sockets:
+                if not sid.startswith(self.broker.node_id):
+                    continue
+                members = self.rooms.setdefault(c.room, set())
+                if c.action == "join" and sid not in members:
+                    members.add(sid)
+                    if len(members) == 1:
+                        self.broker.room_opened(c.namespace, c.room)
+                elif c.action == "leave" and sid in members:
+                    members.discard(sid)
+                    if not members:
+                        self.broker.room_closed(c.namespace, c.room)
+
+
+@pytest.fixture
+async def routed(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[LocalRelay, list[tuple[LocalBroker, Members]]]]:
+    relay = LocalRelay(str(tmp_path / "relay.sock"))
+    await relay.start()
+    nodes: list[tuple[LocalBroker, Members]] = []
+    for name in "abc":
+        broker = LocalBroker(relay.path, advertise_url=None)
+        node = Members(name, broker)
+        await broker.start(node.apply, node.answer)
+        nodes.append((broker, node))
+    for broker, _ in nodes:
+        async with asyncio.timeout(5):
+            while broker.stats.peers != 2:
+                await asyncio.sleep(0.01)
+    yield relay, nodes
+    for broker, _ in nodes:
+        await broker.close()
+    await relay.close()
+
+
+Routed = tuple[LocalRelay, list[tuple[LocalBroker, Members]]]
+ROOT = Namespace("/")
+
+
+def sid_of(broker: LocalBroker, i: int) -> Sid:
+    return Sid(f"{broker.node_id}{i:012d}")
+
+
+def join(sid: Sid, room: str) -> SocketsCommand:
+    return SocketsCommand("join", ROOT, sockets=(sid,), room=Room(room))
+
+
+def emit(room: str, i: int) -> EmitCommand:
+    return EmitCommand(ROOT, "e", [i], rooms=(Room(room),))
+
+
+async def test_a_join_answered_by_one_worker_is_ahead_of_an_emit_through_another(
+    routed: Routed,
+) -> None:
+    """Join C's socket through A, then emit to the room through B: C gets both, in
+    order, every time (the join's publish returns once C subscribed the room's shard)."""
+    _, [(one, _), (two, _), (three, c)] = routed
     for i in range(50):
-        join = [SocketsCommand("join", Namespace("/"), sockets=(Sid(f"s{i}"),), room=Room("r"))]
-        emit: list[Command] = [EmitCommand(Namespace("/"), "e", [i], rooms=(Room("r"),))]
-        await one.publish(join)
-        await two.publish(emit)
+        await one.publish([join(sid_of(three, i), f"r{i}")])
+        await two.publish([emit(f"r{i}", i)])
     applied = await c.wait_batches(100)
-    assert [type(batch[0]).__name__ for batch in applied] == ["SocketsCommand", "EmitCommand"] * 50
+    assert applied == [
+        batch
+        for i in range(50)
+        for batch in ([join(sid_of(three, i), f"r{i}")], [emit(f"r{i}", i)])
+    ]
+    assert three.stats.shards == 50
+
+
+async def test_a_join_and_an_emit_in_one_batch_reach_the_joined_socket(routed: Routed) -> None:
+    _, [(one, a), (_, b), (three, c)] = routed
+    await one.publish([join(sid_of(three, 1), "room"), emit("room", 1)])
+    assert await c.wait_batches(2) == [[join(sid_of(three, 1), "room")], [emit("room", 1)]]
+    assert a.applied == [[join(sid_of(three, 1), "room")], [emit("room", 1)]]
+    await asyncio.sleep(0.05)
+    assert b.applied == []
+
+
+async def test_a_worker_without_members_of_a_room_receives_nothing_for_it(
+    routed: Routed,
+) -> None:
+    relay, [(one, _), (two, b), (three, c)] = routed
+    await one.publish([join(sid_of(three, 1), "here")])
+    received = two.stats.messages_in
+    for i in range(100):
+        await one.publish([emit("here", i)])
+        await one.publish([emit("nowhere", i)])
+    await c.wait_batches(101)
+    await asyncio.sleep(0.05)
+    assert c.applied[1:] == [[emit("here", i)] for i in range(100)]
+    assert b.applied == []  # the join went to C only, the emits to C or nobody
+    assert two.stats.messages_in == received == 0
+    assert relay.unrouted == 100  # "nowhere": no worker has members there
+    # Namespace-wide emits still reach every worker.
+    await one.publish([EmitCommand(ROOT, "all", [])])
+    assert (await b.wait_batches(1))[-1] == [EmitCommand(ROOT, "all", [])]
+
+
+async def test_a_room_left_is_let_go_after_the_linger(
+    routed: Routed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("siogate.broker.local.LINGER", 0.1)
+    relay, [(one, _), (_, _), (three, c)] = routed
+    await one.publish([join(sid_of(three, 1), "r")])
+    assert relay.subscribers(shard_of(ROOT, Room("r"))) == {three.node_id}
+    await one.publish([SocketsCommand("leave", ROOT, sockets=(sid_of(three, 1),), room=Room("r"))])
+    async with asyncio.timeout(5):
+        while relay.subscribers(shard_of(ROOT, Room("r"))):
+            await asyncio.sleep(0.02)
+    assert three.stats.shards == 0
+    await one.publish([emit("r", 1)])
+    await asyncio.sleep(0.05)
+    assert len(c.applied) == 2  # the join and the leave, not the emit
+    # Joined again: subscribed again, and reached.
+    await one.publish([join(sid_of(three, 2), "r"), emit("r", 2)])
+    assert (await c.wait_batches(4))[-1] == [emit("r", 2)]
+
+
+async def test_a_join_for_a_worker_that_dies_does_not_hang(routed: Routed) -> None:
+    relay, [(one, _), (_, _), (three, _)] = routed
+    await three.close()
+    async with asyncio.timeout(5):
+        while three.node_id in relay.nodes:
+            await asyncio.sleep(0.01)
+        await one.publish([join(sid_of(three, 1), "r")])
 
 
 async def test_queries_gather_every_worker_and_a_gone_one_is_not_awaited(three: Trio) -> None:

@@ -15,6 +15,26 @@ socket server in the primary process that does what Redis pub/sub does for nodes
 The relay never parses the messages: they are the cluster's wire format
 (:mod:`siogate.broker.wire`), produced and checked by the workers.
 
+Routing (as cluster mode routes through Redis channels, :mod:`siogate.broker.routing`):
+a worker tags each part of a batch with its destination (a room shard, the worker that
+holds a socket, or every worker) and the relay passes it only to the workers that want
+it. A worker tells the relay which shards it wants (``SUBSCRIBE``/``UNSUBSCRIBE``
+frames, kept by :class:`~siogate.broker.shards.ShardSubscriptions`) when a room gets its
+first local member, and lets a shard go :data:`~siogate.broker.shards.LINGER` seconds
+after its last one left. The relay reads each worker's frames in order, so a worker's
+subscribe is in force for every message the relay reads after it.
+
+"Join, then emit" holds with one round trip more than before: a part that joins, leaves
+or disconnects is sent as ``PUBLISH_SYNC``; the relay passes it on as ``COMMANDS_SYNC``
+and each receiving worker, once it has applied it (and so written its subscribes, ahead
+on its own stream), answers ``CONFIRM``. When every receiver confirmed (or left) the
+relay sends the publisher ``SETTLED``, and only then does the publish return. A batch is
+published in segments cut after each join (:func:`~siogate.broker.routing.segments`),
+so that a command following a join in one batch finds the joined socket's worker
+subscribed. The publisher's own subscribes count as in force once the relay acknowledged
+them. No subscription needs its own confirmation: the single relay is the only place
+that routes.
+
 Frames, both ways: a 4-byte big-endian body length, a 1-byte kind, the body. The relay
 answers every frame a worker sends with a cumulative count (``ACK``), sent after it has
 passed the frame on. :meth:`LocalBroker.publish` returns (and applies the batch on its own
@@ -38,7 +58,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
 from ..types import Namespace, Room
-from . import wire
+from . import routing, wire
 from .base import (
     Answers,
     Broker,
@@ -49,6 +69,7 @@ from .base import (
     Query,
     QueryHandler,
 )
+from .shards import LINGER, ShardSubscriptions
 
 logger = logging.getLogger("siogate.broker")
 
@@ -56,6 +77,13 @@ logger = logging.getLogger("siogate.broker")
 # MEMBERS, ACK, COMMANDS, QUERY, ANSWER, REPLY. A CALL (8-byte id, then a request) goes
 # to the primary's own service (the shared idempotency store); its REPLY carries the id.
 HELLO, PUBLISH, QUERY, ANSWER, MEMBERS, ACK, COMMANDS, CALL, REPLY = range(1, 10)
+# Routing (see the module's docstring). Worker -> relay: PUBLISH_SYNC (an 8-byte id after
+# the destination), SUBSCRIBE and UNSUBSCRIBE (4-byte shard numbers), CONFIRM (the relay's
+# 8-byte token). Relay -> worker: COMMANDS_SYNC (token, then the message), SETTLED (id).
+PUBLISH_SYNC, SUBSCRIBE, UNSUBSCRIBE, CONFIRM, COMMANDS_SYNC, SETTLED = range(10, 16)
+# A PUBLISH's destination: its first byte, then a 4-byte shard or a 1-byte-long node id.
+TO_ALL, TO_SHARD, TO_NODE, TO_NOBODY = range(4)
+_SHARD = struct.Struct(">I")
 _CALL_ID = struct.Struct(">Q")
 
 Service = Callable[[bytes], Awaitable[bytes]]
@@ -73,6 +101,19 @@ START_WAIT = 5.0
 
 def frame(kind: int, body: bytes) -> bytes:
     return _HEADER.pack(len(body), kind) + body
+
+
+def destination(to: routing.Destination) -> bytes:
+    """A PUBLISH's destination header."""
+    if to.kind == "shard":
+        return bytes([TO_SHARD]) + _SHARD.pack(int(to.key))
+    if to.kind == "node":
+        key = to.key.encode()
+        return bytes([TO_NODE, len(key)]) + key
+    return bytes([TO_ALL])
+
+
+_NOBODY = bytes([TO_NOBODY])
 
 
 class FrameReader:
@@ -113,6 +154,7 @@ class _RelayPeer(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.node: str | None = None
         self.received = 0
+        self.shards: set[int] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not derive from asyncio.Transport.
@@ -161,6 +203,15 @@ class LocalRelay:
         self._peers: dict[str, _RelayPeer] = {}
         self._urls: dict[str, str | None] = {}
         self._server: asyncio.AbstractServer | None = None
+        # shard -> the workers subscribed to it.
+        self._shards: dict[int, set[_RelayPeer]] = {}
+        # token -> (publisher, its id, receivers that have not confirmed yet).
+        self._syncs: dict[int, tuple[_RelayPeer, bytes, set[_RelayPeer]]] = {}
+        self._next_token = 0
+        # Messages passed on to workers, and messages that nobody wanted (a room shard
+        # no other worker subscribes to, a gone worker's socket).
+        self.forwarded = 0
+        self.unrouted = 0
 
     @property
     def nodes(self) -> dict[str, str | None]:
@@ -187,8 +238,14 @@ class LocalRelay:
                 peer.close()
                 return
             self._hello(peer, body)
-        elif kind == PUBLISH or kind == QUERY:
-            out = frame(COMMANDS if kind == PUBLISH else QUERY, body)
+        elif kind == PUBLISH or kind == PUBLISH_SYNC:
+            self._publish(peer, kind == PUBLISH_SYNC, body)
+        elif kind == SUBSCRIBE or kind == UNSUBSCRIBE:
+            self._subscribe(peer, kind == SUBSCRIBE, body)
+        elif kind == CONFIRM:
+            self._confirm(peer, _COUNT.unpack(body)[0])
+        elif kind == QUERY:
+            out = frame(QUERY, body)
             for node, other in self._peers.items():
                 if node != peer.node:
                     other.send(out)
@@ -203,6 +260,76 @@ class LocalRelay:
                 target.send(frame(ANSWER, body[1 + size :]))
         else:
             logger.warning("relay: unknown frame kind %d from worker %s", kind, peer.node)
+
+    def _receivers(self, peer: _RelayPeer, body: bytes) -> tuple[list[_RelayPeer], int]:
+        """The workers a PUBLISH's destination names, and where its message starts."""
+        to = body[0]
+        if to == TO_SHARD:
+            wanting = self._shards.get(_SHARD.unpack_from(body, 1)[0], ())
+            return [p for p in wanting if p is not peer], 1 + _SHARD.size
+        if to == TO_NODE:
+            size = body[1]
+            target = self._peers.get(body[2 : 2 + size].decode("utf-8", "replace"))
+            return ([target] if target is not None and target is not peer else []), 2 + size
+        if to == TO_ALL:
+            return [p for p in self._peers.values() if p is not peer], 1
+        return [], 1
+
+    def _publish(self, peer: _RelayPeer, sync: bool, body: bytes) -> None:
+        try:
+            receivers, start = self._receivers(peer, body)
+        except (IndexError, struct.error):
+            logger.warning("relay: a malformed publish from worker %s", peer.node)
+            return
+        if not sync:
+            if receivers:
+                out = frame(COMMANDS, body[start:])
+                for other in receivers:
+                    other.send(out)
+                self.forwarded += 1
+            else:
+                self.unrouted += 1
+            return
+        request = body[start : start + _COUNT.size]
+        if not receivers:
+            self.unrouted += 1
+            peer.send(frame(SETTLED, request))
+            return
+        self._next_token += 1
+        token = self._next_token
+        self._syncs[token] = (peer, request, set(receivers))
+        out = frame(COMMANDS_SYNC, _COUNT.pack(token) + body[start + _COUNT.size :])
+        for other in receivers:
+            other.send(out)
+        self.forwarded += 1
+
+    def _confirm(self, peer: _RelayPeer, token: int) -> None:
+        sync = self._syncs.get(token)
+        if sync is None:
+            return
+        publisher, request, waiting = sync
+        waiting.discard(peer)
+        if not waiting:
+            del self._syncs[token]
+            publisher.send(frame(SETTLED, request))
+
+    def _subscribe(self, peer: _RelayPeer, subscribe: bool, body: bytes) -> None:
+        for offset in range(0, len(body) - len(body) % _SHARD.size, _SHARD.size):
+            shard = _SHARD.unpack_from(body, offset)[0]
+            if subscribe:
+                self._shards.setdefault(shard, set()).add(peer)
+                peer.shards.add(shard)
+            else:
+                wanting = self._shards.get(shard)
+                if wanting is not None:
+                    wanting.discard(peer)
+                    if not wanting:
+                        del self._shards[shard]
+                peer.shards.discard(shard)
+
+    def subscribers(self, shard: int) -> set[str]:
+        """The node ids of the workers subscribed to ``shard`` (for tests and stats)."""
+        return {p.node for p in self._shards.get(shard, ()) if p.node is not None}
 
     async def _call(self, peer: _RelayPeer, body: bytes) -> None:
         call_id, request = body[: _CALL_ID.size], body[_CALL_ID.size :]
@@ -234,6 +361,19 @@ class LocalRelay:
         self._announce()
 
     def leave(self, peer: _RelayPeer) -> None:
+        for shard in peer.shards:
+            wanting = self._shards.get(shard)
+            if wanting is not None:
+                wanting.discard(peer)
+                if not wanting:
+                    del self._shards[shard]
+        peer.shards.clear()
+        # A gone worker will not confirm, nor hear that others did.
+        for token, (publisher, _request, waiting) in list(self._syncs.items()):
+            if publisher is peer:
+                del self._syncs[token]
+            elif peer in waiting:
+                self._confirm(peer, token)
         if peer.node is not None and self._peers.get(peer.node) is peer:
             del self._peers[peer.node]
             del self._urls[peer.node]
@@ -291,6 +431,15 @@ class LocalBroker:
         self._closing = False
         self._calls: dict[int, asyncio.Future[bytes]] = {}
         self._next_call = 0
+        # Routing: the shards this worker wants, the relay's acknowledgement of the last
+        # SUBSCRIBE, published room changes waiting for SETTLED.
+        self._shards = ShardSubscriptions()
+        self._flush_soon = False
+        self._subscribed: asyncio.Future[None] | None = None
+        self._linger: asyncio.TimerHandle | None = None
+        self._closed_since = False
+        self._syncs: dict[int, asyncio.Future[None]] = {}
+        self._next_sync = 0
         # Set when the relay connection ends other than by close().
         self.lost = asyncio.Event()
 
@@ -313,16 +462,58 @@ class LocalBroker:
         self.stats.since = time.time()
 
     def room_opened(self, namespace: Namespace, room: Room) -> None:
-        # The relay hands every command to every worker: no per-room channels to open.
-        pass
+        self._shards.room_opened(namespace, room)
+        if not self._flush_soon:
+            # Once per loop iteration (a connect storm's rooms share one SUBSCRIBE), or
+            # sooner where a publish or a confirmation needs it (_subscribe_now).
+            self._flush_soon = True
+            asyncio.get_running_loop().call_soon(self._subscribe_now)
 
     def room_closed(self, namespace: Namespace, room: Room) -> None:
-        pass
+        self._shards.room_closed(namespace, room, time.monotonic())
+        self._closed_since = True
+        if self._linger is None:
+            self._linger = asyncio.get_running_loop().call_later(LINGER, self._let_go)
+
+    def _subscribe_now(self) -> None:
+        """Send a SUBSCRIBE for the wanted shards the relay does not know of yet."""
+        self._flush_soon = False
+        shards = self._shards.to_subscribe()
+        if not shards:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        try:
+            self._send(SUBSCRIBE, b"".join(_SHARD.pack(s) for s in shards), None, future)
+        except BrokerUnavailable:
+            return  # the worker stops on a lost relay (``lost``)
+        self._subscribed = future
+        for shard in shards:
+            # In force for whatever the relay reads from anyone after this frame.
+            self._shards.confirmed(shard, True)
+        self.stats.shards = len(self._shards.subscribed)
+
+    def _let_go(self) -> None:
+        """Unsubscribe the shards unwanted for LINGER seconds; look again later if
+        rooms closed meanwhile."""
+        self._linger = None
+        shards = self._shards.to_unsubscribe(time.monotonic(), LINGER)
+        if shards:
+            with contextlib.suppress(BrokerUnavailable):
+                self._send(UNSUBSCRIBE, b"".join(_SHARD.pack(s) for s in shards), None, None)
+            for shard in shards:
+                self._shards.confirmed(shard, False)
+            self.stats.shards = len(self._shards.subscribed)
+        if self._closed_since and not self._closing:
+            self._closed_since = False
+            self._linger = asyncio.get_running_loop().call_later(LINGER, self._let_go)
 
     async def close(self) -> None:
         for task in self._answering:
             task.cancel()
         self._closing = True
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
         if self._writer is not None:
             self._writer.close()
             with contextlib.suppress(Exception):
@@ -352,14 +543,50 @@ class LocalBroker:
     async def publish(self, commands: Sequence[Command]) -> None:
         if self._handler is None:
             raise RuntimeError("broker is not started")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for segment in routing.segments(commands):
+            await self._publish_segment(segment)
+
+    async def _publish_segment(self, segment: Sequence[Command]) -> None:
+        """Send ``segment``'s parts to their destinations; return once it is applied here
+        and, if it changes rooms, every worker that received it has confirmed."""
+        loop = asyncio.get_running_loop()
+        applied: asyncio.Future[None] = loop.create_future()
+        parts = routing.route(segment, self.node_id)
+        syncs: list[int] = []
         try:
-            self._send(PUBLISH, wire.encode_commands(self.node_id, commands), commands, future)
+            if not parts:
+                # Nobody else: the relay only acknowledges it, keeping this worker's order.
+                self._send(PUBLISH, _NOBODY, segment, applied)
+            for i, part in enumerate(parts):
+                last = i == len(parts) - 1
+                own, future = (segment, applied) if last else (None, None)
+                body = wire.encode_commands(self.node_id, part.commands)
+                if part.changes_rooms:
+                    self._next_sync += 1
+                    syncs.append(self._next_sync)
+                    self._syncs[self._next_sync] = loop.create_future()
+                    head = destination(part.destination) + _COUNT.pack(self._next_sync)
+                    self._send(PUBLISH_SYNC, head + body, own, future)
+                else:
+                    self._send(PUBLISH, destination(part.destination) + body, own, future)
+                self.stats.messages_out += 1
         except BrokerUnavailable:
             self.stats.publish_failures += 1
+            for sync in syncs:
+                self._syncs.pop(sync, None)
             raise
-        self.stats.messages_out += 1
-        await future
+        try:
+            await applied
+            # Rooms this worker just opened: subscribed before an emit can follow.
+            self._subscribe_now()
+            subscribed = self._subscribed
+            if subscribed is not None and not subscribed.done():
+                await subscribed
+            for sync in syncs:
+                await self._syncs[sync]
+        finally:
+            for sync in syncs:
+                self._syncs.pop(sync, None)
 
     def _acknowledged(self, count: int) -> None:
         """The relay passed on every frame up to ``count``: apply own commands, in order."""
@@ -422,6 +649,9 @@ class LocalBroker:
         for call in self._calls.values():
             if not call.done():
                 call.set_exception(failure)
+        for sync in self._syncs.values():
+            if not sync.done():
+                sync.set_exception(failure)
         self._members = {self.node_id: self._advertise_url}
         for pending in self._pending.values():
             pending.expected.clear()
@@ -439,12 +669,30 @@ class LocalBroker:
             if future is not None and not future.done():
                 future.set_result(body[_CALL_ID.size :])
             return
+        if kind == SETTLED:
+            settled = self._syncs.get(_COUNT.unpack(body)[0])
+            if settled is not None and not settled.done():
+                settled.set_result(None)
+            return
+        token = None
+        if kind == COMMANDS_SYNC:
+            token, body = body[: _COUNT.size], body[_COUNT.size :]
+        try:
+            self._receive(kind, body)
+        finally:
+            if token is not None:
+                # After the SUBSCRIBE its joins call for, on the same stream.
+                self._subscribe_now()
+                with contextlib.suppress(BrokerUnavailable):
+                    self._send(CONFIRM, token, None, None)
+
+    def _receive(self, kind: int, body: bytes) -> None:
         if body.startswith(self._own):
             return
         self.stats.messages_in += 1
         try:
             message = wire.decode(body)
-            if kind == COMMANDS:
+            if kind == COMMANDS or kind == COMMANDS_SYNC:
                 commands = wire.decode_commands(message)
                 if self._handler is not None:
                     self._handler(commands)
