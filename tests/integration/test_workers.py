@@ -204,6 +204,34 @@ async def test_join_through_one_worker_then_emit_through_another_reaches_the_soc
             assert await c.wait_event("hi", count=round_ + 1) == [round_]
 
 
+async def test_a_worker_without_members_of_a_room_receives_nothing_for_it(
+    two: Workers, recorders: list[Recorder]
+) -> None:
+    clients = await connect_many(two.url, recorders, 8)
+    nodes = [node for node, _ in two.workers().values()]
+    holder = next(n for n in nodes if any(c.sid().startswith(n) for c in clients))
+    other = next(n for n in nodes if n != holder)
+    member = next(c for c in clients if c.sid().startswith(holder))
+    room = uid("routed")
+    r = await afresh("POST", f"{two.private_url(other)}/v1/join",
+                     json={"sockets": [member.sid()], "room": room})  # fmt: skip
+    assert r.status_code == 200, r.text
+    metric = "siogate_broker_messages_in_total"
+    before = two.metrics(other)[metric]
+    for i in range(20):
+        r = await afresh("POST", f"{two.private_url(holder)}/v1/emit",
+                         json={"event": "only", "args": [i], "rooms": [room]})  # fmt: skip
+        assert r.status_code == 200, r.text
+    assert await member.wait_event("only", count=20) == [19]
+    assert two.metrics(other)[metric] == before  # none of the 20 reached the other worker
+    # A namespace-wide emit still does (the metric is not stuck).
+    r = await afresh("POST", f"{two.private_url(holder)}/v1/emit", json={"event": "all"})
+    assert r.status_code == 200, r.text
+    for c in clients:
+        await c.wait_event("all")
+    assert two.metrics(other)[metric] == before + 1
+
+
 async def test_disconnect_through_the_api_reaches_sockets_on_every_worker(
     two: Workers, recorders: list[Recorder]
 ) -> None:
