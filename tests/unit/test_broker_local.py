@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -10,7 +11,15 @@ import pytest
 from test_broker import Node
 
 from siogate.broker import BrokerUnavailable, Command, EmitCommand, RoomsQuery, SocketsCommand
-from siogate.broker.local import ACK, MAX_FRAME, FrameReader, LocalBroker, LocalRelay, frame
+from siogate.broker.local import (
+    ACK,
+    HELLO,
+    MAX_FRAME,
+    FrameReader,
+    LocalBroker,
+    LocalRelay,
+    frame,
+)
 from siogate.broker.routing import shard_of
 from siogate.types import Namespace, Room, Sid
 
@@ -260,3 +269,22 @@ async def test_calls_reach_the_primarys_service_and_fail_without_one(tmp_path: P
             await broker.close()
         for relay in (served, bare):
             await relay.close()
+
+
+async def test_a_join_for_a_stalled_worker_is_answered_after_the_ack_timeout(
+    routed: Routed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("siogate.broker.local.ACK_TIMEOUT", 0.2)
+    relay, [(one, _), _, _] = routed
+    # A worker that registers and then never reads nor confirms anything.
+    _, writer = await asyncio.open_unix_connection(relay.path)
+    writer.write(frame(HELLO, json.dumps({"node": "stalled1", "url": None}).encode()))
+    await writer.drain()
+    async with asyncio.timeout(5):
+        while "stalled1" not in relay.nodes:
+            await asyncio.sleep(0.01)
+        started = asyncio.get_running_loop().time()
+        await one.publish([join(Sid("stalled1" + "0" * 12), "r")])
+    assert 0.15 < asyncio.get_running_loop().time() - started < 2
+    assert one.stats.ack_timeouts == 1
+    writer.close()

@@ -97,6 +97,10 @@ MAX_FRAME = 64 << 20
 MAX_BEHIND = 64 << 20
 # Seconds a worker waits at start for the relay's first registry.
 START_WAIT = 5.0
+# Seconds a join, leave or disconnect waits for the workers that received it to confirm
+# (a stalled worker; a dead one is not waited for): then answered anyway and counted in
+# ``ack_timeouts``, as with Redis.
+ACK_TIMEOUT = 2.0
 
 
 def frame(kind: int, body: bytes) -> bytes:
@@ -582,8 +586,17 @@ class LocalBroker:
             subscribed = self._subscribed
             if subscribed is not None and not subscribed.done():
                 await subscribed
-            for sync in syncs:
-                await self._syncs[sync]
+            if syncs:
+                try:
+                    async with asyncio.timeout(ACK_TIMEOUT):
+                        for sync in syncs:
+                            await self._syncs[sync]
+                except TimeoutError:
+                    self.stats.ack_timeouts += 1
+                    logger.warning(
+                        "a join/leave/disconnect was not confirmed by every worker within %.1f s",
+                        ACK_TIMEOUT,
+                    )
         finally:
             for sync in syncs:
                 self._syncs.pop(sync, None)
