@@ -4,8 +4,9 @@
 node of a small cluster. Their coordinator is not Redis but :class:`LocalRelay`, a Unix
 socket server in the primary process that does what Redis pub/sub does for nodes:
 
-* a worker's command batch and listing question go to every other worker, in the order
-  the relay received them (one stream per worker, one loop in the relay);
+* a worker's commands go to the other workers that may hold a recipient (see
+  "Routing" below), its listing questions to every other worker, in the order the relay
+  received them (one stream per worker, one loop in the relay);
 * an answer goes to the worker that asked;
 * the relay keeps the registry: which workers are connected and the URL each one
   advertises (its private listener, for forwarded long-polling requests). Every change is
