@@ -39,9 +39,10 @@ that routes.
 Frames, both ways: a 4-byte big-endian body length, a 1-byte kind, the body. The relay
 answers every frame a worker sends with a cumulative count (``ACK``), sent after it has
 passed the frame on. :meth:`LocalBroker.publish` returns (and applies the batch on its own
-worker) only then, so a command answered ``200`` by one worker is ahead, on every other
-worker, of any command published after that answer through any worker: a join through
-one worker followed by an emit through another reaches the joined socket, as with Redis.
+worker) only then, so a command answered ``200`` by one worker is ahead, on every worker
+it reaches, of any command published after that answer through any worker; with the
+confirmation of joins (above), a join through one worker followed by an emit through
+another reaches the joined socket, as with Redis.
 """
 
 from __future__ import annotations
