@@ -9,7 +9,9 @@ that answers questions about it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
@@ -152,6 +154,24 @@ class Answers:
     missing: tuple[str, ...] = ()
     # False when the set of live nodes could not be read (the broker is unreachable).
     complete: bool = True
+
+
+# How a broker asks the other live nodes: (this node's answer, the query, timeout).
+AskOthers = Callable[[Any, "Query", float], Awaitable[Answers]]
+
+
+async def gather_answers(
+    node_id: str, own: Any, ask_others: AskOthers, query: Query, timeout: float
+) -> Answers:
+    """Every live node's answer, this node's first. ``own`` is what this node's query
+    handler returned: an answer that takes time (an ack emit) runs while the others work
+    on theirs."""
+    if not inspect.isawaitable(own):
+        return await ask_others(own, query, timeout)
+    local: asyncio.Future[Any] = asyncio.ensure_future(own)
+    others = await ask_others(None, query, timeout)
+    value = await local
+    return Answers([(node_id, value), *others.answers[1:]], others.missing, others.complete)
 
 
 class BrokerUnavailable(SiogateError):

@@ -70,6 +70,7 @@ from .base import (
     MessageHandler,
     Query,
     QueryHandler,
+    gather_answers,
 )
 from .shards import LINGER, ShardSubscriptions
 
@@ -766,15 +767,8 @@ class LocalBroker:
     async def query(self, query: Query, timeout: float) -> Answers:
         if self._answer is None:
             raise RuntimeError("broker is not started")
-        own = self._answer(query)
-        if not inspect.isawaitable(own):
-            return await self._ask_others(own, query, timeout)
-        # An answer that takes time (an ack emit) runs here while the others work on theirs.
-        local: asyncio.Future[Any] = asyncio.ensure_future(own)
-        others = await self._ask_others(None, query, timeout)
-        value = await local
-        return Answers(
-            [(self.node_id, value), *others.answers[1:]], others.missing, others.complete
+        return await gather_answers(
+            self.node_id, self._answer(query), self._ask_others, query, timeout
         )
 
     async def _ask_others(self, own: Any, query: Query, timeout: float) -> Answers:
