@@ -1,0 +1,535 @@
+"""Connection state recovery across nodes: what Redis keeps (a building block).
+
+**Not wired into the node yet**: ``--recovery-window`` with ``--redis-url`` still exits
+2 (docs/recovery.md, "Across nodes"). This module is the Redis half of the design: the
+command log, the session records and the replay rules, tested against a real Redis.
+
+Keys, under the broker's prefix ``P``:
+
+* ``P:rlog:<namespace>``, a stream: one entry per command applied to the namespace
+  (emits, joins, leaves, disconnects), field ``c`` holding the command as a one-command
+  wire batch (:mod:`siogate.broker.wire`). The entry id is the command's **offset**: one
+  total order per namespace, the same on every node, so an offset a client got from one
+  node means the same place in the log on any other. Trimmed on every append by count
+  (``MAXLEN ~``) and by age (``MINID ~`` now minus the window). Commands are logged,
+  not only emits, so that joins and leaves made over the API while a socket's node is
+  gone (``kill -9``) are replayed in order with the emits: the rooms a missed emit is
+  checked against are the rooms the socket had at that point of the log.
+* ``P:rsess:<pid>``, a hash per socket (``pid``: 128 random bits, never listed): its id,
+  namespace, user, token expiry, owning node, its rooms at a log offset (``at``), the
+  offsets of its last room changes (to go back from ``at`` to an older client offset),
+  and ``state`` (``live`` or ``parked``). A live record expires ``live_ttl`` after its
+  last write (the owner rewrites it on every room change; a node killed without a word
+  leaves it to expire); a parked one ``window`` after the loss.
+
+The race where the socket's old node has not noticed the drop yet is settled by the
+claim script: a claim takes the record whatever its state (the client that holds the pid
+is the socket's client), bumps ``gen`` and names the new owner; the old node's later
+writes (park, room changes, end) are refused because it no longer owns the record, so it
+can neither expire the session nor send a disconnect webhook for it.
+
+Replayed events carry their own offset as the trailing argument, so a client that drops
+again right after a recovery asks from the last replayed event, not from where it asked
+before (the bug of socketio/socket.io#5419 in @socket.io/redis-streams-adapter, where a
+second recovery replays the first one's events again).
+
+Everything read from Redis is checked: offsets must look like stream ids, records are
+JSON with typed members, log entries go through the wire decoder (never pickle or eval),
+and reads are bounded (``scan_limit`` log entries, ``max_missed`` replayed events).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from redis.asyncio import Redis
+
+from ..types import Namespace, Room, Sid
+from . import wire
+from .base import Command, EmitCommand, SocketsCommand
+
+# A stream entry id as Redis writes it: "<ms>-<seq>".
+_OFFSET: Final = re.compile(r"\A(\d{1,20})-(\d{1,20})\Z")
+# Room changes a session record keeps (to step back from its snapshot to a client's
+# older offset); a client further back gets a new socket.
+MAX_CHANGES: Final = 64
+# Log entries read per XRANGE call while replaying.
+PAGE: Final = 1000
+# Rooms a session record may hold (a record with more is refused as malformed).
+MAX_ROOMS: Final = 10_000
+
+
+def parse_offset(value: object) -> tuple[int, int] | None:
+    """A stream id as a comparable pair; None for anything else."""
+    if not isinstance(value, str):
+        return None
+    match = _OFFSET.match(value)
+    if match is None:
+        return None
+    ms, seq = int(match[1]), int(match[2])
+    if ms >= 1 << 64 or seq >= 1 << 64:
+        return None
+    return ms, seq
+
+
+@dataclass(slots=True)
+class Session:
+    """What a node needs to take over a socket (a ``P:rsess:<pid>`` record)."""
+
+    sid: Sid
+    namespace: Namespace
+    user: str | None
+    # Rooms after every log entry up to ``at`` (the user room and token rooms included).
+    rooms: set[Room]
+    at: str
+    # The log's offset when the socket connected (a client that got no event yet asks
+    # from there).
+    since: str = "0-0"
+    # (offset, room, joined) of the socket's last room changes, oldest first; complete
+    # for offsets after ``changes_from`` (``since`` until some were dropped).
+    changes: list[tuple[str, Room, bool]] = field(default_factory=list)
+    changes_from: str = "0-0"
+    # The token's exp (seconds since the epoch), for the re-check on recovery.
+    expires: float | None = None
+
+    def to_fields(self) -> dict[str, str]:
+        return {
+            "sid": self.sid,
+            "ns": self.namespace,
+            "user": json.dumps(self.user),
+            "rooms": json.dumps(sorted(self.rooms)),
+            "at": self.at,
+            "since": self.since,
+            "changes": json.dumps([[o, r, j] for o, r, j in self.changes]),
+            "changes_from": self.changes_from,
+            "exp": json.dumps(self.expires),
+        }
+
+    @classmethod
+    def from_fields(cls, raw: dict[str, str]) -> Session | None:
+        """A record read back from Redis, checked member by member; None if malformed."""
+        try:
+            sid, ns, at = raw["sid"], raw["ns"], raw["at"]
+            since, changes_from = raw["since"], raw["changes_from"]
+            user = json.loads(raw["user"])
+            rooms = json.loads(raw["rooms"])
+            changes = json.loads(raw["changes"])
+            expires = json.loads(raw["exp"])
+        except (KeyError, ValueError, RecursionError):
+            return None
+        if any(parse_offset(o) is None for o in (at, since, changes_from)):
+            return None
+        if user is not None and not isinstance(user, str):
+            return None
+        if expires is not None and not isinstance(expires, int | float):
+            return None
+        if (
+            not isinstance(rooms, list)
+            or len(rooms) > MAX_ROOMS
+            or not all(isinstance(r, str) for r in rooms)
+        ):
+            return None
+        if not isinstance(changes, list) or len(changes) > MAX_CHANGES:
+            return None
+        checked: list[tuple[str, Room, bool]] = []
+        for change in changes:
+            if (
+                not isinstance(change, list)
+                or len(change) != 3
+                or parse_offset(change[0]) is None
+                or not isinstance(change[1], str)
+                or not isinstance(change[2], bool)
+            ):
+                return None
+            checked.append((change[0], Room(change[1]), change[2]))
+        return cls(
+            Sid(sid),
+            Namespace(ns),
+            user,
+            {Room(r) for r in rooms},
+            at,
+            since,
+            checked,
+            changes_from,
+            None if expires is None else float(expires),
+        )
+
+    def changed(self, offset: str, room: Room, joined: bool) -> None:
+        """Record a room change the owner applied at ``offset`` (the log entry's id)."""
+        if joined:
+            self.rooms.add(room)
+        else:
+            self.rooms.discard(room)
+        self.at = offset
+        self.changes.append((offset, room, joined))
+        if len(self.changes) > MAX_CHANGES:
+            self.changes_from = self.changes.pop(0)[0]
+
+    def rooms_at(self, offset: str) -> set[Room] | None:
+        """The rooms after log entry ``offset``, undoing the recorded changes past it;
+        None when changes were dropped from the record (the client is too far back)."""
+        point = parse_offset(offset)
+        assert point is not None
+        rooms = set(self.rooms)
+        if point >= _point(self.at):
+            return rooms
+        if point < _point(self.changes_from):
+            return None
+        for at, room, joined in reversed(self.changes):
+            if _point(at) <= point:
+                break
+            if joined:
+                rooms.discard(room)
+            else:
+                rooms.add(room)
+        return rooms
+
+
+def _point(offset: str) -> tuple[int, int]:
+    point = parse_offset(offset)
+    assert point is not None
+    return point
+
+
+@dataclass(slots=True)
+class Replay:
+    """What a recovered socket gets: its rooms now, and the events it missed."""
+
+    rooms: set[Room]
+    # (offset, event, args) oldest first; args without the offset.
+    events: list[tuple[str, str, list[Any]]]
+    # The log entry the replay went up to (the socket is current from here).
+    last: str
+
+
+def _selects(sid: Sid, rooms: set[Room], wanted: Sequence[Room], exclude: Sequence[Room]) -> bool:
+    """The hub's selection rule for one socket: in any of ``wanted`` (or none given),
+    in none of ``exclude`` (a socket id names its own socket)."""
+    own = Room(sid)
+    if any(r == own or r in rooms for r in exclude):
+        return False
+    return not wanted or any(r == own or r in rooms for r in wanted)
+
+
+class Overflow(Exception):
+    """More missed events than a socket may get (it gets a new socket)."""
+
+
+def plan(
+    session: Session,
+    start: str,
+    seen: str,
+    entries: Iterable[tuple[str, Command]],
+    max_missed: int,
+) -> Replay | None:
+    """Walk the log entries after ``start`` (a point where ``session``'s rooms are
+    known) in order: apply the room changes aimed at the socket, and keep the emits that
+    select it after offset ``seen`` (the client's). None when a disconnect for it was
+    logged (the session ended while it was away). Raises :class:`Overflow` past
+    ``max_missed`` events.
+    """
+    rooms = session.rooms_at(start)
+    if rooms is None:
+        raise Overflow("the session record no longer reaches back to the client's offset")
+    sid, seen_point = session.sid, _point(seen)
+    events: list[tuple[str, str, list[Any]]] = []
+    last = start
+    for offset, command in entries:
+        last = offset
+        if command.namespace != session.namespace:
+            continue
+        if isinstance(command, EmitCommand):
+            if _point(offset) <= seen_point:
+                continue
+            if _selects(sid, rooms, command.rooms, command.exclude):
+                if len(events) >= max_missed:
+                    raise Overflow(f"more than {max_missed} missed events")
+                events.append((offset, command.event, list(command.args)))
+            continue
+        if not _targets(sid, rooms, command):
+            continue
+        if command.action == "disconnect":
+            return None
+        assert command.room is not None
+        if command.action == "join":
+            rooms.add(command.room)
+        else:
+            rooms.discard(command.room)
+    return Replay(rooms, events, last)
+
+
+def _targets(sid: Sid, rooms: set[Room], command: SocketsCommand) -> bool:
+    if command.sockets:
+        return sid in command.sockets
+    return _selects(sid, rooms, command.rooms, command.exclude)
+
+
+# Scripts. KEYS and ARGV are documented above each; every write to a session record is
+# conditional on the writer owning it.
+
+# KEYS: one stream per command. ARGV: maxlen, minid, then one wire batch per command.
+# Returns the entry ids, in order.
+_APPEND = """
+local ids = {}
+for i, key in ipairs(KEYS) do
+  ids[i] = redis.call('XADD', key, 'MAXLEN', '~', ARGV[1], '*', 'c', ARGV[i + 2])
+  redis.call('XTRIM', key, 'MINID', '~', ARGV[2])
+end
+return ids
+"""
+
+# KEYS[1]: the record. ARGV: node, ttl ms, then field/value pairs. Creates or
+# overwrites a live record the node owns (or that nobody owns yet).
+_SAVE = """
+local owner = redis.call('HGET', KEYS[1], 'node')
+if owner and owner ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'node', ARGV[1], 'state', 'live', unpack(ARGV, 3))
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+# KEYS[1]: the record. ARGV: node, ttl ms. The owner's socket lost its transport.
+_PARK = """
+if redis.call('HGET', KEYS[1], 'node') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'parked')
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+# KEYS[1]: the record. ARGV: node. The owner ended the session for good.
+_END = """
+if redis.call('HGET', KEYS[1], 'node') ~= ARGV[1] then return 0 end
+return redis.call('DEL', KEYS[1])
+"""
+
+# KEYS[1]: the record. ARGV: namespace, user (JSON), new node, ttl ms. Takes the record
+# for the new node, whatever its state (the old node may not have noticed the loss yet,
+# or may be dead); returns {old node, old state, gen, then the record's fields} or nil
+# when there is no such record or it is another namespace's or user's.
+_CLAIM = """
+local r = redis.call('HGETALL', KEYS[1])
+if #r == 0 then return nil end
+local h = {}
+for i = 1, #r, 2 do h[r[i]] = r[i + 1] end
+if h['ns'] ~= ARGV[1] or h['user'] ~= ARGV[2] then return nil end
+local gen = redis.call('HINCRBY', KEYS[1], 'gen', 1)
+redis.call('HSET', KEYS[1], 'node', ARGV[3], 'state', 'live')
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return {h['node'] or '', h['state'] or '', gen, unpack(r)}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    session: Session
+    # The node that held the socket, and whether it had noticed the loss ("parked") or
+    # not ("live": tell it to let go).
+    previous_node: str
+    previous_state: str
+    gen: int
+
+
+class RedisRecoveryLog:
+    """The command log and session records in Redis (see the module docstring)."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        prefix: str,
+        node: str,
+        window: float,
+        max_log: int = 1_000_000,
+        live_ttl: float = 86_400.0,
+        scan_limit: int = 100_000,
+        max_missed: int = 10_000,
+    ) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self.node = node
+        self.window = window
+        self.max_log = max_log
+        self.live_ttl = live_ttl
+        self.scan_limit = scan_limit
+        self.max_missed = max_missed
+        self._append = redis.register_script(_APPEND)
+        self._save = redis.register_script(_SAVE)
+        self._park = redis.register_script(_PARK)
+        self._end = redis.register_script(_END)
+        self._claim = redis.register_script(_CLAIM)
+
+    def log_key(self, namespace: str) -> str:
+        return f"{self._prefix}:rlog:{namespace}"
+
+    def session_key(self, pid: str) -> str:
+        return f"{self._prefix}:rsess:{pid}"
+
+    # The log
+
+    async def append(self, commands: Sequence[Command], now_ms: int) -> list[str]:
+        """Log ``commands`` (one entry each, in order, in one script); their offsets."""
+        if not commands:
+            return []
+        keys = [self.log_key(c.namespace) for c in commands]
+        minid = f"{max(0, now_ms - int(self.window * 1000))}-0"
+        args: list[Any] = [self.max_log, minid]
+        args += [wire.encode_commands("", [c]) for c in commands]
+        ids = await self._append(keys=keys, args=args)
+        return [_text(i) for i in ids]
+
+    async def last_offset(self, namespace: str) -> str:
+        """The newest offset of ``namespace``'s log ("0-0" if it has none yet): where a
+        socket that connects now starts."""
+        info = await self._info(namespace)
+        return info[0]
+
+    async def _info(self, namespace: str) -> tuple[str, str | None]:
+        """(last generated id, first kept id if any entry was ever trimmed) of a log.
+
+        Only trimming removes entries (never XDEL), so entries after an offset at or
+        past the first kept one are all there; before it, some may be gone.
+        """
+        key = self.log_key(namespace)
+        if not await self._redis.exists(key):
+            return "0-0", None
+        raw = {_text(k): v for k, v in (await self._redis.xinfo_stream(key)).items()}
+        last = _text(raw.get("last-generated-id", "0-0"))
+        first = _text(raw.get("recorded-first-entry-id", "0-0"))
+        added, length = raw.get("entries-added"), raw.get("length")
+        if parse_offset(last) is None or parse_offset(first) is None:
+            raise ValueError("the log's stream info is not what Redis 7 writes")
+        if not isinstance(added, int) or not isinstance(length, int):
+            raise ValueError("the log's stream info is not what Redis 7 writes")
+        return last, (first if added > length else None)
+
+    def _gap(self, point: tuple[int, int], first: str | None) -> bool:
+        return first is not None and point < _point(first)
+
+    async def entries_after(self, namespace: str, offset: str) -> list[tuple[str, Command]]:
+        """The log after ``offset``, oldest first, checked; at most ``scan_limit``
+        entries (:class:`Overflow` past that). Raises :class:`Gap` when entries after
+        ``offset`` were trimmed, or ``offset`` is not an offset of this log yet."""
+        point = parse_offset(offset)
+        if point is None:
+            raise Gap("not an offset")
+        last, first = await self._info(namespace)
+        if point > _point(last):
+            raise Gap("an offset this log has not handed out")
+        if self._gap(point, first):
+            raise Gap("entries after the offset may have been trimmed")
+        out: list[tuple[str, Command]] = []
+        after = "(" + offset
+        while True:
+            page: list[Any] = list(
+                await self._redis.xrange(self.log_key(namespace), after, "+", count=PAGE) or []
+            )
+            for raw_id, fields in page:
+                entry_id = _text(raw_id)
+                if len(out) >= self.scan_limit:
+                    raise Overflow(f"more than {self.scan_limit} log entries to scan")
+                out.append((entry_id, _entry(fields)))
+            if len(page) < PAGE:
+                break
+            after = "(" + _text(page[-1][0])
+        # Trimmed while it was read: the first entries may be gone.
+        if self._gap(point, (await self._info(namespace))[1]):
+            raise Gap("entries after the offset were trimmed while they were read")
+        return out
+
+    # Session records
+
+    async def save(self, pid: str, session: Session) -> bool:
+        """Write a live record (at connect, after each room change); False when another
+        node has claimed the socket since."""
+        ttl = int(self.live_ttl * 1000)
+        pairs = [x for kv in session.to_fields().items() for x in kv]
+        return bool(await self._save(keys=[self.session_key(pid)], args=[self.node, ttl, *pairs]))
+
+    async def park(self, pid: str) -> bool:
+        """The socket lost its transport: keep its record for the window; False when
+        another node has claimed it (it recovered there: do not end it here)."""
+        ttl = max(1, int(self.window * 1000))
+        return bool(await self._park(keys=[self.session_key(pid)], args=[self.node, ttl]))
+
+    async def end(self, pid: str) -> bool:
+        """The session ended for good (on this node, its owner)."""
+        return bool(await self._end(keys=[self.session_key(pid)], args=[self.node]))
+
+    async def claim(self, pid: object, namespace: str, user: str | None) -> Claimed | None:
+        """Take the record named by a client's ``pid`` for this node; None when there is
+        none (past the window, never was) or it is not this namespace's and user's."""
+        if not isinstance(pid, str) or not 16 <= len(pid) <= 64:
+            return None
+        ttl = int(self.live_ttl * 1000)
+        reply = await self._claim(
+            keys=[self.session_key(pid)], args=[namespace, json.dumps(user), self.node, ttl]
+        )
+        if reply is None:
+            return None
+        if not isinstance(reply, list) or len(reply) < 3 or len(reply) % 2 == 0:
+            return None
+        previous, state, gen = _text(reply[0]), _text(reply[1]), reply[2]
+        raw = {_text(reply[i]): _text(reply[i + 1]) for i in range(3, len(reply), 2)}
+        session = Session.from_fields(raw)
+        if session is None or not isinstance(gen, int):
+            return None
+        return Claimed(session, previous, state, gen)
+
+    async def recover(
+        self, pid: object, offset: object, namespace: str, user: str | None
+    ) -> tuple[Claimed, Replay] | None:
+        """Claim the socket ``pid`` names and compute what it missed after ``offset``
+        (None: the client's last offset was none, from the socket's start); None when it
+        cannot be recovered whole (then the client gets a new socket)."""
+        if offset is not None:
+            point = parse_offset(offset)
+            if point is None or point > _point(await self.last_offset(namespace)):
+                return None  # not an offset, or one not handed out yet: claim nothing
+        claimed = await self.claim(pid, namespace, user)
+        if claimed is None:
+            return None
+        session = claimed.session
+        seen = session.since if offset is None else offset
+        assert isinstance(seen, str)
+        start = min(seen, session.at, key=_point)
+        try:
+            entries = await self.entries_after(namespace, start)
+            replay = plan(session, start, seen, entries, self.max_missed)
+        except (Gap, Overflow, wire.WireError):
+            replay = None
+        if replay is None:
+            # The client goes on with a new socket: the old session ends here (its
+            # owner now), so no other node keeps it for the rest of the window.
+            await self.end(pid)  # type: ignore[arg-type]
+            return None
+        return claimed, replay
+
+    # Costs (benchmarks, metrics)
+
+    async def log_length(self, namespace: str) -> int:
+        return int(await self._redis.xlen(self.log_key(namespace)))
+
+
+class Gap(Exception):
+    """The log cannot serve everything after an offset."""
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _entry(fields: Any) -> Command:
+    if not isinstance(fields, dict):
+        raise wire.WireError("a log entry without fields")
+    data = fields.get(b"c", fields.get("c"))
+    if not isinstance(data, bytes | str):
+        raise wire.WireError("a log entry without a command")
+    raw = data.encode() if isinstance(data, str) else data
+    commands = wire.decode_commands(wire.decode(raw))
+    if len(commands) != 1:
+        raise wire.WireError("a log entry holds one command")
+    return commands[0]
