@@ -3,6 +3,7 @@ without a network, and the log and session records against a real redis-server."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -245,8 +246,6 @@ async def test_a_parked_record_expires_with_the_window(redis: Redis) -> None:
     await connect(a, PID, "a")
     assert await a.park(PID)
     assert 0 < await redis.pttl(a.session_key(PID)) <= 300
-    import asyncio
-
     await asyncio.sleep(0.5)
     assert await b.recover(PID, None, NS, "u1") is None
 
@@ -289,3 +288,22 @@ async def test_log_entries_that_are_not_commands_are_refused(redis: Redis) -> No
     await connect(a, PID, "a")
     await redis.xadd(a.log_key(NS), {"c": b'{"v":1,"node":"","commands":[{"type":"pickle"}]}'})
     assert await b.recover(PID, None, NS, "u1") is None
+
+
+@pytest.mark.redis
+async def test_racing_claims_leave_one_owner_and_the_old_node_silent(redis: Redis) -> None:
+    # The client's reconnect lands on B while A has not noticed the drop; a second
+    # reconnect (the client dropped again at once) lands on C at the same moment.
+    a = store(redis, "nodeA")
+    s = await connect(a, PID, "a")
+    others = [store(redis, f"node{i}") for i in range(8)]
+    results = await asyncio.gather(*(n.claim(PID, NS, "u1") for n in others))
+    gens = sorted(r.gen for r in results if r is not None)
+    assert gens == list(range(1, 9))  # each claim saw a distinct generation
+    last = next(r for r in results if r is not None and r.gen == 8)
+    owner = (await redis.hget(a.session_key(PID), "node")).decode()
+    assert last is not None and owner in {n.node for n in others}
+    # Only the owner's writes count; A (the first holder) and the losers are refused.
+    for n in [a, *others]:
+        assert await n.park(PID) == (n.node == owner)
+    assert not await a.save(PID, s)
