@@ -12,12 +12,14 @@ import pytest
 from redis.asyncio import Redis
 
 from conftest import RedisServer
-from siogate.broker import EmitCommand, SocketsCommand
+from siogate.broker import EmitCommand, SocketsCommand, wire
 from siogate.broker.streams import (
     MAX_CHANGES,
+    Outbound,
     Overflow,
     RedisRecoveryLog,
     Session,
+    offsets_of,
     parse_offset,
     plan,
 )
@@ -307,3 +309,55 @@ async def test_racing_claims_leave_one_owner_and_the_old_node_silent(redis: Redi
     for n in [a, *others]:
         assert await n.park(PID) == (n.node == owner)
     assert not await a.save(PID, s)
+
+
+@pytest.mark.redis
+async def test_concurrent_publishers_are_received_in_log_order(redis_server: RedisServer) -> None:
+    # Two nodes append and publish at once on two channels and a shard channel; one
+    # subscriber connection (as a node's) receives everything in offset order, each
+    # message with the offsets of the commands it carries.
+    clients = [Redis.from_url(redis_server.url) for _ in range(3)]
+    try:
+        nodes = [store(c, f"node{i}") for i, c in enumerate(clients[:2])]
+        pubsub = clients[2].pubsub()
+        await pubsub.subscribe("t:c1", "t:c2")
+        await pubsub.execute_command("SSUBSCRIBE", "t:r:1")
+        got: list[str] = []
+
+        async def receive() -> None:
+            while len(got) < 400:
+                message = await pubsub.get_message(timeout=5)
+                if message is None or message["type"] not in ("message", "smessage"):
+                    continue
+                obj = wire.decode(message["data"])
+                commands = wire.decode_commands(obj)
+                offsets = offsets_of(obj, len(commands))
+                assert offsets is not None
+                got.extend(offsets)
+
+        reader = asyncio.create_task(receive())
+        await asyncio.sleep(0.1)
+
+        async def publish(node: RedisRecoveryLog, i: int) -> None:
+            commands = [emit(f"{node.node}-{i}-a", "a"), emit(f"{node.node}-{i}-b", "b")]
+            channel, sharded = [("t:c1", False), ("t:c2", False), ("t:r:1", True)][i % 3]
+            out = [
+                Outbound(channel, sharded, wire.encode_commands(node.node, commands[:1]), (0,)),
+                Outbound("t:c2", False, wire.encode_commands(node.node, commands[1:]), (1,)),
+            ]
+            ids, receivers = await node.append_and_publish(commands, out, now_ms())
+            assert receivers == [1, 1] and len(ids) == 2
+
+        await asyncio.gather(*(publish(n, i) for i in range(100) for n in nodes))
+        await asyncio.wait_for(reader, 10)
+        assert len(got) == 400 and len(set(got)) == 400
+        assert got == sorted(got, key=parse_offset)
+        logged = [_id.decode() for _id, _ in await clients[2].xrange(nodes[0].log_key(NS))]
+        assert logged == got
+        with pytest.raises(wire.WireError):
+            offsets_of({"offsets": ["1-0", "x"]}, 2)
+        assert offsets_of({}, 1) is None
+        await pubsub.aclose()
+    finally:
+        for c in clients:
+            await c.aclose()

@@ -282,6 +282,33 @@ end
 return ids
 """
 
+# The same, then publishes messages in the same atomic step, so that every subscriber
+# receives them in log order (a standalone Redis runs one script at a time and queues
+# pub/sub messages to a connection in the order it ran them). ARGV: maxlen, minid,
+# number of commands n, n wire batches, then per message: channel, "p" (PUBLISH) or "s"
+# (SPUBLISH), the message without its closing brace, the 1-based indexes of the commands
+# it carries ("1,3"). Each message gets a member "offsets": their ids. Returns the ids,
+# then each message's receiver count.
+_APPEND_PUBLISH = """
+local n = tonumber(ARGV[3])
+local out = {}
+for i = 1, n do
+  out[i] = redis.call('XADD', KEYS[i], 'MAXLEN', '~', ARGV[1], '*', 'c', ARGV[i + 3])
+  redis.call('XTRIM', KEYS[i], 'MINID', '~', ARGV[2])
+end
+for j = n + 4, #ARGV, 4 do
+  local ids = {}
+  for k in string.gmatch(ARGV[j + 3], '%d+') do
+    ids[#ids + 1] = '"' .. out[tonumber(k)] .. '"'
+  end
+  local message = ARGV[j + 2] .. ',"offsets":[' .. table.concat(ids, ',') .. ']}'
+  local verb = 'PUBLISH'
+  if ARGV[j + 1] == 's' then verb = 'SPUBLISH' end
+  out[#out + 1] = redis.call(verb, ARGV[j], message)
+end
+return out
+"""
+
 # KEYS[1]: the record. ARGV: node, ttl ms, then field/value pairs. Creates or
 # overwrites a live record the node owns (or that nobody owns yet).
 _SAVE = """
@@ -324,6 +351,34 @@ return {h['node'] or '', h['state'] or '', gen, unpack(r)}
 
 
 @dataclass(frozen=True, slots=True)
+class Outbound:
+    """A wire message to publish with :meth:`RedisRecoveryLog.append_and_publish`."""
+
+    channel: str
+    sharded: bool
+    # A wire message (siogate.broker.wire), a JSON object.
+    message: bytes
+    # Indexes (0-based, into the appended commands) of the commands it carries, in order.
+    carries: tuple[int, ...]
+
+
+def offsets_of(obj: dict[str, Any], count: int) -> list[str] | None:
+    """The ``offsets`` member of a decoded wire message: one stream id per command it
+    carries; None when it has none (a node without recovery sent it). Raises
+    :class:`~siogate.broker.wire.WireError` when it is malformed."""
+    offsets = obj.get("offsets")
+    if offsets is None:
+        return None
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != count
+        or not all(parse_offset(o) is not None for o in offsets)
+    ):
+        raise wire.WireError("'offsets' must be one stream id per command")
+    return offsets
+
+
+@dataclass(frozen=True, slots=True)
 class Claimed:
     session: Session
     # The node that held the socket, and whether it had noticed the loss ("parked") or
@@ -357,6 +412,7 @@ class RedisRecoveryLog:
         self.scan_limit = scan_limit
         self.max_missed = max_missed
         self._append = redis.register_script(_APPEND)
+        self._append_publish = redis.register_script(_APPEND_PUBLISH)
         self._save = redis.register_script(_SAVE)
         self._park = redis.register_script(_PARK)
         self._end = redis.register_script(_END)
@@ -380,6 +436,30 @@ class RedisRecoveryLog:
         args += [wire.encode_commands("", [c]) for c in commands]
         ids = await self._append(keys=keys, args=args)
         return [_text(i) for i in ids]
+
+    async def append_and_publish(
+        self, commands: Sequence[Command], messages: Sequence[Outbound], now_ms: int
+    ) -> tuple[list[str], list[int]]:
+        """Log ``commands`` and publish ``messages`` in one atomic step: every subscriber
+        gets the messages in log order, each with the offsets of the commands it
+        carries (member ``offsets``, see :func:`offsets_of`). The commands' offsets and
+        each message's receiver count."""
+        keys = [self.log_key(c.namespace) for c in commands]
+        minid = f"{max(0, now_ms - int(self.window * 1000))}-0"
+        args: list[Any] = [self.max_log, minid, len(commands)]
+        args += [wire.encode_commands("", [c]) for c in commands]
+        for m in messages:
+            if not m.message.endswith(b"}") or not all(0 <= i < len(commands) for i in m.carries):
+                raise ValueError("a message must be a wire object carrying logged commands")
+            args += [
+                m.channel,
+                "s" if m.sharded else "p",
+                m.message[:-1],
+                ",".join(str(i + 1) for i in m.carries),
+            ]
+        reply = await self._append_publish(keys=keys, args=args)
+        n = len(commands)
+        return [_text(i) for i in reply[:n]], [int(c) for c in reply[n:]]
 
     async def last_offset(self, namespace: str) -> str:
         """The newest offset of ``namespace``'s log ("0-0" if it has none yet): where a
