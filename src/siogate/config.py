@@ -206,10 +206,10 @@ class Settings:
             raise ConfigError("recovery_window must be >= 0 (0: off)")
         if self.recovery_max_missed < 1 or self.recovery_max_messages < 1:
             raise ConfigError("recovery_max_missed and recovery_max_messages must be at least 1")
-        if self.recovery_window > 0 and self.cluster:
+        if self.recovery_window > 0 and self.workers > 1:
             raise ConfigError(
-                "recovery_window works in one process for now: it cannot be used with "
-                "redis_url or workers above 1"
+                "recovery_window cannot be used with workers above 1 (it works in one "
+                "process, or across nodes with redis_url)"
             )
         if self.history_size < 0 or self.history_ttl <= 0 or self.history_max_messages < 1:
             raise ConfigError(

@@ -332,12 +332,6 @@ def test_no_banner_with_credentials(gateway: Gateway) -> None:
         ([], {"SIOGATE_MAX_PAYLOAD": "eighty"}, None, "eighty"),
         (["--log-level", "loud"], {}, None, "loud"),
         (["--config", "/nonexistent/siogate.toml"], {}, None, "siogate.toml"),
-        (
-            ["--recovery-window", "120", "--redis-url", "redis://127.0.0.1:9"],
-            {},
-            None,
-            "recovery_window works in one process for now",
-        ),
         ([], {"SIOGATE_RECOVERY_WINDOW": "-1"}, None, "recovery_window"),
         (["--recovery-window", "120", "--workers", "2"], {}, None, "workers above 1"),
         (
@@ -362,7 +356,6 @@ def test_no_banner_with_credentials(gateway: Gateway) -> None:
         "env-not-int",
         "log-level",
         "config-missing",
-        "recovery-with-redis",
         "recovery-window-negative-env",
         "recovery-with-workers",
         "history-with-redis",

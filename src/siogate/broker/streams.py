@@ -6,12 +6,12 @@ command log, the session records and the replay rules, tested against a real Red
 
 Keys, under the broker's prefix ``P``:
 
-* ``P:rlog:<namespace>``, a stream: one entry per command applied to the namespace
-  (emits, joins, leaves, disconnects), field ``c`` holding the command as a one-command
-  wire batch (:mod:`siogate.broker.wire`). The entry id is the command's **offset**: one
-  total order per namespace, the same on every node, so an offset a client got from one
-  node means the same place in the log on any other. Trimmed on every append by count
-  (``MAXLEN ~``) and by age (``MINID ~`` now minus the window). Commands are logged,
+* ``P:rlog``, a stream: one entry per command (emits, joins, leaves, disconnects, of
+  every namespace), field ``c`` holding the command as a one-command wire batch
+  (:mod:`siogate.broker.wire`). The entry id is the command's **offset**: one total
+  order, the same on every node, so an offset a client got from one node means the same
+  place in the log on any other, and a node's progress is one offset. Trimmed on every
+  append by count (``MAXLEN ~``) and by age (``MINID ~`` now minus the window). Commands are logged,
   not only emits, so that joins and leaves made over the API while a socket's node is
   gone (``kill -9``) are replayed in order with the emits: the rooms a missed emit is
   checked against are the rooms the socket had at that point of the log.
@@ -204,6 +204,8 @@ class Replay:
     events: list[tuple[str, str, list[Any]]]
     # The log entry the replay went up to (the socket is current from here).
     last: str
+    # The room changes it applied: (offset, room, joined), in order.
+    changes: list[tuple[str, Room, bool]] = field(default_factory=list)
 
 
 def _selects(sid: Sid, rooms: set[Room], wanted: Sequence[Room], exclude: Sequence[Room]) -> bool:
@@ -237,6 +239,7 @@ def plan(
         raise Overflow("the session record no longer reaches back to the client's offset")
     sid, seen_point = session.sid, _point(seen)
     events: list[tuple[str, str, list[Any]]] = []
+    changes: list[tuple[str, Room, bool]] = []
     last = start
     for offset, command in entries:
         last = offset
@@ -255,11 +258,14 @@ def plan(
         if command.action == "disconnect":
             return None
         assert command.room is not None
-        if command.action == "join":
+        joined = command.action == "join"
+        if joined != (command.room in rooms):
+            changes.append((offset, command.room, joined))
+        if joined:
             rooms.add(command.room)
         else:
             rooms.discard(command.room)
-    return Replay(rooms, events, last)
+    return Replay(rooms, events, last, changes)
 
 
 def _targets(sid: Sid, rooms: set[Room], command: SocketsCommand) -> bool:
@@ -309,13 +315,18 @@ end
 return out
 """
 
-# KEYS[1]: the record. ARGV: node, ttl ms, then field/value pairs. Creates or
-# overwrites a live record the node owns (or that nobody owns yet).
+# KEYS[1]: the record. ARGV: node, ttl ms, then field/value pairs. Creates a live
+# record, or updates one the node owns (a parked one stays parked, with its expiry).
 _SAVE = """
 local owner = redis.call('HGET', KEYS[1], 'node')
 if owner and owner ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'node', ARGV[1], 'state', 'live', unpack(ARGV, 3))
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local state = redis.call('HGET', KEYS[1], 'state')
+redis.call('HSET', KEYS[1], 'node', ARGV[1], unpack(ARGV, 3))
+if not state then
+  redis.call('HSET', KEYS[1], 'state', 'live')
+  state = 'live'
+end
+if state == 'live' then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 1
 """
 
@@ -419,7 +430,9 @@ class RedisRecoveryLog:
         self._claim = redis.register_script(_CLAIM)
 
     def log_key(self, namespace: str) -> str:
-        return f"{self._prefix}:rlog:{namespace}"
+        # One log for every namespace: one order that every node follows, so a node's
+        # position in it is one offset (a namespace's entries are filtered on replay).
+        return f"{self._prefix}:rlog"
 
     def session_key(self, pid: str) -> str:
         return f"{self._prefix}:rsess:{pid}"
