@@ -481,7 +481,8 @@ def main() -> None:
     type=float,
     metavar="SECONDS",
     help="Connection state recovery: a socket whose transport drops keeps its id, rooms "
-    "and missed events this long (0: off; 120 recommended; one process only for now).",
+    "and missed events this long (0: off; 120 recommended; across nodes with --redis-url; "
+    "not with --workers above 1).",
 )
 @option(
     "recovery_max_missed",

@@ -502,6 +502,7 @@ class Node:
             session.accept(ns, sid, pid)
             for offset, name, args in replay.events:
                 session.send(socketio.event_packet(ns, name, [*args, offset]))
+                self.cluster.written[sid] = offset
             self.cluster.skip[sid] = replay.last
             for change in replay.changes:
                 record.changed(*change)
@@ -991,6 +992,10 @@ class Node:
         # the same frame bytes, built by the first WebSocket recipient).
         for socket in targets:
             socket.link.write_broadcast(out)
+        if self.cluster is not None and offset is not None:
+            written = self.cluster.written
+            for socket in targets:
+                written[socket.id] = offset
         size = sum(len(m.encode()) if isinstance(m, str) else len(m) for m in out.messages)
         self.metrics.packets_out_total += len(targets)
         self.metrics.bytes_out_total += len(targets) * size

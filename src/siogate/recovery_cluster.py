@@ -43,12 +43,15 @@ class ClusterSessions:
         self._moved = moved
         # sid -> (pid, record)
         self.records: dict[Sid, tuple[str, Session]] = {}
-        self._ops: deque[tuple[Op, Sid, str]] = deque()
+        self._ops: deque[tuple[Op, Sid, str, tuple[str | None, str | None]]] = deque()
         self._writing = False
         # The newest log offset applied on this node.
         self.applied = "0-0"
         # Sockets recovered here -> the offset their replay went up to.
         self.skip: dict[Sid, str] = {}
+        # The last offset written to each socket (written at park: a client that got
+        # it missed nothing before the loss was noticed).
+        self.written: dict[Sid, str] = {}
 
     @property
     def log(self) -> RedisRecoveryLog:
@@ -127,11 +130,12 @@ class ClusterSessions:
     def parked(self, sid: Sid) -> None:
         entry = self.records.get(sid)
         if entry is not None:
-            self._queue("park", sid, entry[0])
+            self._queue("park", sid, entry[0], (self.applied, self.written.pop(sid, None)))
 
     def ended(self, sid: Sid) -> None:
         entry = self.records.pop(sid, None)
         self.skip.pop(sid, None)
+        self.written.pop(sid, None)
         if entry is not None:
             self._queue("end", sid, entry[0])
 
@@ -139,12 +143,14 @@ class ClusterSessions:
         """The socket went to another node: nothing more is written for it here."""
         self.records.pop(sid, None)
         self.skip.pop(sid, None)
+        self.written.pop(sid, None)
 
     async def end_now(self, sid: Sid) -> bool:
         """End the record for good now; False when another node owns it (the caller
         must then drop the socket without a word)."""
         entry = self.records.pop(sid, None)
         self.skip.pop(sid, None)
+        self.written.pop(sid, None)
         if entry is None:
             return True
         try:
@@ -153,11 +159,13 @@ class ClusterSessions:
             logger.warning("could not end the session record of %s: %s", sid, exc)
             return True
 
-    def _queue(self, op: Op, sid: Sid, pid: str) -> None:
+    def _queue(
+        self, op: Op, sid: Sid, pid: str, marks: tuple[str | None, str | None] = (None, None)
+    ) -> None:
         ops = self._ops
-        if op == "save" and ops and ops[-1] == ("save", sid, pid):
+        if op == "save" and ops and ops[-1] == ("save", sid, pid, marks):
             return  # the pending save writes the newest state anyway
-        ops.append((op, sid, pid))
+        ops.append((op, sid, pid, marks))
         if not self._writing:
             self._writing = True
             self._spawn(self._write())
@@ -166,7 +174,7 @@ class ClusterSessions:
         log = self.log
         try:
             while self._ops:
-                op, sid, pid = self._ops.popleft()
+                op, sid, pid, marks = self._ops.popleft()
                 try:
                     if op == "save":
                         entry = self.records.get(sid)
@@ -174,7 +182,7 @@ class ClusterSessions:
                             continue
                         owned = await log.save(pid, entry[1])
                     elif op == "park":
-                        owned = await log.park(pid)
+                        owned = await log.park(pid, *marks)
                     else:
                         await log.end(pid)
                         continue

@@ -361,3 +361,42 @@ async def test_concurrent_publishers_are_received_in_log_order(redis_server: Red
     finally:
         for c in clients:
             await c.aclose()
+
+
+@pytest.mark.redis
+async def test_a_quiet_socket_recovers_though_the_log_was_trimmed_past_it(redis: Redis) -> None:
+    # Its node noticed the loss and wrote where it was: the client got everything
+    # written to it, so entries trimmed before that point cannot be for it.
+    a, b = store(redis, "nodeA", max_log=10), store(redis, "nodeB", max_log=10)
+    await connect(a, PID, "a")
+    seen = await a.append([emit("seen", "a")], now_ms())
+    for i in range(300):
+        await a.append([emit(f"other{i}", "zzz")], now_ms())
+    parked_at = await a.last_offset(NS)
+    assert await a.park(PID, parked_at, seen[0])
+    await a.append([emit("missed", "a")], now_ms())
+    got = await b.recover(PID, seen[0], NS, "u1")
+    assert got is not None and [e[1] for e in got[1].events] == ["missed"]
+    # The claim cleared the marks: the new owner writes its own at its park.
+    assert not await redis.hexists(a.session_key(PID), "parked_at")
+
+
+@pytest.mark.redis
+async def test_an_event_in_flight_at_the_loss_is_not_skipped(redis: Redis) -> None:
+    # The node wrote "in-flight" to a dead transport; the client's offset is older.
+    a, b = store(redis, "nodeA", max_log=10), store(redis, "nodeB")
+    await connect(a, PID, "a")
+    seen = await a.append([emit("seen", "a")], now_ms())
+    flight = await a.append([emit("in-flight", "a")], now_ms())
+    assert await a.park(PID, flight[0], flight[0])
+    got = await b.recover(PID, seen[0], NS, "u1")
+    assert got is not None and [e[1] for e in got[1].events] == ["in-flight"]
+    # The same, but trimmed away meanwhile: a new socket, not a silent loss.
+    c = store(redis, "nodeC", max_log=10)
+    await connect(c, "r" * 22, "a")
+    seen = await c.append([emit("seen", "a")], now_ms())
+    flight = await c.append([emit("in-flight", "a")], now_ms())
+    assert await c.park("r" * 22, flight[0], flight[0])
+    for i in range(300):
+        await c.append([emit(f"other{i}", "zzz")], now_ms())
+    assert await b.recover("r" * 22, seen[0], NS, "u1") is None

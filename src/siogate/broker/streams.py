@@ -1,8 +1,9 @@
 """Connection state recovery across nodes: what Redis keeps (a building block).
 
-**Not wired into the node yet**: ``--recovery-window`` with ``--redis-url`` still exits
-2 (docs/recovery.md, "Across nodes"). This module is the Redis half of the design: the
-command log, the session records and the replay rules, tested against a real Redis.
+The Redis half of ``--recovery-window`` with ``--redis-url`` (docs/recovery.md, "Across
+nodes"): the command log, the session records and the replay rules. The broker that
+publishes through the log is :mod:`siogate.broker.recovering`; the node's side,
+:mod:`siogate.recovery_cluster`.
 
 Keys, under the broker's prefix ``P``:
 
@@ -95,6 +96,11 @@ class Session:
     changes_from: str = "0-0"
     # The token's exp (seconds since the epoch), for the re-check on recovery.
     expires: float | None = None
+    # Written by the owner when it noticed the loss (not by to_fields): the offset it
+    # had applied then, and the last offset it wrote to the socket (None: none since
+    # the connect). A client that got that one missed nothing before ``parked_at``.
+    parked_at: str | None = None
+    written: str | None = None
 
     def to_fields(self) -> dict[str, str]:
         return {
@@ -122,6 +128,9 @@ class Session:
         except (KeyError, ValueError, RecursionError):
             return None
         if any(parse_offset(o) is None for o in (at, since, changes_from)):
+            return None
+        parked_at, written = raw.get("parked_at") or None, raw.get("written") or None
+        if any(o is not None and parse_offset(o) is None for o in (parked_at, written)):
             return None
         if user is not None and not isinstance(user, str):
             return None
@@ -156,6 +165,8 @@ class Session:
             checked,
             changes_from,
             None if expires is None else float(expires),
+            parked_at,
+            written,
         )
 
     def changed(self, offset: str, room: Room, joined: bool) -> None:
@@ -330,10 +341,11 @@ if state == 'live' then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 1
 """
 
-# KEYS[1]: the record. ARGV: node, ttl ms. The owner's socket lost its transport.
+# KEYS[1]: the record. ARGV: node, ttl ms, parked_at, written ("": none). The owner's
+# socket lost its transport.
 _PARK = """
 if redis.call('HGET', KEYS[1], 'node') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'state', 'parked')
+redis.call('HSET', KEYS[1], 'state', 'parked', 'parked_at', ARGV[3], 'written', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """
@@ -356,6 +368,7 @@ for i = 1, #r, 2 do h[r[i]] = r[i + 1] end
 if h['ns'] ~= ARGV[1] or h['user'] ~= ARGV[2] then return nil end
 local gen = redis.call('HINCRBY', KEYS[1], 'gen', 1)
 redis.call('HSET', KEYS[1], 'node', ARGV[3], 'state', 'live')
+redis.call('HDEL', KEYS[1], 'parked_at', 'written')
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return {h['node'] or '', h['state'] or '', gen, unpack(r)}
 """
@@ -542,11 +555,16 @@ class RedisRecoveryLog:
         pairs = [x for kv in session.to_fields().items() for x in kv]
         return bool(await self._save(keys=[self.session_key(pid)], args=[self.node, ttl, *pairs]))
 
-    async def park(self, pid: str) -> bool:
+    async def park(
+        self, pid: str, parked_at: str | None = None, written: str | None = None
+    ) -> bool:
         """The socket lost its transport: keep its record for the window; False when
-        another node has claimed it (it recovered there: do not end it here)."""
+        another node has claimed it (it recovered there: do not end it here).
+        ``parked_at``: the offset this node had applied; ``written``: the last offset
+        it wrote to the socket (None: none since it connected)."""
         ttl = max(1, int(self.window * 1000))
-        return bool(await self._park(keys=[self.session_key(pid)], args=[self.node, ttl]))
+        args: list[str | int] = [self.node, ttl, parked_at or "", written or ""]
+        return bool(await self._park(keys=[self.session_key(pid)], args=args))
 
     async def end(self, pid: str) -> bool:
         """The session ended for good (on this node, its owner)."""
@@ -589,6 +607,15 @@ class RedisRecoveryLog:
         seen = session.since if offset is None else offset
         assert isinstance(seen, str)
         start = min(seen, session.at, key=_point)
+        parked_at, written = session.parked_at, session.written
+        if parked_at is not None and (written is None or _point(seen) >= _point(written)):
+            # The client got everything its node wrote to it before the loss was
+            # noticed: nothing before that point is missing (the log may have been
+            # trimmed there since, for a socket that was quiet a long time).
+            if _point(parked_at) > _point(start):
+                start = parked_at
+            if _point(parked_at) > _point(seen):
+                seen = parked_at
         try:
             entries = await self.entries_after(namespace, start)
             replay = plan(session, start, seen, entries, self.max_missed)
