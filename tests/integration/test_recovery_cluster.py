@@ -9,10 +9,12 @@ API meanwhile, and every event it missed once, in order, before anything newer.
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 import redis
 from jsclient import JsClient
@@ -205,3 +207,56 @@ def _pid_of(url: str, sid: str) -> str:
     finally:
         r.close()
     raise AssertionError(f"no record for {sid}")
+
+
+def test_emits_while_reconnecting_across_nodes_are_neither_lost_nor_duplicated(
+    env: tuple[Cluster, Proxy],
+) -> None:
+    # The client drops again and again and reconnects on its own through the balancer,
+    # landing on alternate nodes, sometimes before its old node has parked it; events are
+    # emitted through both nodes all along.
+    group, proxy = env
+    nodes = start_two(group)
+    front = proxy(list(nodes))
+    total = 600
+    options = {"reconnection": True, "reconnectionDelay": 50, "randomizationFactor": 0}
+    with client(front, nodes[0].token("frank", rooms=["race"]), **options) as js:
+        sid = js.connected()
+        time.sleep(0.2)  # the record is written
+        done = threading.Event()
+
+        def emitter() -> None:
+            https = [
+                httpx.Client(base_url=n.url, headers={"Authorization": f"Bearer {n.api_key}"})
+                for n in nodes
+            ]
+            try:
+                for i in range(total):
+                    r = https[i % 2].post(
+                        "/v1/emit", json={"event": "n", "args": [i], "rooms": ["race"]}
+                    )
+                    assert r.status_code == 200, r.text
+            finally:
+                for h in https:
+                    h.close()
+                done.set()
+
+        thread = threading.Thread(target=emitter)
+        thread.start()
+        drops = 0
+        while not done.is_set() and drops < 8:
+            time.sleep(0.2)
+            js.send(op="drop")
+            drops += 1
+        thread.join(60)
+        js.wait_events("n", total, timeout=30)
+        time.sleep(0.3)
+        assert payloads(js.events("n")) == list(range(total))
+        connects = [o for o in js.observations if o.get("type") == "connected"]
+        assert len(connects) > 2, "the client never dropped while events were sent"
+        assert all(c["id"] == sid for c in connects), connects
+        assert all(c["recovered"] for c in connects[1:]), connects
+        # Exactly one node holds it in the end.
+        wait_until(
+            lambda: sorted(local_sockets(n) for n in nodes) == [0, 1], "one holder in the end"
+        )
