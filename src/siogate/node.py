@@ -334,6 +334,9 @@ class Node:
         if self.recovery is not None:
             # Sockets waiting for their clients end now, with their disconnect webhooks.
             self.recovery.end_all(REASON_SERVER_SHUTDOWN)
+        if self.cluster is not None:
+            # Their records are ended before the broker's connections close.
+            await self.cluster.drain(2.0)
         if self.presence_tracker is not None:
             # Before the broker leaves the registry: this node drops its own counts
             # rather than leave them for another node to reap.

@@ -11,6 +11,7 @@ that reach this node afterwards were in the replay and are not applied to it aga
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -158,6 +159,12 @@ class ClusterSessions:
         except (RedisError, OSError) as exc:
             logger.warning("could not end the session record of %s: %s", sid, exc)
             return True
+
+    async def drain(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds) until every queued write is done."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while (self._ops or self._writing) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
 
     def _queue(
         self, op: Op, sid: Sid, pid: str, marks: tuple[str | None, str | None] = (None, None)

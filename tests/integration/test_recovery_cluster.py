@@ -8,10 +8,11 @@ API meanwhile, and every event it missed once, in order, before anything newer.
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -26,7 +27,8 @@ from test_cluster import (  # noqa: F401 (fixtures)
     wait_peers,
     wait_until,
 )
-from test_recovery import payloads, wait_parked
+from test_recovery import SECRET, payloads, wait_parked
+from webhook_receiver import WebhookReceiver
 
 from conftest import Gateway
 
@@ -66,9 +68,18 @@ def ok(node: Gateway, path: str, **body: Any) -> None:
     assert r.status_code == 200, r.text
 
 
-def test_recovers_on_the_other_node_behind_round_robin(env: tuple[Cluster, Proxy]) -> None:
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    with WebhookReceiver() as hook:
+        yield hook
+
+
+def test_recovers_on_the_other_node_behind_round_robin(
+    env: tuple[Cluster, Proxy], receiver: WebhookReceiver
+) -> None:
     group, proxy = env
-    nodes = start_two(group)
+    hook = receiver
+    nodes = start_two(group, "--webhook-url", hook.url, "--webhook-secret", SECRET)
     front = proxy(list(nodes))
     a, _ = nodes
     with client(front, a.token("alice", rooms=["news"])) as js:
@@ -127,6 +138,14 @@ def test_recovers_on_the_other_node_behind_round_robin(env: tuple[Cluster, Proxy
         assert payloads(js.wait_events("e", 8))[-1] == "second"
         time.sleep(0.3)
         assert len(js.wait_events("e", 8)) == 8 and len(js.wait_events("n", 1000)) == 1000
+
+    # For the backend the socket never left: one connect, no disconnect until the client
+    # left for good, and that one from the node that held it last.
+    time.sleep(0.5)
+    sent = [json.loads(r.body) for r in hook.requests]
+    kinds = [w["type"] for w in sent if w["type"] in ("connect", "disconnect")]
+    assert kinds == ["connect", "disconnect"], sent
+    assert sent[-1]["reason"] == "client namespace disconnect" and "recovery" not in sent[-1]
 
 
 def test_recovers_after_its_node_was_killed(env: tuple[Cluster, Proxy]) -> None:
