@@ -94,22 +94,38 @@ class RecoveringRedisBroker(RedisBroker):
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting[request] = future
         out = Outbound(self._commands_channel, False, message, tuple(range(len(commands))))
+        # One command: its message is also its log entry (encoded once).
+        entries = [data] if len(commands) == 1 else None
         try:
-            await self.log.append_and_publish(commands, [out], int(time.time() * 1000))
+            await self.log.append_and_publish(
+                commands, [out], int(time.time() * 1000), entries=entries
+            )
         except (RedisError, OSError) as exc:
             self._waiting.pop(request, None)
             self.stats.publish_failures += 1
             raise BrokerUnavailable(f"Redis did not take the message: {exc}") from exc
         self.stats.messages_out += 1
+        loop = asyncio.get_running_loop()
+        late = loop.call_later(OWN_TIMEOUT, self._not_back, request, commands)
         try:
-            await asyncio.wait_for(asyncio.shield(future), OWN_TIMEOUT)
-        except TimeoutError:
-            if self._waiting.pop(request, None) is None:
-                await future  # it came back at the last moment
-                return
-            self.applied_out_of_order += 1
-            logger.warning("a published command did not come back; applied out of log order")
+            await future
+        finally:
+            late.cancel()
+
+    def _not_back(self, request: str, commands: Sequence[Command]) -> None:
+        """Our command did not come back in time (the subscription is down): apply it
+        here now, out of log order, rather than never."""
+        future = self._waiting.pop(request, None)
+        if future is None or future.done() or self._handler is None:
+            return
+        self.applied_out_of_order += 1
+        logger.warning("a published command did not come back; applied out of log order")
+        try:
             self._handler(commands)
+        except Exception as exc:
+            future.set_exception(exc)
+            return
+        future.set_result(None)
 
     def tell_let_go(self, node: str, namespace: Namespace, sid: Sid) -> None:
         """Tell ``node`` (by the command channel) that this node took ``sid`` over."""

@@ -464,16 +464,24 @@ class RedisRecoveryLog:
         return [_text(i) for i in ids]
 
     async def append_and_publish(
-        self, commands: Sequence[Command], messages: Sequence[Outbound], now_ms: int
+        self,
+        commands: Sequence[Command],
+        messages: Sequence[Outbound],
+        now_ms: int,
+        entries: Sequence[bytes] | None = None,
     ) -> tuple[list[str], list[int]]:
         """Log ``commands`` and publish ``messages`` in one atomic step: every subscriber
         gets the messages in log order, each with the offsets of the commands it
         carries (member ``offsets``, see :func:`offsets_of`). The commands' offsets and
-        each message's receiver count."""
+        each message's receiver count. ``entries``: the commands already encoded as
+        one-command wire batches (any sender), to save encoding them again."""
         keys = [self.log_key(c.namespace) for c in commands]
         minid = f"{max(0, now_ms - int(self.window * 1000))}-0"
         args: list[Any] = [self.max_log, minid, len(commands)]
-        args += [wire.encode_commands("", [c]) for c in commands]
+        if entries is None:
+            entries = [wire.encode_commands("", [c]) for c in commands]
+        assert len(entries) == len(commands)
+        args += entries
         for m in messages:
             if not m.message.endswith(b"}") or not all(0 <= i < len(commands) for i in m.carries):
                 raise ValueError("a message must be a wire object carrying logged commands")
