@@ -948,6 +948,15 @@ class Node:
     # Commands (called by the HTTP API)
 
     async def publish(self, commands: Sequence[Command]) -> None:
+        if self.cluster is not None:
+            offsets = await self.cluster.broker.publish_logged(commands)
+            emits = [
+                o for c, o in zip(commands, offsets, strict=True) if isinstance(c, EmitCommand)
+            ]
+            if emits:
+                # Read by the API right after this returns (no await in between).
+                self.last_offset = emits[-1]
+            return
         await self.broker.publish(commands)
 
     def apply(self, commands: Sequence[Command]) -> None:

@@ -116,8 +116,11 @@ def test_recovers_on_the_other_node_behind_round_robin(
         assert again["id"] == sid and again["recovered"] is True, again
         wait_until(lambda: local_sockets(other) == 1, "the socket on the other node")
         wait_until(lambda: local_sockets(first_node) == 0, "the first node let go")
-        first_node.emit("e", "after", rooms=["late"])
+        r = first_node.emit("e", "after", rooms=["late"])
+        assert r.status_code == 200
         got = payloads(js.wait_events("e", 7))
+        # The API answers the offset the event carries (a Redis stream id).
+        assert js.wait_events("e", 7)[-1][-1] == r.json()["offset"]
         assert got == ["before", "room", "joined", "user", "direct", "everyone", "after"]
         assert payloads(js.wait_events("n", 1000)) == list(range(1000))
         kinds = [o.get("event") for o in js.observations if o.get("type") == "event"]

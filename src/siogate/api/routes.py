@@ -185,8 +185,8 @@ class Api:
         if ack is None:
             await self.node.publish([command])
             if self.node.offsets is not None:
-                # The in-memory broker applied it before returning (one node: recovery
-                # and history refuse --redis-url), so this is the emit's own offset.
+                # Set by the publish that just returned: the emit's own offset (the
+                # in-memory broker applied it; across nodes, the Redis log assigned it).
                 return json_response(200, {"ok": True, "offset": self.node.last_offset})
             return Response(200, OK_BODY)
         result, listing = await self.node.emit_with_ack(command, ack)

@@ -84,10 +84,15 @@ class RecoveringRedisBroker(RedisBroker):
             await self.log._redis.aclose()
 
     async def publish(self, commands: Sequence[Command]) -> None:
+        await self.publish_logged(commands)
+
+    async def publish_logged(self, commands: Sequence[Command]) -> list[str]:
+        """Publish ``commands`` through the log; their offsets, once this node applied
+        them."""
         if self._handler is None or self.log is None:
             raise RuntimeError("broker is not started")
         if not commands:
-            return
+            return []
         request = secrets.token_hex(8)
         data = wire.encode_commands(self.node_id, commands)
         message = data[:-1] + b',"req":"' + request.encode() + b'"}'
@@ -97,7 +102,7 @@ class RecoveringRedisBroker(RedisBroker):
         # One command: its message is also its log entry (encoded once).
         entries = [data] if len(commands) == 1 else None
         try:
-            await self.log.append_and_publish(
+            offsets, _ = await self.log.append_and_publish(
                 commands, [out], int(time.time() * 1000), entries=entries
             )
         except (RedisError, OSError) as exc:
@@ -111,6 +116,7 @@ class RecoveringRedisBroker(RedisBroker):
             await future
         finally:
             late.cancel()
+        return offsets
 
     def _not_back(self, request: str, commands: Sequence[Command]) -> None:
         """Our command did not come back in time (the subscription is down): apply it
