@@ -27,7 +27,7 @@ from test_cluster import (  # noqa: F401 (fixtures)
     wait_peers,
     wait_until,
 )
-from test_recovery import SECRET, payloads, wait_parked
+from test_recovery import SECRET, Polling, close_polling, payloads, wait_parked  # noqa: F401
 from webhook_receiver import WebhookReceiver
 
 from conftest import Gateway
@@ -282,3 +282,28 @@ def test_emits_while_reconnecting_across_nodes_are_neither_lost_nor_duplicated(
         wait_until(
             lambda: sorted(local_sockets(n) for n in nodes) == [0, 1], "one holder in the end"
         )
+
+
+def test_a_polling_client_recovers_on_the_other_node(env: tuple[Cluster, Proxy]) -> None:
+    # A raw Engine.IO long-polling session on A, then its CONNECT {pid, offset} on B.
+    group, _ = env
+    a, b = start_two(group)
+    first = Polling(a)
+    hello = first.connect({"token": a.token("gina", rooms=["news"])})
+    assert hello["type"] == "40"
+    b.emit("e", "seen", rooms=["news"])
+    seen = json.loads(first.packets()[0][2:])
+    assert seen[:2] == ["e", "seen"]
+    first.drop()
+    wait_parked(a, hello["sid"])
+    b.emit("e", "missed", rooms=["news"])
+    # A future offset: a new socket, and the session is still there for its client.
+    forged = Polling(b).connect(
+        {"token": a.token("gina"), "pid": hello["pid"], "offset": "99999999999999-0"}
+    )
+    assert forged["sid"] != hello["sid"]
+    back = Polling(b)
+    answer = back.connect({"token": a.token("gina"), "pid": hello["pid"], "offset": seen[-1]})
+    assert (answer["sid"], answer["pid"]) == (hello["sid"], hello["pid"])
+    replayed = json.loads(back.packets()[0][2:])
+    assert replayed[:2] == ["e", "missed"] and replayed[-1] > seen[-1]
