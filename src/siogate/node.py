@@ -494,6 +494,9 @@ class Node:
             claimed, replay = got
             record = claimed.session
             sid, ns, pid = record.sid, record.namespace, str(auth["pid"])
+            if self.presence_tracker is not None and identity.user is not None:
+                # Counted here before the old socket stops counting (no offline/online).
+                self.presence_tracker.add(ns, identity.user)
             old = self.hub.get(ns, sid)
             if old is not None:
                 self._drop_moved(old)
@@ -517,8 +520,6 @@ class Node:
                 self._expire_at(link, socket, identity.expires)
             for observer in self.observers:
                 observer.socket_connected(socket)
-            if self.presence_tracker is not None and socket.user is not None:
-                self.presence_tracker.add(socket.namespace, socket.user)
             self.metrics.connections_total += 1
             link.flush()
         finally:
