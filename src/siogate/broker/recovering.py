@@ -81,7 +81,7 @@ class RecoveringRedisBroker(RedisBroker):
     async def close(self) -> None:
         await super().close()
         if self.log is not None:
-            await self.log._redis.aclose()
+            await self.log.aclose()
 
     async def publish(self, commands: Sequence[Command]) -> None:
         await self.publish_logged(commands)

@@ -636,6 +636,9 @@ class RedisRecoveryLog:
             return None
         return claimed, replay
 
+    async def aclose(self) -> None:
+        await self._redis.aclose()
+
     # Costs (benchmarks, metrics)
 
     async def log_length(self, namespace: str) -> int:
