@@ -215,10 +215,12 @@ class Settings:
             raise ConfigError(
                 "history_size must be >= 0 (0: off), history_ttl > 0 and history_max_messages >= 1"
             )
-        if self.history_size > 0 and self.cluster:
+        if self.history_size > 0 and self.workers > 1:
+            raise ConfigError("history_size cannot be used with workers above 1")
+        if self.history_size > 0 and self.redis_url is not None and self.recovery_window <= 0:
             raise ConfigError(
-                "history_size works in one process for now: it cannot be used with "
-                "redis_url or workers above 1"
+                "history_size with redis_url needs recovery_window: the cluster answers "
+                "room history from the recovery log in Redis"
             )
         if self.emitter_compat and self.redis_url is None:
             raise ConfigError("emitter_compat needs redis_url: the emitter publishes through Redis")

@@ -1175,13 +1175,17 @@ class Node:
             len(answers.answers) - len(result.refused), missing, answers.complete
         )
 
-    def room_history(
+    async def room_history(
         self, namespace: Namespace, room: Room, since: str | None, limit: int
     ) -> tuple[list[tuple[str, Message]], bool] | None:
         """Recent events of ``room`` (offset, message), oldest first, and whether they
         are complete; None when ``since`` is not an offset of this run (or history is
-        off: check ``self.history`` first)."""
+        off: check ``self.history`` first). Across nodes: from the Redis log."""
         assert self.history is not None and self.offsets is not None
+        if self.cluster is not None:
+            return await self.cluster.room_history(
+                namespace, room, since, min(limit, self.history.options.size)
+            )
         after = None
         if since is not None:
             after = self.offsets.parse(since)

@@ -19,8 +19,10 @@ from typing import Any, Literal
 
 from redis.exceptions import RedisError
 
+from .broker import BrokerUnavailable
 from .broker.recovering import RecoveringRedisBroker
 from .broker.streams import Claimed, RedisRecoveryLog, Replay, Session, parse_offset
+from .history import Message
 from .hub import Socket
 from .types import Namespace, Room, Sid
 
@@ -94,6 +96,23 @@ class ClusterSessions:
         except (RedisError, OSError, ValueError) as exc:
             logger.warning("recovery across nodes failed: %s", exc)
             return None
+
+    async def room_history(
+        self, namespace: Namespace, room: Room, since: str | None, limit: int
+    ) -> tuple[list[tuple[str, Message]], bool] | None:
+        """Room history from the log (RedisRecoveryLog.room_history), as the node's."""
+        try:
+            found = await self.log.room_history(namespace, room, since, limit)
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"Redis did not answer the history query: {exc}") from exc
+        if found is None:
+            return None
+        entries, complete = found
+        out = []
+        for offset, command in entries:
+            ms = _point(offset)[0]
+            out.append((offset, Message(0, ms, 0.0, command.event, command.args, command.exclude)))
+        return out, complete
 
     async def park_now(self, pid: str) -> None:
         try:
@@ -203,6 +222,10 @@ class ClusterSessions:
                     self._moved(entry[1].namespace, sid)
         finally:
             self._writing = False
+
+
+def _point(offset: str) -> tuple[int, int]:
+    return parse_offset(offset) or (0, 0)
 
 
 def _after(a: str, b: str) -> bool:

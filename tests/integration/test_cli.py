@@ -338,7 +338,7 @@ def test_no_banner_with_credentials(gateway: Gateway) -> None:
             ["--history-size", "10", "--redis-url", "redis://127.0.0.1:9"],
             {},
             None,
-            "history_size works in one process for now",
+            "history_size with redis_url needs recovery_window",
         ),
         ([], {}, "recovery_max_missed = 0\n", "recovery_max_missed"),
     ],

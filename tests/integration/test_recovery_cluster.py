@@ -307,3 +307,25 @@ def test_a_polling_client_recovers_on_the_other_node(env: tuple[Cluster, Proxy])
     assert (answer["sid"], answer["pid"]) == (hello["sid"], hello["pid"])
     replayed = json.loads(back.packets()[0][2:])
     assert replayed[:2] == ["e", "missed"] and replayed[-1] > seen[-1]
+
+
+def test_room_history_answers_from_redis_on_any_node(env: tuple[Cluster, Proxy]) -> None:
+    group, _ = env
+    a, b = start_two(group, "--history-size", "100")
+    offsets = []
+    for i, node in enumerate([a, b, a, b]):
+        r = node.emit("msg", {"n": i}, rooms=["chat"])
+        assert r.status_code == 200, r.text
+        offsets.append(r.json()["offset"])
+    b.emit("msg", "elsewhere", rooms=["other"])
+    for node in (a, b):
+        body = node.api("GET", "/v1/rooms/chat/history").json()
+        assert [m["data"] for m in body["messages"]] == [[{"n": i}] for i in range(4)]
+        assert [m["offset"] for m in body["messages"]] == offsets
+        assert all(abs(m["ts"] / 1000 - time.time()) < 60 for m in body["messages"])
+        assert body["complete"] is True
+        page = node.api("GET", f"/v1/rooms/chat/history?since={offsets[1]}&limit=1").json()
+        assert [m["offset"] for m in page["messages"]] == [offsets[2]]
+        assert page["complete"] is False
+    r = a.api("GET", "/v1/rooms/chat/history?since=nope")
+    assert r.status_code == 400 and r.json()["error"]["code"] == "unknown_offset"

@@ -400,3 +400,32 @@ async def test_an_event_in_flight_at_the_loss_is_not_skipped(redis: Redis) -> No
     for i in range(300):
         await c.append([emit(f"other{i}", "zzz")], now_ms())
     assert await b.recover("r" * 22, seen[0], NS, "u1") is None
+
+
+@pytest.mark.redis
+async def test_room_history_reads_the_log(redis: Redis) -> None:
+    a = store(redis, "nodeA")
+    ids = await a.append(
+        [emit(f"m{i}", "chat" if i % 2 == 0 else "other") for i in range(10)]
+        + [emit("direct", SID), emit("both", "chat", "other")],
+        now_ms(),
+    )
+    got = await a.room_history(NS, "chat", None, 3)
+    assert got is not None
+    messages, complete = got
+    assert [c.event for _, c in messages] == ["m6", "m8", "both"] and not complete
+    got = await a.room_history(NS, "chat", None, 100)
+    assert got is not None and got[1] is True and len(got[0]) == 6
+    got = await a.room_history(NS, "chat", ids[4], 2)
+    assert got is not None and [c.event for _, c in got[0]] == ["m6", "m8"] and not got[1]
+    got = await a.room_history(NS, "chat", ids[4], 10)
+    assert got is not None and [c.event for _, c in got[0]] == ["m6", "m8", "both"] and got[1]
+    assert await a.room_history(NS, "chat", "x", 10) is None
+    assert await a.room_history(NS, "chat", "99999999999999-0", 10) is None
+    assert await a.room_history(Namespace("/x"), "chat", None, 10) == ([], True)
+    # Trimmed: a reader from before the trim is told it is not complete.
+    small = store(redis, "nodeB", max_log=10)
+    for i in range(300):
+        await small.append([emit(f"n{i}", "chat")], now_ms())
+    got = await small.room_history(NS, "chat", ids[0], 1000)
+    assert got is not None and got[1] is False

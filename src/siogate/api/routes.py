@@ -255,7 +255,7 @@ class Api:
             limit = int(raw)
         else:
             raise schemas.bad(f"limit must be an integer from 1 to {paging.MAX_LIMIT}")
-        found = self.node.room_history(ns, room, request.arg("since"), limit)
+        found = await self.node.room_history(ns, room, request.arg("since"), limit)
         if found is None:
             raise schemas.bad("since is not an offset of this gateway run", "unknown_offset")
         messages, complete = found

@@ -56,11 +56,13 @@ class RecoveringRedisBroker(RedisBroker):
         window: float,
         max_log: int,
         max_missed: int,
+        log_age: float | None = None,
         **options: Any,
     ) -> None:
         options["routing"] = "broadcast"
         super().__init__(url, **options)
         self._window, self._max_log, self._max_missed = window, max_log, max_missed
+        self._log_age = log_age
         self.log: RedisRecoveryLog | None = None
         # Own commands published, waiting to come back: request id -> future.
         self._waiting: dict[str, asyncio.Future[None]] = {}
@@ -73,6 +75,7 @@ class RecoveringRedisBroker(RedisBroker):
             prefix=self._prefix,
             node=self.node_id,
             window=self._window,
+            log_age=self._log_age,
             max_log=self._max_log,
             max_missed=self._max_missed,
         )

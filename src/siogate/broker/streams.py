@@ -422,6 +422,7 @@ class RedisRecoveryLog:
         prefix: str,
         node: str,
         window: float,
+        log_age: float | None = None,
         max_log: int = 1_000_000,
         live_ttl: float = 86_400.0,
         scan_limit: int = 100_000,
@@ -431,6 +432,8 @@ class RedisRecoveryLog:
         self._prefix = prefix
         self.node = node
         self.window = window
+        # How long log entries are kept (the window, or longer for room history).
+        self.log_age = max(window, log_age or 0.0)
         self.max_log = max_log
         self.live_ttl = live_ttl
         self.scan_limit = scan_limit
@@ -457,7 +460,7 @@ class RedisRecoveryLog:
         if not commands:
             return []
         keys = [self.log_key(c.namespace) for c in commands]
-        minid = f"{max(0, now_ms - int(self.window * 1000))}-0"
+        minid = f"{max(0, now_ms - int(self.log_age * 1000))}-0"
         args: list[Any] = [self.max_log, minid]
         args += [wire.encode_commands("", [c]) for c in commands]
         ids = await self._append(keys=keys, args=args)
@@ -476,7 +479,7 @@ class RedisRecoveryLog:
         each message's receiver count. ``entries``: the commands already encoded as
         one-command wire batches (any sender), to save encoding them again."""
         keys = [self.log_key(c.namespace) for c in commands]
-        minid = f"{max(0, now_ms - int(self.window * 1000))}-0"
+        minid = f"{max(0, now_ms - int(self.log_age * 1000))}-0"
         args: list[Any] = [self.max_log, minid, len(commands)]
         if entries is None:
             entries = [wire.encode_commands("", [c]) for c in commands]
@@ -635,6 +638,55 @@ class RedisRecoveryLog:
             await self.end(pid)  # type: ignore[arg-type]
             return None
         return claimed, replay
+
+    async def room_history(
+        self, namespace: str, room: str, since: str | None, limit: int
+    ) -> tuple[list[tuple[str, EmitCommand]], bool] | None:
+        """Emits to ``room`` (named in the emit) of ``namespace`` in the log, oldest
+        first, and whether they are complete; None when ``since`` is not an offset of
+        this log. With ``since``: the first ``limit`` after it; without: the last
+        ``limit``. Reads at most ``scan_limit`` entries (then: not complete)."""
+        key = self.log_key(namespace)
+        last, first = await self._info(namespace)
+        point = None
+        if since is not None:
+            point = parse_offset(since)
+            if point is None or point > _point(last):
+                return None
+        found: list[tuple[str, EmitCommand]] = []
+        scanned, exhausted = 0, False
+        bound = "-" if since is None else "(" + since
+        cursor = "+"
+        while len(found) < limit + 1 and scanned < self.scan_limit:
+            if since is None:
+                page = list(await self._redis.xrevrange(key, cursor, bound, count=PAGE) or [])
+            else:
+                page = list(await self._redis.xrange(key, bound, "+", count=PAGE) or [])
+            for raw_id, fields in page:
+                scanned += 1
+                command = _entry(fields)
+                if (
+                    isinstance(command, EmitCommand)
+                    and command.namespace == namespace
+                    and room in command.rooms
+                ):
+                    found.append((_text(raw_id), command))
+            if len(page) < PAGE:
+                exhausted = True
+                break
+            if since is None:
+                cursor = "(" + _text(page[-1][0])
+            else:
+                bound = "(" + _text(page[-1][0])
+        if since is None:
+            found.reverse()
+            cut = len(found) > limit
+            kept = found[-limit:]
+            # Complete: the whole log was read and nothing was ever trimmed from it.
+            return kept, exhausted and first is None and not cut
+        assert point is not None
+        cut = len(found) > limit
+        return found[:limit], exhausted and not self._gap(point, first) and not cut
 
     async def aclose(self) -> None:
         await self._redis.aclose()
