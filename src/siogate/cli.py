@@ -498,7 +498,7 @@ def main() -> None:
     "history_size",
     type=int,
     help="Room history: events kept per room for GET /v1/rooms/ROOM/history "
-    "(0: off; one process only for now).",
+    "(0: off; with --redis-url it needs --recovery-window).",
 )
 @option("history_ttl", type=float, metavar="SECONDS", help="Room history: age limit.")
 @option("history_max_messages", type=int, help="Room history: events kept over all rooms.")
