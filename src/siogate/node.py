@@ -429,6 +429,12 @@ class Node:
         if identity.user is not None:
             rooms.add(Room(f"user:{identity.user}"))
         if self.handlers is None or self.handlers.on_connect is None:
+            since = None if event.auth is None else event.auth.get("since")
+            if self.history is not None and self.cluster is not None and since is not None:
+                # Across nodes: from the Redis log, before anything newer.
+                self._hold += 1
+                self._spawn(self._accept_since(link, socket, rooms, identity.expires, since))
+                return
             self._accept(link, socket, rooms, None, identity.expires)
             if self.history is not None and event.auth is not None and "since" in event.auth:
                 self._send_history(link, socket, event.auth["since"])
@@ -521,6 +527,29 @@ class Node:
             for observer in self.observers:
                 observer.socket_connected(socket)
             self.metrics.connections_total += 1
+            link.flush()
+        finally:
+            self._hold -= 1
+            if self._hold == 0 and self._held:
+                held, self._held = self._held, []
+                self.apply(held)
+
+    async def _accept_since(
+        self, link: Link, socket: Socket, rooms: set[Room], expires: float | None, since: Any
+    ) -> None:
+        """A new socket with ``auth.since`` across nodes: accepted once the events of its
+        rooms after ``since`` are read from the Redis log, and sent those first (commands
+        arriving meanwhile wait, as for a recovery)."""
+        assert self.cluster is not None
+        try:
+            events = await self.cluster.events_since(socket, rooms, since)
+            self._accept(link, socket, rooms, None, expires)
+            if self.hub.get(socket.namespace, socket.id) is not socket:
+                return
+            session = link.session
+            for offset, name, args in events:
+                session.send(socketio.event_packet(socket.namespace, name, [*args, offset]))
+                self.cluster.written[socket.id] = offset
             link.flush()
         finally:
             self._hold -= 1

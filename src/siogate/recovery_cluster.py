@@ -21,7 +21,17 @@ from redis.exceptions import RedisError
 
 from .broker import BrokerUnavailable
 from .broker.recovering import RecoveringRedisBroker
-from .broker.streams import Claimed, RedisRecoveryLog, Replay, Session, parse_offset
+from .broker.streams import (
+    Claimed,
+    Gap,
+    Overflow,
+    RedisRecoveryLog,
+    Replay,
+    Session,
+    parse_offset,
+    plan,
+)
+from .broker.wire import WireError
 from .history import Message
 from .hub import Socket
 from .types import Namespace, Room, Sid
@@ -113,6 +123,35 @@ class ClusterSessions:
             ms = _point(offset)[0]
             out.append((offset, Message(0, ms, 0.0, command.event, command.args, command.exclude)))
         return out, complete
+
+    async def events_since(
+        self, socket: Socket, rooms: set[Room], since: object
+    ) -> list[tuple[str, str, list[Any]]]:
+        """The events a new socket in ``rooms`` would have got after offset ``since``
+        (room history's "render, then subscribe"), read from the log; what is kept when
+        ``since`` is older than the log; nothing for a ``since`` that is not an offset.
+        Commands up to where it read are then skipped for the socket (``skip``)."""
+        if parse_offset(since) is None:
+            return []
+        assert isinstance(since, str)
+        log = self.log
+        try:
+            point, last = parse_offset(since), parse_offset(await log.last_offset(""))
+            if last is None or point is None or point > last:
+                return []  # not handed out yet: nothing
+            try:
+                entries = await log.entries_after(socket.namespace, since)
+            except Gap:
+                entries = await log.entries_after(socket.namespace, "0-0", check=False)
+            record = Session(socket.id, socket.namespace, socket.user, set(rooms), since, since)
+            replay = plan(record, since, since, entries, log.max_missed)
+        except (Gap, Overflow, RedisError, OSError, ValueError, WireError) as exc:
+            logger.warning("events since %s not sent: %s", since, exc)
+            return []
+        if replay is None:
+            return []
+        self.skip[socket.id] = replay.last
+        return replay.events
 
     async def park_now(self, pid: str) -> None:
         try:

@@ -329,3 +329,27 @@ def test_room_history_answers_from_redis_on_any_node(env: tuple[Cluster, Proxy])
         assert page["complete"] is False
     r = a.api("GET", "/v1/rooms/chat/history?since=nope")
     assert r.status_code == 400 and r.json()["error"]["code"] == "unknown_offset"
+
+
+def test_render_then_subscribe_across_nodes(env: tuple[Cluster, Proxy]) -> None:
+    # A page rendered with B's history subscribes on A with `since`: it gets what came
+    # after, before anything newer, once each.
+    group, _ = env
+    a, b = start_two(group, "--history-size", "100")
+    offsets = [b.emit("msg", i, rooms=["chat"]).json()["offset"] for i in range(3)]
+    a.emit("msg", "elsewhere", rooms=["other"])
+    rendered = b.api("GET", "/v1/rooms/chat/history?limit=1").json()["messages"]
+    assert [m["offset"] for m in rendered] == [offsets[2]]
+    auth = {"token": a.token("hana", rooms=["chat"]), "since": offsets[0]}
+    with JsClient(a.url, auth=auth, options={"transports": ["websocket"]}) as js:
+        assert js.connect()["type"] == "connected"
+        b.emit("msg", "live", rooms=["chat"])
+        assert payloads(js.wait_events("msg", 3)) == [1, 2, "live"]
+        time.sleep(0.3)
+        assert len(js.events("msg")) == 3
+    # A `since` not handed out yet: nothing replayed.
+    auth = {"token": a.token("hana", rooms=["chat"]), "since": "99999999999999-0"}
+    with JsClient(a.url, auth=auth, options={"transports": ["websocket"]}) as js:
+        assert js.connect()["type"] == "connected"
+        b.emit("msg", "only", rooms=["chat"])
+        assert payloads(js.wait_events("msg", 1)) == ["only"]

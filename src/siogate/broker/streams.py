@@ -526,17 +526,20 @@ class RedisRecoveryLog:
     def _gap(self, point: tuple[int, int], first: str | None) -> bool:
         return first is not None and point < _point(first)
 
-    async def entries_after(self, namespace: str, offset: str) -> list[tuple[str, Command]]:
+    async def entries_after(
+        self, namespace: str, offset: str, *, check: bool = True
+    ) -> list[tuple[str, Command]]:
         """The log after ``offset``, oldest first, checked; at most ``scan_limit``
         entries (:class:`Overflow` past that). Raises :class:`Gap` when entries after
-        ``offset`` were trimmed, or ``offset`` is not an offset of this log yet."""
+        ``offset`` were trimmed, or ``offset`` is not an offset of this log yet (not
+        with ``check`` False: what is kept)."""
         point = parse_offset(offset)
         if point is None:
             raise Gap("not an offset")
         last, first = await self._info(namespace)
         if point > _point(last):
             raise Gap("an offset this log has not handed out")
-        if self._gap(point, first):
+        if check and self._gap(point, first):
             raise Gap("entries after the offset may have been trimmed")
         out: list[tuple[str, Command]] = []
         after = "(" + offset
@@ -553,7 +556,7 @@ class RedisRecoveryLog:
                 break
             after = "(" + _text(page[-1][0])
         # Trimmed while it was read: the first entries may be gone.
-        if self._gap(point, (await self._info(namespace))[1]):
+        if check and self._gap(point, (await self._info(namespace))[1]):
             raise Gap("entries after the offset were trimmed while they were read")
         return out
 
