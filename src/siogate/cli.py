@@ -422,7 +422,8 @@ def main() -> None:
     "redis_url",
     metavar="URL",
     help="Cluster mode: coordinate with the other nodes through this Redis "
-    "(redis://[:password@]host:port/db). Default: one process, in memory.",
+    "(redis://[:password@]host:port/db). Default: one process, in memory. A Redis "
+    "Cluster: the URL of any of its nodes, or several separated by commas.",
 )
 @option(
     "redis_prefix",
@@ -545,6 +546,7 @@ def serve(**values: Any) -> None:
     settings = dataclasses.replace(settings, api_key=api_key, jwt_secret=jwt_secret)
     from .app import build, install_event_loop
 
+    settings = _locate_redis(settings)
     try:
         gateway = build(settings)
     except ConfigError as exc:
@@ -580,6 +582,30 @@ def serve(**values: Any) -> None:
     finally:
         for url in saved_url:
             _forget_dev_credentials(url, generated)
+
+
+def _locate_redis(settings: Settings) -> Settings:
+    """On a Redis Cluster, the primary and hash-tagged prefix of this deployment."""
+    if settings.redis_url is None:
+        return settings
+    from .broker.redis import redacted
+    from .broker.redis_cluster import ClusterUnreachable, locate
+
+    try:
+        located = locate(settings.redis_url, settings.redis_prefix)
+    except ConfigError as exc:
+        _config_error(str(exc))
+    except ClusterUnreachable as exc:
+        click.echo(f"siogate: {exc}", err=True)
+        sys.exit(EXIT_STARTUP)
+    if located is None or not located.cluster:
+        return settings
+    logging.getLogger("siogate").info(
+        "Redis Cluster: keys and channels under %s live on %s",
+        located.prefix,
+        redacted(located.url),
+    )
+    return dataclasses.replace(settings, redis_url=located.url, redis_prefix=located.prefix)
 
 
 def _config_error(message: str) -> NoReturn:

@@ -178,6 +178,14 @@ class Settings:
             ("redis://", "rediss://", "unix://")
         ):
             raise ConfigError("redis_url must be a redis://, rediss:// or unix:// URL")
+        if self.redis_url is not None and "," in self.redis_url:
+            # A list names nodes of one Redis Cluster (siogate.broker.redis_cluster).
+            for url in self.redis_url.split(","):
+                if not url.strip().startswith(("redis://", "rediss://")):
+                    raise ConfigError(
+                        "redis_url: each URL of a list (Redis Cluster nodes) must be "
+                        f"redis:// or rediss://, not {url.strip()!r}"
+                    )
         if not self.redis_prefix or any(c in self.redis_prefix for c in " *?[]"):
             raise ConfigError("redis_prefix must be non-empty, without spaces or * ? [ ]")
         if self.advertise_url is not None and not self.advertise_url.startswith("http://"):

@@ -11,6 +11,14 @@ answers one of:
 * ``in_progress``: the first request with this key has not finished.
 * ``mismatch``: the key was used for a different request.
 
+A request whose whole effect is one broker publish, and whose answer is known before it
+is applied (an emit without ack, a batch, a join, a leave, a disconnect), goes through
+:meth:`~IdempotencyStore.apply_once` instead: one step that claims the key with the
+answer as its record and publishes. With Redis that step is one script in the broker's
+publish pipeline (see :class:`siogate.broker.Guard`), so the key costs no round trip of
+its own, and a concurrent repeat finds the answer already recorded (a replay, not
+``in_progress``).
+
 Two implementations: :class:`MemoryIdempotencyStore` (one process, bounded by count
 and bytes, oldest evicted first) and :class:`RedisIdempotencyStore` (a cluster: the
 claim is one atomic ``SET NX`` in Redis, so two nodes given the same key at the same
@@ -20,11 +28,15 @@ request completed. This module does no HTTP: the API wraps its routes with it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import re
 import secrets
+import struct
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -60,19 +72,29 @@ class StoreUnavailable(SiogateError):
     """The store (Redis) could not be reached; nothing was claimed."""
 
 
+_VALID_KEY = re.compile(f"[ -~]{{1,{MAX_KEY_LENGTH}}}")
+
+
 def valid_key(key: str) -> bool:
     """1 to ``MAX_KEY_LENGTH`` printable ASCII characters (space included)."""
-    return 0 < len(key) <= MAX_KEY_LENGTH and all(" " <= c <= "~" for c in key)
+    return _VALID_KEY.fullmatch(key) is not None
 
 
 def fingerprint(method: str, path: str, body: bytes) -> str:
     """What tells one request from another under the same key."""
-    digest = hashlib.sha256()
-    for part in (method.encode(), path.encode(), body):
-        # Length-prefixed, so that no two (method, path, body) triples collide.
-        digest.update(len(part).to_bytes(8, "big"))
-        digest.update(part)
-    return digest.hexdigest()
+    # Each part length-prefixed, so that no two (method, path, body) triples collide.
+    data = _head(method, path) + _LENGTH.pack(len(body)) + body
+    return hashlib.sha256(data).hexdigest()
+
+
+_LENGTH = struct.Struct(">Q")
+
+
+@functools.lru_cache(maxsize=64)
+def _head(method: str, path: str) -> bytes:
+    # The prefix of a fingerprint's input, for the few routes that take a key.
+    m, p = method.encode(), path.encode()
+    return _LENGTH.pack(len(m)) + m + _LENGTH.pack(len(p)) + p
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,11 +118,38 @@ class Claim:
     fingerprint: str = ""
 
 
+Publish = Callable[[], Awaitable[None]]
+"""Applies a request whose whole effect is one broker publish."""
+GuardedPublish = Callable[[str, str, int], Awaitable[bytes | None]]
+"""``(key, value, ttl_ms)``: the same publish, made only if the Redis key ``key`` is
+free, which it then holds ``value`` for ``ttl_ms``, in one atomic step. None when
+published; else the key's value, and nothing was published (see
+:class:`siogate.broker.GuardedPublisher`)."""
+
+
+_APPLIED = Claim("new")
+"""What apply_once answers when it applied the request (nothing to complete or release)."""
+
+
 class IdempotencyStore(Protocol):
     """Where keys are claimed and responses kept."""
 
     async def claim(self, key: str, fingerprint: str) -> Claim:
         """Claim ``key`` for a request, or say why it cannot be applied now."""
+
+    async def apply_once(
+        self,
+        key: str,
+        fingerprint: str,
+        response: StoredResponse,
+        publish: Publish,
+        guarded: GuardedPublish | None,
+    ) -> Claim:
+        """Apply a one-publish request under ``key`` unless the key is taken, with
+        ``response`` as its answer. ``new``: applied (by ``guarded`` where the store
+        can use it, else by ``publish``) and recorded; any other state says, as
+        :meth:`claim` does, why nothing was applied. Errors of the publish propagate;
+        the key is then free again, unless the publish may have happened."""
 
     async def complete(self, key: str, claim: Claim, response: StoredResponse) -> None:
         """Keep ``response`` for replay under a key this request claimed."""
@@ -113,7 +162,30 @@ class IdempotencyStore(Protocol):
 
 
 def storable(response: StoredResponse) -> bool:
-    return 200 <= response.status < 300 and len(response.body.encode()) <= MAX_STORED_BODY
+    if not 200 <= response.status < 300:
+        return False
+    body = response.body
+    # A character is at most 4 bytes of UTF-8: most bodies need no encoding to tell.
+    return len(body) * 4 <= MAX_STORED_BODY or len(body.encode()) <= MAX_STORED_BODY
+
+
+async def apply_in_steps(
+    store: IdempotencyStore, key: str, fingerprint: str, response: StoredResponse, publish: Publish
+) -> Claim:
+    """apply_once as claim, publish, complete: what a store without a guarded publish
+    does. A repeat that comes while the publish runs is ``in_progress``."""
+    claim = await store.claim(key, fingerprint)
+    if claim.state != "new":
+        return claim
+    try:
+        await publish()
+    except Exception:
+        await store.release(key, claim)
+        raise
+    # Cancelled instead (the client hung up): whether the broker still publishes is
+    # not known here, so the claim stays pending, at most PENDING_TTL.
+    await store.complete(key, claim, response)
+    return claim
 
 
 # ------------------------------------------------------------------ one process
@@ -126,6 +198,14 @@ class _Entry:
     expires: float  # monotonic
     response: StoredResponse | None = None  # None while in progress
     size: int = 0
+
+
+def _found_entry(entry: _Entry, fingerprint: str) -> Claim:
+    if entry.fingerprint != fingerprint:
+        return Claim("mismatch")
+    if entry.response is None:
+        return Claim("in_progress")
+    return Claim("replay", entry.response)
 
 
 class MemoryIdempotencyStore:
@@ -185,11 +265,45 @@ class MemoryIdempotencyStore:
             self._bytes += size
             self._evict()
             return Claim("new", token=token, fingerprint=fingerprint)
-        if entry.fingerprint != fingerprint:
-            return Claim("mismatch")
-        if entry.response is None:
-            return Claim("in_progress")
-        return Claim("replay", entry.response)
+        return _found_entry(entry, fingerprint)
+
+    async def apply_once(
+        self,
+        key: str,
+        fingerprint: str,
+        response: StoredResponse,
+        publish: Publish,
+        guarded: GuardedPublish | None,
+    ) -> Claim:
+        # claim, publish, complete (as _in_steps, without its tokens and lookups): the
+        # memory broker's publish does not wait, so this is one step of the event loop,
+        # and a broker that does wait leaves repeats in_progress meanwhile.
+        now = time.monotonic()
+        self._expire(now)
+        entry = self._entries.get(key)
+        if entry is not None and entry.expires <= now:
+            self._drop(key)
+            entry = None
+        if entry is not None:
+            return _found_entry(entry, fingerprint)
+        if not storable(response):
+            return await apply_in_steps(self, key, fingerprint, response, publish)
+        size = len(key) + len(fingerprint) + len(response.body)
+        entry = _Entry(fingerprint, "", now + min(self._ttl, PENDING_TTL), None, size)
+        self._entries[key] = entry
+        self._bytes += size
+        try:
+            await publish()
+        except Exception:
+            if self._entries.get(key) is entry:
+                self._drop(key)
+            raise
+        if self._entries.get(key) is entry:
+            entry.response = response
+            entry.expires = time.monotonic() + self._ttl
+            self._entries.move_to_end(key)
+        self._evict()
+        return _APPLIED
 
     async def complete(self, key: str, claim: Claim, response: StoredResponse) -> None:
         entry = self._entries.get(key)
@@ -246,6 +360,16 @@ def _dumps(value: dict[str, object]) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+@functools.lru_cache(maxsize=64)
+def _record_tail(response: StoredResponse) -> str:
+    """A stored record after its fingerprint, written by hand for the one-step path,
+    where answers are a few constant bodies (so each is written once). The same JSON as
+    complete() stores: either path reads the other's keys."""
+    body = json.dumps(response.body, ensure_ascii=False)
+    kind = json.dumps(response.content_type, ensure_ascii=False)
+    return f'","status":{response.status},"body":{body},"type":{kind}}}'
+
+
 class RedisIdempotencyStore:
     """Keys shared by every node of a cluster: ``<prefix>:idempotency:<sha256 of key>``.
 
@@ -290,17 +414,23 @@ class RedisIdempotencyStore:
             raise StoreUnavailable(f"Redis did not answer the idempotency check: {exc}") from exc
         if found is None:
             return Claim("new", token=token, fingerprint=fingerprint)
-        try:
-            value = json.loads(found)
-            if value["fp"] != fingerprint:
-                return Claim("mismatch")
-            if "status" not in value:
-                return Claim("in_progress")
-            response = StoredResponse(int(value["status"]), str(value["body"]), str(value["type"]))
-        except (ValueError, KeyError, TypeError):
-            # Not ours (another program under this prefix?): never apply twice.
-            return Claim("in_progress")
-        return Claim("replay", response)
+        return _found(found, fingerprint)
+
+    async def apply_once(
+        self,
+        key: str,
+        fingerprint: str,
+        response: StoredResponse,
+        publish: Publish,
+        guarded: GuardedPublish | None,
+    ) -> Claim:
+        if guarded is None or not storable(response):
+            return await apply_in_steps(self, key, fingerprint, response, publish)
+        record = '{"fp":"' + fingerprint + _record_tail(response)
+        found = await guarded(self._key(key), record, self._ttl_ms)
+        if found is None:
+            return _APPLIED
+        return _found(found, fingerprint)
 
     async def complete(self, key: str, claim: Claim, response: StoredResponse) -> None:
         pending = self._pending(claim.fingerprint, claim.token)
@@ -333,6 +463,21 @@ class RedisIdempotencyStore:
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+def _found(found: bytes, fingerprint: str) -> Claim:
+    """What a key's value in Redis says to a request with ``fingerprint``."""
+    try:
+        value = json.loads(found)
+        if value["fp"] != fingerprint:
+            return Claim("mismatch")
+        if "status" not in value:
+            return Claim("in_progress")
+        response = StoredResponse(int(value["status"]), str(value["body"]), str(value["type"]))
+    except (ValueError, KeyError, TypeError):
+        # Not ours (another program under this prefix?): never apply twice.
+        return Claim("in_progress")
+    return Claim("replay", response)
 
 
 _memory: type[IdempotencyStore] = MemoryIdempotencyStore

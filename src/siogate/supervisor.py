@@ -49,10 +49,13 @@ from .broker.redis import RedisBroker
 from .config import Settings
 from .idempotency import (
     Claim,
+    GuardedPublish,
     IdempotencyStore,
     MemoryIdempotencyStore,
+    Publish,
     StoredResponse,
     StoreUnavailable,
+    apply_in_steps,
 )
 
 logger = logging.getLogger("siogate.supervisor")
@@ -349,6 +352,18 @@ class SharedIdempotencyStore:
     async def release(self, key: str, claim: Claim) -> None:
         await self._call({"op": "release", "key": key, "claim": _claim_json(claim)})
 
+    async def apply_once(
+        self,
+        key: str,
+        fingerprint: str,
+        response: StoredResponse,
+        publish: Publish,
+        guarded: GuardedPublish | None,
+    ) -> Claim:
+        # Claimed in the primary, published by this worker: in steps (a repeat
+        # meanwhile is in_progress).
+        return await apply_in_steps(self, key, fingerprint, response, publish)
+
     async def close(self) -> None:
         pass
 
@@ -409,6 +424,7 @@ async def _serve_worker(config: dict[str, Any]) -> None:
             prefix=settings.redis_prefix,
             advertise_url=url,
             node_ttl=settings.node_ttl / 1000,
+            routing=settings.cluster_routing,
         )
     gateway = build(settings, broker=broker, idempotency=idempotency)
     loop = asyncio.get_running_loop()

@@ -197,9 +197,10 @@ def test_a_bad_routing_setting_is_refused_from_flag_env_and_toml(tmp_path: Path)
     assert "not one of 'sharded', 'broadcast'" in toml.stderr
 
 
-def test_a_redis_cluster_node_is_refused_with_a_clear_message(tmp_path: Path) -> None:
-    """Redis Cluster is not supported yet: serve says so and exits 2 instead of retrying
-    forever on MOVED replies. One cluster-enabled redis-server is enough to tell."""
+def test_a_redis_cluster_without_slots_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    """A Redis Cluster node whose cluster was never created (no primary serves the
+    deployment's slot): serve says so and exits 2 instead of retrying forever. A working
+    cluster is tested in test_redis_cluster."""
     port = free_port()
     cmd = [
         "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
@@ -233,8 +234,8 @@ def test_a_redis_cluster_node_is_refused_with_a_clear_message(tmp_path: Path) ->
             capture_output=True, text=True, timeout=30, cwd=tmp_path,
         )  # fmt: skip
         assert result.returncode == 2, result.stderr
-        assert "is a Redis Cluster node" in result.stderr
-        assert "Redis Cluster is not supported yet" in result.stderr
+        assert "is a Redis Cluster node, but no primary serves slot" in result.stderr
+        assert "redis-cli --cluster create" in result.stderr
     finally:
         proc.terminate()
         proc.wait(10)

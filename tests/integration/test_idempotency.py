@@ -245,3 +245,142 @@ def test_openapi_documents_the_header_and_its_errors(start_gateway: Callable[...
     assert "parameters" not in paths["/v1/rooms"]["get"] or all(
         p["name"] != "Idempotency-Key" for p in paths["/v1/rooms"]["get"]["parameters"]
     )
+
+
+# ---------------------------------------------------------------- the one-step path
+# An emit without ack, a batch, a join, a leave and a disconnect are one publish each:
+# their key is claimed, recorded and published in one step (one script with Redis), so
+# a repeat that arrives while the first is applied is already a replay, never a 409.
+
+
+async def fifty_at_once(
+    nodes: list[Gateway], path: str, body: Any, key: str
+) -> list[httpx.Response]:
+    async with httpx.AsyncClient(headers=HEADERS, timeout=10) as client:
+
+        async def send(node: Gateway) -> httpx.Response:
+            return await client.post(
+                f"{node.url}{path}", json=body, headers={"Idempotency-Key": key}
+            )
+
+        return await asyncio.gather(*(send(nodes[i % len(nodes)]) for i in range(50)))
+
+
+def one_applied_rest_replayed(answers: list[httpx.Response]) -> httpx.Response:
+    """The one answer that applied the request; every other is its replay."""
+    assert {r.status_code for r in answers} == {200}, [r.text for r in answers]
+    applied = [r for r in answers if "idempotent-replayed" not in r.headers]
+    assert len(applied) == 1
+    for r in answers:
+        assert r.content == applied[0].content
+        assert r.headers["content-type"] == applied[0].headers["content-type"]
+        if r is not applied[0]:
+            assert r.headers["idempotent-replayed"] == "true"
+    return applied[0]
+
+
+@pytest.mark.redis
+async def test_one_step_repeats_across_nodes_are_replays_and_deliver_once(
+    cluster: Cluster, sockets: Callable[[Gateway], Any]
+) -> None:
+    a, b = cluster.start_node(), cluster.start_node()
+    wait_peers([a, b])
+    recorders = [await sockets(a), await sockets(b), await sockets(a), await sockets(b)]
+    event = uid("one-step")
+    answers = await fifty_at_once([a, b], "/v1/emit", {"event": event, "data": [1]}, uid("k"))
+    first = one_applied_rest_replayed(answers)
+    assert first.json() == {"ok": True}
+    # A batch is one publish too: its body (the count) is what is replayed.
+    batch = {"emits": [{"event": event, "data": [2]}, {"event": event, "data": [3]}]}
+    first = one_applied_rest_replayed(await fifty_at_once([b, a], "/v1/batch", batch, uid("k")))
+    assert first.json() == {"ok": True, "count": 2}
+    for recorder in recorders:
+        await settle(recorder, event)
+        assert recorder.received(event) == [[[1]], [[2]], [[3]]]
+
+
+@pytest.mark.redis
+async def test_one_step_join_through_two_nodes_is_applied_once(
+    cluster: Cluster, sockets: Callable[[Gateway], Any]
+) -> None:
+    a, b = cluster.start_node(), cluster.start_node()
+    wait_peers([a, b])
+    recorder = await sockets(b)
+    room, event, key = uid("room"), uid("ev"), uid("join")
+    join = {"room": room, "sockets": [recorder.sid()]}
+    one_applied_rest_replayed(await fifty_at_once([a, b], "/v1/join", join, key))
+    assert (await post(a, "/v1/leave", join, uid("leave"))).status_code == 200
+    # A late repeat of the join, on either node, does not undo the leave.
+    for node in (a, b):
+        late = await post(node, "/v1/join", join, key)
+        assert late.headers["idempotent-replayed"] == "true"
+    assert (await post(a, "/v1/emit", {"event": event, "rooms": [room]}, None)).status_code == 200
+    await settle(recorder, event)
+    assert recorder.received(event) == []
+
+
+@pytest.mark.redis
+async def test_one_step_key_reused_with_another_body_is_422_on_every_node(
+    cluster: Cluster, sockets: Callable[[Gateway], Any]
+) -> None:
+    a, b = cluster.start_node(), cluster.start_node()
+    wait_peers([a, b])
+    recorder = await sockets(b)
+    event, key = uid("reuse"), uid("key")
+    assert (await post(a, "/v1/emit", {"event": event, "data": 1}, key)).status_code == 200
+    for node in (a, b):
+        for path, body in (
+            ("/v1/emit", {"event": event, "data": 2}),
+            ("/v1/batch", {"emits": [{"event": event, "data": 3}]}),
+            ("/v1/emit", {"event": event, "namespace": "not valid"}),
+        ):
+            reused = await post(node, path, body, key)
+            assert reused.status_code == 422, (path, reused.text)
+            assert reused.json()["error"]["code"] == "idempotency_key_reused"
+    await settle(recorder, event)
+    assert recorder.received(event) == [[1]]
+
+
+@pytest.mark.redis
+async def test_one_step_survives_redis_forgetting_its_script(
+    cluster: Cluster, sockets: Callable[[Gateway], Any]
+) -> None:
+    a = cluster.start_node()
+    recorder = await sockets(a)
+    event, key = uid("flushed"), uid("key")
+    assert (await post(a, "/v1/emit", {"event": event, "data": 1}, uid("warm"))).status_code == 200
+    with Redis.from_url(cluster.redis.url) as redis:
+        redis.script_flush()
+    first = await post(a, "/v1/emit", {"event": event, "data": 2}, key)
+    assert first.status_code == 200 and "idempotent-replayed" not in first.headers
+    again = await post(a, "/v1/emit", {"event": event, "data": 2}, key)
+    assert again.headers["idempotent-replayed"] == "true"
+    await settle(recorder, event)
+    assert recorder.received(event) == [[1], [2]]
+
+
+async def test_one_step_repeats_on_one_node_are_replays(
+    start_gateway: Callable[..., Gateway], sockets: Callable[[Gateway], Any]
+) -> None:
+    gw = start_gateway("--allow-anonymous")
+    recorder = await sockets(gw)
+    event = uid("single")
+    one_applied_rest_replayed(await fifty_at_once([gw], "/v1/emit", {"event": event}, uid("k")))
+    await settle(recorder, event)
+    assert recorder.received(event) == [[]]
+
+
+async def test_an_emit_answered_with_its_offset_keeps_two_steps(
+    start_gateway: Callable[..., Gateway], sockets: Callable[[Gateway], Any]
+) -> None:
+    # With history, an emit's answer is the offset it got: not known before it is
+    # applied, so it is claimed, applied and then recorded, and its repeat replays it.
+    gw = start_gateway("--allow-anonymous", "--history-size", "10")
+    recorder = await sockets(gw)
+    event, key = uid("offset"), uid("key")
+    first = await post(gw, "/v1/emit", {"event": event, "rooms": ["r"]}, key)
+    assert first.status_code == 200 and "offset" in first.json()
+    assert (await post(gw, "/v1/emit", {"event": event, "rooms": ["r"]}, None)).status_code == 200
+    again = await post(gw, "/v1/emit", {"event": event, "rooms": ["r"]}, key)
+    assert (again.content, again.headers["idempotent-replayed"]) == (first.content, "true")
+    await settle(recorder, event)

@@ -96,7 +96,14 @@ def test_recovers_on_the_other_node_behind_round_robin(
         wait_parked(a, sid)
         # While away, through both nodes: rooms changed and events of every kind.
         ok(other, "/v1/leave", sockets=[sid], room="extra")
-        ok(first_node, "/v1/join", sockets=[sid], room="late")
+        # With an Idempotency-Key (its one-step path must go through the log too).
+        r = first_node.api(
+            "POST",
+            "/v1/join",
+            json={"sockets": [sid], "room": "late"},
+            headers={"Idempotency-Key": "join-late-1"},
+        )
+        assert r.status_code == 200, r.text
         other.emit("e", "room", rooms=["news"])
         first_node.emit("e", "not-mine", rooms=["extra"])
         other.emit("e", "joined", rooms=["late"])

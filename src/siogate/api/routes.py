@@ -19,7 +19,7 @@ from ..node import Listing, Node
 from ..transport.http import Request, Response
 from ..types import Namespace, Room, Sid, UserId
 from . import paging, schemas
-from .idempotent import Idempotency
+from .idempotent import Idempotency, OnePublish, Plan
 from .openapi import openapi_document
 
 logger = logging.getLogger("siogate.api")
@@ -61,6 +61,8 @@ class Api:
         # people checks HTTP Basic credentials on VIEW_ROUTES (none: the API key only).
         self.people = people
         self.idempotency = idempotency
+        if idempotency is not None:
+            idempotency.bind(node)
         self._cluster = cluster
         self._api_key = api_key
         self._namespaces = namespaces
@@ -79,6 +81,14 @@ class Api:
             "/v1/stats": {"GET": (self._stats, True)},
             dashboard.PAGE_PATH: {"GET": (self._dashboard, True)},
             **{path: {"GET": (self._dashboard_asset, False)} for path in dashboard.ASSETS},
+        }
+        # How idempotent routes read a request as one publish (see api/idempotent.py).
+        self._plans: dict[str, Plan] = {
+            "/v1/emit": self._emit_plan,
+            "/v1/batch": self._batch_plan,
+            "/v1/join": self._join_plan,
+            "/v1/leave": self._leave_plan,
+            "/v1/disconnect": self._disconnect_plan,
         }
         self._openapi_body = json.dumps(
             openapi_document(max_ack_recipients=node.options.max_ack_recipients)
@@ -129,7 +139,14 @@ class Api:
             error = ApiError(401, "unauthorized", "missing or invalid API key")
             return route, json_response(401, error.to_json())
         if route in IDEMPOTENT_ROUTES and self.idempotency is not None:
-            return route, await self.idempotency.run(request, lambda: self._call(handler, request))
+            idempotency = self.idempotency
+            plan = self._plans.get(route)
+
+            async def run(request: Request) -> Response:
+                return await idempotency.run(request, lambda: self._call(handler, request), plan)
+
+            # Through _call as well: a one-step publish's errors (503) are answered here.
+            return route, await self._call(run, request)
         return route, await self._call(handler, request)
 
     async def _call(self, handler: Handler, request: Request) -> Response:
@@ -178,17 +195,51 @@ class Api:
     async def _openapi(self, request: Request) -> Response:
         return Response(200, self._openapi_body)
 
+    # A POST that only publishes is read into a OnePublish (what to publish, what to
+    # answer), then published; the idempotent path publishes it in its own way.
+
+    async def _published(self, one: OnePublish | None) -> Response:
+        assert one is not None
+        await self.node.publish(one.commands)
+        return one.response
+
+    def _emit_plan(self, request: Request) -> OnePublish | None:
+        body = schemas.parse_body(request.body)
+        if schemas.ack_timeout(body) is not None or self.node.offsets is not None:
+            return None  # answered with the acks once they are in, or with its offset
+        return OnePublish([schemas.emit(body, self._namespaces)], Response(200, OK_BODY))
+
+    def _batch_plan(self, request: Request) -> OnePublish:
+        commands = schemas.batch(schemas.parse_body(request.body), self._namespaces)
+        return OnePublish(commands, json_response(200, {"ok": True, "count": len(commands)}))
+
+    def _join_plan(self, request: Request) -> OnePublish:
+        body = schemas.parse_body(request.body)
+        command = schemas.sockets_command("join", body, self._namespaces)
+        return OnePublish([command], Response(200, OK_BODY))
+
+    def _leave_plan(self, request: Request) -> OnePublish:
+        body = schemas.parse_body(request.body)
+        command = schemas.sockets_command("leave", body, self._namespaces)
+        return OnePublish([command], Response(200, OK_BODY))
+
+    def _disconnect_plan(self, request: Request) -> OnePublish:
+        body = schemas.parse_body(request.body)
+        command = schemas.sockets_command("disconnect", body, self._namespaces)
+        return OnePublish([command], Response(200, OK_BODY))
+
     async def _emit(self, request: Request) -> Response:
+        one = self._emit_plan(request)
+        if one is not None:
+            return await self._published(one)
         body = schemas.parse_body(request.body)
         ack = schemas.ack_timeout(body)
         command = schemas.emit(body, self._namespaces)
         if ack is None:
             await self.node.publish([command])
-            if self.node.offsets is not None:
-                # Set by the publish that just returned: the emit's own offset (the
-                # in-memory broker applied it; across nodes, the Redis log assigned it).
-                return json_response(200, {"ok": True, "offset": self.node.last_offset})
-            return Response(200, OK_BODY)
+            # Set by the publish that just returned: the emit's own offset (the in-memory
+            # broker applied it; across nodes, the Redis log assigned it).
+            return json_response(200, {"ok": True, "offset": self.node.last_offset})
         result, listing = await self.node.emit_with_ack(command, ack)
         return json_response(
             200,
@@ -201,24 +252,16 @@ class Api:
         )
 
     async def _batch(self, request: Request) -> Response:
-        commands = schemas.batch(schemas.parse_body(request.body), self._namespaces)
-        await self.node.publish(commands)
-        return json_response(200, {"ok": True, "count": len(commands)})
+        return await self._published(self._batch_plan(request))
 
     async def _join(self, request: Request) -> Response:
-        body = schemas.parse_body(request.body)
-        await self.node.publish([schemas.sockets_command("join", body, self._namespaces)])
-        return Response(200, OK_BODY)
+        return await self._published(self._join_plan(request))
 
     async def _leave(self, request: Request) -> Response:
-        body = schemas.parse_body(request.body)
-        await self.node.publish([schemas.sockets_command("leave", body, self._namespaces)])
-        return Response(200, OK_BODY)
+        return await self._published(self._leave_plan(request))
 
     async def _disconnect(self, request: Request) -> Response:
-        body = schemas.parse_body(request.body)
-        await self.node.publish([schemas.sockets_command("disconnect", body, self._namespaces)])
-        return Response(200, OK_BODY)
+        return await self._published(self._disconnect_plan(request))
 
     def _query_namespace(self, request: Request, extra: tuple[str, ...] = ()) -> Namespace:
         unknown = sorted(set(request.query) - {"namespace", *extra})

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 from ..errors import SiogateError
 from ..types import Namespace, Room, Sid, UserId
@@ -184,6 +184,33 @@ class BrokerStats:
     # Joins, leaves and disconnects answered before every node that received them
     # confirmed (a node died or stalled); see docs/cluster.md, "Routing".
     ack_timeouts: int = 0
+
+
+class Guard(NamedTuple):
+    """A condition on one publish: it happens only if ``key`` is free, and in the same
+    atomic step ``key`` is set to ``value``, expiring after ``ttl_ms`` (see
+    :class:`GuardedPublisher`). Idempotency keys use it to claim a key, record the
+    answer and publish in one round trip. (A named tuple: one is made per request, and
+    a frozen dataclass takes several times as long to make.)"""
+
+    key: str
+    value: str
+    ttl_ms: int
+
+
+@runtime_checkable
+class GuardedPublisher(Protocol):
+    """A broker that can publish under a :class:`Guard` (the Redis broker). Brokers
+    without a shared keyspace need not: callers check for it."""
+
+    async def publish_guarded(self, commands: Sequence[Command], guard: Guard) -> bytes | None:
+        """Publish ``commands`` as :meth:`Broker.publish` does, but only if ``guard.key``
+        is free. None: published (and applied on this node), the key now holds
+        ``guard.value``. Otherwise the key's value: nothing was published.
+
+        Raises :class:`BrokerUnavailable` as ``publish`` does; the key was then not set
+        unless the batch was published too (the connection broke after Redis ran it).
+        """
 
 
 class Broker(Protocol):

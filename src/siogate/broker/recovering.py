@@ -20,6 +20,7 @@ subscription is down) is applied locally then, out of log order, and counted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import secrets
@@ -32,7 +33,7 @@ from redis.exceptions import RedisError
 
 from ..types import Namespace, Room, Sid
 from . import wire
-from .base import BrokerUnavailable, Command, MessageHandler, QueryHandler
+from .base import BrokerUnavailable, Command, Guard, MessageHandler, QueryHandler
 from .redis import RedisBroker
 from .streams import Outbound, RedisRecoveryLog, offsets_of
 
@@ -184,6 +185,34 @@ class RecoveringRedisBroker(RedisBroker):
         ns, sid = body.get("ns"), body.get("sid")
         if isinstance(ns, str) and isinstance(sid, str) and self.let_go is not None:
             self.let_go(Namespace(ns), Sid(sid))
+
+    async def publish_guarded(self, commands: Sequence[Command], guard: Guard) -> bytes | None:
+        """The Idempotency-Key guard, then the publish through the log (RedisBroker's
+        one-step script would publish outside the log): ``SET NX`` the key, publish, and
+        take the key back if the publish failed. Not one atomic step: a node that dies
+        between the two leaves the key holding a request that was not published."""
+        assert self.log is not None
+        redis = self.log.redis
+        for _ in range(3):
+            try:
+                if await redis.set(guard.key, guard.value, nx=True, px=guard.ttl_ms):
+                    break
+                found = await redis.get(guard.key)
+            except (RedisError, OSError) as exc:
+                raise BrokerUnavailable(f"Redis did not answer the guard: {exc}") from exc
+            if found is not None:
+                return found if isinstance(found, bytes) else str(found).encode()
+            # Expired between the two calls: try again.
+        else:
+            raise BrokerUnavailable("the idempotency key kept changing")
+        try:
+            await self.publish_logged(commands)
+        except BaseException:
+            with contextlib.suppress(RedisError, OSError):
+                if await redis.get(guard.key) == guard.value.encode():
+                    await redis.delete(guard.key)
+            raise
+        return None
 
     # Shards are not used: every command is on the command channel.
 

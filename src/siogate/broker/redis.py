@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import inspect
 import logging
 import random
@@ -40,17 +41,19 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from ..errors import ConfigError
 from ..types import Namespace, Room, is_node_id
-from . import routing, wire
+from . import resp, routing, wire
 from .base import (
     Answers,
     Broker,
     BrokerStats,
     BrokerUnavailable,
     Command,
+    Guard,
+    GuardedPublisher,
     MessageHandler,
     Query,
     QueryHandler,
@@ -110,10 +113,46 @@ class _Acks:
             self.done.set()
 
 
-# (channel or None for local only, data, commands to apply here after publishing,
-# future of the publish, confirmations the message asks for)
+# A guarded publish (see base.Guard): take the key and publish every part, in one atomic
+# step, or answer what holds the key. ARGV after the key's value and TTL: (PUBLISH or
+# SPUBLISH, channel, data) per part. Answers the receiver counts when it published. Run
+# by EVALSHA; loaded again on NOSCRIPT (a Redis that restarted has forgotten it).
+GUARDED_PUBLISH = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return redis.call('GET', KEYS[1])
+end
+local counts = {}
+for i = 3, #ARGV, 3 do
+  counts[#counts + 1] = redis.call(ARGV[i], ARGV[i + 1], ARGV[i + 2])
+end
+return counts
+"""
+GUARDED_PUBLISH_SHA = hashlib.sha1(GUARDED_PUBLISH.encode()).hexdigest().encode()
+# The packed start of an EVALSHA of the script, by the number of part arguments.
+_GUARDED_HEADS: dict[int, bytes] = {}
+
+
+class _Guarded:
+    """The parts of one guarded publish, sent as one script."""
+
+    __slots__ = ("guard", "args", "asking")
+
+    def __init__(self, guard: Guard) -> None:
+        self.guard = guard
+        # (PUBLISH | SPUBLISH, channel, data) for each part, flattened.
+        self.args: list[bytes] = []
+        # Whether each part asks for confirmations (its receivers count for them).
+        self.asking: list[bool] = []
+
+
+# (channel, or the parts of a guarded publish, or None for local only; data; commands to
+# apply here after publishing; future of the publish; confirmations the message asks for)
 _Outgoing = tuple[
-    str | None, bytes, Sequence[Command] | None, asyncio.Future[None] | None, _Acks | None
+    str | _Guarded | None,
+    bytes,
+    Sequence[Command] | None,
+    asyncio.Future[Any] | None,
+    _Acks | None,
 ]
 
 
@@ -261,20 +300,23 @@ class RedisBroker:
             )
 
     async def _refuse_redis_cluster(self) -> None:
-        """Redis Cluster is not supported yet: say so at start rather than retry forever
-        on MOVED replies. A Redis that cannot be reached yet is checked no further."""
+        """A Redis Cluster node is used only as siogate serve located it (hash-tagged
+        prefix, the primary owning its slot: siogate.broker.redis_cluster); anything else
+        is refused at start rather than retried forever on MOVED replies. A Redis that
+        cannot be reached yet is checked no further."""
         assert self._redis is not None
         try:
             async with asyncio.timeout(SOCKET_TIMEOUT):
                 info = await self._redis.info("cluster")
         except (RedisError, OSError, TimeoutError):
             return
-        if info.get("cluster_enabled") in (1, "1"):
+        from .redis_cluster import check_node  # it imports this module
+
+        try:
+            await check_node(self._redis, self._url, self._prefix, info)
+        except ConfigError:
             await self._redis.aclose()
-            raise ConfigError(
-                f"Redis at {redacted(self._url)} is a Redis Cluster node; siogate needs a "
-                "standalone Redis or Valkey (Redis Cluster is not supported yet)"
-            )
+            raise
 
     async def close(self) -> None:
         for task in [*self._tasks, *self._answering, *self._side_tasks]:
@@ -335,6 +377,29 @@ class RedisBroker:
         self._enqueue((self._commands_channel, data, commands, future, None))
         await future
 
+    async def publish_guarded(self, commands: Sequence[Command], guard: Guard) -> bytes | None:
+        if self._handler is None:
+            raise RuntimeError("broker is not started")
+        # In the same queue and pipeline as plain publishes: the order of this node's
+        # publishes holds, and the guard costs no round trip of its own.
+        if not self._sharded:
+            future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+            guarded = _Guarded(guard)
+            data = wire.encode_commands(self.node_id, commands)
+            guarded.args += (b"PUBLISH", self._commands_channel.encode(), data)
+            guarded.asking.append(False)
+            self._enqueue((guarded, b"", commands, future, None))
+            return await future
+        first, *rest = routing.segments(commands)
+        found = await self._publish_routed(first, guard)
+        if found is None:
+            # Only a batch with a join, leave or disconnect before its end has more
+            # segments (none of the API's one-step requests does): the key holds once
+            # the first went out, as a plain publish's later segments may fail too.
+            for segment in rest:
+                await self._publish_routed(segment)
+        return found
+
     def _channel(self, destination: routing.Destination) -> str:
         if destination.kind == "shard":
             return self._shard_prefix + destination.key
@@ -342,18 +407,36 @@ class RedisBroker:
             return f"{self._prefix}:n:{destination.key}"
         return self._commands_channel
 
-    async def _publish_routed(self, commands: Sequence[Command]) -> None:
+    async def _publish_routed(
+        self, commands: Sequence[Command], guard: Guard | None = None
+    ) -> bytes | None:
         """Publish one segment (siogate.broker.routing.segments) and, if it changes rooms,
-        wait until every node that received it applied it and subscribed accordingly."""
+        wait until every node that received it applied it and subscribed accordingly.
+        Under ``guard``: only if its key is free; else the key's value, and nothing is
+        published."""
         parts = routing.route(commands, self.node_id)
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         acks: _Acks | None = None
         ack_id: str | None = None
         if any(p.changes_rooms for p in parts):
             ack_id = secrets.token_hex(8)
             acks = self._acks[ack_id] = _Acks()
         try:
-            if not parts:
+            if guard is not None:
+                # Every part in one script, after the key (none: the key alone).
+                guarded = _Guarded(guard)
+                for part in parts:
+                    asks = part.changes_rooms
+                    channel = self._channel(part.destination)
+                    kind = b"SPUBLISH" if channel.startswith(self._shard_prefix) else b"PUBLISH"
+                    data = wire.encode_commands(
+                        self.node_id, part.commands, ack_id if asks else None
+                    )
+                    guarded.args += (kind, channel.encode(), data)
+                    guarded.asking.append(asks)
+                self._enqueue((guarded, b"", commands, future, acks))
+                parts = []
+            elif not parts:
                 # Only this node's sockets: nothing to publish, applied in call order.
                 self._enqueue((None, b"", commands, future, None))
             for i, part in enumerate(parts):
@@ -369,9 +452,11 @@ class RedisBroker:
                         acks if asks else None,
                     )
                 )
-            await future
+            found: bytes | None = await future
+            if found is not None:
+                return found  # the key was taken: nothing was published
             if not any(isinstance(c, SocketsCommand) for c in commands):
-                return
+                return None
             async with asyncio.timeout(ACK_TIMEOUT):
                 # This node's own joins, then the other nodes' confirmations.
                 if self._sub_ok:
@@ -387,6 +472,7 @@ class RedisBroker:
         finally:
             if ack_id is not None:
                 del self._acks[ack_id]
+        return None
 
     def _enqueue(self, item: _Outgoing) -> None:
         self._outbox.append(item)
@@ -399,15 +485,9 @@ class RedisBroker:
             batch, self._outbox = self._outbox, []
             assert self._redis is not None
             try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for channel, data, _, _, _ in batch:
-                        if channel is None:
-                            continue
-                        if channel.startswith(self._shard_prefix):
-                            pipe.spublish(channel, data)
-                        else:
-                            pipe.publish(channel, data)
-                    receivers = await pipe.execute() if len(pipe) else []
+                published = [item for item in batch if item[0] is not None]
+                receivers = await self._send(published) if published else []
+                batch, receivers = await self._unguarded(batch, receivers)
             except (RedisError, OSError) as exc:
                 self.stats.publish_failures += len(batch)
                 await self._connection_lost(exc)
@@ -424,7 +504,11 @@ class RedisBroker:
                 if channel is not None:
                     count = next(sent)
                     if acks is not None:
-                        acks.expect(int(count))
+                        if isinstance(channel, _Guarded):
+                            counts = zip(channel.asking, count, strict=True)
+                            acks.expect(sum(int(n) for asks, n in counts if asks))
+                        else:
+                            acks.expect(int(count))
             for _, _, commands, future, _ in batch:
                 try:
                     if commands is not None and self._handler is not None:
@@ -435,6 +519,96 @@ class RedisBroker:
                     continue
                 if future is not None and not future.done():
                     future.set_result(None)
+
+    def _pack(self, item: _Outgoing) -> bytes:
+        channel, data, _, _, _ = item
+        if isinstance(channel, _Guarded):
+            guard = channel.guard
+            key, value, ttl = guard.key.encode(), guard.value.encode(), b"%d" % guard.ttl_ms
+            head = _GUARDED_HEADS.get(len(channel.args))
+            if head is None:
+                head = _GUARDED_HEADS[len(channel.args)] = resp.head(
+                    6 + len(channel.args), b"EVALSHA", GUARDED_PUBLISH_SHA, b"1"
+                )
+            pieces = [
+                head,
+                b"$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
+                % (len(key), key, len(value), value, len(ttl), ttl),
+            ]
+            pieces += [b"$%d\r\n%b\r\n" % (len(arg), arg) for arg in channel.args]
+            return b"".join(pieces)
+        assert channel is not None
+        name = channel.encode()
+        if channel.startswith(self._shard_prefix):
+            return b"*3\r\n$8\r\nSPUBLISH\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
+                len(name),
+                name,
+                len(data),
+                data,
+            )
+        return b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
+            len(name),
+            name,
+            len(data),
+            data,
+        )
+
+    async def _send(self, items: list[_Outgoing]) -> list[Any]:
+        """Write items in one go on a pooled connection and read the replies (an error
+        reply as its exception). What a redis-py pipeline does, without its per-argument
+        packing and per-call bookkeeping: this runs for every publish."""
+        assert self._redis is not None
+        pool = self._redis.connection_pool
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await connection.send_packed_command(b"".join([self._pack(i) for i in items]))
+            replies: list[Any] = []
+            for _ in items:
+                try:
+                    replies.append(await connection.read_response())
+                except ResponseError as exc:
+                    replies.append(exc)
+            return replies
+        except BaseException:
+            # Replies may be left unread: the connection is not reusable.
+            await connection.disconnect(nowait=True)
+            raise
+        finally:
+            await pool.release(connection)
+
+    async def _unguarded(
+        self, batch: list[_Outgoing], receivers: list[Any]
+    ) -> tuple[list[_Outgoing], list[Any]]:
+        """The items of a written batch that were published, with their replies. A
+        guarded one whose key was taken is answered with the key's value here; one that
+        met NOSCRIPT goes back to the front of the queue once the script is loaded."""
+        kept: list[_Outgoing] = []
+        replies: list[Any] = []
+        again: list[_Outgoing] = []
+        sent = iter(receivers)
+        for item in batch:
+            channel, future = item[0], item[3]
+            if channel is None:
+                kept.append(item)
+                continue
+            reply = next(sent)
+            if isinstance(reply, NoScriptError):
+                again.append(item)
+            elif isinstance(reply, Exception):
+                # An error reply (none is expected) fails the whole batch, as it did when
+                # execute() raised it.
+                raise reply
+            elif isinstance(channel, _Guarded) and not isinstance(reply, list):
+                if future is not None and not future.done():
+                    future.set_result(reply)
+            else:
+                kept.append(item)
+                replies.append(reply)
+        if again:
+            assert self._redis is not None
+            await self._redis.script_load(GUARDED_PUBLISH)
+            self._outbox[:0] = again
+        return kept, replies
 
     # Receiving
 
@@ -802,3 +976,4 @@ class RedisBroker:
 
 
 _: type[Broker] = RedisBroker
+_guarded: type[GuardedPublisher] = RedisBroker

@@ -691,6 +691,10 @@ class RedisRecoveryLog:
         cut = len(found) > limit
         return found[:limit], exhausted and not self._gap(point, first) and not cut
 
+    @property
+    def redis(self) -> Redis:
+        return self._redis
+
     async def aclose(self) -> None:
         await self._redis.aclose()
 
