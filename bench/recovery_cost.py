@@ -35,6 +35,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
+from collections.abc import Sequence
 
 import httpx
 import jwt
@@ -168,13 +169,17 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def http_cpu_per_emit(recovery: bool, emits: int, clients: int = 10) -> float:
-    """Server CPU microseconds per POST /v1/emit reaching ``clients`` sockets."""
+async def http_cpu_per_emit(
+    recovery: bool, emits: int, clients: int = 10, extra: Sequence[str] = ()
+) -> float:
+    """Server CPU microseconds per POST /v1/emit reaching ``clients`` sockets (``extra``:
+    more ``serve`` options, e.g. ``--redis-url``)."""
     port, key, secret = _free_port(), secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     cmd = [sys.executable, "-m", "siogate", "serve", "--port", str(port), "--api-key", key]
     cmd += ["--jwt-secret", secret, "--log-level", "warning", "--event-rate", "0"]
     if recovery:
         cmd += ["--recovery-window", "120"]
+    cmd += extra
     proc = subprocess.Popen(cmd)
     if proc.poll() is not None:
         raise RuntimeError("siogate serve did not start")

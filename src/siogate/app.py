@@ -20,6 +20,7 @@ from .api.idempotent import Idempotency
 from .auth import BasicAuth, JwtVerifier
 from .broker import Broker, MemoryBroker
 from .broker.emitter_compat import EmitterBridge
+from .broker.recovering import RecoveringRedisBroker
 from .broker.redis import RedisBroker
 from .config import Settings
 from .errors import ConfigError
@@ -271,6 +272,7 @@ def build(
             if settings.recovery_window > 0
             else None
         ),
+        cluster_recovery=broker if isinstance(broker, RecoveringRedisBroker) else None,
         history=(
             HistoryOptions(
                 settings.history_size,
@@ -388,6 +390,19 @@ def _broker(settings: Settings) -> Broker:
     advertise = settings.advertise_url
     if advertise is None and settings.port != 0:
         advertise = settings.local_url(settings.port)
+    if settings.recovery_window > 0:
+        # Cross-node recovery: every command through the log (docs/recovery.md).
+        return RecoveringRedisBroker(
+            settings.redis_url,
+            window=settings.recovery_window,
+            # Room history answers from the same log: kept as long as history asks.
+            log_age=settings.history_ttl if settings.history_size > 0 else None,
+            max_log=settings.recovery_max_messages,
+            max_missed=settings.recovery_max_missed,
+            prefix=settings.redis_prefix,
+            advertise_url=advertise,
+            node_ttl=settings.node_ttl / 1000,
+        )
     return RedisBroker(
         settings.redis_url,
         prefix=settings.redis_prefix,

@@ -36,6 +36,8 @@ from .broker import (
     SocketsQuery,
     StatsQuery,
 )
+from .broker.recovering import RecoveringRedisBroker
+from .broker.streams import parse_offset
 from .errors import AuthError, WebhookError
 from .handlers import Handlers, Refuse, call
 from .history import HistoryOptions, Message, Offsets, RoomHistory
@@ -63,6 +65,7 @@ from .protocol.session import (
 from .ratelimit import TokenBucket
 from .ratelog import RateLimitedLog
 from .recovery import Ended, Parked, RecoveryOptions, RecoveryStore, is_parked
+from .recovery_cluster import ClusterSessions
 from .stats import NodeStats, Recorder
 from .stats import merge as merge_stats
 from .types import Namespace, Room, Sid, UserId
@@ -258,6 +261,7 @@ class Node:
         presence_events: PresenceEvents | None = None,
         recovery: RecoveryOptions | None = None,
         history: HistoryOptions | None = None,
+        cluster_recovery: RecoveringRedisBroker | None = None,
     ) -> None:
         # hub holds this node's sockets and rooms.
         self.hub = hub
@@ -302,6 +306,16 @@ class Node:
         if recovery is not None and self.offsets is not None:
             self.recovery = RecoveryStore(recovery, self._ended, self.offsets)
         self.history = None if history is None else RoomHistory(history)
+        # Recovery across nodes (siogate.recovery_cluster): session records in Redis;
+        # the offsets are the log's. Commands that arrive while a recovery reads the log
+        # wait in _held (_hold counts the recoveries under way).
+        self.cluster = None
+        if cluster_recovery is not None and self.recovery is not None:
+            self.cluster = ClusterSessions(cluster_recovery, self._spawn, self._let_go)
+            cluster_recovery.let_go = self._let_go
+            self.recovery.keeps = False
+        self._hold = 0
+        self._held: list[Command] = []
         # The offset of the last emit applied here (the API answers it).
         self.last_offset: str | None = None
         # stats samples this node's metrics for /v1/stats and the dashboard.
@@ -309,6 +323,8 @@ class Node:
 
     async def start(self) -> None:
         await self.broker.start(self.apply, self.answer)
+        if self.cluster is not None:
+            await self.cluster.start()
         self.stats.start()
         if self.presence_tracker is not None:
             await self.presence_tracker.start(self._presence_changed)
@@ -318,6 +334,9 @@ class Node:
         if self.recovery is not None:
             # Sockets waiting for their clients end now, with their disconnect webhooks.
             self.recovery.end_all(REASON_SERVER_SHUTDOWN)
+        if self.cluster is not None:
+            # Their records are ended before the broker's connections close.
+            await self.cluster.drain(2.0)
         if self.presence_tracker is not None:
             # Before the broker leaves the registry: this node drops its own counts
             # rather than leave them for another node to reap.
@@ -390,8 +409,19 @@ class Node:
             self._refuse(link, namespace, "namespace not allowed by token")
             return
         if self.recovery is not None and event.auth is not None and "pid" in event.auth:
+            if self.cluster is not None and (
+                self.handlers is None or self.handlers.on_connect is None
+            ):
+                self._hold += 1
+                self._spawn(self._recover_across(link, namespace, event.auth, identity))
+                return
             if self._recover(link, namespace, event.auth, identity):
                 return
+        self._connect_new(link, namespace, event, identity)
+
+    def _connect_new(
+        self, link: Link, namespace: str, event: ConnectRequested, identity: Identity
+    ) -> None:
         socket = Socket(
             new_socket_id(self.broker.node_id), Namespace(namespace), identity.user, link
         )
@@ -399,6 +429,12 @@ class Node:
         if identity.user is not None:
             rooms.add(Room(f"user:{identity.user}"))
         if self.handlers is None or self.handlers.on_connect is None:
+            since = None if event.auth is None else event.auth.get("since")
+            if self.history is not None and self.cluster is not None and since is not None:
+                # Across nodes: from the Redis log, before anything newer.
+                self._hold += 1
+                self._spawn(self._accept_since(link, socket, rooms, identity.expires, since))
+                return
             self._accept(link, socket, rooms, None, identity.expires)
             if self.history is not None and event.auth is not None and "since" in event.auth:
                 self._send_history(link, socket, event.auth["since"])
@@ -442,6 +478,115 @@ class Node:
         self.metrics.connections_total += 1
         return True
 
+    async def _recover_across(
+        self, link: Link, namespace: str, auth: dict[str, Any], identity: Identity
+    ) -> None:
+        """Recovery across nodes: claim the socket ``auth`` names from Redis and replay
+        what it missed from the log (siogate.broker.streams); a new socket when that
+        fails. Commands arriving meanwhile wait (``_hold``) and are applied after."""
+        assert self.cluster is not None and self.recovery is not None
+        try:
+            got = await self.cluster.recover(auth, namespace, identity.user)
+            session = link.session
+            if session.state is not State.OPEN:
+                if got is not None:
+                    # Gone again while it was being recovered: it may try once more.
+                    await self.cluster.park_now(str(auth["pid"]))
+                return
+            if got is None:
+                self._connect_new(link, namespace, ConnectRequested(namespace, auth), identity)
+                link.flush()
+                return
+            claimed, replay = got
+            record = claimed.session
+            sid, ns, pid = record.sid, record.namespace, str(auth["pid"])
+            if self.presence_tracker is not None and identity.user is not None:
+                # Counted here before the old socket stops counting (no offline/online).
+                self.presence_tracker.add(ns, identity.user)
+            old = self.hub.get(ns, sid)
+            if old is not None:
+                self._drop_moved(old)
+            socket = Socket(sid, ns, identity.user, link)
+            self.hub.add(socket)
+            for room in replay.rooms:
+                self.hub.join(socket, room)
+            self.recovery.adopt(socket, pid)
+            session.accept(ns, sid, pid)
+            for offset, name, args in replay.events:
+                session.send(socketio.event_packet(ns, name, [*args, offset]))
+                self.cluster.written[sid] = offset
+            self.cluster.skip[sid] = replay.last
+            for change in replay.changes:
+                record.changed(*change)
+            record.at = max(record.at, replay.last, key=_offset_key)
+            self.cluster.adopted(sid, pid, record)
+            if claimed.previous_node not in ("", self.broker.node_id):
+                self.cluster.broker.tell_let_go(claimed.previous_node, ns, sid)
+            if identity.expires is not None:
+                self._expire_at(link, socket, identity.expires)
+            for observer in self.observers:
+                observer.socket_connected(socket)
+            self.metrics.connections_total += 1
+            link.flush()
+        finally:
+            self._hold -= 1
+            if self._hold == 0 and self._held:
+                held, self._held = self._held, []
+                self.apply(held)
+
+    async def _accept_since(
+        self, link: Link, socket: Socket, rooms: set[Room], expires: float | None, since: Any
+    ) -> None:
+        """A new socket with ``auth.since`` across nodes: accepted once the events of its
+        rooms after ``since`` are read from the Redis log, and sent those first (commands
+        arriving meanwhile wait, as for a recovery)."""
+        assert self.cluster is not None
+        try:
+            events = await self.cluster.events_since(socket, rooms, since)
+            self._accept(link, socket, rooms, None, expires)
+            if self.hub.get(socket.namespace, socket.id) is not socket:
+                return
+            session = link.session
+            for offset, name, args in events:
+                session.send(socketio.event_packet(socket.namespace, name, [*args, offset]))
+                self.cluster.written[socket.id] = offset
+            link.flush()
+        finally:
+            self._hold -= 1
+            if self._hold == 0 and self._held:
+                held, self._held = self._held, []
+                self.apply(held)
+
+    def _let_go(self, namespace: Namespace, sid: Sid) -> None:
+        """Another node recovered ``sid``: drop it here without a word."""
+        socket = self.hub.get(namespace, sid)
+        if socket is not None:
+            self._drop_moved(socket)
+
+    def _drop_moved(self, socket: Socket) -> None:
+        """Forget a socket that goes on at another node (or on a new connection here):
+        no webhook, no presence event; its old connection, if still open, loses it."""
+        link = socket.link
+        if isinstance(link, Parked):
+            link.store.drop(link)
+        else:
+            link.session.disconnect(socket.namespace)
+            link.flush()
+        for observer in self.observers:
+            observer.socket_disconnected(socket, "recovered elsewhere")
+        self.hub.remove(socket)
+        self.acks.gone(socket.id)
+        timer = self._expiry.pop(socket.id, None)
+        if timer is not None:
+            timer.cancel()
+        self._handles.pop(socket.id, None)
+        if self.recovery is not None:
+            self.recovery.forget(socket.id)
+        if self.cluster is not None:
+            self.cluster.forget(socket.id)
+        if self.presence_tracker is not None and socket.user is not None:
+            self.presence_tracker.remove(socket.namespace, socket.user)
+
     def _send_history(self, link: Link, socket: Socket, since: Any) -> None:
         """Right after a CONNECT with ``auth.since`` (an offset): the events its rooms
         got after it, from room history, before anything newer (render, then subscribe
@@ -459,7 +604,21 @@ class Node:
 
     def _ended(self, socket: Socket, reason: str, why: Ended) -> None:
         """A parked socket ended for good (siogate.recovery): it leaves now."""
+        if self.cluster is not None and reason != REASON_SERVER_SHUTDOWN:
+            # Unless another node recovered it meanwhile (then: not a word).
+            self._spawn(self._end_across(socket, reason, why))
+            return
         self._forget(socket, reason, why)
+
+    async def _end_across(self, socket: Socket, reason: str, why: Ended) -> None:
+        assert self.cluster is not None
+        owned = await self.cluster.end_now(socket.id)
+        if self.hub.get(socket.namespace, socket.id) is not socket:
+            return
+        if owned:
+            self._forget(socket, reason, why)
+        else:
+            self._drop_moved(socket)
 
     def _authenticate(self, auth: dict[str, Any] | None) -> Identity:
         if not self.options.verify_tokens:
@@ -517,6 +676,8 @@ class Node:
         for room in rooms:
             self.hub.join(socket, room)
         pid = None if self.recovery is None else self.recovery.connected(socket)
+        if self.cluster is not None and pid is not None:
+            self.cluster.connected(socket, pid, expires)
         session.accept(socket.namespace, socket.id, pid)
         self._announce("presence:join", socket, socket.rooms)
         for observer in self.observers:
@@ -584,6 +745,8 @@ class Node:
         assert self.recovery is not None
         if not self.recovery.park(socket, reason):
             return False
+        if self.cluster is not None:
+            self.cluster.parked(socket.id)
         self.acks.gone(socket.id)
         timer = self._expiry.pop(socket.id, None)
         if timer is not None:
@@ -604,6 +767,8 @@ class Node:
         handle = self._handles.pop(socket.id, None)
         if self.recovery is not None:
             self.recovery.forget(socket.id)
+        if self.cluster is not None:
+            self.cluster.ended(socket.id)
         if self.webhooks is not None:
             payload = self._webhook_payload("disconnect", socket)
             payload["reason"] = reason
@@ -813,11 +978,25 @@ class Node:
     # Commands (called by the HTTP API)
 
     async def publish(self, commands: Sequence[Command]) -> None:
+        if self.cluster is not None:
+            offsets = await self.cluster.broker.publish_logged(commands)
+            emits = [
+                o for c, o in zip(commands, offsets, strict=True) if isinstance(c, EmitCommand)
+            ]
+            if emits:
+                # Read by the API right after this returns (no await in between).
+                self.last_offset = emits[-1]
+            return
         await self.broker.publish(commands)
 
     def apply(self, commands: Sequence[Command]) -> None:
         """Apply commands to the local hub, in order (the broker's message handler)."""
+        if self._hold:
+            self._held.extend(commands)  # a recovery is reading the log (siogate.recovery_cluster)
+            return
         for command in commands:
+            if self.cluster is not None:
+                self.cluster.applying(command.offset)
             if isinstance(command, EmitCommand):
                 self._apply_emit(command)
             else:
@@ -826,17 +1005,22 @@ class Node:
     def _apply_emit(self, command: EmitCommand) -> None:
         self.metrics.emits_total += 1
         seq, offset = 0, None
-        if self.offsets is not None:
+        if self.cluster is not None:
+            offset = command.offset
+        elif self.offsets is not None:
             seq, offset = self.offsets.next()
             self.last_offset = offset
             if self.history is not None:
                 self.history.record(seq, int(time.time() * 1000), time.monotonic(), command)
         targets = self.hub.select(command.namespace, command.rooms, command.exclude)
+        if self.cluster is not None and self.cluster.skip:
+            skipped = self.cluster.skipped(command.offset)
+            targets = [s for s in targets if s.id not in skipped]
         if not targets:
             # Common in a cluster: every node sees every emit, few hold its recipients.
             return
         recovery = self.recovery
-        if recovery is None:
+        if recovery is None or offset is None:
             packet = socketio.event_packet(command.namespace, command.event, command.args)
             out = Outgoing(socketio.encode_messages(packet))
         else:
@@ -844,11 +1028,16 @@ class Node:
             args = [*command.args, offset]
             packet = socketio.event_packet(command.namespace, command.event, args)
             out = Outgoing(socketio.encode_messages(packet))
-            recovery.log(seq, command, out)
+            if self.cluster is None:
+                recovery.log(seq, command, out)
         # Encoded once above; each recipient gets the same objects (and, on WebSocket,
         # the same frame bytes, built by the first WebSocket recipient).
         for socket in targets:
             socket.link.write_broadcast(out)
+        if self.cluster is not None and offset is not None:
+            written = self.cluster.written
+            for socket in targets:
+                written[socket.id] = offset
         size = sum(len(m.encode()) if isinstance(m, str) else len(m) for m in out.messages)
         self.metrics.packets_out_total += len(targets)
         self.metrics.bytes_out_total += len(targets) * size
@@ -858,6 +1047,8 @@ class Node:
         was_in = room in socket.rooms
         self.hub.join(socket, room)
         if not was_in and room in socket.rooms:
+            if self.cluster is not None:
+                self.cluster.room_changed(socket, room, True)
             for observer in self.observers:
                 observer.room_joined(socket, room)
             self._room_changed("room.join", socket, room)
@@ -867,6 +1058,8 @@ class Node:
         """Take a connected socket out of ``room`` (a room.leave webhook if it was in)."""
         if room in socket.rooms:
             self.hub.leave(socket, room)
+            if self.cluster is not None:
+                self.cluster.room_changed(socket, room, False)
             for observer in self.observers:
                 observer.room_left(socket, room)
             self._room_changed("room.leave", socket, room)
@@ -903,6 +1096,9 @@ class Node:
 
     def _apply_sockets(self, command: SocketsCommand) -> None:
         targets = self._targets(command)
+        if self.cluster is not None and self.cluster.skip:
+            skipped = self.cluster.skipped(command.offset)
+            targets = [s for s in targets if s.id not in skipped]
         if command.action == "join":
             assert command.room is not None
             for socket in targets:
@@ -1008,13 +1204,17 @@ class Node:
             len(answers.answers) - len(result.refused), missing, answers.complete
         )
 
-    def room_history(
+    async def room_history(
         self, namespace: Namespace, room: Room, since: str | None, limit: int
     ) -> tuple[list[tuple[str, Message]], bool] | None:
         """Recent events of ``room`` (offset, message), oldest first, and whether they
         are complete; None when ``since`` is not an offset of this run (or history is
-        off: check ``self.history`` first)."""
+        off: check ``self.history`` first). Across nodes: from the Redis log."""
         assert self.history is not None and self.offsets is not None
+        if self.cluster is not None:
+            return await self.cluster.room_history(
+                namespace, room, since, min(limit, self.history.options.size)
+            )
         after = None
         if since is not None:
             after = self.offsets.parse(since)
@@ -1070,6 +1270,10 @@ class Node:
         """Every node's metrics and its samples of the last ``last`` seconds (siogate.stats)."""
         answers = await self._ask(StatsQuery(last))
         return merge_stats(answers), Listing.of(answers)
+
+
+def _offset_key(offset: str) -> tuple[int, int]:
+    return parse_offset(offset) or (0, 0)
 
 
 def _plus_one(limit: int | None) -> int | None:

@@ -182,6 +182,9 @@ class RecoveryStore:
         self._parked: dict[str, Parked] = {}
         # Events kept for parked sockets, all together.
         self.kept = 0
+        # False across nodes (siogate.broker.recovering): the missed events are in
+        # Redis's log, and a parked socket here only holds its place (listings, timer).
+        self.keeps = True
         self.recovered_total = 0
         self.expired_total = 0
 
@@ -211,6 +214,20 @@ class RecoveryStore:
         self._live[socket.id] = (pid, self.offsets.last)
         return pid
 
+    def adopt(self, socket: Socket, pid: str) -> None:
+        """Register a socket recovered from another node under its pid."""
+        self._live[socket.id] = (pid, self.offsets.last)
+        self.recovered_total += 1
+
+    def drop(self, parked: Parked) -> None:
+        """Forget a parked socket without ending it (it recovered on another node)."""
+        if self._parked.pop(parked.pid, None) is not parked:
+            return
+        if parked.timer is not None:
+            parked.timer.cancel()
+        self.kept -= len(parked.missed)
+        parked.missed = []
+
     def forget(self, sid: Sid) -> None:
         """The socket ended (not parked)."""
         self._live.pop(sid, None)
@@ -236,6 +253,8 @@ class RecoveryStore:
         return True
 
     def _keep(self, parked: Parked, outgoing: Outgoing) -> None:
+        if not self.keeps:
+            return
         options = self.options
         if len(parked.missed) >= options.max_missed or self.kept >= options.max_messages:
             self.end(parked, parked.reason, "overflow")

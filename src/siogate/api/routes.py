@@ -237,8 +237,8 @@ class Api:
         command = schemas.emit(body, self._namespaces)
         if ack is None:
             await self.node.publish([command])
-            # The in-memory broker applied it before returning (one node: recovery and
-            # history refuse --redis-url), so this is the emit's own offset.
+            # Set by the publish that just returned: the emit's own offset (the in-memory
+            # broker applied it; across nodes, the Redis log assigned it).
             return json_response(200, {"ok": True, "offset": self.node.last_offset})
         result, listing = await self.node.emit_with_ack(command, ack)
         return json_response(
@@ -298,7 +298,7 @@ class Api:
             limit = int(raw)
         else:
             raise schemas.bad(f"limit must be an integer from 1 to {paging.MAX_LIMIT}")
-        found = self.node.room_history(ns, room, request.arg("since"), limit)
+        found = await self.node.room_history(ns, room, request.arg("since"), limit)
         if found is None:
             raise schemas.bad("since is not an offset of this gateway run", "unknown_offset")
         messages, complete = found

@@ -28,6 +28,9 @@ class EmitCommand:
     args: list[Any]
     rooms: tuple[Room, ...] = ()
     exclude: tuple[Room, ...] = ()
+    # Its place in the cluster's recovery log (siogate.broker.recovering), set by the
+    # broker on the way in; None without cross-node recovery.
+    offset: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,8 @@ class SocketsCommand:
     # Disconnect: also the sockets of the same client connection in other namespaces,
     # then close that connection, as Socket.IO's disconnect(true) does.
     close: bool = False
+    # As EmitCommand.offset.
+    offset: str | None = None
 
 
 Command = EmitCommand | SocketsCommand

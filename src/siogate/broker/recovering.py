@@ -1,0 +1,223 @@
+"""The Redis broker with cross-node connection state recovery (``--recovery-window``
+with ``--redis-url``).
+
+Every command is logged and published in one atomic step
+(:meth:`siogate.broker.streams.RedisRecoveryLog.append_and_publish`) on the one channel
+every node subscribes to, and every node — the publisher included — applies it when it
+comes back from that subscription, with its offset set. So all nodes apply all commands
+in the log's order, and a socket receives its events in offset order: the offset a
+client reports is a point in the log before which it has seen everything meant for it.
+
+This costs the routing of docs/cluster.md: per-room shard channels and node channels are
+not used while recovery is on (a recovered socket keeps its id, which names the node it
+was first on; and a single order is what makes offsets comparable). Every node receives
+every command, as with ``--cluster-routing broadcast``.
+
+A node's own command that does not come back within :data:`OWN_TIMEOUT` (its
+subscription is down) is applied locally then, out of log order, and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any, Final
+
+from redis.exceptions import RedisError
+
+from ..types import Namespace, Room, Sid
+from . import wire
+from .base import BrokerUnavailable, Command, Guard, MessageHandler, QueryHandler
+from .redis import RedisBroker
+from .streams import Outbound, RedisRecoveryLog, offsets_of
+
+logger = logging.getLogger("siogate.broker")
+
+# Seconds a node waits for its own command to come back before applying it anyway.
+OWN_TIMEOUT: Final = 2.0
+
+LetGo = Callable[[Namespace, Sid], None]
+"""Told that another node recovered one of this node's sockets (it must drop it
+without a word: no webhook, the session goes on elsewhere)."""
+
+
+class RecoveringRedisBroker(RedisBroker):
+    """:class:`~siogate.broker.redis.RedisBroker` whose commands go through the log."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        window: float,
+        max_log: int,
+        max_missed: int,
+        log_age: float | None = None,
+        **options: Any,
+    ) -> None:
+        options["routing"] = "broadcast"
+        super().__init__(url, **options)
+        self._window, self._max_log, self._max_missed = window, max_log, max_missed
+        self._log_age = log_age
+        self.log: RedisRecoveryLog | None = None
+        # Own commands published, waiting to come back: request id -> future.
+        self._waiting: dict[str, asyncio.Future[None]] = {}
+        self.let_go: LetGo | None = None
+        self.applied_out_of_order = 0
+
+    async def start(self, handler: MessageHandler, answer: QueryHandler) -> None:
+        self.log = RedisRecoveryLog(
+            self._client(),
+            prefix=self._prefix,
+            node=self.node_id,
+            window=self._window,
+            log_age=self._log_age,
+            max_log=self._max_log,
+            max_missed=self._max_missed,
+        )
+        await super().start(handler, answer)
+
+    async def close(self) -> None:
+        await super().close()
+        if self.log is not None:
+            await self.log.aclose()
+
+    async def publish(self, commands: Sequence[Command]) -> None:
+        await self.publish_logged(commands)
+
+    async def publish_logged(self, commands: Sequence[Command]) -> list[str]:
+        """Publish ``commands`` through the log; their offsets, once this node applied
+        them."""
+        if self._handler is None or self.log is None:
+            raise RuntimeError("broker is not started")
+        if not commands:
+            return []
+        request = secrets.token_hex(8)
+        data = wire.encode_commands(self.node_id, commands)
+        message = data[:-1] + b',"req":"' + request.encode() + b'"}'
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting[request] = future
+        out = Outbound(self._commands_channel, False, message, tuple(range(len(commands))))
+        # One command: its message is also its log entry (encoded once).
+        entries = [data] if len(commands) == 1 else None
+        try:
+            offsets, _ = await self.log.append_and_publish(
+                commands, [out], int(time.time() * 1000), entries=entries
+            )
+        except (RedisError, OSError) as exc:
+            self._waiting.pop(request, None)
+            self.stats.publish_failures += 1
+            raise BrokerUnavailable(f"Redis did not take the message: {exc}") from exc
+        self.stats.messages_out += 1
+        loop = asyncio.get_running_loop()
+        late = loop.call_later(OWN_TIMEOUT, self._not_back, request, commands)
+        try:
+            await future
+        finally:
+            late.cancel()
+        return offsets
+
+    def _not_back(self, request: str, commands: Sequence[Command]) -> None:
+        """Our command did not come back in time (the subscription is down): apply it
+        here now, out of log order, rather than never."""
+        future = self._waiting.pop(request, None)
+        if future is None or future.done() or self._handler is None:
+            return
+        self.applied_out_of_order += 1
+        logger.warning("a published command did not come back; applied out of log order")
+        try:
+            self._handler(commands)
+        except Exception as exc:
+            future.set_exception(exc)
+            return
+        future.set_result(None)
+
+    def tell_let_go(self, node: str, namespace: Namespace, sid: Sid) -> None:
+        """Tell ``node`` (by the command channel) that this node took ``sid`` over."""
+        body = {"letgo": {"to": node, "ns": namespace, "sid": sid}}
+        data = wire.prefix(self.node_id) + json.dumps(body).encode()[1:]
+        self._enqueue((self._commands_channel, data, None, None, None))
+
+    def _dispatch(self, channel: bytes, data: bytes) -> None:
+        if channel.decode(errors="replace") != self._commands_channel:
+            super()._dispatch(channel, data)
+            return
+        try:
+            message = wire.decode(data)
+            if "letgo" in message:
+                self._let_go(message["letgo"])
+                return
+            commands = wire.decode_commands(message)
+            offsets = offsets_of(message, len(commands))
+        except wire.WireError as exc:
+            self.stats.messages_invalid += 1
+            logger.warning("ignored a malformed message on %r: %s", channel, exc)
+            return
+        if offsets is not None:
+            commands = [replace(c, offset=o) for c, o in zip(commands, offsets, strict=True)]
+        future = None
+        if data.startswith(self._own):
+            request = message.get("req")
+            future = self._waiting.pop(request, None) if isinstance(request, str) else None
+            if future is None:
+                return  # applied already (it came back too late), or not one of ours
+        else:
+            self.stats.messages_in += 1
+        try:
+            if self._handler is not None:
+                self._handler(commands)
+        except Exception as exc:
+            logger.exception("applying a message from %r failed", channel)
+            if future is not None and not future.done():
+                future.set_exception(exc)
+            return
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    def _let_go(self, body: Any) -> None:
+        if not isinstance(body, dict) or body.get("to") != self.node_id:
+            return
+        ns, sid = body.get("ns"), body.get("sid")
+        if isinstance(ns, str) and isinstance(sid, str) and self.let_go is not None:
+            self.let_go(Namespace(ns), Sid(sid))
+
+    async def publish_guarded(self, commands: Sequence[Command], guard: Guard) -> bytes | None:
+        """The Idempotency-Key guard, then the publish through the log (RedisBroker's
+        one-step script would publish outside the log): ``SET NX`` the key, publish, and
+        take the key back if the publish failed. Not one atomic step: a node that dies
+        between the two leaves the key holding a request that was not published."""
+        assert self.log is not None
+        redis = self.log.redis
+        for _ in range(3):
+            try:
+                if await redis.set(guard.key, guard.value, nx=True, px=guard.ttl_ms):
+                    break
+                found = await redis.get(guard.key)
+            except (RedisError, OSError) as exc:
+                raise BrokerUnavailable(f"Redis did not answer the guard: {exc}") from exc
+            if found is not None:
+                return found if isinstance(found, bytes) else str(found).encode()
+            # Expired between the two calls: try again.
+        else:
+            raise BrokerUnavailable("the idempotency key kept changing")
+        try:
+            await self.publish_logged(commands)
+        except BaseException:
+            with contextlib.suppress(RedisError, OSError):
+                if await redis.get(guard.key) == guard.value.encode():
+                    await redis.delete(guard.key)
+            raise
+        return None
+
+    # Shards are not used: every command is on the command channel.
+
+    def room_opened(self, namespace: Namespace, room: Room) -> None:
+        pass
+
+    def room_closed(self, namespace: Namespace, room: Room) -> None:
+        pass
