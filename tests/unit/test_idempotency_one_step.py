@@ -411,3 +411,26 @@ async def test_api_one_step_broker_down_propagates_and_frees_the_key() -> None:
     node.fail = None
     response = await idem.run(request("k"), never, plan)
     assert response.status == 200 and not response.headers
+
+
+@pytest.mark.parametrize("parts", [1, 2])
+def test_a_guarded_publish_is_packed_as_its_evalsha(parts: int) -> None:
+    # One part is packed by a single format (the common case), several piece by piece:
+    # both must be the RESP array of EVALSHA sha 1 key value ttl (kind channel data)...
+    from siogate.broker import redis as broker_redis
+
+    guarded = broker_redis._Guarded(Guard("p:idempotency:k\u00e9y", '{"fp":"x"}', 86_400_000))
+    for i in range(parts):
+        guarded.args += (b"SPUBLISH", b"p:s:%d" % i, b"data \r\n %d" % i)
+    args = [
+        b"EVALSHA",
+        broker_redis.GUARDED_PUBLISH_SHA,
+        b"1",
+        "p:idempotency:k\u00e9y".encode(),
+        b'{"fp":"x"}',
+        b"86400000",
+        *guarded.args,
+    ]
+    expected = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%b\r\n" % (len(a), a) for a in args)
+    broker = RedisBroker.__new__(RedisBroker)
+    assert broker._pack((guarded, b"", None, None, None)) == expected

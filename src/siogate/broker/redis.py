@@ -131,6 +131,8 @@ return counts
 GUARDED_PUBLISH_SHA = hashlib.sha1(GUARDED_PUBLISH.encode()).hexdigest().encode()
 # The packed start of an EVALSHA of the script, by the number of part arguments.
 _GUARDED_HEADS: dict[int, bytes] = {}
+# The rest of a one-part guarded publish: key, value, TTL, then PUBLISH, channel, data.
+_GUARDED_ONE = b"$%d\r\n%b\r\n" * 6
 
 
 class _Guarded:
@@ -531,12 +533,21 @@ class RedisBroker:
                 head = _GUARDED_HEADS[len(channel.args)] = resp.head(
                     6 + len(channel.args), b"EVALSHA", GUARDED_PUBLISH_SHA, b"1"
                 )
+            args = channel.args
+            if len(args) == 3:
+                # One part (every one-step request but a batch across shards): one
+                # format call instead of a list of pieces.
+                kind, name, data = args
+                return head + _GUARDED_ONE % (
+                    len(key), key, len(value), value, len(ttl), ttl,
+                    len(kind), kind, len(name), name, len(data), data,
+                )  # fmt: skip
             pieces = [
                 head,
                 b"$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
                 % (len(key), key, len(value), value, len(ttl), ttl),
             ]
-            pieces += [b"$%d\r\n%b\r\n" % (len(arg), arg) for arg in channel.args]
+            pieces += [b"$%d\r\n%b\r\n" % (len(arg), arg) for arg in args]
             return b"".join(pieces)
         assert channel is not None
         name = channel.encode()
