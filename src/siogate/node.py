@@ -1020,14 +1020,13 @@ class Node:
             # Common in a cluster: every node sees every emit, few hold its recipients.
             return
         recovery = self.recovery
+        packet = socketio.event_packet(command.namespace, command.event, command.args)
+        messages = socketio.encode_messages(packet)
         if recovery is None or offset is None:
-            packet = socketio.event_packet(command.namespace, command.event, command.args)
-            out = Outgoing(socketio.encode_messages(packet))
+            out = Outgoing(messages)
         else:
             # The offset goes last, where the stock client looks for it.
-            args = [*command.args, offset]
-            packet = socketio.event_packet(command.namespace, command.event, args)
-            out = Outgoing(socketio.encode_messages(packet))
+            out = Outgoing(socketio.with_trailing_string(messages, offset))
             if self.cluster is None:
                 recovery.log(seq, command, out)
         # Encoded once above; each recipient gets the same objects (and, on WebSocket,

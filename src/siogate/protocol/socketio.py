@@ -75,6 +75,8 @@ _encode_json_utf8 = json.JSONEncoder(
 _encode_json_ascii = json.JSONEncoder(
     ensure_ascii=True, allow_nan=False, separators=(",", ":")
 ).encode
+# One JSON string with anything not ASCII escaped (valid UTF-8 whatever the string).
+_encode_string: Any = json.encoder.encode_basestring_ascii
 
 
 def dumps(value: Any) -> str:
@@ -194,6 +196,21 @@ def encode_messages(packet: Packet) -> list[str | bytes]:
 
 def event_packet(namespace: str, event: str, args: list[Any], ack_id: int | None = None) -> Packet:
     return Packet(PacketType.EVENT, namespace, [event, *args], ack_id)
+
+
+def with_trailing_string(messages: list[str | bytes], value: str) -> list[str | bytes]:
+    """``messages`` (:func:`encode_messages` of an EVENT or BINARY_EVENT packet, no ack
+    id) as if the packet's data had ``value`` appended: the same text, one argument
+    longer, and the same attachments (a string leaf adds none).
+
+    Connection state recovery sends the offset as the last argument of every emit; this
+    adds it to the packet encoded for the emit instead of encoding the data a second
+    time, which would walk it again for binary leaves (bench/recovery_cost.py).
+    """
+    text = messages[0]
+    assert isinstance(text, str) and text.endswith("]")
+    text = f"{text[:-1]},{_encode_string(value)}]"
+    return [text] if len(messages) == 1 else [text, *messages[1:]]
 
 
 # Decoding
