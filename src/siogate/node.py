@@ -1026,7 +1026,8 @@ class Node:
             out = Outgoing(messages)
         else:
             # The offset goes last, where the stock client looks for it.
-            out = Outgoing(socketio.with_trailing_string(messages, offset))
+            socketio.add_trailing_string(messages, offset)
+            out = Outgoing(messages)
             if self.cluster is None:
                 recovery.log(seq, command, out)
         # Encoded once above; each recipient gets the same objects (and, on WebSocket,

@@ -198,19 +198,17 @@ def event_packet(namespace: str, event: str, args: list[Any], ack_id: int | None
     return Packet(PacketType.EVENT, namespace, [event, *args], ack_id)
 
 
-def with_trailing_string(messages: list[str | bytes], value: str) -> list[str | bytes]:
-    """``messages`` (:func:`encode_messages` of an EVENT or BINARY_EVENT packet, no ack
-    id) as if the packet's data had ``value`` appended: the same text, one argument
-    longer, and the same attachments (a string leaf adds none).
+def add_trailing_string(messages: list[str | bytes], value: str) -> None:
+    """Change ``messages`` (:func:`encode_messages` of an EVENT or BINARY_EVENT packet, no
+    ack id), in place, to what they would be with ``value`` appended to the packet's data:
+    the text one argument longer, the same attachments (a string leaf adds none).
 
     Connection state recovery sends the offset as the last argument of every emit; this
     adds it to the packet encoded for the emit instead of encoding the data a second
     time, which would walk it again for binary leaves (bench/recovery_cost.py).
     """
-    text = messages[0]
-    assert isinstance(text, str) and text.endswith("]")
-    text = f"{text[:-1]},{_encode_string(value)}]"
-    return [text] if len(messages) == 1 else [text, *messages[1:]]
+    # The first message is always the text packet; its data, a JSON array, ends it.
+    messages[0] = f"{messages[0][:-1]!s},{_encode_string(value)}]"
 
 
 # Decoding
