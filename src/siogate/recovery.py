@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import math
 import secrets
 import time
 from collections import deque
@@ -179,6 +180,9 @@ class RecoveryStore:
         self._log: deque[_Entry] = deque()
         # The newest offset dropped from the log (0: none).
         self._trimmed = 0
+        # When the oldest entry is due to leave the log (never later than that): each
+        # emit compares its clock with one number instead of reading the oldest entry.
+        self._expires = -math.inf
         # Connected sockets: id -> (pid, seq when it connected).
         self._live: dict[Sid, tuple[str, int]] = {}
         self._parked: dict[str, Parked] = {}
@@ -198,7 +202,7 @@ class RecoveryStore:
         log, messages = self._log, out.messages
         packets = messages[0] if len(messages) == 1 else tuple(messages)
         log.append((seq, now, command.namespace, command.rooms, command.exclude, packets))
-        if log[0][_AT] < now - self._window or len(log) > self._cap:
+        if now > self._expires or len(log) > self._cap:
             self._trim(now)
 
     def _trim(self, now: float) -> None:
@@ -206,6 +210,7 @@ class RecoveryStore:
         cap = self.options.max_messages - self.kept
         while log and (log[0][_AT] < oldest or len(log) > cap):
             self._trimmed = log.popleft()[_SEQ]
+        self._expires = log[0][_AT] + self._window if log else now + self._window
 
     # Sockets
 
