@@ -1021,13 +1021,11 @@ class Node:
             return
         recovery = self.recovery
         packet = socketio.event_packet(command.namespace, command.event, command.args)
-        messages = socketio.encode_messages(packet)
         if recovery is None or offset is None:
-            out = Outgoing(messages)
+            out = Outgoing(socketio.encode_messages(packet))
         else:
             # The offset goes last, where the stock client looks for it.
-            socketio.add_trailing_string(messages, offset)
-            out = Outgoing(messages)
+            out = Outgoing(socketio.encode_messages(packet, offset))
             if self.cluster is None:
                 recovery.log(seq, command, out)
         # Encoded once above; each recipient gets the same objects (and, on WebSocket,

@@ -275,9 +275,7 @@ def test_a_trailing_string_spliced_in_decodes_as_if_it_were_encoded(
 ) -> None:
     # Recovery adds the offset to the packet encoded for the emit; a client must read
     # the same event as the one encoded with the offset among its arguments.
-    messages = socketio.encode_messages(socketio.event_packet(namespace, event, args))
-    spliced = list(messages)
-    socketio.add_trailing_string(spliced, offset)
+    spliced = socketio.encode_messages(socketio.event_packet(namespace, event, args), offset)
     direct = socketio.encode_messages(socketio.event_packet(namespace, event, [*args, offset]))
     assert spliced[1:] == direct[1:]
     decoded = []
@@ -290,9 +288,7 @@ def test_a_trailing_string_spliced_in_decodes_as_if_it_were_encoded(
 
 
 def test_a_trailing_offset_is_the_same_text_as_encoded() -> None:
-    messages = socketio.encode_messages(socketio.event_packet("/", "news", [{"n": 1}]))
-    socketio.add_trailing_string(messages, "a1b2c3d4-17")
-    assert messages == ['42["news",{"n":1},"a1b2c3d4-17"]']
-    bare = socketio.encode_messages(socketio.event_packet("/chat", "ping", []))
-    socketio.add_trailing_string(bare, "1-0")
-    assert bare == ['42/chat,["ping","1-0"]']
+    news = socketio.event_packet("/", "news", [{"n": 1}])
+    assert socketio.encode_messages(news, "a1b2c3d4-17") == ['42["news",{"n":1},"a1b2c3d4-17"]']
+    bare = socketio.event_packet("/chat", "ping", [])
+    assert socketio.encode_messages(bare, "1-0") == ['42/chat,["ping","1-0"]']

@@ -188,27 +188,23 @@ def encode(packet: Packet) -> list[str | bytes]:
     return ["".join(parts), *buffers]
 
 
-def encode_messages(packet: Packet) -> list[str | bytes]:
-    """Encode ``packet`` as Engine.IO packets (``4``-prefixed text, raw binary)."""
+def encode_messages(packet: Packet, trailing: str | None = None) -> list[str | bytes]:
+    """Encode ``packet`` as Engine.IO packets (``4``-prefixed text, raw binary).
+
+    ``trailing``: a string appended to the data of an event packet (whose data is a
+    list) as it is written, as if it were its last element; a string adds no attachment.
+    Connection state recovery sends every emit's offset this way, without copying the
+    arguments or walking them again for binary leaves (bench/recovery_cost.py).
+    """
     first, *attachments = encode(packet)
+    if trailing is not None:
+        # The text ends with the data, a JSON array.
+        return [f"4{first[:-1]!s},{_encode_string(trailing)}]", *attachments]
     return ["4" + str(first), *attachments]
 
 
 def event_packet(namespace: str, event: str, args: list[Any], ack_id: int | None = None) -> Packet:
     return Packet(PacketType.EVENT, namespace, [event, *args], ack_id)
-
-
-def add_trailing_string(messages: list[str | bytes], value: str) -> None:
-    """Change ``messages`` (:func:`encode_messages` of an EVENT or BINARY_EVENT packet, no
-    ack id), in place, to what they would be with ``value`` appended to the packet's data:
-    the text one argument longer, the same attachments (a string leaf adds none).
-
-    Connection state recovery sends the offset as the last argument of every emit; this
-    adds it to the packet encoded for the emit instead of encoding the data a second
-    time, which would walk it again for binary leaves (bench/recovery_cost.py).
-    """
-    # The first message is always the text packet; its data, a JSON array, ends it.
-    messages[0] = f"{messages[0][:-1]!s},{_encode_string(value)}]"
 
 
 # Decoding
