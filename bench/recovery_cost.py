@@ -20,6 +20,7 @@ them to a list that is cleared after each emit, so what is measured is the node'
 not the kernel's. The end-to-end fan-out over loopback is ``bench/run.py``'s.
 
     .venv/bin/python bench/recovery_cost.py [--sockets 10000] [--reps 5]
+    .venv/bin/python bench/recovery_cost.py --peak-only 10   # ~10 s, the peak alone
 """
 
 from __future__ import annotations
@@ -223,13 +224,36 @@ async def http_cpu_per_emit(
         proc.wait(10)
 
 
+def peak_only(reps: int) -> None:
+    """CPU per emit to a room of 10, off and on, each on one node for all its reps (the
+    log grows through the run, as in the first minutes of a 120 s window)."""
+    nodes = {recovery: make_node(recovery, 200, 10) for recovery in (False, True)}
+    us: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(reps):
+        for recovery in (False, True):
+            gc.collect()
+            us[recovery].append(1e6 / peak_rate(*nodes[recovery], 0.3))
+    for name, pick in (("min", min), ("median", statistics.median)):
+        off, on = pick(us[False]), pick(us[True])
+        print(f"{name}: CPU per emit off {off:.2f} us, on {on:.2f} us, on/off {on / off:.3f}")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sockets", type=int, default=10_000)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--emits", type=int, default=30)
     parser.add_argument("--http-emits", type=int, default=3000)
+    parser.add_argument(
+        "--peak-only",
+        type=int,
+        metavar="REPS",
+        help="only the in-process peak: REPS alternating reps of 0.3 s on one node each",
+    )
     args = parser.parse_args()
+    if args.peak_only:
+        peak_only(args.peak_only)
+        return
     fan: dict[bool, list[float]] = {False: [], True: []}
     rate: dict[bool, list[float]] = {False: [], True: []}
     for _ in range(args.reps):

@@ -1020,14 +1020,12 @@ class Node:
             # Common in a cluster: every node sees every emit, few hold its recipients.
             return
         recovery = self.recovery
+        packet = socketio.event_packet(command.namespace, command.event, command.args)
         if recovery is None or offset is None:
-            packet = socketio.event_packet(command.namespace, command.event, command.args)
             out = Outgoing(socketio.encode_messages(packet))
         else:
             # The offset goes last, where the stock client looks for it.
-            args = [*command.args, offset]
-            packet = socketio.event_packet(command.namespace, command.event, args)
-            out = Outgoing(socketio.encode_messages(packet))
+            out = Outgoing(socketio.encode_messages(packet, offset))
             if self.cluster is None:
                 recovery.log(seq, command, out)
         # Encoded once above; each recipient gets the same objects (and, on WebSocket,

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import math
 import secrets
 import time
 from collections import deque
@@ -75,11 +76,13 @@ class RecoveryOptions:
 
 
 # One emit sent with an offset, kept for the window: (offset seq, monotonic time,
-# namespace, rooms, exclude, its encoded packets). A plain tuple of strings, numbers and
-# tuples of those: the garbage collector stops tracking it, so a log of many thousand
-# entries adds nothing to its collections (slotted objects cost ~20% of the peak emit
-# rate in GC passes, bench/recovery_cost.py).
-_Entry = tuple[int, float, str, tuple[Room, ...], tuple[Room, ...], tuple[EncodedPacket, ...]]
+# namespace, rooms, exclude, its encoded packets: the text alone, the usual case, or a
+# tuple of the text and its attachments). A plain tuple of strings, numbers and tuples
+# of those: the garbage collector stops tracking it, so a log of many thousand entries
+# adds nothing to its collections (slotted objects cost ~20% of the peak emit rate in GC
+# passes, bench/recovery_cost.py).
+_Packets = EncodedPacket | tuple[EncodedPacket, ...]
+_Entry = tuple[int, float, str, tuple[Room, ...], tuple[Room, ...], _Packets]
 _SEQ: Final = 0
 _AT: Final = 1
 _NS: Final = 2
@@ -177,6 +180,9 @@ class RecoveryStore:
         self._log: deque[_Entry] = deque()
         # The newest offset dropped from the log (0: none).
         self._trimmed = 0
+        # When the oldest entry is due to leave the log (never later than that): each
+        # emit compares its clock with one number instead of reading the oldest entry.
+        self._expires = -math.inf
         # Connected sockets: id -> (pid, seq when it connected).
         self._live: dict[Sid, tuple[str, int]] = {}
         self._parked: dict[str, Parked] = {}
@@ -193,11 +199,10 @@ class RecoveryStore:
     def log(self, seq: int, command: EmitCommand, out: Outgoing) -> None:
         """Keep an emit sent with offset ``seq`` (ascending) to at least one socket."""
         now = self.clock()
-        log = self._log
-        log.append(
-            (seq, now, command.namespace, command.rooms, command.exclude, tuple(out.messages))
-        )
-        if log[0][_AT] < now - self._window or len(log) > self._cap:
+        log, messages = self._log, out.messages
+        packets = messages[0] if len(messages) == 1 else tuple(messages)
+        log.append((seq, now, command.namespace, command.rooms, command.exclude, packets))
+        if now > self._expires or len(log) > self._cap:
             self._trim(now)
 
     def _trim(self, now: float) -> None:
@@ -205,6 +210,7 @@ class RecoveryStore:
         cap = self.options.max_messages - self.kept
         while log and (log[0][_AT] < oldest or len(log) > cap):
             self._trimmed = log.popleft()[_SEQ]
+        self._expires = log[0][_AT] + self._window if log else now + self._window
 
     # Sockets
 
@@ -307,7 +313,8 @@ class RecoveryStore:
                 if entry[_SEQ] > parked.detached:
                     break
                 if entry[_NS] == namespace and _for_socket(entry, sid, parked.rooms):
-                    tail.append(entry[_PACKETS])
+                    packets = entry[_PACKETS]
+                    tail.append(packets if isinstance(packets, tuple) else (packets,))
         del self._parked[pid]
         if parked.timer is not None:
             parked.timer.cancel()

@@ -171,3 +171,18 @@ def test_offsets_of_another_run_or_the_future_are_refused() -> None:
     assert o.parse(other.next()[1]) is None
     assert o.parse(f"{o.run}-2") is None  # not handed out yet
     assert o.parse(f"{o.run}-x") is None and o.parse(1) is None and o.parse(None) is None
+
+
+async def test_a_logged_emit_replays_with_its_attachments() -> None:
+    # The log keeps a lone text packet as is and a packet with attachments whole.
+    s, _, _ = store()
+    a = socket("A" * 20, "r")
+    pid = s.connected(a)
+    seen = send(s, emit("r"), a)
+    seq, offset = s.offsets.next()
+    s.log(seq, emit("r"), Outgoing([f"451-{offset}", b"\x00\x01"]))
+    text = send(s, emit("r"), a)
+    assert s.park(a, "transport close")
+    parked = s.claim({"pid": pid, "offset": seen}, NS, "u")
+    assert isinstance(parked, Parked)
+    assert [list(m) for m in parked.replay] == [[f"451-{offset}", b"\x00\x01"], [text]]

@@ -254,3 +254,41 @@ def test_nesting_is_limited_and_what_is_accepted_can_be_written_back() -> None:
         Decoder().feed(packet(socketio.MAX_DEPTH + 1))
     with pytest.raises(ProtocolError, match="nested"):
         Decoder().feed('2["a",' + '{"k":' * 600 + "1" + "}" * 600 + "]")
+
+
+_json_leaf = st.none() | st.booleans() | st.integers() | st.text() | st.binary(max_size=8)
+_json = st.recursive(
+    _json_leaf,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(
+    namespace=st.sampled_from(["/", "/admin"]),
+    event=st.text(min_size=1),
+    args=st.lists(_json, max_size=3),
+    offset=st.text(),
+)
+def test_a_trailing_string_spliced_in_decodes_as_if_it_were_encoded(
+    namespace: str, event: str, args: list[object], offset: str
+) -> None:
+    # Recovery adds the offset to the packet encoded for the emit; a client must read
+    # the same event as the one encoded with the offset among its arguments.
+    spliced = socketio.encode_messages(socketio.event_packet(namespace, event, args), offset)
+    direct = socketio.encode_messages(socketio.event_packet(namespace, event, [*args, offset]))
+    assert spliced[1:] == direct[1:]
+    decoded = []
+    for wire in (spliced, direct):
+        decoder = Decoder()
+        packets = [decoder.feed(m[1:] if isinstance(m, str) else m) for m in wire]
+        decoded.append(packets[-1])
+    assert decoded[0] == decoded[1]
+    assert decoded[0].data == [event, *args, offset]
+
+
+def test_a_trailing_offset_is_the_same_text_as_encoded() -> None:
+    news = socketio.event_packet("/", "news", [{"n": 1}])
+    assert socketio.encode_messages(news, "a1b2c3d4-17") == ['42["news",{"n":1},"a1b2c3d4-17"]']
+    bare = socketio.event_packet("/chat", "ping", [])
+    assert socketio.encode_messages(bare, "1-0") == ['42/chat,["ping","1-0"]']

@@ -75,6 +75,8 @@ _encode_json_utf8 = json.JSONEncoder(
 _encode_json_ascii = json.JSONEncoder(
     ensure_ascii=True, allow_nan=False, separators=(",", ":")
 ).encode
+# One JSON string with anything not ASCII escaped (valid UTF-8 whatever the string).
+_encode_string: Any = json.encoder.encode_basestring_ascii
 
 
 def dumps(value: Any) -> str:
@@ -186,9 +188,18 @@ def encode(packet: Packet) -> list[str | bytes]:
     return ["".join(parts), *buffers]
 
 
-def encode_messages(packet: Packet) -> list[str | bytes]:
-    """Encode ``packet`` as Engine.IO packets (``4``-prefixed text, raw binary)."""
+def encode_messages(packet: Packet, trailing: str | None = None) -> list[str | bytes]:
+    """Encode ``packet`` as Engine.IO packets (``4``-prefixed text, raw binary).
+
+    ``trailing``: a string appended to the data of an event packet (whose data is a
+    list) as it is written, as if it were its last element; a string adds no attachment.
+    Connection state recovery sends every emit's offset this way, without copying the
+    arguments or walking them again for binary leaves (bench/recovery_cost.py).
+    """
     first, *attachments = encode(packet)
+    if trailing is not None:
+        # The text ends with the data, a JSON array.
+        return [f"4{first[:-1]!s},{_encode_string(trailing)}]", *attachments]
     return ["4" + str(first), *attachments]
 
 
