@@ -140,7 +140,7 @@ class Redis:
 
 def cluster_options(system: str, redis_url: str, prefix: str) -> tuple[list[str], dict[str, str]]:
     """Extra argv and environment that make `system` a node of a Redis cluster."""
-    if system == "siogate":
+    if system.startswith("siogate"):
         return ["--redis-url", redis_url, "--redis-prefix", prefix], {}
     return [], {"REDIS_URL": redis_url, "REDIS_PREFIX": prefix}
 
@@ -157,7 +157,7 @@ def siogate_has_cluster_mode() -> bool:
 
 @dataclass
 class ClusterCase:
-    scenario: str  # fanout | hop
+    scenario: str  # fanout | hop | throughput
     clients: int
     nodes: int
     # One node in cluster mode all the same: what Redis costs before any second node.
@@ -179,6 +179,8 @@ def build_cases(opts: argparse.Namespace) -> list[ClusterCase]:
         cases += [ClusterCase("fanout", n, nodes, redis) for n in opts.sizes]
         if opts.hop_clients:
             cases.append(ClusterCase("hop", opts.hop_clients, nodes, redis))
+        if opts.throughput_clients:
+            cases.append(ClusterCase("throughput", opts.throughput_clients, nodes, redis))
     return cases
 
 
@@ -376,15 +378,18 @@ def goals_table(summary: dict[str, Any], cases: list[ClusterCase], systems: list
     return "\n".join(lines)
 
 
-def goals_for(cases: list[ClusterCase]) -> dict[tuple[str, str], run.Goal]:
-    """The issue's goals, on the 2-node cases."""
+def goals_for(cases: list[ClusterCase], systems: list[str]) -> dict[tuple[str, str], run.Goal]:
+    """The issue's goals, on the 2-node cases; recovery on against off where the run
+    compares those two instead of siogate against Node."""
+    if run.compared_pair(systems) == ("siogate-recovery", "siogate"):
+        return run.RECOVERY_GOALS
     goals: dict[tuple[str, str], run.Goal] = {}
     for case in cases:
         if case.nodes < 2:
             continue
         if case.scenario == "fanout":
             goals[(case.key, "isolated_last_ms")] = ("<= 1x", lambda r: r <= 1.0, "ratio")
-        else:
+        elif case.scenario == "hop":
             goals[(case.key, "hop_p50_ms")] = ("< 2 ms", lambda v: v < 2.0, "value")
     return goals
 
@@ -419,7 +424,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--systems",
         default="node,siogate",
-        help="comma list of node, siogate (order = order inside a rep)",
+        help="comma list of node, siogate, siogate-recovery (order = order inside a rep)",
     )
     ap.add_argument(
         "--nodes",
@@ -432,6 +437,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=2,
         help="clients in the hop case, split over the nodes (0: no hop case)",
+    )
+    ap.add_argument(
+        "--throughput-clients",
+        type=int,
+        default=0,
+        help="clients of run.py's throughput scenario (rooms of 10, rate rising in 5 s "
+        "steps), split over the nodes (0: no throughput case)",
     )
     ap.add_argument("--hop-rate", type=float, default=20.0, help="hop publishes per second")
     ap.add_argument("--hop-seconds", type=float, default=10.0)
@@ -447,7 +459,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ]
     opts.sizes = [int(x) for x in opts.sizes.split(",") if x]
     for s in opts.systems:
-        if s not in ("node", "siogate"):
+        if s not in ("node", "siogate", "siogate-recovery"):
             ap.error(f"unknown system {s}")
     # run.loadgen_argv reads these; they only matter to other scenarios.
     opts.step, opts.rates, opts.rounds = 5.0, None, 20
@@ -504,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
         for rep in range(1, opts.reps + 1):
             for case in cases:
                 for system in opts.systems:
-                    if system == "siogate" and case.clustered and not clustered:
+                    if system.startswith("siogate") and case.clustered and not clustered:
                         continue
                     record = run.run_rerunning(
                         partial(run_cluster_once, system, case, rep, opts, logs, redis),
@@ -526,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
         meta["total_s"] = round(time.monotonic() - t_start)
     finally:
         redis.stop()
-    table, summary = run.summarize(runs, opts.systems, goals_for(cases))
+    table, summary = run.summarize(runs, opts.systems, goals_for(cases, opts.systems))
     scaling = scaling_table(summary, cases, opts.systems)
     goals = goals_table(summary, cases, opts.systems)
     busy_starts = sum(1 for r in runs if not (r.get("quiet") or {}).get("quiet", True))

@@ -585,6 +585,20 @@ GOALS: dict[tuple[str, str], Goal] = {
     ("connect", "connect.rate_per_s"): (">= 1x", lambda r: r >= 1.0, "ratio"),
     ("connect", "kib_per_conn"): ("<= 8 KiB", lambda v: v <= 8, "value"),
 }
+# Recovery on against off (issue #10): on may cost at most 15%.
+RECOVERY_GOALS: dict[tuple[str, str], Goal] = {
+    ("fanout", "isolated_last_ms"): ("<= 1.15x", lambda r: r <= 1.15, "ratio"),
+    ("throughput", "peak_msgs_s"): (">= 0.87x", lambda r: r >= 1 / 1.15, "ratio"),
+}
+
+
+def compared_pair(servers: list[str]) -> tuple[str, str] | None:
+    """The two servers whose medians get a ratio column: siogate against the Node
+    reference, or, without Node in the run, siogate with recovery on against off."""
+    for contender, base in (("siogate", "node"), ("siogate-recovery", "siogate")):
+        if contender in servers and base in servers:
+            return contender, base
+    return None
 
 
 def summarize(
@@ -596,11 +610,14 @@ def summarize(
             cases.append(run["case"])
     lines = []
     summary: dict[str, Any] = {}
-    contender, base = "siogate", "node"
-    show_ratio = contender in servers and base in servers
+    pair = compared_pair(servers)
+    contender, base = pair or ("siogate", "node")
+    show_ratio = pair is not None
+    if pair == ("siogate-recovery", "siogate") and goals is GOALS:
+        goals = RECOVERY_GOALS
     head = ["case", "metric"] + [f"{s} (median [min-max])" for s in servers]
     if show_ratio:
-        head += ["siogate/node", "goal"]
+        head += [f"{contender}/{base}", "goal"]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
     for case in cases:
@@ -833,7 +850,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--servers",
         default="node,siogate",
-        help="comma list of node, siogate, floor (order = order inside a rep)",
+        help="comma list of node, siogate, siogate-recovery, floor (order = order inside a rep)",
     )
     ap.add_argument(
         "--scenarios",
