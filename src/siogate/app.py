@@ -485,7 +485,8 @@ def _broker_metrics(metrics: Metrics, broker: Broker) -> None:
     )
     metrics.counter(
         "siogate_broker_ack_timeouts_total",
-        "Joins/leaves/disconnects answered before every receiving node confirmed them.",
+        "Joins/leaves/disconnects answered before every receiving node confirmed them, "
+        "and connects answered before their rooms were subscribed here.",
         lambda: stats.ack_timeouts,
     )
 

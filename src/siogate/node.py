@@ -92,6 +92,9 @@ MAX_SERVER_EVENTS = 256
 
 # Seconds between the CONNECT answer and the emits an on_connect handler made.
 EARLY_EMIT_DELAY = 0.002
+# Seconds a new socket's CONNECT answer waits at most for its rooms to be routed to this
+# node (cluster or workers: a room shard subscribed; see Broker.route).
+ROUTE_WAIT = 2.0
 
 # Why a session was closed when its token's exp passed (the disconnect webhook's reason).
 REASON_TOKEN_EXPIRED = "token expired"
@@ -435,6 +438,9 @@ class Node:
                 self._hold += 1
                 self._spawn(self._accept_since(link, socket, rooms, identity.expires, since))
                 return
+            if not self._routed(socket.namespace, rooms):
+                self._spawn(self._accept_routed(link, socket, rooms, identity.expires))
+                return
             self._accept(link, socket, rooms, None, identity.expires)
             if self.history is not None and event.auth is not None and "since" in event.auth:
                 self._send_history(link, socket, event.auth["since"])
@@ -656,8 +662,47 @@ class Node:
             return
         if handle._refused:
             self._refuse(link, socket.namespace, "refused")
-        else:
+        elif self._routed(socket.namespace, handle._rooms):
             self._accept(link, socket, handle._rooms, handle, expires)
+        else:
+            await self._accept_routed(link, socket, handle._rooms, expires, handle)
+        link.flush()
+
+    def _routed(self, namespace: Namespace, rooms: set[Room]) -> bool:
+        """Whether commands for ``rooms`` reach this node already. If not, the rooms
+        stay opened in the broker ahead of the socket (``_accept_routed`` closes them)."""
+        if not rooms:
+            return True
+        for room in rooms:
+            self.broker.room_opened(namespace, room)
+        if self.broker.routed():
+            for room in rooms:
+                self.broker.room_closed(namespace, room)
+            return True
+        return False
+
+    async def _accept_routed(
+        self,
+        link: Link,
+        socket: Socket,
+        rooms: set[Room],
+        expires: float | None,
+        handle: ServerSocket | None = None,
+    ) -> None:
+        """Accept ``socket`` once its rooms' shards are subscribed (bounded): the CONNECT
+        answer, the connect webhook and presence come after, so that an emit to its
+        rooms sent by whoever learned of the connect reaches it, as after a join."""
+        try:
+            async with asyncio.timeout(ROUTE_WAIT):
+                await self.broker.route()
+        except TimeoutError:
+            self.broker.stats.ack_timeouts += 1
+            logger.warning("a new socket's rooms were not routed here within %.1f s", ROUTE_WAIT)
+        try:
+            self._accept(link, socket, rooms, handle, expires)
+        finally:
+            for room in rooms:
+                self.broker.room_closed(socket.namespace, room)
         link.flush()
 
     def _accept(

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 from sioclient import uid
 from test_cluster import (  # noqa: F401 (fixtures)
     API_KEY,
@@ -103,6 +104,32 @@ async def test_join_through_one_node_for_a_socket_on_another_then_emit_from_any(
     assert [args[0] for args in on_b.received("joined")] == list(range(len(rooms)))
     assert metrics(b)["siogate_broker_shards"] >= len(rooms)
     assert metrics(a)["siogate_broker_ack_timeouts_total"] == 0
+
+
+async def test_a_new_socket_is_connected_only_once_its_rooms_are_routed_to_its_node(
+    cluster: Cluster, connect: Connect
+) -> None:
+    """The CONNECT answer waits for the SSUBSCRIBE of the socket's rooms (here its user
+    room, in a shard B holds nothing of): whoever learns of the connect and emits to
+    those rooms through any node reaches it, as after a join's 200."""
+    a, b = nodes(cluster, 2)
+    user = uid("carol")
+    pause = 0.8
+    with redis.Redis.from_url(cluster.redis.url) as r:
+        # Redis answers no client for a while: B's SSUBSCRIBE is confirmed only after.
+        r.execute_command("CLIENT", "PAUSE", int(pause * 1000), "ALL")
+    started = time.monotonic()
+    carol = await connect(b, token=b.token(user))
+    waited = time.monotonic() - started
+    assert waited >= pause * 0.75, f"connected after {waited:.3f} s, before the subscribe"
+    await ok(a, "/v1/emit", {"event": "dm", "args": ["hi"], "rooms": [f"user:{user}"]})
+    await carol.wait_event("dm")
+    assert carol.received("dm") == [["hi"]]
+    assert metrics(b)["siogate_broker_ack_timeouts_total"] == 0
+    # A second socket of that user finds the shard subscribed: no wait.
+    started = time.monotonic()
+    await connect(b, token=b.token(user))
+    assert time.monotonic() - started < pause * 0.75
 
 
 async def test_leave_through_another_node_stops_delivery(

@@ -202,7 +202,8 @@ class BrokerStats:
     # Room shard channels this node is subscribed to (siogate.broker.routing).
     shards: int = 0
     # Joins, leaves and disconnects answered before every node that received them
-    # confirmed (a node died or stalled); see docs/cluster.md, "Routing".
+    # confirmed (a node died or stalled), and new sockets accepted before their rooms
+    # were routed here (ROUTE_WAIT); see docs/cluster.md, "Routing".
     ack_timeouts: int = 0
 
 
@@ -268,3 +269,12 @@ class Broker(Protocol):
 
     def room_closed(self, namespace: Namespace, room: Room) -> None:
         """A named room lost its last member on this node."""
+
+    def routed(self) -> bool:
+        """Whether commands for every room opened so far reach this node already (True
+        where nothing is routed by room, or while the broker is disconnected)."""
+
+    async def route(self) -> None:
+        """Returns once :meth:`routed` holds; callers bound the wait. A new socket's
+        CONNECT answer waits for it (``Node``), so that an emit to its rooms sent after
+        the client is connected reaches it."""

@@ -482,6 +482,19 @@ class LocalBroker:
         if self._linger is None:
             self._linger = asyncio.get_running_loop().call_later(LINGER, self._let_go)
 
+    def routed(self) -> bool:
+        self._subscribe_now()
+        subscribed = self._subscribed
+        return subscribed is None or subscribed.done()
+
+    async def route(self) -> None:
+        # The relay passes a worker what it publishes after reading its SUBSCRIBE, and
+        # acknowledges frames in order: once acknowledged, this worker is routed to.
+        self._subscribe_now()
+        subscribed = self._subscribed
+        if subscribed is not None and not subscribed.done():
+            await subscribed
+
     def _subscribe_now(self) -> None:
         """Send a SUBSCRIBE for the wanted shards the relay does not know of yet."""
         self._flush_soon = False

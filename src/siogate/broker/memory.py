@@ -53,5 +53,11 @@ class MemoryBroker:
     def room_closed(self, namespace: Namespace, room: Room) -> None:
         pass
 
+    def routed(self) -> bool:
+        return True
+
+    async def route(self) -> None:
+        pass
+
 
 _: type[Broker] = MemoryBroker

@@ -764,6 +764,14 @@ class RedisBroker:
             # Unsubscribed by _reconcile() once the shard stayed unwanted for a while.
             self._shards.room_closed(namespace, room, time.monotonic())
 
+    def routed(self) -> bool:
+        # Disconnected, nothing reaches this node; waiting would only delay connects.
+        return not self._sharded or self._pubsub is None or self._shards.settled()
+
+    async def route(self) -> None:
+        if not self.routed():
+            await self._settled()
+
     def _reconcile(self) -> None:
         """Send the SSUBSCRIBE / SUNSUBSCRIBE that the wanted shards call for."""
         self._reconcile_soon = False
