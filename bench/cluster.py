@@ -458,6 +458,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         (int(x.removesuffix("+redis")), x.endswith("+redis")) for x in opts.nodes.split(",") if x
     ]
     opts.sizes = [int(x) for x in opts.sizes.split(",") if x]
+    run.set_recovery_window(opts.recovery_window)
     for s in opts.systems:
         if s not in ("node", "siogate", "siogate-recovery"):
             ap.error(f"unknown system {s}")

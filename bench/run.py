@@ -93,7 +93,17 @@ SERVERS = {
 }
 
 
-SERVERS["siogate-recovery"].argv = [*SERVERS["siogate"].argv, "--recovery-window", "120"]
+def set_recovery_window(seconds: float) -> None:
+    """The ``--recovery-window`` of ``siogate-recovery`` (how long the offset log keeps
+    each message: the log's memory grows for that long, then stays level)."""
+    SERVERS["siogate-recovery"].argv = [
+        *SERVERS["siogate"].argv,
+        "--recovery-window",
+        f"{seconds:g}",
+    ]
+
+
+set_recovery_window(120)
 
 
 def free_port() -> int:
@@ -807,6 +817,12 @@ def environment() -> dict[str, Any]:
 def add_run_options(ap: argparse.ArgumentParser) -> None:
     """Options of every runner here: repetitions, quiet machine, time bounds, output."""
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument(
+        "--recovery-window",
+        type=float,
+        default=120.0,
+        help="seconds, for siogate-recovery (default 120, the documented recommendation)",
+    )
     ap.add_argument("--inflight", type=int, default=500, help="handshakes in flight")
     ap.add_argument("--isolated", type=int, default=3, help="isolated publishes per run")
     ap.add_argument("--burst", type=int, default=20, help="publishes 200 ms apart")
@@ -884,6 +900,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for s in opts.servers:
         if s not in SERVERS:
             ap.error(f"unknown server {s}")
+    set_recovery_window(opts.recovery_window)
     return opts
 
 

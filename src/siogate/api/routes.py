@@ -44,6 +44,15 @@ def json_response(
     return Response(status, body, headers=headers or [])
 
 
+def _offset_answer(offset: str | None) -> Response:
+    """``{"ok":true,"offset":...}``, the answer to every emit with offsets on. The offsets
+    are this gateway's own (``<run>-<n>``, or a Redis stream id ``<ms>-<seq>``), so the
+    common case is written without the JSON encoder (about 2 us of the emit's ~110)."""
+    if offset is not None and offset.replace("-", "").isalnum() and offset.isascii():
+        return Response(200, b'{"ok":true,"offset":"' + offset.encode() + b'"}')
+    return json_response(200, {"ok": True, "offset": offset})
+
+
 class Api:
     """Serves every path outside ``/socket.io/``."""
 
@@ -240,7 +249,7 @@ class Api:
             await self.node.publish([command])
             # Set by the publish that just returned: the emit's own offset (the in-memory
             # broker applied it; across nodes, the Redis log assigned it).
-            return json_response(200, {"ok": True, "offset": self.node.last_offset})
+            return _offset_answer(self.node.last_offset)
         result, listing = await self.node.emit_with_ack(command, ack)
         return json_response(
             200,
