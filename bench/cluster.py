@@ -486,8 +486,6 @@ def main(argv: list[str] | None = None) -> int:
             "cases": [c.key for c in cases],
             "redis_port": redis.port,
             "siogate_cluster_mode": clustered,
-            # The marker the cluster mode's author leaves once it is complete.
-            "cluster_ready_marker": (ROOT / ".cluster-ready").exists(),
             "loadavg_start": os.getloadavg(),
             "placement": {"servers": SERVER_CORE, "redis": REDIS_CORE, "loadgen": LOADGEN_CORE},
         }
@@ -500,12 +498,6 @@ def main(argv: list[str] | None = None) -> int:
         if "siogate" in opts.systems and not clustered:
             print(
                 "  siogate serve has no --redis-url yet: its multi-node cases are skipped",
-                file=sys.stderr,
-                flush=True,
-            )
-        elif "siogate" in opts.systems and not meta["cluster_ready_marker"]:
-            print(
-                "  no .cluster-ready marker: siogate's cluster mode may be unfinished",
                 file=sys.stderr,
                 flush=True,
             )
