@@ -34,8 +34,15 @@ from redis.exceptions import RedisError
 from ..types import Namespace, Room, Sid
 from . import wire
 from .base import BrokerUnavailable, Command, Guard, MessageHandler, QueryHandler
-from .redis import RedisBroker
-from .streams import Outbound, RedisRecoveryLog, offsets_of
+from .redis import RedisBroker, Scripted
+from .streams import (
+    APPEND_PUBLISH,
+    Outbound,
+    RedisRecoveryLog,
+    offsets_of,
+    parse_offset,
+    split_append_reply,
+)
 
 logger = logging.getLogger("siogate.broker")
 
@@ -45,6 +52,29 @@ OWN_TIMEOUT: Final = 2.0
 LetGo = Callable[[Namespace, Sid], None]
 """Told that another node recovered one of this node's sockets (it must drop it
 without a word: no webhook, the session goes on elsewhere)."""
+
+
+# The tail of a node's own command message as it comes back from Redis: publish_logged
+# appends the request id, the log script the offsets.
+_REQ: Final = b',"req":"'
+_OFFSETS: Final = b'","offsets":['
+
+
+def own_echo(data: bytes) -> tuple[str, list[str]] | None:
+    """(request id, offsets) read from the tail of this node's own message, without
+    decoding the rest; None when the tail is not that shape (the caller decodes it all).
+    The request id is matched against the node's own pending requests before use."""
+    start = data.rfind(_REQ) + len(_REQ)
+    end = start + 16  # secrets.token_hex(8)
+    if start < len(_REQ) or data[end : end + len(_OFFSETS)] != _OFFSETS:
+        return None
+    try:
+        offsets = json.loads(data[end + len(_OFFSETS) - 1 : -1])
+    except ValueError:
+        return None
+    if not isinstance(offsets, list) or not all(parse_offset(o) for o in offsets):
+        return None
+    return data[start:end].decode("ascii", "replace"), offsets
 
 
 class RecoveringRedisBroker(RedisBroker):
@@ -65,8 +95,8 @@ class RecoveringRedisBroker(RedisBroker):
         self._window, self._max_log, self._max_missed = window, max_log, max_missed
         self._log_age = log_age
         self.log: RedisRecoveryLog | None = None
-        # Own commands published, waiting to come back: request id -> future.
-        self._waiting: dict[str, asyncio.Future[None]] = {}
+        # Own commands published, waiting to come back: request id -> (future, commands).
+        self._waiting: dict[str, tuple[asyncio.Future[None], Sequence[Command]]] = {}
         self.let_go: LetGo | None = None
         self.applied_out_of_order = 0
 
@@ -101,33 +131,39 @@ class RecoveringRedisBroker(RedisBroker):
         data = wire.encode_commands(self.node_id, commands)
         message = data[:-1] + b',"req":"' + request.encode() + b'"}'
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting[request] = future
+        self._waiting[request] = (future, commands)
         out = Outbound(self._commands_channel, False, message, tuple(range(len(commands))))
         # One command: its message is also its log entry (encoded once).
         entries = [data] if len(commands) == 1 else None
+        now_ms = int(time.time() * 1000)
+        # In the publish queue's pipeline, as plain publishes are: a script call through
+        # redis-py cost about 65 us of CPU, several times the rest of a publish.
+        script = Scripted(
+            self.log.pack_append_publish(commands, [out], now_ms, entries=entries), APPEND_PUBLISH
+        )
+        sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._enqueue((script, b"", None, sent, None))
         try:
-            offsets, _ = await self.log.append_and_publish(
-                commands, [out], int(time.time() * 1000), entries=entries
-            )
-        except (RedisError, OSError) as exc:
+            await sent  # BrokerUnavailable when Redis did not take it (counted there)
+        except BaseException:
             self._waiting.pop(request, None)
-            self.stats.publish_failures += 1
-            raise BrokerUnavailable(f"Redis did not take the message: {exc}") from exc
-        self.stats.messages_out += 1
+            raise
+        offsets, _ = split_append_reply(script.reply, len(commands))
         loop = asyncio.get_running_loop()
-        late = loop.call_later(OWN_TIMEOUT, self._not_back, request, commands)
+        late = loop.call_later(OWN_TIMEOUT, self._not_back, request)
         try:
             await future
         finally:
             late.cancel()
         return offsets
 
-    def _not_back(self, request: str, commands: Sequence[Command]) -> None:
+    def _not_back(self, request: str) -> None:
         """Our command did not come back in time (the subscription is down): apply it
         here now, out of log order, rather than never."""
-        future = self._waiting.pop(request, None)
-        if future is None or future.done() or self._handler is None:
+        waiting = self._waiting.pop(request, None)
+        if waiting is None or waiting[0].done() or self._handler is None:
             return
+        future, commands = waiting
         self.applied_out_of_order += 1
         logger.warning("a published command did not come back; applied out of log order")
         try:
@@ -147,6 +183,19 @@ class RecoveringRedisBroker(RedisBroker):
         if channel.decode(errors="replace") != self._commands_channel:
             super()._dispatch(channel, data)
             return
+        if data.startswith(self._own):
+            echo = own_echo(data)
+            if echo is not None:
+                # One of ours: applied with the commands kept when it was published
+                # (decoding the message again cost more than the rest of its way back).
+                waiting = self._waiting.pop(echo[0], None)
+                if waiting is None:
+                    return  # applied already (it came back too late), or not one of ours
+                if len(echo[1]) == len(waiting[1]):
+                    pairs = zip(waiting[1], echo[1], strict=True)
+                    self._apply(channel, [replace(c, offset=o) for c, o in pairs], waiting[0])
+                    return
+                self._waiting[echo[0]] = waiting  # not as published: read it in full
         try:
             message = wire.decode(data)
             if "letgo" in message:
@@ -163,11 +212,17 @@ class RecoveringRedisBroker(RedisBroker):
         future = None
         if data.startswith(self._own):
             request = message.get("req")
-            future = self._waiting.pop(request, None) if isinstance(request, str) else None
-            if future is None:
+            waiting = self._waiting.pop(request, None) if isinstance(request, str) else None
+            if waiting is None:
                 return  # applied already (it came back too late), or not one of ours
+            future = waiting[0]
         else:
             self.stats.messages_in += 1
+        self._apply(channel, commands, future)
+
+    def _apply(
+        self, channel: bytes, commands: Sequence[Command], future: asyncio.Future[None] | None
+    ) -> None:
         try:
             if self._handler is not None:
                 self._handler(commands)

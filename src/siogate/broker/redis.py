@@ -148,10 +148,24 @@ class _Guarded:
         self.asking: list[bool] = []
 
 
-# (channel, or the parts of a guarded publish, or None for local only; data; commands to
-# apply here after publishing; future of the publish; confirmations the message asks for)
+class Scripted:
+    """A packed ``EVALSHA`` to run in the publish queue, in order with the publishes
+    (siogate.broker.recovering logs and publishes this way); its reply is kept here."""
+
+    __slots__ = ("packed", "source", "reply")
+
+    def __init__(self, packed: bytes, source: str) -> None:
+        self.packed = packed
+        # The script's text, to load it again on NOSCRIPT.
+        self.source = source
+        self.reply: Any = None
+
+
+# (channel, or the parts of a guarded publish, or a script, or None for local only;
+# data; commands to apply here after publishing; future of the publish; confirmations
+# the message asks for)
 _Outgoing = tuple[
-    str | _Guarded | None,
+    str | _Guarded | Scripted | None,
     bytes,
     Sequence[Command] | None,
     asyncio.Future[Any] | None,
@@ -525,6 +539,8 @@ class RedisBroker:
 
     def _pack(self, item: _Outgoing) -> bytes:
         channel, data, _, _, _ = item
+        if isinstance(channel, Scripted):
+            return channel.packed
         if isinstance(channel, _Guarded):
             guard = channel.guard
             key, value, ttl = guard.key.encode(), guard.value.encode(), b"%d" % guard.ttl_ms
@@ -614,11 +630,17 @@ class RedisBroker:
                 if future is not None and not future.done():
                     future.set_result(reply)
             else:
+                if isinstance(channel, Scripted):
+                    channel.reply = reply
                 kept.append(item)
                 replies.append(reply)
         if again:
             assert self._redis is not None
-            await self._redis.script_load(GUARDED_PUBLISH)
+            scripts = {
+                i[0].source if isinstance(i[0], Scripted) else GUARDED_PUBLISH for i in again
+            }
+            for script in scripts:
+                await self._redis.script_load(script)
             self._outbox[:0] = again
         return kept, replies
 

@@ -41,6 +41,7 @@ and reads are bounded (``scan_limit`` log entries, ``max_missed`` replayed event
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -50,7 +51,7 @@ from typing import Any, Final
 from redis.asyncio import Redis
 
 from ..types import Namespace, Room, Sid
-from . import wire
+from . import resp, wire
 from .base import Command, EmitCommand, SocketsCommand
 
 # A stream entry id as Redis writes it: "<ms>-<seq>".
@@ -306,7 +307,7 @@ return ids
 # (SPUBLISH), the message without its closing brace, the 1-based indexes of the commands
 # it carries ("1,3"). Each message gets a member "offsets": their ids. Returns the ids,
 # then each message's receiver count.
-_APPEND_PUBLISH = """
+APPEND_PUBLISH = """
 local n = tonumber(ARGV[3])
 local out = {}
 for i = 1, n do
@@ -325,6 +326,18 @@ for j = n + 4, #ARGV, 4 do
 end
 return out
 """
+APPEND_PUBLISH_SHA: Final = hashlib.sha1(APPEND_PUBLISH.encode()).hexdigest().encode()
+# A one-command, one-message APPEND_PUBLISH packed: EVALSHA sha 1 key, then ARGV maxlen,
+# minid, 1 (command), the entry, the channel, p|s, the message, 1 (the command it carries).
+_ONE_HEAD: Final = resp.head(12, b"EVALSHA", APPEND_PUBLISH_SHA, b"1")
+_ONE_REST: Final = (
+    b"$%d\r\n%b\r\n" * 3
+    + b"$1\r\n1\r\n"
+    + b"$%d\r\n%b\r\n" * 2
+    + b"$1\r\n%b\r\n"
+    + b"$%d\r\n%b\r\n"
+    + b"$1\r\n1\r\n"
+)
 
 # KEYS[1]: the record. ARGV: node, ttl ms, then field/value pairs. Creates a live
 # record, or updates one the node owns (a parked one stays parked, with its expiry).
@@ -402,6 +415,12 @@ def offsets_of(obj: dict[str, Any], count: int) -> list[str] | None:
     return offsets
 
 
+def split_append_reply(reply: Any, count: int) -> tuple[list[str], list[int]]:
+    """The reply of :data:`APPEND_PUBLISH` for ``count`` commands: their offsets, then
+    each message's receiver count."""
+    return [_text(i) for i in reply[:count]], [int(c) for c in reply[count:]]
+
+
 @dataclass(frozen=True, slots=True)
 class Claimed:
     session: Session
@@ -439,7 +458,7 @@ class RedisRecoveryLog:
         self.scan_limit = scan_limit
         self.max_missed = max_missed
         self._append = redis.register_script(_APPEND)
-        self._append_publish = redis.register_script(_APPEND_PUBLISH)
+        self._append_publish = redis.register_script(APPEND_PUBLISH)
         self._save = redis.register_script(_SAVE)
         self._park = redis.register_script(_PARK)
         self._end = redis.register_script(_END)
@@ -478,6 +497,58 @@ class RedisRecoveryLog:
         carries (member ``offsets``, see :func:`offsets_of`). The commands' offsets and
         each message's receiver count. ``entries``: the commands already encoded as
         one-command wire batches (any sender), to save encoding them again."""
+        keys, args = self._append_publish_args(commands, messages, now_ms, entries)
+        reply = await self._append_publish(keys=keys, args=args)
+        return split_append_reply(reply, len(commands))
+
+    def pack_append_publish(
+        self,
+        commands: Sequence[Command],
+        messages: Sequence[Outbound],
+        now_ms: int,
+        entries: Sequence[bytes] | None = None,
+    ) -> bytes:
+        """:meth:`append_and_publish` as a packed ``EVALSHA`` of :data:`APPEND_PUBLISH`,
+        for a caller that pipelines it with other commands (the broker's publish queue);
+        its reply goes through :func:`split_append_reply`."""
+        if len(commands) == 1 and len(messages) == 1 and entries is not None:
+            message = messages[0]
+            if message.carries == (0,) and message.message.endswith(b"}"):
+                # Every one-command publish: one format call, no list of pieces.
+                return self._pack_one(commands[0], message, now_ms, entries[0])
+        return self._pack_any(commands, messages, now_ms, entries)
+
+    def _pack_any(
+        self,
+        commands: Sequence[Command],
+        messages: Sequence[Outbound],
+        now_ms: int,
+        entries: Sequence[bytes] | None,
+    ) -> bytes:
+        keys, args = self._append_publish_args(commands, messages, now_ms, entries)
+        parts = [b"EVALSHA", APPEND_PUBLISH_SHA, b"%d" % len(keys)]
+        parts += [k.encode() for k in keys]
+        parts += [a if isinstance(a, bytes) else str(a).encode() for a in args]
+        return b"*%d\r\n" % len(parts) + b"".join(resp.bulk(p) for p in parts)
+
+    def _pack_one(self, command: Command, message: Outbound, now_ms: int, entry: bytes) -> bytes:
+        key = self.log_key(command.namespace).encode()
+        maxlen = b"%d" % self.max_log
+        minid = b"%d-0" % max(0, now_ms - int(self.log_age * 1000))
+        channel = message.channel.encode()
+        body = message.message[:-1]
+        return _ONE_HEAD + _ONE_REST % (
+            len(key), key, len(maxlen), maxlen, len(minid), minid, len(entry), entry,
+            len(channel), channel, b"s" if message.sharded else b"p", len(body), body,
+        )  # fmt: skip
+
+    def _append_publish_args(
+        self,
+        commands: Sequence[Command],
+        messages: Sequence[Outbound],
+        now_ms: int,
+        entries: Sequence[bytes] | None,
+    ) -> tuple[list[str], list[Any]]:
         keys = [self.log_key(c.namespace) for c in commands]
         minid = f"{max(0, now_ms - int(self.log_age * 1000))}-0"
         args: list[Any] = [self.max_log, minid, len(commands)]
@@ -494,9 +565,7 @@ class RedisRecoveryLog:
                 m.message[:-1],
                 ",".join(str(i + 1) for i in m.carries),
             ]
-        reply = await self._append_publish(keys=keys, args=args)
-        n = len(commands)
-        return [_text(i) for i in reply[:n]], [int(c) for c in reply[n:]]
+        return keys, args
 
     async def last_offset(self, namespace: str) -> str:
         """The newest offset of ``namespace``'s log ("0-0" if it has none yet): where a
