@@ -1,4 +1,4 @@
-"""Server CPU per publish at each throughput step of a ``run.py`` run, per server.
+"""Server CPU per publish at each throughput step of a ``run.py`` or ``cluster.py`` run.
 
     .venv/bin/python bench/step_cpu.py bench/results/<run>/raw.json [more raw.json ...]
 
