@@ -390,6 +390,13 @@ def _broker(settings: Settings) -> Broker:
     advertise = settings.advertise_url
     if advertise is None and settings.port != 0:
         advertise = settings.local_url(settings.port)
+    return redis_broker(settings, advertise)
+
+
+def redis_broker(settings: Settings, advertise: str | None) -> RedisBroker:
+    """The broker of a node on ``settings.redis_url`` (a worker of ``serve --workers``
+    on Redis too), reachable by the others at ``advertise``."""
+    assert settings.redis_url is not None
     if settings.recovery_window > 0:
         # Cross-node recovery: every command through the log (docs/recovery.md).
         return RecoveringRedisBroker(

@@ -483,7 +483,7 @@ def main() -> None:
     metavar="SECONDS",
     help="Connection state recovery: a socket whose transport drops keeps its id, rooms "
     "and missed events this long (0: off; 120 recommended; across nodes with --redis-url; "
-    "not with --workers above 1).",
+    "--workers above 1 needs --redis-url).",
 )
 @option(
     "recovery_max_missed",

@@ -42,10 +42,9 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from .app import build, install_event_loop
+from .app import build, install_event_loop, redis_broker
 from .broker import Broker, BrokerUnavailable
 from .broker.local import LocalBroker, LocalRelay, Service
-from .broker.redis import RedisBroker
 from .config import Settings
 from .idempotency import (
     Claim,
@@ -418,14 +417,8 @@ async def _serve_worker(config: dict[str, Any]) -> None:
         broker = LocalBroker(relay, advertise_url=url)
         idempotency = SharedIdempotencyStore(broker)
     else:
-        assert settings.redis_url is not None
-        broker = RedisBroker(
-            settings.redis_url,
-            prefix=settings.redis_prefix,
-            advertise_url=url,
-            node_ttl=settings.node_ttl / 1000,
-            routing=settings.cluster_routing,
-        )
+        # A node of the cluster like any other (with recovery, through the log).
+        broker = redis_broker(settings, url)
     gateway = build(settings, broker=broker, idempotency=idempotency)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

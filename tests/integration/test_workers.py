@@ -360,6 +360,10 @@ def test_sigterm_drains_every_worker_and_exits_0_in_bounded_time(two: Workers) -
              "--webhook-secret", "s" * 40, "--presence-webhooks"],
             "presence_webhooks with workers needs redis_url",
         ),
+        (
+            ["--workers", "2", "--recovery-window", "30"],
+            "recovery_window with workers above 1 needs redis_url",
+        ),
     ],
 )  # fmt: skip
 def test_settings_that_cannot_work_with_workers_exit_2(args: list[str], message: str) -> None:
@@ -535,3 +539,58 @@ def test_emit_with_ack_collects_replies_from_sockets_on_every_worker(two: Worker
         assert result["nodes"] == {"answered": 2, "missing": []}
     finally:
         clients.close()
+
+
+@pytest.mark.redis
+@pytest.mark.node
+def test_workers_on_redis_recover_each_others_sockets(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    from test_recovery import payloads, wait_parked
+
+    gw = spawn_gateway(
+        "--workers", "2", "--redis-url", redis_server.url, "--node-ttl", "1500",
+        "--cluster-timeout", str(CLUSTER_TIMEOUT_MS), "--recovery-window", "30",
+        log_dir=tmp_path,
+    )  # fmt: skip
+    try:
+        workers = Workers(gw, 2)
+        wait_until(lambda: len(workers.workers()) == 2, "both workers")
+        for node, _ in workers.workers().values():
+            wait_until(lambda node=node: peers(workers.private_url(node)) == 1, "2 nodes")
+        room = uid("w")
+
+        def holder() -> str | None:
+            """The worker listing the socket as connected, once only one does."""
+            live = [s for s in room_sockets(gw.url, room)["sockets"] if s.get("connected", True)]
+            return live[0]["node"] if len(live) == 1 else None
+
+        token = gw.token("alice", rooms=[room])
+        with JsClient(gw.url, auth={"token": token}, options={"transports": ["websocket"]}) as js:
+            first = js.connect()
+            sid = first["id"]
+            seen = {wait_until(holder, "the socket listed")}
+            # The stock client asks to recover only with an offset: one event first.
+            assert gw.emit("e", 0, rooms=[room]).status_code == 200
+            assert payloads(js.wait_events("e", 1)) == [0]
+            sent = 1
+            # Each reconnect is a new TCP connection the kernel hands to either worker:
+            # go on until one landed on the other worker (20 tries: 1 in 10^6 to fail).
+            for _ in range(20):
+                js.send(op="drop")
+                js.wait_disconnect()
+                wait_parked(gw, sid, room)
+                assert gw.emit("e", sent, rooms=[room]).status_code == 200
+                sent += 1
+                again = js.connect()
+                assert again["id"] == sid and again["recovered"] is True, again
+                seen.add(wait_until(holder, "the socket listed again"))
+                if len(seen) == 2:
+                    break
+            assert len(seen) == 2, "every reconnect landed on the same worker"
+            # Each event missed while away came once, in order, wherever it came back.
+            assert payloads(js.wait_events("e", sent)) == list(range(sent))
+            time.sleep(0.3)
+            assert len(js.wait_events("e", sent)) == sent
+    finally:
+        gw.stop()
