@@ -206,6 +206,7 @@ def build(
     *,
     broker: Broker | None = None,
     idempotency: IdempotencyStore | None = None,
+    presence: PresenceTracker | None = None,
 ) -> Gateway:
     """Wire the gateway. ``api_key`` and ``jwt_secret`` must be set by now."""
     if not settings.api_key or not settings.jwt_secret:
@@ -257,7 +258,7 @@ def build(
         metrics=metrics,
         webhooks=webhooks,
         handlers=handlers,
-        presence_tracker=_presence_tracker(settings, broker),
+        presence_tracker=presence or _presence_tracker(settings, broker),
         presence_events=(
             PresenceEvents(settings.presence_events, cluster=settings.cluster)
             if settings.presence_events

@@ -241,12 +241,6 @@ class Settings:
         if self.workers > 1 and sys.platform == "win32":
             # Workers inherit sockets and watch their stdin, which Windows does not offer.
             raise ConfigError("workers above 1 need a Unix-like system (Linux, macOS, BSD)")
-        if self.workers > 1 and self.presence_webhooks and self.redis_url is None:
-            # Each worker would count its own sockets and announce users on its own.
-            raise ConfigError(
-                "presence_webhooks with workers needs redis_url: the workers count users "
-                "together only in Redis"
-            )
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
 

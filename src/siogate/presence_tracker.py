@@ -106,6 +106,59 @@ class MemoryPresenceTracker:
         self._notify = None
 
 
+class PresenceCounts:
+    """Counts per (namespace, user) and node, kept by one process for several: the
+    primary of ``serve --workers`` without Redis (:mod:`siogate.supervisor`). Each
+    worker sends its changes; the transitions of the total go back to the worker whose
+    change crossed 0, so each is reported once. A worker that is gone is dropped whole;
+    the users it leaves with no socket wait in :attr:`orphans` for a live worker to
+    report."""
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[str, str], dict[str, int]] = {}
+        self._members: dict[str, set[tuple[str, str]]] = {}
+        self.orphans: list[tuple[Transition, str, str]] = []
+
+    def apply(
+        self, node: str, changes: list[tuple[str, str, int]]
+    ) -> list[tuple[Transition, str, str]]:
+        out: list[tuple[Transition, str, str]] = []
+        mine = self._members.setdefault(node, set())
+        for namespace, user, delta in changes:
+            key = (namespace, user)
+            per_node = self._counts.setdefault(key, {})
+            before = sum(per_node.values())
+            count = per_node.get(node, 0) + delta
+            if count > 0:
+                per_node[node] = count
+                mine.add(key)
+            else:
+                per_node.pop(node, None)
+                mine.discard(key)
+            after = sum(per_node.values())
+            if not per_node:
+                del self._counts[key]
+            if before == 0 and after > 0:
+                out.append(("user.online", namespace, user))
+            elif before > 0 and after == 0:
+                out.append(("user.offline", namespace, user))
+        if not mine:
+            del self._members[node]
+        return out
+
+    def drop(self, node: str) -> list[tuple[Transition, str, str]]:
+        """Forget ``node``'s counts; the users left with no socket anywhere."""
+        out: list[tuple[Transition, str, str]] = []
+        for key in sorted(self._members.pop(node, ())):
+            per_node = self._counts.get(key)
+            if per_node is None or per_node.pop(node, None) is None:
+                continue
+            if not per_node:
+                del self._counts[key]
+                out.append(("user.offline", *key))
+        return out
+
+
 # KEYS[1]: this node's member set, KEYS[2]: the set of nodes with counts.
 # ARGV[1]: hash key prefix, ARGV[2]: node id, ARGV[3]: "add" (deltas, in order) or "set"
 # (this node's whole state: members not listed have no socket here), then member, number

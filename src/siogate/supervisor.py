@@ -56,6 +56,8 @@ from .idempotency import (
     StoreUnavailable,
     apply_in_steps,
 )
+from .presence_tracker import Notify, PresenceCounts, PresenceTracker
+from .types import Namespace, UserId
 
 logger = logging.getLogger("siogate.supervisor")
 
@@ -68,6 +70,9 @@ STABLE_AFTER = 10.0
 START_TIMEOUT = 30.0
 # Seconds workers have to stop after SIGTERM before they are killed.
 STOP_TIMEOUT = 10.0
+# Seconds between a worker's presence polls when it has no change to send (how soon a
+# dead worker's users are reported offline, without Redis).
+PRESENCE_POLL = 1.0
 # Exit status of the primary when the workers could not start (as serve's EXIT_STARTUP).
 EXIT_STARTUP = 3
 
@@ -144,8 +149,12 @@ class Supervisor:
             if self.settings.redis_url is None:
                 self._dir = tempfile.mkdtemp(prefix="siogate-workers-")
                 store = MemoryIdempotencyStore(self.settings.idempotency_ttl)
+                counts = PresenceCounts()
                 self._relay = LocalRelay(
-                    os.path.join(self._dir, "relay.sock"), idempotency_service(store)
+                    os.path.join(self._dir, "relay.sock"),
+                    primary_service(store, counts),
+                    # A gone worker's users are counted out; a live one reports them.
+                    on_leave=lambda node: counts.orphans.extend(counts.drop(node)),
                 )
                 await self._relay.start()
             started = await asyncio.gather(*(self._spawn(w) for w in self.workers))
@@ -307,12 +316,16 @@ def _claim(value: dict[str, Any]) -> Claim:
     )
 
 
-def idempotency_service(store: MemoryIdempotencyStore) -> Service:
-    """The primary's side: a worker's request (JSON) applied to ``store``."""
+def primary_service(store: MemoryIdempotencyStore, counts: PresenceCounts) -> Service:
+    """The primary's side: a worker's request (JSON) applied to ``store`` (idempotency
+    keys) or ``counts`` (presence)."""
 
     async def serve(request: bytes) -> bytes:
         call = json.loads(request)
-        op, key = call["op"], call["key"]
+        op = call["op"]
+        if op == "presence":
+            return json.dumps({"transitions": _presence_call(counts, call)}).encode()
+        key = call["key"]
         if op == "claim":
             return json.dumps(_claim_json(await store.claim(key, call["fingerprint"]))).encode()
         claim = _claim(call["claim"])
@@ -323,6 +336,83 @@ def idempotency_service(store: MemoryIdempotencyStore) -> Service:
         return b"{}"
 
     return serve
+
+
+def _presence_call(counts: PresenceCounts, call: dict[str, Any]) -> list[Any]:
+    """A worker's presence changes (``leave``: it is stopping, drop all of its counts)
+    applied; the transitions it is to report, orphans of gone workers first."""
+    node = call["node"]
+    changes = [(str(ns), str(user), int(delta)) for ns, user, delta in call["changes"]]
+    out, counts.orphans = counts.orphans, []
+    out += counts.apply(node, changes)
+    if call.get("leave"):
+        out += counts.drop(node)
+    return [list(t) for t in out]
+
+
+class SharedPresenceTracker:
+    """A worker's side: a :class:`~siogate.presence_tracker.PresenceTracker` whose
+    counts are kept in the primary (``serve --workers`` without Redis). Changes go in
+    batches, in order; with none to send it asks every :data:`PRESENCE_POLL` seconds,
+    so that a dead worker's users are reported offline by a live one."""
+
+    def __init__(self, broker: LocalBroker) -> None:
+        self._broker = broker
+        self._changes: list[tuple[str, str, int]] = []
+        self._wake = asyncio.Event()
+        self._notify: Notify | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, notify: Notify) -> None:
+        self._notify = notify
+        self._task = asyncio.create_task(self._forever())
+
+    def add(self, namespace: Namespace, user: UserId) -> None:
+        self._changes.append((namespace, user, 1))
+        self._wake.set()
+
+    def remove(self, namespace: Namespace, user: UserId) -> None:
+        self._changes.append((namespace, user, -1))
+        self._wake.set()
+
+    async def _forever(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(PRESENCE_POLL):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._send(leave=False)
+            except BrokerUnavailable:
+                await asyncio.sleep(PRESENCE_POLL)  # kept; sent with the next batch
+            except Exception:
+                logger.exception("presence: the primary's answer could not be used")
+                await asyncio.sleep(PRESENCE_POLL)
+
+    async def _send(self, *, leave: bool) -> None:
+        changes, self._changes = self._changes, []
+        call: dict[str, Any] = {"op": "presence", "node": self._broker.node_id}
+        call.update(changes=changes, leave=leave)
+        try:
+            reply = json.loads(await self._broker.call(json.dumps(call).encode()))
+        except BrokerUnavailable:
+            self._changes[:0] = changes
+            raise
+        for kind, namespace, user in reply["transitions"]:
+            if self._notify is not None:
+                self._notify(kind, Namespace(namespace), UserId(user))
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(BrokerUnavailable):
+            await self._send(leave=True)
+        self._notify = None
+
+
+_tracker: type[PresenceTracker] = SharedPresenceTracker
 
 
 class SharedIdempotencyStore:
@@ -413,13 +503,16 @@ async def _serve_worker(config: dict[str, Any]) -> None:
     url = f"http://127.0.0.1:{port}" if relay is not None else _advertised(settings, port)
     broker: Broker
     idempotency: IdempotencyStore | None = None
+    presence: PresenceTracker | None = None
     if relay is not None:
         broker = LocalBroker(relay, advertise_url=url)
         idempotency = SharedIdempotencyStore(broker)
+        if settings.presence_webhooks:
+            presence = SharedPresenceTracker(broker)
     else:
         # A node of the cluster like any other (with recovery, through the log).
         broker = redis_broker(settings, url)
-    gateway = build(settings, broker=broker, idempotency=idempotency)
+    gateway = build(settings, broker=broker, idempotency=idempotency, presence=presence)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -9,6 +9,7 @@ others for forwarded long polls).
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import subprocess
@@ -347,6 +348,57 @@ def test_sigterm_drains_every_worker_and_exits_0_in_bounded_time(two: Workers) -
         assert not Path(f"/proc/{pid}").exists()
 
 
+# ---------------------------------------------------------------- presence
+
+
+async def test_presence_webhooks_count_a_user_once_across_workers_without_redis(
+    start_workers: Callable[..., Workers], recorders: list[Recorder]
+) -> None:
+    from webhook_receiver import WebhookReceiver, of_type
+
+    secret = "whsec-workers-0123456789abcdef0123"
+    with WebhookReceiver() as hook:
+        w = start_workers(2, "--webhook-url", hook.url, "--webhook-secret", secret,
+                          "--presence-webhooks")  # fmt: skip
+        user = uid("ann")
+
+        def kinds() -> list[str]:
+            found = hook.matching(lambda r: of_type("user.online", user=user)(r)
+                                  or of_type("user.offline", user=user)(r))  # fmt: skip
+            return [r.payload["type"] for r in found]
+
+        # Sockets of one user until both workers hold one (each connect is a new TCP
+        # connection, which the kernel hands to either worker).
+        by_node: dict[str, list[Recorder]] = {}
+        for _ in range(24):
+            c = await Recorder(
+                w.url, auth={"token": w.gw.token(user)}, transports=["websocket"]
+            ).connect()
+            recorders.append(c)
+            listing = (await afresh("GET", f"{w.url}/v1/rooms/user:{user}/sockets")).json()
+            [node] = [s["node"] for s in listing["sockets"] if s["id"] == c.sid()]
+            by_node.setdefault(node, []).append(c)
+            if len(by_node) == 2:
+                break
+        assert len(by_node) == 2, "every connection landed on the same worker"
+        await hook.wait(of_type("user.online", user=user))
+        # All of its sockets on one worker leave: still online on the other.
+        (_, first), (last_node, _) = by_node.items()
+        for c in first:
+            await c.close()
+        await asyncio.sleep(1.5)  # more than a presence poll
+        assert kinds() == ["user.online"]
+        # The worker holding the rest is killed: a live worker reports the user offline,
+        # once (these clients do not reconnect).
+        [pid] = [pid for node, pid in w.workers().values() if node == last_node]
+        os.kill(pid, signal.SIGKILL)
+        await hook.wait(of_type("user.offline", user=user), timeout=10)
+        await asyncio.sleep(1.5)
+        assert kinds() == ["user.online", "user.offline"]
+        offline = hook.matching(of_type("user.offline", user=user))[0]
+        assert offline.signature_ok(secret)
+
+
 # ---------------------------------------------------------------- settings
 
 
@@ -355,11 +407,6 @@ def test_sigterm_drains_every_worker_and_exits_0_in_bounded_time(two: Workers) -
     [
         (["--workers", "0"], "workers must be 1-"),
         (["--workers", "many"], "neither a number nor 'auto'"),
-        (
-            ["--workers", "2", "--webhook-url", "http://127.0.0.1:9/h",
-             "--webhook-secret", "s" * 40, "--presence-webhooks"],
-            "presence_webhooks with workers needs redis_url",
-        ),
         (
             ["--workers", "2", "--recovery-window", "30"],
             "recovery_window with workers above 1 needs redis_url",

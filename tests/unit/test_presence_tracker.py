@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from conftest import RedisServer
-from siogate.presence_tracker import MemoryPresenceTracker, RedisPresenceTracker
+from siogate.presence_tracker import MemoryPresenceTracker, PresenceCounts, RedisPresenceTracker
 from siogate.types import Namespace, UserId
 
 NS = Namespace("/")
@@ -189,3 +189,24 @@ async def test_counts_lost_by_a_redis_restart_are_written_again(
     a.remove(NS, ANN)
     await written(a)
     assert seen[2][1] == "user.offline"
+
+
+def test_counts_kept_for_workers_report_each_transition_once() -> None:
+    """The primary's counts (serve --workers without Redis): a transition goes back to
+    the worker whose change crossed 0, and a gone worker's users come out offline."""
+    counts = PresenceCounts()
+    assert counts.apply("w1", [("/", "ann", 1), ("/", "bob", 1)]) == [
+        ("user.online", "/", "ann"),
+        ("user.online", "/", "bob"),
+    ]
+    assert counts.apply("w2", [("/", "ann", 1), ("/chat", "ann", 1)]) == [
+        ("user.online", "/chat", "ann")  # presence is per namespace
+    ]
+    assert counts.apply("w1", [("/", "ann", -1)]) == []  # still on w2
+    assert counts.apply("w1", [("/", "ann", -1)]) == []  # a stray remove changes nothing
+    assert counts.drop("w2") == [("user.offline", "/", "ann"), ("user.offline", "/chat", "ann")]
+    assert counts.drop("w2") == []
+    assert counts.apply("w1", [("/", "bob", 1), ("/", "bob", -1), ("/", "bob", -1)]) == [
+        ("user.offline", "/", "bob")
+    ]
+    assert counts.drop("w1") == []

@@ -203,9 +203,16 @@ class _RelayPeer(asyncio.Protocol):
 class LocalRelay:
     """Passes the workers' messages between them and keeps who is connected."""
 
-    def __init__(self, path: str, service: Service | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        service: Service | None = None,
+        on_leave: Callable[[str], None] | None = None,
+    ) -> None:
         self.path = path
         self._service = service
+        # Told the node id of each worker whose connection closed.
+        self._on_leave = on_leave
         self._calls: set[asyncio.Task[None]] = set()
         self._peers: dict[str, _RelayPeer] = {}
         self._urls: dict[str, str | None] = {}
@@ -385,6 +392,8 @@ class LocalRelay:
             del self._peers[peer.node]
             del self._urls[peer.node]
             self._announce()
+            if self._on_leave is not None:
+                self._on_leave(peer.node)
 
     def _announce(self) -> None:
         members = frame(MEMBERS, json.dumps(self._urls).encode())
