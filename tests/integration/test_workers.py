@@ -61,12 +61,14 @@ class Workers:
             if line and not line.startswith("#") and "{" not in line
         }
 
-    def wait_ready(self) -> None:
-        """Until every worker runs and sees the others."""
+    def wait_ready(self, others: int | None = None) -> None:
+        """Until every worker runs and sees the others (``others`` nodes: the other
+        workers, and other nodes of a cluster on Redis)."""
         wait_until(lambda: len(self.workers()) == self.count, "every worker started")
+        expected = self.count - 1 if others is None else others
         for node, _ in self.workers().values():
             wait_until(
-                lambda node=node: peers(self.private_url(node)) == self.count - 1,
+                lambda node=node: peers(self.private_url(node)) == expected,
                 f"worker {node} sees the others",
             )
 
@@ -461,9 +463,7 @@ async def test_workers_on_redis_are_nodes_of_the_cluster(
     single = spawn_gateway(*common, log_dir=tmp_path)
     try:
         workers = Workers(gw, 2)
-        wait_until(lambda: len(workers.workers()) == 2, "both workers")
-        for node, _ in workers.workers().values():
-            wait_until(lambda node=node: peers(workers.private_url(node)) == 2, "3 nodes")
+        workers.wait_ready(others=2)  # the other worker and the single node
         room = uid("r")
         clients = await connect_many(gw.url, recorders, 8)
         clients += await connect_many(single.url, recorders, 2)
@@ -601,10 +601,7 @@ def test_workers_on_redis_recover_each_others_sockets(
         log_dir=tmp_path,
     )  # fmt: skip
     try:
-        workers = Workers(gw, 2)
-        wait_until(lambda: len(workers.workers()) == 2, "both workers")
-        for node, _ in workers.workers().values():
-            wait_until(lambda node=node: peers(workers.private_url(node)) == 1, "2 nodes")
+        Workers(gw, 2).wait_ready()
         room = uid("w")
 
         def holder() -> str | None:
