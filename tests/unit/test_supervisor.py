@@ -11,7 +11,8 @@ from siogate.cli import WorkerCount, usable_cores
 from siogate.config import Settings
 from siogate.errors import ConfigError
 from siogate.idempotency import Claim, MemoryIdempotencyStore, StoredResponse
-from siogate.supervisor import _advertised, _claim, _claim_json, idempotency_service
+from siogate.presence_tracker import PresenceCounts
+from siogate.supervisor import _advertised, _claim, _claim_json, primary_service
 
 
 def test_worker_counts_parse_numbers_and_auto() -> None:
@@ -58,7 +59,7 @@ def test_claims_survive_the_relay() -> None:
 async def test_the_primarys_store_answers_claims_completions_and_releases() -> None:
     import json
 
-    serve = idempotency_service(MemoryIdempotencyStore(60))
+    serve = primary_service(MemoryIdempotencyStore(60), PresenceCounts())
 
     async def call(**request: object) -> dict[str, object]:
         reply: dict[str, object] = json.loads(await serve(json.dumps(request).encode()))
@@ -75,3 +76,27 @@ async def test_the_primarys_store_answers_claims_completions_and_releases() -> N
     other = await call(op="claim", key="j", fingerprint="f")
     await call(op="release", key="j", claim=other)
     assert (await call(op="claim", key="j", fingerprint="f"))["state"] == "new"
+
+
+async def test_the_primary_answers_presence_changes_with_the_transitions_to_report() -> None:
+    import json
+
+    counts = PresenceCounts()
+    serve = primary_service(MemoryIdempotencyStore(60), counts)
+
+    async def call(**request: object) -> list[list[str]]:
+        reply = json.loads(await serve(json.dumps({"op": "presence", **request}).encode()))
+        transitions: list[list[str]] = reply["transitions"]
+        return transitions
+
+    assert await call(node="a", changes=[["/", "ann", 1]]) == [["user.online", "/", "ann"]]
+    assert await call(node="b", changes=[["/", "ann", 1], ["/", "bob", 1]]) == [
+        ["user.online", "/", "bob"]
+    ]
+    # Worker b dies (the relay saw its connection close): bob is left with no socket,
+    # and the next worker to ask reports it, before its own transitions.
+    counts.orphans.extend(counts.drop("b"))
+    assert await call(node="a", changes=[]) == [["user.offline", "/", "bob"]]
+    assert await call(node="a", changes=[]) == []
+    # A worker that stops drops what it still counts.
+    assert await call(node="a", changes=[], leave=True) == [["user.offline", "/", "ann"]]
