@@ -95,8 +95,9 @@ class RecoveringRedisBroker(RedisBroker):
         self._window, self._max_log, self._max_missed = window, max_log, max_missed
         self._log_age = log_age
         self.log: RedisRecoveryLog | None = None
-        # Own commands published, waiting to come back: request id -> (future, commands).
-        self._waiting: dict[str, tuple[asyncio.Future[None], Sequence[Command]]] = {}
+        # Own commands published, waiting to come back: request id -> (future, commands,
+        # the script that logged them).
+        self._waiting: dict[str, tuple[asyncio.Future[list[str]], Sequence[Command], Scripted]] = {}
         self.let_go: LetGo | None = None
         self.applied_out_of_order = 0
 
@@ -130,48 +131,44 @@ class RecoveringRedisBroker(RedisBroker):
         request = secrets.token_hex(8)
         data = wire.encode_commands(self.node_id, commands)
         message = data[:-1] + b',"req":"' + request.encode() + b'"}'
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting[request] = (future, commands)
         out = Outbound(self._commands_channel, False, message, tuple(range(len(commands))))
         # One command: its message is also its log entry (encoded once).
         entries = [data] if len(commands) == 1 else None
         now_ms = int(time.time() * 1000)
         # In the publish queue's pipeline, as plain publishes are: a script call through
         # redis-py cost about 65 us of CPU, several times the rest of a publish.
-        script = Scripted(
-            self.log.pack_append_publish(commands, [out], now_ms, entries=entries), APPEND_PUBLISH
-        )
-        sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._enqueue((script, b"", None, sent, None))
-        try:
-            await sent  # BrokerUnavailable when Redis did not take it (counted there)
-        except BaseException:
-            self._waiting.pop(request, None)
-            raise
-        offsets, _ = split_append_reply(script.reply, len(commands))
+        packed = self.log.pack_append_publish(commands, [out], now_ms, entries=entries)
+        script = Scripted(packed, APPEND_PUBLISH, settles=False)
         loop = asyncio.get_running_loop()
+        # Settled with the offsets once this node applied the commands as they came back
+        # (_dispatch), or failed by the queue (BrokerUnavailable, counted there).
+        future: asyncio.Future[list[str]] = loop.create_future()
+        self._waiting[request] = (future, commands, script)
+        self._enqueue((script, b"", None, future, None))
         late = loop.call_later(OWN_TIMEOUT, self._not_back, request)
         try:
-            await future
+            return await future
         finally:
             late.cancel()
-        return offsets
+            self._waiting.pop(request, None)
 
     def _not_back(self, request: str) -> None:
         """Our command did not come back in time (the subscription is down): apply it
         here now, out of log order, rather than never."""
-        waiting = self._waiting.pop(request, None)
+        waiting = self._waiting.get(request)
         if waiting is None or waiting[0].done() or self._handler is None:
             return
-        future, commands = waiting
+        future, commands, script = waiting
+        if script.reply is None:
+            # Redis has not answered the script yet: the queue fails it, or it comes back.
+            asyncio.get_running_loop().call_later(OWN_TIMEOUT, self._not_back, request)
+            return
+        del self._waiting[request]
+        offsets, _ = split_append_reply(script.reply, len(commands))
         self.applied_out_of_order += 1
         logger.warning("a published command did not come back; applied out of log order")
-        try:
-            self._handler(commands)
-        except Exception as exc:
-            future.set_exception(exc)
-            return
-        future.set_result(None)
+        pairs = zip(commands, offsets, strict=True)
+        self._apply(b"", [replace(c, offset=o) for c, o in pairs], future)
 
     def tell_let_go(self, node: str, namespace: Namespace, sid: Sid) -> None:
         """Tell ``node`` (by the command channel) that this node took ``sid`` over."""
@@ -221,8 +218,12 @@ class RecoveringRedisBroker(RedisBroker):
         self._apply(channel, commands, future)
 
     def _apply(
-        self, channel: bytes, commands: Sequence[Command], future: asyncio.Future[None] | None
+        self,
+        channel: bytes,
+        commands: Sequence[Command],
+        future: asyncio.Future[list[str]] | None,
     ) -> None:
+        """Apply ``commands``; ``future``, for this node's own, gets their offsets."""
         try:
             if self._handler is not None:
                 self._handler(commands)
@@ -232,7 +233,7 @@ class RecoveringRedisBroker(RedisBroker):
                 future.set_exception(exc)
             return
         if future is not None and not future.done():
-            future.set_result(None)
+            future.set_result([c.offset or "" for c in commands])
 
     def _let_go(self, body: Any) -> None:
         if not isinstance(body, dict) or body.get("to") != self.node_id:

@@ -152,12 +152,15 @@ class Scripted:
     """A packed ``EVALSHA`` to run in the publish queue, in order with the publishes
     (siogate.broker.recovering logs and publishes this way); its reply is kept here."""
 
-    __slots__ = ("packed", "source", "reply")
+    __slots__ = ("packed", "source", "settles", "reply")
 
-    def __init__(self, packed: bytes, source: str) -> None:
+    def __init__(self, packed: bytes, source: str, *, settles: bool = True) -> None:
         self.packed = packed
         # The script's text, to load it again on NOSCRIPT.
         self.source = source
+        # Whether the item's future is settled (None) once Redis answered; if not, the
+        # queue only fails it (its owner settles it on success).
+        self.settles = settles
         self.reply: Any = None
 
 
@@ -526,13 +529,15 @@ class RedisBroker:
                             acks.expect(sum(int(n) for asks, n in counts if asks))
                         else:
                             acks.expect(int(count))
-            for _, _, commands, future, _ in batch:
+            for channel, _, commands, future, _ in batch:
                 try:
                     if commands is not None and self._handler is not None:
                         self._handler(commands)
                 except Exception as exc:
                     if future is not None and not future.done():
                         future.set_exception(exc)
+                    continue
+                if isinstance(channel, Scripted) and not channel.settles:
                     continue
                 if future is not None and not future.done():
                     future.set_result(None)
