@@ -21,6 +21,7 @@ from .auth import BasicAuth, JwtVerifier
 from .broker import Broker, MemoryBroker
 from .broker.emitter_compat import EmitterBridge
 from .broker.recovering import RecoveringRedisBroker
+from .broker.recovering_local import RecoveringLocalBroker
 from .broker.redis import RedisBroker
 from .config import Settings
 from .errors import ConfigError
@@ -273,7 +274,9 @@ def build(
             if settings.recovery_window > 0
             else None
         ),
-        cluster_recovery=broker if isinstance(broker, RecoveringRedisBroker) else None,
+        cluster_recovery=(
+            broker if isinstance(broker, RecoveringRedisBroker | RecoveringLocalBroker) else None
+        ),
         history=(
             HistoryOptions(
                 settings.history_size,

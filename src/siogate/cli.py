@@ -482,8 +482,8 @@ def main() -> None:
     type=float,
     metavar="SECONDS",
     help="Connection state recovery: a socket whose transport drops keeps its id, rooms "
-    "and missed events this long (0: off; 120 recommended; across nodes with --redis-url; "
-    "--workers above 1 needs --redis-url).",
+    "and missed events this long (0: off; 120 recommended; across nodes with --redis-url, "
+    "across --workers through the primary without it).",
 )
 @option(
     "recovery_max_missed",
@@ -499,7 +499,7 @@ def main() -> None:
     "history_size",
     type=int,
     help="Room history: events kept per room for GET /v1/rooms/ROOM/history "
-    "(0: off; with --redis-url it needs --recovery-window).",
+    "(0: off; with --redis-url or --workers above 1 it needs --recovery-window).",
 )
 @option("history_ttl", type=float, metavar="SECONDS", help="Room history: age limit.")
 @option("history_max_messages", type=int, help="Room history: events kept over all rooms.")

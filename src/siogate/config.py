@@ -214,23 +214,15 @@ class Settings:
             raise ConfigError("recovery_window must be >= 0 (0: off)")
         if self.recovery_max_missed < 1 or self.recovery_max_messages < 1:
             raise ConfigError("recovery_max_missed and recovery_max_messages must be at least 1")
-        if self.recovery_window > 0 and self.workers > 1 and self.redis_url is None:
-            # Workers on Redis are nodes like any other, and recover across each other as
-            # nodes do; the relay between workers keeps no log.
-            raise ConfigError(
-                "recovery_window with workers above 1 needs redis_url (the workers then "
-                "recover each other's sockets through Redis, as nodes do)"
-            )
         if self.history_size < 0 or self.history_ttl <= 0 or self.history_max_messages < 1:
             raise ConfigError(
                 "history_size must be >= 0 (0: off), history_ttl > 0 and history_max_messages >= 1"
             )
-        if self.history_size > 0 and self.workers > 1 and self.redis_url is None:
-            raise ConfigError("history_size with workers above 1 needs redis_url")
-        if self.history_size > 0 and self.redis_url is not None and self.recovery_window <= 0:
+        if self.history_size > 0 and self.cluster and self.recovery_window <= 0:
             raise ConfigError(
-                "history_size with redis_url needs recovery_window: the cluster answers "
-                "room history from the recovery log in Redis"
+                "history_size with redis_url or workers above 1 needs recovery_window: "
+                "nodes and workers answer room history from the recovery log (in Redis, "
+                "or in the workers' primary)"
             )
         if self.emitter_compat and self.redis_url is None:
             raise ConfigError("emitter_compat needs redis_url: the emitter publishes through Redis")

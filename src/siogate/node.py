@@ -36,8 +36,7 @@ from .broker import (
     SocketsQuery,
     StatsQuery,
 )
-from .broker.recovering import RecoveringRedisBroker
-from .broker.streams import parse_offset
+from .broker.streams import LoggedBroker, parse_offset
 from .errors import AuthError, WebhookError
 from .handlers import Handlers, Refuse, call
 from .history import HistoryOptions, Message, Offsets, RoomHistory
@@ -264,7 +263,7 @@ class Node:
         presence_events: PresenceEvents | None = None,
         recovery: RecoveryOptions | None = None,
         history: HistoryOptions | None = None,
-        cluster_recovery: RecoveringRedisBroker | None = None,
+        cluster_recovery: LoggedBroker | None = None,
     ) -> None:
         # hub holds this node's sockets and rooms.
         self.hub = hub

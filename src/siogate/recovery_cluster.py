@@ -1,5 +1,5 @@
 """Connection state recovery across nodes: the node's side (``--recovery-window`` with
-``--redis-url``; docs/recovery.md, "Across nodes").
+``--redis-url``, or with ``--workers`` above 1; docs/recovery.md, "Across nodes").
 
 :class:`ClusterSessions` keeps, for each socket of this node, its record (what another
 node needs to take it over: :class:`siogate.broker.streams.Session`) and writes it to
@@ -20,12 +20,12 @@ from typing import Any, Literal
 from redis.exceptions import RedisError
 
 from .broker import BrokerUnavailable
-from .broker.recovering import RecoveringRedisBroker
 from .broker.streams import (
     Claimed,
     Gap,
+    LoggedBroker,
     Overflow,
-    RedisRecoveryLog,
+    RecoveryLog,
     Replay,
     Session,
     parse_offset,
@@ -42,11 +42,11 @@ Op = Literal["save", "park", "end"]
 
 
 class ClusterSessions:
-    """Session records of this node's sockets, written to Redis in order."""
+    """Session records of this node's sockets, written to the log's store in order."""
 
     def __init__(
         self,
-        broker: RecoveringRedisBroker,
+        broker: LoggedBroker,
         spawn: Callable[[Coroutine[Any, Any, Any]], None],
         moved: Callable[[Namespace, Sid], None],
     ) -> None:
@@ -67,7 +67,7 @@ class ClusterSessions:
         self.written: dict[Sid, str] = {}
 
     @property
-    def log(self) -> RedisRecoveryLog:
+    def log(self) -> RecoveryLog:
         assert self.broker.log is not None
         return self.broker.log
 
@@ -75,7 +75,7 @@ class ClusterSessions:
         """Where this node starts in the log (the newest offset now)."""
         try:
             last = await self.log.last_offset("")
-        except (RedisError, OSError, ValueError) as exc:
+        except (RedisError, OSError, ValueError, BrokerUnavailable) as exc:
             logger.warning("could not read the recovery log's end: %s", exc)
             return
         if _after(last, self.applied):
@@ -103,7 +103,7 @@ class ClusterSessions:
         """Claim and replay (RedisRecoveryLog.recover); None when it cannot be done."""
         try:
             return await self.log.recover(auth.get("pid"), auth.get("offset"), namespace, user)
-        except (RedisError, OSError, ValueError) as exc:
+        except (RedisError, OSError, ValueError, BrokerUnavailable) as exc:
             logger.warning("recovery across nodes failed: %s", exc)
             return None
 
@@ -113,8 +113,8 @@ class ClusterSessions:
         """Room history from the log (RedisRecoveryLog.room_history), as the node's."""
         try:
             found = await self.log.room_history(namespace, room, since, limit)
-        except (RedisError, OSError) as exc:
-            raise BrokerUnavailable(f"Redis did not answer the history query: {exc}") from exc
+        except (RedisError, OSError, BrokerUnavailable) as exc:
+            raise BrokerUnavailable(f"the recovery log did not answer: {exc}") from exc
         if found is None:
             return None
         entries, complete = found
@@ -145,7 +145,15 @@ class ClusterSessions:
                 entries = await log.entries_after(socket.namespace, "0-0", check=False)
             record = Session(socket.id, socket.namespace, socket.user, set(rooms), since, since)
             replay = plan(record, since, since, entries, log.max_missed)
-        except (Gap, Overflow, RedisError, OSError, ValueError, WireError) as exc:
+        except (
+            Gap,
+            Overflow,
+            RedisError,
+            OSError,
+            ValueError,
+            WireError,
+            BrokerUnavailable,
+        ) as exc:
             logger.warning("events since %s not sent: %s", since, exc)
             return []
         if replay is None:
@@ -156,7 +164,7 @@ class ClusterSessions:
     async def park_now(self, pid: str) -> None:
         try:
             await self.log.park(pid)
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError, BrokerUnavailable) as exc:
             logger.warning("session record not parked: %s", exc)
 
     # Records
@@ -214,7 +222,7 @@ class ClusterSessions:
             return True
         try:
             return await self.log.end(entry[0])
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError, BrokerUnavailable) as exc:
             logger.warning("could not end the session record of %s: %s", sid, exc)
             return True
 
@@ -251,7 +259,7 @@ class ClusterSessions:
                     else:
                         await log.end(pid)
                         continue
-                except (RedisError, OSError) as exc:
+                except (RedisError, OSError, BrokerUnavailable) as exc:
                     logger.warning("session record of %s not written: %s", sid, exc)
                     continue
                 entry = self.records.get(sid)

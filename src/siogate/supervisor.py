@@ -45,6 +45,8 @@ from urllib.parse import urlsplit, urlunsplit
 from .app import build, install_event_loop, redis_broker
 from .broker import Broker, BrokerUnavailable
 from .broker.local import LocalBroker, LocalRelay, Service
+from .broker.recovering_local import RecoveringLocalBroker
+from .broker.relay_log import RelayLog
 from .config import Settings
 from .idempotency import (
     Claim,
@@ -150,11 +152,13 @@ class Supervisor:
                 self._dir = tempfile.mkdtemp(prefix="siogate-workers-")
                 store = MemoryIdempotencyStore(self.settings.idempotency_ttl)
                 counts = PresenceCounts()
+                log = relay_log(self.settings)
                 self._relay = LocalRelay(
                     os.path.join(self._dir, "relay.sock"),
-                    primary_service(store, counts),
+                    primary_service(store, counts, log),
                     # A gone worker's users are counted out; a live one reports them.
                     on_leave=lambda node: counts.orphans.extend(counts.drop(node)),
+                    log=log,
                 )
                 await self._relay.start()
             started = await asyncio.gather(*(self._spawn(w) for w in self.workers))
@@ -316,13 +320,31 @@ def _claim(value: dict[str, Any]) -> Claim:
     )
 
 
-def primary_service(store: MemoryIdempotencyStore, counts: PresenceCounts) -> Service:
+def relay_log(settings: Settings) -> RelayLog | None:
+    """The recovery log the primary keeps for the workers (with ``--recovery-window``)."""
+    if settings.recovery_window <= 0:
+        return None
+    return RelayLog(
+        window=settings.recovery_window,
+        # Room history answers from the same log: kept as long as history asks.
+        log_age=settings.history_ttl if settings.history_size > 0 else None,
+        max_log=settings.recovery_max_messages,
+    )
+
+
+def primary_service(
+    store: MemoryIdempotencyStore, counts: PresenceCounts, log: RelayLog | None = None
+) -> Service:
     """The primary's side: a worker's request (JSON) applied to ``store`` (idempotency
-    keys) or ``counts`` (presence)."""
+    keys), ``counts`` (presence) or ``log`` (recovery)."""
 
     async def serve(request: bytes) -> bytes:
         call = json.loads(request)
         op = call["op"]
+        if op == "rlog":
+            if log is None:
+                raise ValueError("a recovery log call, and recovery is off")
+            return json.dumps(log.serve(call)).encode()
         if op == "presence":
             return json.dumps({"transitions": _presence_call(counts, call)}).encode()
         key = call["key"]
@@ -505,7 +527,16 @@ async def _serve_worker(config: dict[str, Any]) -> None:
     idempotency: IdempotencyStore | None = None
     presence: PresenceTracker | None = None
     if relay is not None:
-        broker = LocalBroker(relay, advertise_url=url)
+        if settings.recovery_window > 0:
+            # Every command through the primary's log (siogate.broker.relay_log).
+            broker = RecoveringLocalBroker(
+                relay,
+                advertise_url=url,
+                window=settings.recovery_window,
+                max_missed=settings.recovery_max_missed,
+            )
+        else:
+            broker = LocalBroker(relay, advertise_url=url)
         idempotency = SharedIdempotencyStore(broker)
         if settings.presence_webhooks:
             presence = SharedPresenceTracker(broker)

@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -410,8 +411,8 @@ async def test_presence_webhooks_count_a_user_once_across_workers_without_redis(
         (["--workers", "0"], "workers must be 1-"),
         (["--workers", "many"], "neither a number nor 'auto'"),
         (
-            ["--workers", "2", "--recovery-window", "30"],
-            "recovery_window with workers above 1 needs redis_url",
+            ["--workers", "2", "--history-size", "30"],
+            "history_size with redis_url or workers above 1 needs recovery_window",
         ),
     ],
 )  # fmt: skip
@@ -588,13 +589,64 @@ def test_emit_with_ack_collects_replies_from_sockets_on_every_worker(two: Worker
         clients.close()
 
 
+# ---------------------------------------------------------------- recovery and history
+
+
+def recover_on_both_workers(gw: Gateway) -> None:
+    """A stock client drops its transport and reconnects until it came back on both
+    workers: recovered each time, same id, every missed event once and in order."""
+    from test_recovery import payloads, wait_parked
+
+    room = uid("w")
+
+    def holder() -> str | None:
+        """The worker listing the socket as connected, once only one does."""
+        live = [s for s in room_sockets(gw.url, room)["sockets"] if s.get("connected", True)]
+        return live[0]["node"] if len(live) == 1 else None
+
+    token = gw.token("alice", rooms=[room])
+    with JsClient(gw.url, auth={"token": token}, options={"transports": ["websocket"]}) as js:
+        first = js.connect()
+        sid = first["id"]
+        seen = {wait_until(holder, "the socket listed")}
+        # The stock client asks to recover only with an offset: one event first.
+        assert gw.emit("e", 0, rooms=[room]).status_code == 200
+        assert payloads(js.wait_events("e", 1)) == [0]
+        sent = 1
+        # Each reconnect is a new TCP connection the kernel hands to either worker:
+        # go on until one landed on the other worker (20 tries: 1 in 10^6 to fail).
+        for _ in range(20):
+            js.send(op="drop")
+            js.wait_disconnect()
+            wait_parked(gw, sid, room)
+            for _ in range(3):
+                assert gw.emit("e", sent, rooms=[room]).status_code == 200
+                sent += 1
+            again = js.connect()
+            assert again["id"] == sid and again["recovered"] is True, again
+            seen.add(wait_until(holder, "the socket listed again"))
+            if len(seen) == 2:
+                break
+        assert len(seen) == 2, "every reconnect landed on the same worker"
+        # Each event missed while away came once, in order, wherever it came back.
+        assert payloads(js.wait_events("e", sent)) == list(range(sent))
+        time.sleep(0.3)
+        assert len(js.wait_events("e", sent)) == sent
+
+
+@pytest.mark.node
+def test_workers_recover_each_others_sockets_through_the_primary(
+    start_workers: Callable[..., Workers],
+) -> None:
+    workers = start_workers(2, "--recovery-window", "30")
+    recover_on_both_workers(workers.gw)
+
+
 @pytest.mark.redis
 @pytest.mark.node
 def test_workers_on_redis_recover_each_others_sockets(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    from test_recovery import payloads, wait_parked
-
     gw = spawn_gateway(
         "--workers", "2", "--redis-url", redis_server.url, "--node-ttl", "1500",
         "--cluster-timeout", str(CLUSTER_TIMEOUT_MS), "--recovery-window", "30",
@@ -602,39 +654,120 @@ def test_workers_on_redis_recover_each_others_sockets(
     )  # fmt: skip
     try:
         Workers(gw, 2).wait_ready()
-        room = uid("w")
-
-        def holder() -> str | None:
-            """The worker listing the socket as connected, once only one does."""
-            live = [s for s in room_sockets(gw.url, room)["sockets"] if s.get("connected", True)]
-            return live[0]["node"] if len(live) == 1 else None
-
-        token = gw.token("alice", rooms=[room])
-        with JsClient(gw.url, auth={"token": token}, options={"transports": ["websocket"]}) as js:
-            first = js.connect()
-            sid = first["id"]
-            seen = {wait_until(holder, "the socket listed")}
-            # The stock client asks to recover only with an offset: one event first.
-            assert gw.emit("e", 0, rooms=[room]).status_code == 200
-            assert payloads(js.wait_events("e", 1)) == [0]
-            sent = 1
-            # Each reconnect is a new TCP connection the kernel hands to either worker:
-            # go on until one landed on the other worker (20 tries: 1 in 10^6 to fail).
-            for _ in range(20):
-                js.send(op="drop")
-                js.wait_disconnect()
-                wait_parked(gw, sid, room)
-                assert gw.emit("e", sent, rooms=[room]).status_code == 200
-                sent += 1
-                again = js.connect()
-                assert again["id"] == sid and again["recovered"] is True, again
-                seen.add(wait_until(holder, "the socket listed again"))
-                if len(seen) == 2:
-                    break
-            assert len(seen) == 2, "every reconnect landed on the same worker"
-            # Each event missed while away came once, in order, wherever it came back.
-            assert payloads(js.wait_events("e", sent)) == list(range(sent))
-            time.sleep(0.3)
-            assert len(js.wait_events("e", sent)) == sent
+        recover_on_both_workers(gw)
     finally:
         gw.stop()
+
+
+@pytest.mark.node
+def test_a_socket_recovers_on_another_worker_after_its_worker_was_killed(
+    start_workers: Callable[..., Workers],
+) -> None:
+    from test_recovery import payloads
+
+    workers = start_workers(2, "--recovery-window", "30")
+    gw = workers.gw
+    room = uid("k")
+    token = gw.token("bob", rooms=[room])
+    with JsClient(gw.url, auth={"token": token}, options={"transports": ["websocket"]}) as js:
+        sid = js.connect()["id"]
+        assert gw.emit("e", "before", rooms=[room]).status_code == 200
+        assert payloads(js.wait_events("e", 1)) == ["before"]
+        holder = wait_until(lambda: room_sockets(gw.url, room)["sockets"], "the socket listed")
+        node = holder[0]["node"]
+        pid = next(p for n, p in workers.workers().values() if n == node)
+        os.kill(pid, signal.SIGKILL)
+        js.wait_disconnect()
+        # Through the other worker (the only one listening until the killed one is back).
+        assert fresh(
+            "POST", f"{gw.url}/v1/join", json={"sockets": [sid], "room": "late"}
+        ).is_success
+        for body in (
+            {"event": "e", "args": ["missed"], "rooms": [room]},
+            {"event": "e", "args": ["joined"], "rooms": ["late"]},
+            {"event": "e", "args": ["direct"], "rooms": [sid]},
+        ):
+            assert fresh("POST", f"{gw.url}/v1/emit", json=body).status_code == 200
+        again = js.connect()
+        assert again["type"] == "connected" and again["id"] == sid, again
+        assert again["recovered"] is True
+        assert gw.emit("e", "after", rooms=["late"]).status_code == 200
+        assert payloads(js.wait_events("e", 5)) == ["before", "missed", "joined", "direct", "after"]
+        time.sleep(0.3)
+        assert len(js.wait_events("e", 5)) == 5
+
+
+def test_room_history_is_the_same_from_every_worker(start_workers: Callable[..., Workers]) -> None:
+    workers = start_workers(2, "--recovery-window", "30", "--history-size", "100")
+    nodes = [node for node, _ in workers.workers().values()]
+    urls = [workers.private_url(node) for node in nodes]
+    offsets = []
+    for i in range(4):
+        r = fresh(
+            "POST", f"{urls[i % 2]}/v1/emit", json={"event": "m", "args": [i], "rooms": ["chat"]}
+        )
+        assert r.status_code == 200, r.text
+        offsets.append(r.json()["offset"])
+    fresh("POST", f"{urls[1]}/v1/emit", json={"event": "m", "args": ["x"], "rooms": ["other"]})
+    for url in urls:
+        body = fresh("GET", f"{url}/v1/rooms/chat/history").json()
+        assert [m["data"] for m in body["messages"]] == [[i] for i in range(4)]
+        assert [m["offset"] for m in body["messages"]] == offsets
+        assert body["complete"] is True
+        page = fresh("GET", f"{url}/v1/rooms/chat/history?since={offsets[1]}&limit=1").json()
+        assert [m["offset"] for m in page["messages"]] == [offsets[2]]
+        assert page["complete"] is False
+
+
+@pytest.mark.node
+def test_emits_while_reconnecting_across_workers_are_neither_lost_nor_duplicated(
+    start_workers: Callable[..., Workers],
+) -> None:
+    # The client drops again and again and reconnects on its own, the kernel handing
+    # each reconnect to either worker (sometimes before the old one has parked it);
+    # events are emitted through both workers all along.
+    from test_recovery import payloads
+
+    workers = start_workers(2, "--recovery-window", "30")
+    gw = workers.gw
+    urls = [workers.private_url(node) for node, _ in workers.workers().values()]
+    room, total = uid("race"), 600
+    options = {"transports": ["websocket"], "reconnection": True, "reconnectionDelay": 50}
+    options["randomizationFactor"] = 0
+    with JsClient(gw.url, auth={"token": gw.token("frank", rooms=[room])}, options=options) as js:
+        sid = js.connect()["id"]
+        time.sleep(0.2)  # the record is written
+        done = threading.Event()
+
+        def emitter() -> None:
+            https = [httpx.Client(base_url=url, headers=HEADERS, timeout=10) for url in urls]
+            try:
+                for i in range(total):
+                    body = {"event": "n", "args": [i], "rooms": [room]}
+                    r = https[i % 2].post("/v1/emit", json=body)
+                    assert r.status_code == 200, r.text
+            finally:
+                for h in https:
+                    h.close()
+                done.set()
+
+        thread = threading.Thread(target=emitter)
+        thread.start()
+        drops = 0
+        while not done.is_set() and drops < 8:
+            time.sleep(0.2)
+            js.send(op="drop")
+            drops += 1
+        thread.join(60)
+        js.wait_events("n", total, timeout=30)
+        time.sleep(0.3)
+        assert payloads(js.events("n")) == list(range(total))
+        connects = [o for o in js.observations if o.get("type") == "connected"]
+        assert len(connects) > 2, "the client never dropped while events were sent"
+        assert all(c["id"] == sid for c in connects), connects
+        assert all(c["recovered"] for c in connects[1:]), connects
+        # Exactly one worker holds it in the end.
+        wait_until(
+            lambda: len([s for s in room_sockets(gw.url, room)["sockets"] if s["id"] == sid]) == 1,
+            "one holder in the end",
+        )

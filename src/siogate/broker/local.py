@@ -14,7 +14,11 @@ socket server in the primary process that does what Redis pub/sub does for nodes
   expected by the listings at once.
 
 The relay never parses the messages: they are the cluster's wire format
-(:mod:`siogate.broker.wire`), produced and checked by the workers.
+(:mod:`siogate.broker.wire`), produced and checked by the workers. With recovery on
+(``--recovery-window``) every command goes through the relay's log instead
+(:mod:`siogate.broker.relay_log`): a ``LOGGED`` frame carries the log entries and the
+message, and the relay appends the entries' offsets to the message's end before it
+passes it on to every worker, the sender included.
 
 Routing (as cluster mode routes through Redis channels, :mod:`siogate.broker.routing`):
 a worker tags each part of a batch with its destination (a room shard, the worker that
@@ -72,6 +76,7 @@ from .base import (
     QueryHandler,
     gather_answers,
 )
+from .relay_log import RelayLog
 from .shards import LINGER, ShardSubscriptions
 
 logger = logging.getLogger("siogate.broker")
@@ -84,9 +89,14 @@ HELLO, PUBLISH, QUERY, ANSWER, MEMBERS, ACK, COMMANDS, CALL, REPLY = range(1, 10
 # the destination), SUBSCRIBE and UNSUBSCRIBE (4-byte shard numbers), CONFIRM (the relay's
 # 8-byte token). Relay -> worker: COMMANDS_SYNC (token, then the message), SETTLED (id).
 PUBLISH_SYNC, SUBSCRIBE, UNSUBSCRIBE, CONFIRM, COMMANDS_SYNC, SETTLED = range(10, 16)
+# Recovery (siogate.broker.relay_log). Worker -> relay: LOGGED (a 4-byte count n, n log
+# entries each after its 4-byte length, then the message); the relay appends the entries
+# to its log and passes the message, with their offsets, to every worker, the sender too.
+LOGGED = 16
 # A PUBLISH's destination: its first byte, then a 4-byte shard or a 1-byte-long node id.
 TO_ALL, TO_SHARD, TO_NODE, TO_NOBODY = range(4)
 _SHARD = struct.Struct(">I")
+_LENGTH = struct.Struct(">I")
 _CALL_ID = struct.Struct(">Q")
 
 Service = Callable[[bytes], Awaitable[bytes]]
@@ -121,6 +131,30 @@ def destination(to: routing.Destination) -> bytes:
 
 
 _NOBODY = bytes([TO_NOBODY])
+
+
+def logged(entries: Sequence[bytes], message: bytes) -> bytes:
+    """A LOGGED frame's body: ``entries`` to log, ``message`` (a wire object) to pass on."""
+    sized = b"".join(_LENGTH.pack(len(e)) + e for e in entries)
+    return _LENGTH.pack(len(entries)) + sized + message
+
+
+def split_logged(body: bytes) -> tuple[list[bytes], bytes]:
+    """:func:`logged` undone; raises ValueError (or struct.error) when malformed."""
+    count = _LENGTH.unpack_from(body)[0]
+    at = _LENGTH.size
+    entries = []
+    for _ in range(count):
+        size = _LENGTH.unpack_from(body, at)[0]
+        at += _LENGTH.size
+        if at + size > len(body):
+            raise ValueError("an entry runs past the frame")
+        entries.append(body[at : at + size])
+        at += size
+    message = body[at:]
+    if not entries or not message.endswith(b"}"):
+        raise ValueError("a logged publish carries entries and a wire object")
+    return entries, message
 
 
 class FrameReader:
@@ -208,9 +242,12 @@ class LocalRelay:
         path: str,
         service: Service | None = None,
         on_leave: Callable[[str], None] | None = None,
+        log: RelayLog | None = None,
     ) -> None:
         self.path = path
         self._service = service
+        # With recovery: the command log that LOGGED frames go through.
+        self.log = log
         # Told the node id of each worker whose connection closed.
         self._on_leave = on_leave
         self._calls: set[asyncio.Task[None]] = set()
@@ -254,6 +291,8 @@ class LocalRelay:
             self._hello(peer, body)
         elif kind == PUBLISH or kind == PUBLISH_SYNC:
             self._publish(peer, kind == PUBLISH_SYNC, body)
+        elif kind == LOGGED:
+            self._logged(peer, body)
         elif kind == SUBSCRIBE or kind == UNSUBSCRIBE:
             self._subscribe(peer, kind == SUBSCRIBE, body)
         elif kind == CONFIRM:
@@ -314,6 +353,23 @@ class LocalRelay:
         self._syncs[token] = (peer, request, set(receivers))
         out = frame(COMMANDS_SYNC, _COUNT.pack(token) + body[start + _COUNT.size :])
         for other in receivers:
+            other.send(out)
+        self.forwarded += 1
+
+    def _logged(self, peer: _RelayPeer, body: bytes) -> None:
+        """Log a worker's commands and pass them, with their offsets, to every worker."""
+        if self.log is None:
+            logger.warning("relay: a logged publish from worker %s, and no log", peer.node)
+            return
+        try:
+            entries, message = split_logged(body)
+        except (IndexError, ValueError, struct.error):
+            logger.warning("relay: a malformed logged publish from worker %s", peer.node)
+            return
+        offsets = self.log.append(entries)
+        tail = b',"offsets":[' + b",".join(b'"%s"' % o.encode() for o in offsets) + b"]}"
+        out = frame(COMMANDS, message[:-1] + tail)
+        for other in self._peers.values():
             other.send(out)
         self.forwarded += 1
 

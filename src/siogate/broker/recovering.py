@@ -25,7 +25,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, Final
 
@@ -37,6 +37,7 @@ from .base import BrokerUnavailable, Command, Guard, MessageHandler, QueryHandle
 from .redis import RedisBroker, Scripted
 from .streams import (
     APPEND_PUBLISH,
+    LetGo,
     Outbound,
     RedisRecoveryLog,
     offsets_of,
@@ -48,10 +49,6 @@ logger = logging.getLogger("siogate.broker")
 
 # Seconds a node waits for its own command to come back before applying it anyway.
 OWN_TIMEOUT: Final = 2.0
-
-LetGo = Callable[[Namespace, Sid], None]
-"""Told that another node recovered one of this node's sockets (it must drop it
-without a word: no webhook, the session goes on elsewhere)."""
 
 
 # The tail of a node's own command message as it comes back from Redis: publish_logged

@@ -41,12 +41,13 @@ and reads are bounded (``scan_limit`` log entries, ``max_missed`` replayed event
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from redis.asyncio import Redis
 
@@ -431,7 +432,114 @@ class Claimed:
     gen: int
 
 
-class RedisRecoveryLog:
+class RecoveryLog(abc.ABC):
+    """The command log and the session records as a node uses them: in Redis
+    (:class:`RedisRecoveryLog`), or kept by the workers' relay in the primary
+    (:mod:`siogate.broker.relay_log`). Both follow the rules of the module docstring;
+    :meth:`recover` is built on the other operations and is the same for both."""
+
+    node: str
+    window: float
+    max_missed: int
+
+    @abc.abstractmethod
+    async def last_offset(self, namespace: str) -> str:
+        """The newest offset of the log ("0-0" if it has none yet)."""
+
+    @abc.abstractmethod
+    async def entries_after(
+        self, namespace: str, offset: str, *, check: bool = True
+    ) -> list[tuple[str, Command]]:
+        """The log after ``offset``, oldest first (:class:`Gap`, :class:`Overflow`)."""
+
+    @abc.abstractmethod
+    async def save(self, pid: str, session: Session) -> bool:
+        """Write a live record; False when another node has claimed the socket since."""
+
+    @abc.abstractmethod
+    async def park(
+        self, pid: str, parked_at: str | None = None, written: str | None = None
+    ) -> bool:
+        """Keep the record for the window; False when another node has claimed it."""
+
+    @abc.abstractmethod
+    async def end(self, pid: str) -> bool:
+        """The session ended for good (on this node, its owner)."""
+
+    @abc.abstractmethod
+    async def claim(self, pid: object, namespace: str, user: str | None) -> Claimed | None:
+        """Take the record named by a client's ``pid`` for this node."""
+
+    @abc.abstractmethod
+    async def room_history(
+        self, namespace: str, room: str, since: str | None, limit: int
+    ) -> tuple[list[tuple[str, EmitCommand]], bool] | None:
+        """Emits to ``room`` in the log, oldest first, and whether they are complete."""
+
+    async def recover(
+        self, pid: object, offset: object, namespace: str, user: str | None
+    ) -> tuple[Claimed, Replay] | None:
+        """Claim the socket ``pid`` names and compute what it missed after ``offset``
+        (None: the client's last offset was none, from the socket's start); None when it
+        cannot be recovered whole (then the client gets a new socket)."""
+        if offset is not None:
+            point = parse_offset(offset)
+            if point is None or point > _point(await self.last_offset(namespace)):
+                return None  # not an offset, or one not handed out yet: claim nothing
+        claimed = await self.claim(pid, namespace, user)
+        if claimed is None:
+            return None
+        session = claimed.session
+        seen = session.since if offset is None else offset
+        assert isinstance(seen, str)
+        start = min(seen, session.at, key=_point)
+        parked_at, written = session.parked_at, session.written
+        if parked_at is not None and (written is None or _point(seen) >= _point(written)):
+            # The client got everything its node wrote to it before the loss was
+            # noticed: nothing before that point is missing (the log may have been
+            # trimmed there since, for a socket that was quiet a long time).
+            if _point(parked_at) > _point(start):
+                start = parked_at
+            if _point(parked_at) > _point(seen):
+                seen = parked_at
+        try:
+            entries = await self.entries_after(namespace, start)
+            replay = plan(session, start, seen, entries, self.max_missed)
+        except (Gap, Overflow, wire.WireError):
+            replay = None
+        if replay is None:
+            # The client goes on with a new socket: the old session ends here (its
+            # owner now), so no other node keeps it for the rest of the window.
+            await self.end(pid)  # type: ignore[arg-type]
+            return None
+        return claimed, replay
+
+
+LetGo = Callable[[Namespace, Sid], None]
+"""Told that another node recovered one of this node's sockets (it must drop it
+without a word: no webhook, the session goes on elsewhere)."""
+
+
+class LoggedBroker(Protocol):
+    """A broker whose every command goes through a :class:`RecoveryLog` (with Redis:
+    :mod:`siogate.broker.recovering`; between workers: :mod:`siogate.broker.recovering_local`)."""
+
+    let_go: LetGo | None
+    applied_out_of_order: int
+
+    @property
+    def log(self) -> RecoveryLog | None: ...
+
+    async def publish_logged(self, commands: Sequence[Command]) -> list[str]:
+        """Publish through the log; the commands' offsets, once applied on this node."""
+        ...
+
+    def tell_let_go(self, node: str, namespace: Namespace, sid: Sid) -> None:
+        """Tell ``node`` that this node took ``sid`` over."""
+        ...
+
+
+class RedisRecoveryLog(RecoveryLog):
     """The command log and session records in Redis (see the module docstring)."""
 
     def __init__(
@@ -673,44 +781,6 @@ class RedisRecoveryLog:
             return None
         return Claimed(session, previous, state, gen)
 
-    async def recover(
-        self, pid: object, offset: object, namespace: str, user: str | None
-    ) -> tuple[Claimed, Replay] | None:
-        """Claim the socket ``pid`` names and compute what it missed after ``offset``
-        (None: the client's last offset was none, from the socket's start); None when it
-        cannot be recovered whole (then the client gets a new socket)."""
-        if offset is not None:
-            point = parse_offset(offset)
-            if point is None or point > _point(await self.last_offset(namespace)):
-                return None  # not an offset, or one not handed out yet: claim nothing
-        claimed = await self.claim(pid, namespace, user)
-        if claimed is None:
-            return None
-        session = claimed.session
-        seen = session.since if offset is None else offset
-        assert isinstance(seen, str)
-        start = min(seen, session.at, key=_point)
-        parked_at, written = session.parked_at, session.written
-        if parked_at is not None and (written is None or _point(seen) >= _point(written)):
-            # The client got everything its node wrote to it before the loss was
-            # noticed: nothing before that point is missing (the log may have been
-            # trimmed there since, for a socket that was quiet a long time).
-            if _point(parked_at) > _point(start):
-                start = parked_at
-            if _point(parked_at) > _point(seen):
-                seen = parked_at
-        try:
-            entries = await self.entries_after(namespace, start)
-            replay = plan(session, start, seen, entries, self.max_missed)
-        except (Gap, Overflow, wire.WireError):
-            replay = None
-        if replay is None:
-            # The client goes on with a new socket: the old session ends here (its
-            # owner now), so no other node keeps it for the rest of the window.
-            await self.end(pid)  # type: ignore[arg-type]
-            return None
-        return claimed, replay
-
     async def room_history(
         self, namespace: str, room: str, since: str | None, limit: int
     ) -> tuple[list[tuple[str, EmitCommand]], bool] | None:
@@ -787,7 +857,11 @@ def _entry(fields: Any) -> Command:
     data = fields.get(b"c", fields.get("c"))
     if not isinstance(data, bytes | str):
         raise wire.WireError("a log entry without a command")
-    raw = data.encode() if isinstance(data, str) else data
+    return decode_entry(data.encode() if isinstance(data, str) else data)
+
+
+def decode_entry(raw: bytes) -> Command:
+    """A log entry (a one-command wire batch) back to its command, checked."""
     commands = wire.decode_commands(wire.decode(raw))
     if len(commands) != 1:
         raise wire.WireError("a log entry holds one command")
