@@ -4,12 +4,16 @@ JSON calls the relay carries."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from pathlib import Path
 
 import pytest
+from test_broker import Node
 
 from siogate.broker import BrokerUnavailable, EmitCommand, SocketsCommand, wire
-from siogate.broker.local import logged, split_logged
+from siogate.broker.local import LocalRelay, logged, split_logged
+from siogate.broker.recovering_local import RecoveringLocalBroker
 from siogate.broker.relay_log import RelayLog, RelayLogClient
 from siogate.broker.streams import Gap, Overflow, Session, parse_offset
 from siogate.types import Namespace, Room, Sid
@@ -202,3 +206,66 @@ async def test_a_client_whose_primary_does_not_answer_raises_broker_unavailable(
     client = RelayLogClient(call, node="w1", window=10)
     with pytest.raises(BrokerUnavailable):
         await client.last_offset("/")
+
+
+async def started(relay: LocalRelay, count: int) -> list[tuple[RecoveringLocalBroker, Node]]:
+    out = []
+    for name in "abc"[:count]:
+        broker = RecoveringLocalBroker(
+            relay.path, advertise_url=f"http://{name}:1", window=10, max_missed=100
+        )
+        node = Node(name)
+        await broker.start(node.apply, node.answer)
+        out.append((broker, node))
+    for broker, _ in out:
+        async with asyncio.timeout(5):
+            while broker.stats.peers != count - 1:
+                await asyncio.sleep(0.01)
+    return out
+
+
+async def test_every_worker_applies_every_logged_command_in_the_logs_order(
+    tmp_path: Path,
+) -> None:
+    log = RelayLog(window=10)
+    relay = LocalRelay(str(tmp_path / "relay.sock"), log=log)
+    await relay.start()
+    nodes = await started(relay, 3)
+    try:
+        sends = [
+            (broker, [EmitCommand(NS, node.name, [i])])
+            for i in range(100)
+            for broker, node in nodes
+        ]
+        answers = await asyncio.gather(*(b.publish_logged(c) for b, c in sends))
+        # Each publisher got its command's offset, applied on its own worker by then.
+        assert all(len(a) == 1 and parse_offset(a[0]) for a in answers)
+        orders = []
+        for _, node in nodes:
+            batches = await node.wait_batches(300)
+            orders.append([(c.offset, c.event, c.args) for batch in batches for c in batch])
+        assert orders[0] == orders[1] == orders[2]
+        offsets = [parse_offset(o) for o, _, _ in orders[0]]
+        assert offsets == sorted(offsets) and len(set(offsets)) == 300
+        assert sorted((a[0] for a in answers), key=parse_offset) == [o for o, _, _ in orders[0]]
+        assert log.length == 300
+    finally:
+        for broker, _ in nodes:
+            await broker.close()
+        await relay.close()
+
+
+async def test_a_publish_the_relay_did_not_log_is_refused_not_left_hanging(
+    tmp_path: Path,
+) -> None:
+    relay = LocalRelay(str(tmp_path / "relay.sock"))  # no log
+    await relay.start()
+    [(broker, node)] = await started(relay, 1)
+    try:
+        async with asyncio.timeout(5):
+            with pytest.raises(BrokerUnavailable):
+                await broker.publish_logged([EmitCommand(NS, "e", [])])
+        assert node.applied == [] and broker.stats.publish_failures == 1
+    finally:
+        await broker.close()
+        await relay.close()

@@ -75,16 +75,24 @@ class RecoveringLocalBroker(LocalBroker):
             entries = [data]
         else:
             entries = [wire.encode_commands(self.node_id, [c]) for c in commands]
-        future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[str]] = loop.create_future()
+        acked: asyncio.Future[None] = loop.create_future()
         self._waiting[request] = (future, commands)
         try:
-            self._send(LOGGED, logged(entries, message), None, None)
+            self._send(LOGGED, logged(entries, message), None, acked)
         except BrokerUnavailable:
             self._waiting.pop(request, None)
             self.stats.publish_failures += 1
             raise
         self.stats.messages_out += 1
         try:
+            # The relay passes the message back before it acknowledges the frame, on
+            # the same stream: acknowledged and not back means it was not logged.
+            await acked
+            if not future.done():
+                self.stats.publish_failures += 1
+                raise BrokerUnavailable("the workers' relay did not log the publish")
             return await future
         finally:
             self._waiting.pop(request, None)
