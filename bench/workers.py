@@ -16,7 +16,8 @@ run: the sum over load generators of their peak delivered msgs/s, and the server
 the same system with one worker and against Node with as many workers, medians over
 reps. Raw JSON goes to bench/results/<timestamp>-workers/.
 
-- siogate: ``siogate serve --workers N`` (N = 1: one process, no supervisor).
+- siogate: ``siogate serve --workers N`` (N = 1: one process, no supervisor);
+  siogate-recovery: the same with ``--recovery-window 120``.
 - node: N = 1: ``node-ref/server.js``; N > 1: ``node-ref/cluster.js`` with WORKERS=N,
   socket.io's documented multi-core setup on one machine.
 """
@@ -52,13 +53,17 @@ def cpu_list(text: str) -> list[int]:
 
 
 def server_argv(system: str, workers: int, port: int, key: str, secret: str) -> list[str]:
-    if system == "siogate":
-        return [
+    if system.startswith("siogate"):
+        argv = [
             sys.executable, "-m", "siogate", "serve", "--host", "127.0.0.1",
             "--port", str(port), "--api-key", key, "--jwt-secret", secret,
             "--log-level", "warning", "--max-connections-per-ip", "0",
             "--max-connections", "60000", "--workers", str(workers),
         ]  # fmt: skip
+        if system == "siogate-recovery":
+            # Every command through the recovery log (the primary's, with workers).
+            argv += ["--recovery-window", "120"]
+        return argv
     script = "server.js" if workers == 1 else "cluster.js"
     return ["node", str(BENCH / "node-ref" / script), "--port", str(port)]
 
@@ -76,8 +81,9 @@ def wait_ready(system: str, workers: int, port: int, proc: subprocess.Popen[byte
             conn.request("GET", "/healthz")
             body = json.loads(conn.getresponse().read())
             conn.close()
-            peers = body.get("broker", {}).get("peers", 0) if system == "siogate" else 0
-            if system != "siogate" or workers == 1 or peers == workers - 1:
+            siogate = system.startswith("siogate")
+            peers = body.get("broker", {}).get("peers", 0) if siogate else 0
+            if not siogate or workers == 1 or peers == workers - 1:
                 return True
         except (OSError, ValueError):
             pass
