@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import httpx
 import pytest
 import redis
 from jsclient import JsClient
+from recovery_race import emits_while_dropping
 from test_cluster import (  # noqa: F401 (fixtures)
     Cluster,
     cluster,
@@ -252,39 +251,8 @@ def test_emits_while_reconnecting_across_nodes_are_neither_lost_nor_duplicated(
     with client(front, nodes[0].token("frank", rooms=["race"]), **options) as js:
         sid = js.connected()
         time.sleep(0.2)  # the record is written
-        done = threading.Event()
-
-        def emitter() -> None:
-            https = [
-                httpx.Client(base_url=n.url, headers={"Authorization": f"Bearer {n.api_key}"})
-                for n in nodes
-            ]
-            try:
-                for i in range(total):
-                    r = https[i % 2].post(
-                        "/v1/emit", json={"event": "n", "args": [i], "rooms": ["race"]}
-                    )
-                    assert r.status_code == 200, r.text
-            finally:
-                for h in https:
-                    h.close()
-                done.set()
-
-        thread = threading.Thread(target=emitter)
-        thread.start()
-        drops = 0
-        while not done.is_set() and drops < 8:
-            time.sleep(0.2)
-            js.send(op="drop")
-            drops += 1
-        thread.join(60)
-        js.wait_events("n", total, timeout=30)
-        time.sleep(0.3)
-        assert payloads(js.events("n")) == list(range(total))
-        connects = [o for o in js.observations if o.get("type") == "connected"]
-        assert len(connects) > 2, "the client never dropped while events were sent"
-        assert all(c["id"] == sid for c in connects), connects
-        assert all(c["recovered"] for c in connects[1:]), connects
+        urls = [n.url for n in nodes]
+        emits_while_dropping(js, sid, urls, nodes[0].api_key, "race", total)
         # Exactly one node holds it in the end.
         wait_until(
             lambda: sorted(local_sockets(n) for n in nodes) == [0, 1], "one holder in the end"

@@ -14,7 +14,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -726,7 +725,7 @@ def test_emits_while_reconnecting_across_workers_are_neither_lost_nor_duplicated
     # The client drops again and again and reconnects on its own, the kernel handing
     # each reconnect to either worker (sometimes before the old one has parked it);
     # events are emitted through both workers all along.
-    from test_recovery import payloads
+    from recovery_race import emits_while_dropping
 
     workers = start_workers(2, "--recovery-window", "30")
     gw = workers.gw
@@ -737,35 +736,7 @@ def test_emits_while_reconnecting_across_workers_are_neither_lost_nor_duplicated
     with JsClient(gw.url, auth={"token": gw.token("frank", rooms=[room])}, options=options) as js:
         sid = js.connect()["id"]
         time.sleep(0.2)  # the record is written
-        done = threading.Event()
-
-        def emitter() -> None:
-            https = [httpx.Client(base_url=url, headers=HEADERS, timeout=10) for url in urls]
-            try:
-                for i in range(total):
-                    body = {"event": "n", "args": [i], "rooms": [room]}
-                    r = https[i % 2].post("/v1/emit", json=body)
-                    assert r.status_code == 200, r.text
-            finally:
-                for h in https:
-                    h.close()
-                done.set()
-
-        thread = threading.Thread(target=emitter)
-        thread.start()
-        drops = 0
-        while not done.is_set() and drops < 8:
-            time.sleep(0.2)
-            js.send(op="drop")
-            drops += 1
-        thread.join(60)
-        js.wait_events("n", total, timeout=30)
-        time.sleep(0.3)
-        assert payloads(js.events("n")) == list(range(total))
-        connects = [o for o in js.observations if o.get("type") == "connected"]
-        assert len(connects) > 2, "the client never dropped while events were sent"
-        assert all(c["id"] == sid for c in connects), connects
-        assert all(c["recovered"] for c in connects[1:]), connects
+        emits_while_dropping(js, sid, urls, API_KEY, room, total)
         # Exactly one worker holds it in the end.
         wait_until(
             lambda: len([s for s in room_sockets(gw.url, room)["sockets"] if s["id"] == sid]) == 1,

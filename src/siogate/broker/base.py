@@ -234,6 +234,23 @@ class GuardedPublisher(Protocol):
         """
 
 
+class Unrouted:
+    """The routing half of :class:`Broker` for a broker that routes nothing by room: every
+    command reaches every node (one process; recovery's single log)."""
+
+    def room_opened(self, namespace: Namespace, room: Room) -> None:
+        pass
+
+    def room_closed(self, namespace: Namespace, room: Room) -> None:
+        pass
+
+    def routed(self) -> bool:
+        return True
+
+    async def route(self) -> None:
+        pass
+
+
 class Broker(Protocol):
     """Carries command batches to every node; a batch keeps its order on each node."""
 

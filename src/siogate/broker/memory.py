@@ -6,11 +6,19 @@ import inspect
 import secrets
 from collections.abc import Sequence
 
-from ..types import Namespace, Room
-from .base import Answers, Broker, BrokerStats, Command, MessageHandler, Query, QueryHandler
+from .base import (
+    Answers,
+    Broker,
+    BrokerStats,
+    Command,
+    MessageHandler,
+    Query,
+    QueryHandler,
+    Unrouted,
+)
 
 
-class MemoryBroker:
+class MemoryBroker(Unrouted):
     """Delivers each batch synchronously to the one local node."""
 
     def __init__(self) -> None:
@@ -44,20 +52,6 @@ class MemoryBroker:
     async def close(self) -> None:
         self._handler = None
         self._answer = None
-
-    # One process: every command reaches every room already.
-
-    def room_opened(self, namespace: Namespace, room: Room) -> None:
-        pass
-
-    def room_closed(self, namespace: Namespace, room: Room) -> None:
-        pass
-
-    def routed(self) -> bool:
-        return True
-
-    async def route(self) -> None:
-        pass
 
 
 _: type[Broker] = MemoryBroker

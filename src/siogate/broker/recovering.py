@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -31,18 +30,22 @@ from typing import Any, Final
 
 from redis.exceptions import RedisError
 
-from ..types import Namespace, Room, Sid
+from ..types import Namespace, Sid
 from . import wire
-from .base import BrokerUnavailable, Command, Guard, MessageHandler, QueryHandler
+from .base import BrokerUnavailable, Command, Guard, MessageHandler, QueryHandler, Unrouted
 from .redis import RedisBroker, Scripted
 from .streams import (
     APPEND_PUBLISH,
     LetGo,
     Outbound,
     RedisRecoveryLog,
-    offsets_of,
+    apply_logged,
+    decode_logged,
+    let_go_message,
+    own_message,
     parse_offset,
     split_append_reply,
+    told_to_let_go,
 )
 
 logger = logging.getLogger("siogate.broker")
@@ -74,8 +77,10 @@ def own_echo(data: bytes) -> tuple[str, list[str]] | None:
     return data[start:end].decode("ascii", "replace"), offsets
 
 
-class RecoveringRedisBroker(RedisBroker):
-    """:class:`~siogate.broker.redis.RedisBroker` whose commands go through the log."""
+class RecoveringRedisBroker(Unrouted, RedisBroker):
+    """:class:`~siogate.broker.redis.RedisBroker` whose commands go through the log.
+    Shards are not used (:class:`~siogate.broker.base.Unrouted`): every command is on
+    the command channel."""
 
     def __init__(
         self,
@@ -125,9 +130,7 @@ class RecoveringRedisBroker(RedisBroker):
             raise RuntimeError("broker is not started")
         if not commands:
             return []
-        request = secrets.token_hex(8)
-        data = wire.encode_commands(self.node_id, commands)
-        message = data[:-1] + b',"req":"' + request.encode() + b'"}'
+        request, data, message = own_message(self.node_id, commands)
         out = Outbound(self._commands_channel, False, message, tuple(range(len(commands))))
         # One command: its message is also its log entry (encoded once).
         entries = [data] if len(commands) == 1 else None
@@ -174,7 +177,7 @@ class RecoveringRedisBroker(RedisBroker):
 
     def tell_let_go(self, node: str, namespace: Namespace, sid: Sid) -> None:
         """Tell ``node`` (by the command channel) that this node took ``sid`` over."""
-        body = {"letgo": {"to": node, "ns": namespace, "sid": sid}}
+        body = let_go_message(node, namespace, sid)
         data = wire.prefix(self.node_id) + json.dumps(body).encode()[1:]
         self._enqueue((self._commands_channel, data, None, None, None))
 
@@ -196,18 +199,14 @@ class RecoveringRedisBroker(RedisBroker):
                     return
                 self._waiting[echo[0]] = waiting  # not as published: read it in full
         try:
-            message = wire.decode(data)
-            if "letgo" in message:
-                self._let_go(message["letgo"])
-                return
-            commands = wire.decode_commands(message)
-            offsets = offsets_of(message, len(commands))
+            message, commands = decode_logged(data)
         except wire.WireError as exc:
             self.stats.messages_invalid += 1
             logger.warning("ignored a malformed message on %r: %s", channel, exc)
             return
-        if offsets is not None:
-            commands = [replace(c, offset=o) for c, o in zip(commands, offsets, strict=True)]
+        if commands is None:
+            told_to_let_go(message["letgo"], self.node_id, self.let_go)
+            return
         future = None
         if data.startswith(self._own):
             request = message.get("req")
@@ -226,23 +225,7 @@ class RecoveringRedisBroker(RedisBroker):
         future: asyncio.Future[list[str]] | None,
     ) -> None:
         """Apply ``commands``; ``future``, for this node's own, gets their offsets."""
-        try:
-            if self._handler is not None:
-                self._handler(commands)
-        except Exception as exc:
-            logger.exception("applying a message from %r failed", channel)
-            if future is not None and not future.done():
-                future.set_exception(exc)
-            return
-        if future is not None and not future.done():
-            future.set_result([c.offset or "" for c in commands])
-
-    def _let_go(self, body: Any) -> None:
-        if not isinstance(body, dict) or body.get("to") != self.node_id:
-            return
-        ns, sid = body.get("ns"), body.get("sid")
-        if isinstance(ns, str) and isinstance(sid, str) and self.let_go is not None:
-            self.let_go(Namespace(ns), Sid(sid))
+        apply_logged(self._handler, commands, future)
 
     async def publish_guarded(self, commands: Sequence[Command], guard: Guard) -> bytes | None:
         """The Idempotency-Key guard, then the publish through the log (RedisBroker's
@@ -271,17 +254,3 @@ class RecoveringRedisBroker(RedisBroker):
                     await redis.delete(guard.key)
             raise
         return None
-
-    # Shards are not used: every command is on the command channel.
-
-    def room_opened(self, namespace: Namespace, room: Room) -> None:
-        pass
-
-    def room_closed(self, namespace: Namespace, room: Room) -> None:
-        pass
-
-    def routed(self) -> bool:
-        return True
-
-    async def route(self) -> None:
-        pass

@@ -19,23 +19,29 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import secrets
 from collections.abc import Sequence
-from dataclasses import replace
-from typing import Any
 
-from ..types import Namespace, Room, Sid
+from ..types import Namespace, Sid
 from . import routing, wire
-from .base import BrokerUnavailable, Command
+from .base import BrokerUnavailable, Command, Unrouted
 from .local import COMMANDS, LOGGED, PUBLISH, LocalBroker, destination, logged
 from .relay_log import RelayLogClient
-from .streams import LetGo, offsets_of
+from .streams import (
+    LetGo,
+    apply_logged,
+    decode_logged,
+    let_go_message,
+    own_message,
+    told_to_let_go,
+)
 
 logger = logging.getLogger("siogate.broker")
 
 
-class RecoveringLocalBroker(LocalBroker):
-    """:class:`~siogate.broker.local.LocalBroker` whose commands go through the log."""
+class RecoveringLocalBroker(Unrouted, LocalBroker):
+    """:class:`~siogate.broker.local.LocalBroker` whose commands go through the log.
+    Shards are not used (:class:`~siogate.broker.base.Unrouted`): every command reaches
+    every worker."""
 
     def __init__(
         self,
@@ -67,9 +73,7 @@ class RecoveringLocalBroker(LocalBroker):
             raise RuntimeError("broker is not started")
         if not commands:
             return []
-        request = secrets.token_hex(8)
-        data = wire.encode_commands(self.node_id, commands)
-        message = data[:-1] + b',"req":"' + request.encode() + b'"}'
+        request, data, message = own_message(self.node_id, commands)
         # One command: its message is also its log entry (encoded once).
         if len(commands) == 1:
             entries = [data]
@@ -99,7 +103,7 @@ class RecoveringLocalBroker(LocalBroker):
 
     def tell_let_go(self, node: str, namespace: Namespace, sid: Sid) -> None:
         """Tell worker ``node`` that this worker took ``sid`` over."""
-        body = {"letgo": {"to": node, "ns": namespace, "sid": sid}}
+        body = let_go_message(node, namespace, sid)
         data = wire.prefix(self.node_id) + json.dumps(body).encode()[1:]
         to = destination(routing.Destination("node", node))
         try:
@@ -113,18 +117,14 @@ class RecoveringLocalBroker(LocalBroker):
             return
         own = body.startswith(self._own)
         try:
-            message = wire.decode(body)
-            if "letgo" in message:
-                self._letting_go(message["letgo"])
-                return
-            commands = wire.decode_commands(message)
-            offsets = offsets_of(message, len(commands))
+            message, commands = decode_logged(body)
         except wire.WireError as exc:
             self.stats.messages_invalid += 1
             logger.warning("ignored a malformed message from the relay: %s", exc)
             return
-        if offsets is not None:
-            commands = [replace(c, offset=o) for c, o in zip(commands, offsets, strict=True)]
+        if commands is None:
+            told_to_let_go(message["letgo"], self.node_id, self.let_go)
+            return
         future = None
         if own:
             request = message.get("req")
@@ -134,23 +134,7 @@ class RecoveringLocalBroker(LocalBroker):
             future = waiting[0]
         else:
             self.stats.messages_in += 1
-        try:
-            if self._handler is not None:
-                self._handler(commands)
-        except Exception as exc:
-            logger.exception("applying a message from the relay failed")
-            if future is not None and not future.done():
-                future.set_exception(exc)
-            return
-        if future is not None and not future.done():
-            future.set_result([c.offset or "" for c in commands])
-
-    def _letting_go(self, body: Any) -> None:
-        if not isinstance(body, dict) or body.get("to") != self.node_id:
-            return
-        ns, sid = body.get("ns"), body.get("sid")
-        if isinstance(ns, str) and isinstance(sid, str) and self.let_go is not None:
-            self.let_go(Namespace(ns), Sid(sid))
+        apply_logged(self._handler, commands, future)
 
     def _lost(self, error: str) -> None:
         super()._lost(error)
@@ -158,17 +142,3 @@ class RecoveringLocalBroker(LocalBroker):
         for future, _ in self._waiting.values():
             if not future.done():
                 future.set_exception(failure)
-
-    # Shards are not used: every command reaches every worker.
-
-    def room_opened(self, namespace: Namespace, room: Room) -> None:
-        pass
-
-    def room_closed(self, namespace: Namespace, room: Room) -> None:
-        pass
-
-    def routed(self) -> bool:
-        return True
-
-    async def route(self) -> None:
-        pass

@@ -42,12 +42,15 @@ and reads are bounded (``scan_limit`` log entries, ``max_missed`` replayed event
 from __future__ import annotations
 
 import abc
+import asyncio
 import hashlib
 import json
+import logging
 import re
+import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, Protocol
 
 from redis.asyncio import Redis
@@ -57,6 +60,8 @@ from ..types import Namespace, Room, Sid
 from . import resp, wire
 from .base import Command, EmitCommand, SocketsCommand
 from .resp import bulk
+
+logger = logging.getLogger("siogate.broker")
 
 # A stream entry id as Redis writes it: "<ms>-<seq>".
 _OFFSET: Final = re.compile(r"\A(\d{1,20})-(\d{1,20})\Z")
@@ -521,6 +526,62 @@ class RecoveryLog(abc.ABC):
 LetGo = Callable[[Namespace, Sid], None]
 """Told that another node recovered one of this node's sockets (it must drop it
 without a word: no webhook, the session goes on elsewhere)."""
+
+
+def let_go_message(node: str, namespace: Namespace, sid: Sid) -> dict[str, Any]:
+    """What a node publishes to tell ``node`` that it took ``sid`` over."""
+    return {"letgo": {"to": node, "ns": namespace, "sid": sid}}
+
+
+def told_to_let_go(body: Any, node: str, let_go: LetGo | None) -> None:
+    """Call ``let_go`` if ``body`` (a message's ``letgo`` member) is meant for ``node``."""
+    if not isinstance(body, dict) or body.get("to") != node:
+        return
+    ns, sid = body.get("ns"), body.get("sid")
+    if isinstance(ns, str) and isinstance(sid, str) and let_go is not None:
+        let_go(Namespace(ns), Sid(sid))
+
+
+def own_message(node: str, commands: Sequence[Command]) -> tuple[str, bytes, bytes]:
+    """What a logged broker publishes for ``commands``: a request id, the commands' wire
+    batch (also the log entry of a lone command), and the message, the batch with the
+    request id by which the publisher knows its own echo."""
+    request = secrets.token_hex(8)
+    data = wire.encode_commands(node, commands)
+    return request, data, data[:-1] + b',"req":"' + request.encode() + b'"}'
+
+
+def decode_logged(data: bytes) -> tuple[dict[str, Any], list[Command] | None]:
+    """A message of a logged broker: (the message, its commands with their offsets set),
+    or (the message, None) for a let-go notice (see :func:`told_to_let_go`). Raises
+    :class:`~siogate.broker.wire.WireError` when it is malformed."""
+    message = wire.decode(data)
+    if "letgo" in message:
+        return message, None
+    commands = wire.decode_commands(message)
+    offsets = offsets_of(message, len(commands))
+    if offsets is not None:
+        commands = [replace(c, offset=o) for c, o in zip(commands, offsets, strict=True)]
+    return message, commands
+
+
+def apply_logged(
+    handler: Callable[[Sequence[Command]], None] | None,
+    commands: Sequence[Command],
+    future: asyncio.Future[list[str]] | None,
+) -> None:
+    """Apply logged ``commands``; ``future``, for the node's own, gets their offsets (or
+    what applying them raised)."""
+    try:
+        if handler is not None:
+            handler(commands)
+    except Exception as exc:
+        logger.exception("applying a logged message failed")
+        if future is not None and not future.done():
+            future.set_exception(exc)
+        return
+    if future is not None and not future.done():
+        future.set_result([c.offset or "" for c in commands])
 
 
 class LoggedBroker(Protocol):
