@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -21,6 +20,7 @@ import jwt
 import pytest
 import socketio
 from jsclient import JsClient
+from recovery_race import emits_while_dropping
 from test_token_expiry import TokenEndpoint, run_refreshing_client
 from webhook_receiver import WebhookReceiver
 
@@ -265,32 +265,9 @@ def test_emits_while_reconnecting_are_neither_lost_nor_duplicated(
     options = {"reconnection": True, "reconnectionDelay": 50, "randomizationFactor": 0}
     with client(gw, gw.token("frank", rooms=["race"]), **options) as js:
         sid = js.connected()
-        done = threading.Event()
-
-        def emitter() -> None:
-            with httpx.Client(
-                base_url=gw.url, headers={"Authorization": f"Bearer {gw.api_key}"}
-            ) as http:
-                for i in range(total):
-                    http.post("/v1/emit", json={"event": "n", "args": [i], "rooms": ["race"]})
-            done.set()
-
-        thread = threading.Thread(target=emitter)
-        thread.start()
-        drops = 0
-        while not done.is_set() and drops < 8:
-            time.sleep(0.15)
-            js.send(op="drop")
-            drops += 1
-        thread.join(60)
-        got = payloads(js.wait_events("n", total, timeout=30))
-        time.sleep(0.3)
-        got = payloads(js.events("n"))
-        assert got == list(range(total))
-        connects = [o for o in js.observations if o.get("type") == "connected"]
-        assert len(connects) > 1, "the client never dropped while events were sent"
-        assert all(c["id"] == sid for c in connects)
-        assert all(c["recovered"] for c in connects[1:])
+        emits_while_dropping(
+            js, sid, [gw.url], gw.api_key, "race", total, interval=0.15, connects_at_least=2
+        )
 
 
 def test_server_disconnect_or_shutdown_ends_a_waiting_socket(
