@@ -106,6 +106,17 @@ def set_recovery_window(seconds: float) -> None:
 set_recovery_window(120)
 
 
+def set_base_src(src: str) -> None:
+    """``siogate-base``: siogate from another checkout's ``src`` (say, a worktree of an
+    earlier commit), run with this checkout's interpreter and packages, to compare two
+    trees in one run."""
+    SERVERS["siogate-base"] = ServerSpec(
+        "siogate-base",
+        [str(VENV_PY), "-m", "siogate", *SERVERS["siogate"].argv[1:]],
+        {"PYTHONPATH": str(Path(src).resolve())},
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -595,6 +606,11 @@ GOALS: dict[tuple[str, str], Goal] = {
     ("connect", "connect.rate_per_s"): (">= 1x", lambda r: r >= 1.0, "ratio"),
     ("connect", "kib_per_conn"): ("<= 8 KiB", lambda v: v <= 8, "value"),
 }
+# This tree against an earlier one (--base-src): within 10% (issue 13's "not to lose").
+BASE_GOALS: dict[tuple[str, str], Goal] = {
+    ("fanout", "isolated_last_ms"): ("<= 1.1x", lambda r: r <= 1.1, "ratio"),
+    ("throughput", "peak_msgs_s"): (">= 0.9x", lambda r: r >= 0.9, "ratio"),
+}
 # Recovery on against off (issue #10): on may cost at most 15%.
 RECOVERY_GOALS: dict[tuple[str, str], Goal] = {
     ("fanout", "isolated_last_ms"): ("<= 1.15x", lambda r: r <= 1.15, "ratio"),
@@ -604,8 +620,10 @@ RECOVERY_GOALS: dict[tuple[str, str], Goal] = {
 
 def compared_pair(servers: list[str]) -> tuple[str, str] | None:
     """The two servers whose medians get a ratio column: siogate against the Node
-    reference, or, without Node in the run, siogate with recovery on against off."""
-    for contender, base in (("siogate", "node"), ("siogate-recovery", "siogate")):
+    reference, or, without Node in the run, siogate against an earlier tree, or siogate
+    with recovery on against off."""
+    pairs = (("siogate", "node"), ("siogate", "siogate-base"), ("siogate-recovery", "siogate"))
+    for contender, base in pairs:
         if contender in servers and base in servers:
             return contender, base
     return None
@@ -625,6 +643,8 @@ def summarize(
     show_ratio = pair is not None
     if pair == ("siogate-recovery", "siogate") and goals is GOALS:
         goals = RECOVERY_GOALS
+    if pair == ("siogate", "siogate-base") and goals is GOALS:
+        goals = BASE_GOALS
     head = ["case", "metric"] + [f"{s} (median [min-max])" for s in servers]
     if show_ratio:
         head += [f"{contender}/{base}", "goal"]
@@ -866,7 +886,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--servers",
         default="node,siogate",
-        help="comma list of node, siogate, siogate-recovery, floor (order = order inside a rep)",
+        help="comma list of node, siogate, siogate-recovery, siogate-base (with "
+        "--base-src), floor (order = order inside a rep)",
+    )
+    ap.add_argument(
+        "--base-src",
+        default=None,
+        help="another checkout's src directory, served as siogate-base (compare two trees)",
     )
     ap.add_argument(
         "--scenarios",
@@ -897,6 +923,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     opts.servers = [s for s in opts.servers.split(",") if s]
     opts.scenarios = [s for s in opts.scenarios.split(",") if s]
     opts.sizes = [int(x) for x in opts.sizes.split(",") if x]
+    if opts.base_src is not None:
+        set_base_src(opts.base_src)
     for s in opts.servers:
         if s not in SERVERS:
             ap.error(f"unknown server {s}")
