@@ -434,3 +434,46 @@ def test_a_guarded_publish_is_packed_as_its_evalsha(parts: int) -> None:
     expected = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%b\r\n" % (len(a), a) for a in args)
     broker = RedisBroker.__new__(RedisBroker)
     assert broker._pack((guarded, b"", None, None, None)) == expected
+
+
+async def test_guarded_publishes_queued_together_run_as_one_script_call(pair: Pair) -> None:
+    one, a, _, b = pair
+    assert one._redis is not None
+    tag = uuid.uuid4().hex
+    await one._redis.set(f"{tag}:3", "taken before")
+
+    async def calls() -> int:
+        stats = await one._redis.info("commandstats")  # type: ignore[union-attr]
+        return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+    before = await calls()
+    # Keys 0-19, key 3 taken, each of 5-9 asked twice: one publish per free key.
+    keys = [*range(20), *range(5, 10)]
+    results = await asyncio.gather(
+        *(one.publish_guarded(emit(n), Guard(f"{tag}:{n}", f"v{n}", 60_000)) for n in keys)
+    )
+    assert 1 <= await calls() - before <= 5
+    assert results[3] == b"taken before"
+    assert results[20:] == [f"v{n}".encode() for n in range(5, 10)]
+    assert results[:3] + results[4:20] == [None] * 19
+    published = [emit(n) for n in range(20) if n != 3]
+    assert a.applied == published
+    assert await b.wait(19) == published
+
+
+async def test_one_bad_request_in_a_merged_call_does_not_stop_the_others(pair: Pair) -> None:
+    one, a, _, b = pair
+    tag = uuid.uuid4().hex
+    # PX 0 is refused by Redis: that request's SET fails inside the merged script; the
+    # requests after it still run, as they would in calls of their own.
+    sends = [
+        one.publish_guarded(emit(n), Guard(f"{tag}:{n}", "v", 0 if n == 1 else 60_000))
+        for n in range(3)
+    ]
+    results = await asyncio.gather(*sends, return_exceptions=True)
+    assert any(isinstance(r, BrokerUnavailable) for r in results)
+    assert one._redis is not None
+    assert await one._redis.get(f"{tag}:1") is None
+    assert await one._redis.get(f"{tag}:2") == b"v"
+    await one.publish(emit(99))  # a sentinel: b has all that came before it
+    assert [c for c in await b.wait(3)] == [emit(0), emit(2), emit(99)]
