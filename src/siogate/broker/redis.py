@@ -33,7 +33,7 @@ import random
 import secrets
 import time
 from collections.abc import Sequence
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Literal, Protocol, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis
@@ -135,36 +135,6 @@ _GUARDED_HEADS: dict[int, bytes] = {}
 _GUARDED_ONE = b"$%d\r\n%b\r\n" * 6
 
 
-# Several guarded publishes queued together, in one call (the publish queue merges them,
-# as Merger describes): KEYS, one per request; ARGV, per request: its value, TTL and
-# number of parts n, then n x (PUBLISH | SPUBLISH, channel, data). Each request's reply
-# is what GUARDED_PUBLISH would have answered alone (the key's value, or the counts); a
-# request whose SET fails gets its error and the others go on, as in separate calls.
-GUARDED_MANY = """
-local out = {}
-local a = 1
-for k = 1, #KEYS do
-  local n = tonumber(ARGV[a + 2])
-  local set = redis.pcall('SET', KEYS[k], ARGV[a], 'NX', 'PX', ARGV[a + 1])
-  if type(set) == 'table' and set.err then
-    out[k] = set
-  elseif set then
-    local counts = {}
-    for j = 0, n - 1 do
-      local at = a + 3 + 3 * j
-      counts[#counts + 1] = redis.call(ARGV[at], ARGV[at + 1], ARGV[at + 2])
-    end
-    out[k] = counts
-  else
-    out[k] = redis.call('GET', KEYS[k])
-  end
-  a = a + 3 + 3 * n
-end
-return out
-"""
-GUARDED_MANY_SHA = hashlib.sha1(GUARDED_MANY.encode()).hexdigest().encode()
-
-
 class _Guarded:
     """The parts of one guarded publish, sent as one script."""
 
@@ -188,36 +158,6 @@ class Merger(Protocol):
 
 # The most queued scripts one merged call carries.
 MAX_MERGED: Final = 64
-
-
-class _GuardedMany:
-    """:class:`Merger` of queued guarded publishes (:data:`GUARDED_MANY`): under load,
-    Redis runs one script for many keyed requests instead of one each."""
-
-    def pack_many(self, parts: Sequence[Any]) -> bytes:
-        pieces: list[bytes] = []
-        keys: list[bytes] = []
-        for guarded in parts:
-            assert isinstance(guarded, _Guarded)
-            guard = guarded.guard
-            keys.append(resp.bulk(guard.key.encode()))
-            pieces += [
-                resp.bulk(guard.value.encode()),
-                resp.bulk(b"%d" % guard.ttl_ms),
-                resp.bulk(b"%d" % (len(guarded.args) // 3)),
-            ]
-            pieces += [resp.bulk(arg) for arg in guarded.args]
-        count = 3 + len(keys) + len(pieces)
-        head = resp.head(count, b"EVALSHA", GUARDED_MANY_SHA, b"%d" % len(keys))
-        return head + b"".join(keys) + b"".join(pieces)
-
-    def split_many(self, reply: Any, count: int) -> list[Any]:
-        if not isinstance(reply, list) or len(reply) != count:
-            raise RedisError("the merged guarded publish answered something else")
-        return list(reply)
-
-
-_GUARDED_MANY_MERGER: Final = _GuardedMany()
 
 
 class Scripted:
@@ -261,18 +201,6 @@ _Outgoing = tuple[
     asyncio.Future[Any] | None,
     _Acks | None,
 ]
-
-
-def _merger(item: _Outgoing) -> Merger | None:
-    channel = item[0]
-    if isinstance(channel, Scripted):
-        return channel.merger
-    return _GUARDED_MANY_MERGER if isinstance(channel, _Guarded) else None
-
-
-def _part(item: _Outgoing) -> Any:
-    channel = item[0]
-    return channel.part if isinstance(channel, Scripted) else channel
 
 
 def redacted(url: str) -> str:
@@ -693,17 +621,15 @@ class RedisBroker:
         i = 0
         while i < len(items):
             channel = items[i][0]
-            merger: Merger | None = None
-            if isinstance(channel, Scripted):
-                merger = channel.merger
-            elif isinstance(channel, _Guarded):
-                merger = _GUARDED_MANY_MERGER
-            if merger is not None:
-                j = i + 1
-                while j < len(items) and j - i < MAX_MERGED and _merger(items[j]) is merger:
+            if isinstance(channel, Scripted) and channel.merger is not None:
+                merger, j = channel.merger, i + 1
+                while j < len(items) and j - i < MAX_MERGED:
+                    other = items[j][0]
+                    if not isinstance(other, Scripted) or other.merger is not merger:
+                        break
                     j += 1
                 if j - i > 1:
-                    parts = [_part(item) for item in items[i:j]]
+                    parts = [cast(Scripted, item[0]).part for item in items[i:j]]
                     pieces.append(merger.pack_many(parts))
                     calls.append((merger, j - i))
                     i = j
@@ -774,9 +700,9 @@ class RedisBroker:
                 replies.append(reply)
         if again:
             assert self._redis is not None
-            scripts = {i[0].source for i in again if isinstance(i[0], Scripted)}
-            if any(isinstance(i[0], _Guarded) for i in again):
-                scripts |= {GUARDED_PUBLISH, GUARDED_MANY}
+            scripts = {
+                i[0].source if isinstance(i[0], Scripted) else GUARDED_PUBLISH for i in again
+            }
             for script in scripts:
                 await self._redis.script_load(script)
             self._outbox[:0] = again
