@@ -83,25 +83,6 @@ async def test_concurrent_publishes_are_applied_everywhere_in_log_order(pair: Pa
     assert one.applied_out_of_order == two.applied_out_of_order == 0
 
 
-async def test_publishes_queued_together_run_as_one_script_call(pair: Pair) -> None:
-    one, a, _, b = pair
-    assert one._redis is not None
-
-    async def calls() -> int:
-        stats = await one._redis.info("commandstats")  # type: ignore[union-attr]
-        return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
-
-    before = await calls()
-    offsets = await asyncio.gather(*(one.publish_logged(emit(n)) for n in range(100)))
-    made = await calls() - before
-    # Queued in one loop turn: a handful of calls (64 at most each), not one per publish.
-    assert 1 <= made <= 10, made
-    points = [parse_offset(o) for [o] in offsets]
-    assert points == sorted(points) and len(set(points)) == 100  # type: ignore[type-var]
-    assert seqs(await b.wait(100)) == seqs(await a.wait(100)) == list(range(100))
-    assert [c.offset for c in a.applied] == [o for [o] in offsets]
-
-
 async def test_a_forgotten_script_is_loaded_again(pair: Pair) -> None:
     # Redis restarted, or SCRIPT FLUSH: EVALSHA answers NOSCRIPT; the publishes still go,
     # each once, in order.

@@ -138,12 +138,7 @@ class RecoveringRedisBroker(Unrouted, RedisBroker):
         # In the publish queue's pipeline, as plain publishes are: a script call through
         # redis-py cost about 65 us of CPU, several times the rest of a publish.
         packed = self.log.pack_append_publish(commands, [out], now_ms, entries=entries)
-        if entries is not None:
-            # One command: merged with the ones queued next to it into one script call.
-            part = (entries[0], out.channel.encode(), out.sharded, message[:-1])
-            script = Scripted(packed, APPEND_PUBLISH, settles=False, merger=self.log, part=part)
-        else:
-            script = Scripted(packed, APPEND_PUBLISH, settles=False)
+        script = Scripted(packed, APPEND_PUBLISH, settles=False)
         loop = asyncio.get_running_loop()
         # Settled with the offsets once this node applied the commands as they came back
         # (_dispatch), or failed by the queue (BrokerUnavailable, counted there).

@@ -33,7 +33,7 @@ import random
 import secrets
 import time
 from collections.abc import Sequence
-from typing import Any, Final, Literal, Protocol, cast
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis
@@ -148,38 +148,13 @@ class _Guarded:
         self.asking: list[bool] = []
 
 
-class Merger(Protocol):
-    """Packs several queued scripts of one kind as one script call, and splits its reply."""
-
-    def pack_many(self, parts: Sequence[Any]) -> bytes: ...
-
-    def split_many(self, reply: Any, count: int) -> list[Any]: ...
-
-
-# The most queued scripts one merged call carries.
-MAX_MERGED: Final = 64
-
-
 class Scripted:
     """A packed ``EVALSHA`` to run in the publish queue, in order with the publishes
-    (siogate.broker.recovering logs and publishes this way); its reply is kept here.
+    (siogate.broker.recovering logs and publishes this way); its reply is kept here."""
 
-    With a ``merger``, consecutive queued scripts of the same merger are sent as one
-    call (:meth:`Merger.pack_many` of their parts), each getting its share of the
-    reply as if it had run alone: under load, Redis then runs one script for many
-    publishes instead of one each."""
+    __slots__ = ("packed", "source", "settles", "reply")
 
-    __slots__ = ("packed", "source", "settles", "reply", "merger", "part")
-
-    def __init__(
-        self,
-        packed: bytes,
-        source: str,
-        *,
-        settles: bool = True,
-        merger: Merger | None = None,
-        part: Any = None,
-    ) -> None:
+    def __init__(self, packed: bytes, source: str, *, settles: bool = True) -> None:
         self.packed = packed
         # The script's text, to load it again on NOSCRIPT.
         self.source = source
@@ -187,8 +162,6 @@ class Scripted:
         # queue only fails it (its owner settles it on success).
         self.settles = settles
         self.reply: Any = None
-        self.merger = merger
-        self.part = part
 
 
 # (channel, or the parts of a guarded publish, or a script, or None for local only;
@@ -613,32 +586,6 @@ class RedisBroker:
             data,
         )
 
-    def _calls(self, items: list[_Outgoing]) -> tuple[bytes, list[tuple[Merger | None, int]]]:
-        """``items`` packed, consecutive scripts of one merger as one call; per call,
-        its merger (None: one item alone) and how many items it carries."""
-        pieces: list[bytes] = []
-        calls: list[tuple[Merger | None, int]] = []
-        i = 0
-        while i < len(items):
-            channel = items[i][0]
-            if isinstance(channel, Scripted) and channel.merger is not None:
-                merger, j = channel.merger, i + 1
-                while j < len(items) and j - i < MAX_MERGED:
-                    other = items[j][0]
-                    if not isinstance(other, Scripted) or other.merger is not merger:
-                        break
-                    j += 1
-                if j - i > 1:
-                    parts = [cast(Scripted, item[0]).part for item in items[i:j]]
-                    pieces.append(merger.pack_many(parts))
-                    calls.append((merger, j - i))
-                    i = j
-                    continue
-            pieces.append(self._pack(items[i]))
-            calls.append((None, 1))
-            i += 1
-        return b"".join(pieces), calls
-
     async def _send(self, items: list[_Outgoing]) -> list[Any]:
         """Write items in one go on a pooled connection and read the replies (an error
         reply as its exception). What a redis-py pipeline does, without its per-argument
@@ -647,19 +594,13 @@ class RedisBroker:
         pool = self._redis.connection_pool
         connection = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
-            packed, calls = self._calls(items)
-            await connection.send_packed_command(packed)
+            await connection.send_packed_command(b"".join([self._pack(i) for i in items]))
             replies: list[Any] = []
-            for merger, count in calls:
+            for _ in items:
                 try:
-                    reply = await connection.read_response()
+                    replies.append(await connection.read_response())
                 except ResponseError as exc:
-                    replies += [exc] * count
-                    continue
-                if merger is None:
-                    replies.append(reply)
-                else:
-                    replies += merger.split_many(reply, count)
+                    replies.append(exc)
             return replies
         except BaseException:
             # Replies may be left unread: the connection is not reusable.

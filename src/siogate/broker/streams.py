@@ -48,18 +48,15 @@ import json
 import logging
 import re
 import secrets
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Protocol
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from ..types import Namespace, Room, Sid
 from . import resp, wire
 from .base import Command, EmitCommand, SocketsCommand
-from .resp import bulk
 
 logger = logging.getLogger("siogate.broker")
 
@@ -689,35 +686,6 @@ class RedisRecoveryLog(RecoveryLog):
                 # Every one-command publish: one format call, no list of pieces.
                 return self._pack_one(commands[0], message, now_ms, entries[0])
         return self._pack_any(commands, messages, now_ms, entries)
-
-    def pack_many(self, parts: Sequence[tuple[bytes, bytes, bool, bytes]]) -> bytes:
-        """Several one-command logged publishes as one ``EVALSHA`` of
-        :data:`APPEND_PUBLISH` (the broker's publish queue merges consecutive ones: one
-        script run for many; bench/README.md measured Redis at ~23 us per message one per
-        call, ~6 us 32 per call). Each part: the log entry, the channel, whether it is a
-        shard channel, the message without its closing brace. Its reply goes through
-        :meth:`split_many`."""
-        count = len(parts)
-        now_ms = int(time.time() * 1000)
-        key = bulk(self.log_key("").encode())
-        minid = b"%d-0" % max(0, now_ms - int(self.log_age * 1000))
-        pieces = [resp.head(3 + 2 * count + 3 + 4 * count, b"EVALSHA", APPEND_PUBLISH_SHA)]
-        pieces.append(bulk(b"%d" % count))
-        pieces += [key] * count
-        pieces += [bulk(b"%d" % self.max_log), bulk(minid), bulk(b"%d" % count)]
-        pieces += [bulk(entry) for entry, _, _, _ in parts]
-        for i, (_, channel, sharded, body) in enumerate(parts, 1):
-            pieces += [bulk(channel), b"$1\r\ns\r\n" if sharded else b"$1\r\np\r\n"]
-            pieces += [bulk(body), bulk(b"%d" % i)]
-        return b"".join(pieces)
-
-    @staticmethod
-    def split_many(reply: Any, count: int) -> list[Any]:
-        """The reply of :meth:`pack_many` for ``count`` parts, as ``count`` replies of
-        one-command calls ([offset, receivers] each)."""
-        if not isinstance(reply, list) or len(reply) != 2 * count:
-            raise RedisError("the merged log script answered something else")
-        return [[reply[i], reply[count + i]] for i in range(count)]
 
     def _pack_any(
         self,
