@@ -407,7 +407,7 @@ def redis_broker(settings: Settings, advertise: str | None) -> RedisBroker:
             settings.redis_url,
             window=settings.recovery_window,
             # Room history answers from the same log: kept as long as history asks.
-            log_age=settings.history_ttl if settings.history_size > 0 else None,
+            log_age=settings.recovery_log_age,
             max_log=settings.recovery_max_messages,
             max_missed=settings.recovery_max_missed,
             prefix=settings.redis_prefix,

@@ -246,6 +246,12 @@ class Settings:
         return f"http://{host}:{port}"
 
     @property
+    def recovery_log_age(self) -> float | None:
+        """How long the recovery log keeps entries beyond the window: room history
+        (``history_size``) answers from the same log, for ``history_ttl``."""
+        return self.history_ttl if self.history_size > 0 else None
+
+    @property
     def cluster(self) -> bool:
         return self.redis_url is not None or self.workers > 1
 

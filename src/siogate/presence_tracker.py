@@ -127,7 +127,8 @@ class PresenceCounts:
         for namespace, user, delta in changes:
             key = (namespace, user)
             per_node = self._counts.setdefault(key, {})
-            before = sum(per_node.values())
+            # Only positive counts are kept: online is "some node has one".
+            was_online = bool(per_node)
             count = per_node.get(node, 0) + delta
             if count > 0:
                 per_node[node] = count
@@ -135,12 +136,11 @@ class PresenceCounts:
             else:
                 per_node.pop(node, None)
                 mine.discard(key)
-            after = sum(per_node.values())
             if not per_node:
                 del self._counts[key]
-            if before == 0 and after > 0:
+            if not was_online and per_node:
                 out.append(("user.online", namespace, user))
-            elif before > 0 and after == 0:
+            elif was_online and not per_node:
                 out.append(("user.offline", namespace, user))
         if not mine:
             del self._members[node]

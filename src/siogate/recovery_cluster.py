@@ -38,6 +38,9 @@ from .types import Namespace, Room, Sid
 
 logger = logging.getLogger("siogate.recovery")
 
+# What a log's store that did not answer raises (Redis, or the workers' primary).
+_UNANSWERED = (RedisError, OSError, BrokerUnavailable)
+
 Op = Literal["save", "park", "end"]
 
 
@@ -75,7 +78,7 @@ class ClusterSessions:
         """Where this node starts in the log (the newest offset now)."""
         try:
             last = await self.log.last_offset("")
-        except (RedisError, OSError, ValueError, BrokerUnavailable) as exc:
+        except (*_UNANSWERED, ValueError) as exc:
             logger.warning("could not read the recovery log's end: %s", exc)
             return
         if _after(last, self.applied):
@@ -103,7 +106,7 @@ class ClusterSessions:
         """Claim and replay (RedisRecoveryLog.recover); None when it cannot be done."""
         try:
             return await self.log.recover(auth.get("pid"), auth.get("offset"), namespace, user)
-        except (RedisError, OSError, ValueError, BrokerUnavailable) as exc:
+        except (*_UNANSWERED, ValueError) as exc:
             logger.warning("recovery across nodes failed: %s", exc)
             return None
 
@@ -113,7 +116,7 @@ class ClusterSessions:
         """Room history from the log (RedisRecoveryLog.room_history), as the node's."""
         try:
             found = await self.log.room_history(namespace, room, since, limit)
-        except (RedisError, OSError, BrokerUnavailable) as exc:
+        except _UNANSWERED as exc:
             raise BrokerUnavailable(f"the recovery log did not answer: {exc}") from exc
         if found is None:
             return None
@@ -145,15 +148,7 @@ class ClusterSessions:
                 entries = await log.entries_after(socket.namespace, "0-0", check=False)
             record = Session(socket.id, socket.namespace, socket.user, set(rooms), since, since)
             replay = plan(record, since, since, entries, log.max_missed)
-        except (
-            Gap,
-            Overflow,
-            RedisError,
-            OSError,
-            ValueError,
-            WireError,
-            BrokerUnavailable,
-        ) as exc:
+        except (*_UNANSWERED, Gap, Overflow, ValueError, WireError) as exc:
             logger.warning("events since %s not sent: %s", since, exc)
             return []
         if replay is None:
@@ -164,7 +159,7 @@ class ClusterSessions:
     async def park_now(self, pid: str) -> None:
         try:
             await self.log.park(pid)
-        except (RedisError, OSError, BrokerUnavailable) as exc:
+        except _UNANSWERED as exc:
             logger.warning("session record not parked: %s", exc)
 
     # Records
@@ -222,7 +217,7 @@ class ClusterSessions:
             return True
         try:
             return await self.log.end(entry[0])
-        except (RedisError, OSError, BrokerUnavailable) as exc:
+        except _UNANSWERED as exc:
             logger.warning("could not end the session record of %s: %s", sid, exc)
             return True
 
@@ -259,7 +254,7 @@ class ClusterSessions:
                     else:
                         await log.end(pid)
                         continue
-                except (RedisError, OSError, BrokerUnavailable) as exc:
+                except _UNANSWERED as exc:
                     logger.warning("session record of %s not written: %s", sid, exc)
                     continue
                 entry = self.records.get(sid)

@@ -326,8 +326,7 @@ def relay_log(settings: Settings) -> RelayLog | None:
         return None
     return RelayLog(
         window=settings.recovery_window,
-        # Room history answers from the same log: kept as long as history asks.
-        log_age=settings.history_ttl if settings.history_size > 0 else None,
+        log_age=settings.recovery_log_age,
         max_log=settings.recovery_max_messages,
     )
 

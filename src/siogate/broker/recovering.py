@@ -168,7 +168,7 @@ class RecoveringRedisBroker(Unrouted, RedisBroker):
         self.applied_out_of_order += 1
         logger.warning("a published command did not come back; applied out of log order")
         pairs = zip(commands, offsets, strict=True)
-        self._apply(b"", [replace(c, offset=o) for c, o in pairs], future)
+        apply_logged(self._handler, [replace(c, offset=o) for c, o in pairs], future)
 
     def tell_let_go(self, node: str, namespace: Namespace, sid: Sid) -> None:
         """Tell ``node`` (by the command channel) that this node took ``sid`` over."""
@@ -190,7 +190,8 @@ class RecoveringRedisBroker(Unrouted, RedisBroker):
                     return  # applied already (it came back too late), or not one of ours
                 if len(echo[1]) == len(waiting[1]):
                     pairs = zip(waiting[1], echo[1], strict=True)
-                    self._apply(channel, [replace(c, offset=o) for c, o in pairs], waiting[0])
+                    echoed = [replace(c, offset=o) for c, o in pairs]
+                    apply_logged(self._handler, echoed, waiting[0])
                     return
                 self._waiting[echo[0]] = waiting  # not as published: read it in full
         try:
@@ -211,15 +212,6 @@ class RecoveringRedisBroker(Unrouted, RedisBroker):
             future = waiting[0]
         else:
             self.stats.messages_in += 1
-        self._apply(channel, commands, future)
-
-    def _apply(
-        self,
-        channel: bytes,
-        commands: Sequence[Command],
-        future: asyncio.Future[list[str]] | None,
-    ) -> None:
-        """Apply ``commands``; ``future``, for this node's own, gets their offsets."""
         apply_logged(self._handler, commands, future)
 
     async def publish_guarded(self, commands: Sequence[Command], guard: Guard) -> bytes | None:
