@@ -269,3 +269,16 @@ async def test_a_publish_the_relay_did_not_log_is_refused_not_left_hanging(
     finally:
         await broker.close()
         await relay.close()
+
+
+def test_room_history_finds_a_room_written_in_either_json_form() -> None:
+    # A lone surrogate elsewhere in the message makes the encoder escape the whole of
+    # it to ASCII, the room name included: history must still find it.
+    log = RelayLog(window=10, clock=Clock())
+    plain = wire.encode_commands("w1", [EmitCommand(NS, "a", ["ok"], (Room("café"),))])
+    escaped = wire.encode_commands("w1", [EmitCommand(NS, "b", ["\ud800"], (Room("café"),))])
+    assert "café".encode() in plain and b"caf\\u00e9" in escaped
+    offsets = log.append([plain, entry("x", "cafe"), escaped])
+    found = log.room_history("/", "café", None, 10)
+    assert found is not None and [o for o, _ in found[0]] == [offsets[0], offsets[2]]
+    assert set(wire.string_forms("café")) == {'"café"'.encode(), b'"caf\\u00e9"'}

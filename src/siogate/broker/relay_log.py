@@ -175,12 +175,18 @@ class RelayLog:
             gap = self._gap(point)
         found: list[tuple[str, bytes]] = []
         scanned = 0
+        # This runs in the relay's one loop: entries that cannot name the room are not
+        # decoded (a byte search against ~10 us of JSON each).
+        forms = wire.string_forms(room)
         for i in indexes:
             if len(found) > limit or scanned >= self.scan_limit:
                 break
             scanned += 1
+            entry = self._entries[i]
+            if not any(form in entry for form in forms):
+                continue
             try:
-                command = decode_entry(self._entries[i])
+                command = decode_entry(entry)
             except wire.WireError:
                 continue
             if (
@@ -188,7 +194,7 @@ class RelayLog:
                 and command.namespace == namespace
                 and room in command.rooms
             ):
-                found.append((_offset(self._points[i]), self._entries[i]))
+                found.append((_offset(self._points[i]), entry))
         exhausted = scanned == len(indexes)
         cut = len(found) > limit
         if since is None:

@@ -89,6 +89,14 @@ def _command_json(command: Command) -> dict[str, Any]:
     return out
 
 
+def string_forms(text: str) -> tuple[bytes, ...]:
+    """How ``text`` can appear as a JSON string in a message written here: as the encoder
+    writes it, or escaped to ASCII (the whole message falls back to that when another of
+    its strings holds a lone surrogate). A message holding none of these does not hold
+    ``text``, so a reader looking for it can skip decoding the message."""
+    return tuple({_dumps(text).encode(), json.dumps(text).encode()})
+
+
 def encode_commands(node: str, commands: Sequence[Command], ack: str | None = None) -> bytes:
     """A command batch; with ``ack``, each receiver answers ``ack`` once it applied the
     batch and subscribed to the shards of the rooms it joined (an addition to format 1
