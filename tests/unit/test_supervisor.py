@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import click
@@ -100,3 +101,23 @@ async def test_the_primary_answers_presence_changes_with_the_transitions_to_repo
     assert await call(node="a", changes=[]) == []
     # A worker that stops drops what it still counts.
     assert await call(node="a", changes=[], leave=True) == [["user.offline", "/", "ann"]]
+
+
+async def test_malformed_recovery_log_calls_raise_so_the_relay_answers_empty() -> None:
+    # The relay turns a raising service into an empty reply, which the worker's client
+    # raises as BrokerUnavailable (tests/unit/test_relay_log.py).
+    from siogate.broker.relay_log import RelayLog
+
+    store, counts = MemoryIdempotencyStore(60), PresenceCounts()
+    with_log = primary_service(store, counts, RelayLog(window=10))
+    for bad in (
+        {"op": "rlog", "call": "after"},  # no offset
+        {"op": "rlog", "call": "drop everything"},
+        {"op": "rlog", "call": "save", "pid": "p", "node": "n", "fields": []},
+    ):
+        with pytest.raises((KeyError, ValueError, AttributeError)):
+            await with_log(json.dumps(bad).encode())
+    without = primary_service(store, counts)
+    with pytest.raises(ValueError):
+        await without(b'{"op": "rlog", "call": "last"}')
+    assert json.loads(await with_log(b'{"op": "rlog", "call": "last"}')) == {"last": "0-0"}
