@@ -448,6 +448,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--hop-rate", type=float, default=20.0, help="hop publishes per second")
     ap.add_argument("--hop-seconds", type=float, default=10.0)
     ap.add_argument("--hop-warmup", type=int, default=20, help="uncounted first publishes")
+    ap.add_argument(
+        "--rates",
+        default=None,
+        help="throughput: delivered msgs/s targets, comma list, one per step (default: "
+        "loadgen.py's rising steps; e.g. 20000,20000,20000 holds one rate to read CPU per "
+        "publish with step_cpu.py)",
+    )
+    ap.add_argument("--step", type=float, default=5.0, help="throughput: seconds per step")
     ap.add_argument("--quick", action="store_true", help="1,000 clients, 1 rep, 3 s of hop")
     run.add_run_options(ap)
     opts = ap.parse_args(argv)
@@ -463,7 +471,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if s not in ("node", "siogate", "siogate-recovery"):
             ap.error(f"unknown system {s}")
     # run.loadgen_argv reads these; they only matter to other scenarios.
-    opts.step, opts.rates, opts.rounds = 5.0, None, 20
+    opts.rounds = 20
     return opts
 
 
