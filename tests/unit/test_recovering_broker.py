@@ -121,9 +121,32 @@ def test_the_one_command_script_call_is_packed_as_the_general_one() -> None:
     entry = wire.encode_commands("n", [command])
     for sharded in (False, True):
         out = Outbound("p:c", sharded, entry[:-1] + b',"req":"ab"}', (0,))
+        log._trimmed_at = 0
         one = log.pack_append_publish([command], [out], 1_000_000, entries=[entry])
+        log._trimmed_at = 0
         assert one == log._pack_any([command], [out], 1_000_000, [entry])
         assert b"$8\r\n970000-0\r\n" in one  # the age cut: now - window
+
+
+def test_the_log_is_trimmed_by_age_at_most_once_a_second_per_node() -> None:
+    from redis.asyncio import Redis
+
+    from siogate.broker import wire
+    from siogate.broker.streams import Outbound, RedisRecoveryLog
+
+    log = RedisRecoveryLog(Redis(), prefix="p", node="n", window=30.0, max_log=500)
+    [command] = emit(7)
+    entry = wire.encode_commands("n", [command])
+    out = Outbound("p:c", False, entry[:-1] + b',"req":"ab"}', (0,))
+
+    def packed(now_ms: int) -> bytes:
+        return log.pack_append_publish([command], [out], now_ms, entries=[entry])
+
+    assert b"$8\r\n970000-0\r\n" in packed(1_000_000)
+    # Within the second: no age bound (an empty argument), so the script skips XTRIM.
+    within = packed(1_000_999)
+    assert b"970999-0" not in within and b"\r\n$0\r\n\r\n" in within
+    assert b"$8\r\n971000-0\r\n" in packed(1_001_000)
 
 
 def test_an_own_message_tail_is_read_without_decoding_the_rest() -> None:

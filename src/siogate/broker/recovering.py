@@ -25,14 +25,21 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any, Final
 
 from redis.exceptions import RedisError
 
 from ..types import Namespace, Sid
 from . import wire
-from .base import BrokerUnavailable, Command, Guard, MessageHandler, QueryHandler, Unrouted
+from .base import (
+    BrokerUnavailable,
+    Command,
+    Guard,
+    MessageHandler,
+    QueryHandler,
+    Unrouted,
+    with_offset,
+)
 from .redis import RedisBroker, Scripted
 from .streams import (
     APPEND_PUBLISH,
@@ -65,14 +72,16 @@ def own_echo(data: bytes) -> tuple[str, list[str]] | None:
     decoding the rest; None when the tail is not that shape (the caller decodes it all).
     The request id is matched against the node's own pending requests before use."""
     start = data.rfind(_REQ) + len(_REQ)
-    end = start + 16  # secrets.token_hex(8)
+    end = start + 16  # streams.own_message's request ids
     if start < len(_REQ) or data[end : end + len(_OFFSETS)] != _OFFSETS:
         return None
-    try:
-        offsets = json.loads(data[end + len(_OFFSETS) - 1 : -1])
-    except ValueError:
+    # The script writes the ids as '"<ms>-<seq>"' joined by commas; split by hand (a JSON
+    # decode of the list was the largest part of reading the tail) and check each.
+    quoted = data[end + len(_OFFSETS) : -2]
+    if len(quoted) < 2 or quoted[:1] != b'"' or quoted[-1:] != b'"' or not quoted.isascii():
         return None
-    if not isinstance(offsets, list) or not all(parse_offset(o) for o in offsets):
+    offsets = quoted[1:-1].decode("ascii").split('","')
+    if not data.endswith(b"]}") or not all(parse_offset(o) for o in offsets):
         return None
     return data[start:end].decode("ascii", "replace"), offsets
 
@@ -168,7 +177,7 @@ class RecoveringRedisBroker(Unrouted, RedisBroker):
         self.applied_out_of_order += 1
         logger.warning("a published command did not come back; applied out of log order")
         pairs = zip(commands, offsets, strict=True)
-        apply_logged(self._handler, [replace(c, offset=o) for c, o in pairs], future)
+        apply_logged(self._handler, [with_offset(c, o) for c, o in pairs], future)
 
     def tell_let_go(self, node: str, namespace: Namespace, sid: Sid) -> None:
         """Tell ``node`` (by the command channel) that this node took ``sid`` over."""
@@ -190,7 +199,7 @@ class RecoveringRedisBroker(Unrouted, RedisBroker):
                     return  # applied already (it came back too late), or not one of ours
                 if len(echo[1]) == len(waiting[1]):
                     pairs = zip(waiting[1], echo[1], strict=True)
-                    echoed = [replace(c, offset=o) for c, o in pairs]
+                    echoed = [with_offset(c, o) for c, o in pairs]
                     apply_logged(self._handler, echoed, waiting[0])
                     return
                 self._waiting[echo[0]] = waiting  # not as published: read it in full

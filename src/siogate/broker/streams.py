@@ -44,19 +44,20 @@ from __future__ import annotations
 import abc
 import asyncio
 import hashlib
+import itertools
 import json
 import logging
 import re
 import secrets
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from redis.asyncio import Redis
 
 from ..types import Namespace, Room, Sid
 from . import resp, wire
-from .base import Command, EmitCommand, SocketsCommand
+from .base import Command, EmitCommand, SocketsCommand, with_offset
 
 logger = logging.getLogger("siogate.broker")
 
@@ -308,7 +309,8 @@ return ids
 
 # The same, then publishes messages in the same atomic step, so that every subscriber
 # receives them in log order (a standalone Redis runs one script at a time and queues
-# pub/sub messages to a connection in the order it ran them). ARGV: maxlen, minid,
+# pub/sub messages to a connection in the order it ran them). ARGV: maxlen, minid ("":
+# do not trim by age this time),
 # number of commands n, n wire batches, then per message: channel, "p" (PUBLISH) or "s"
 # (SPUBLISH), the message without its closing brace, the 1-based indexes of the commands
 # it carries ("1,3"). Each message gets a member "offsets": their ids. Returns the ids,
@@ -318,7 +320,7 @@ local n = tonumber(ARGV[3])
 local out = {}
 for i = 1, n do
   out[i] = redis.call('XADD', KEYS[i], 'MAXLEN', '~', ARGV[1], '*', 'c', ARGV[i + 3])
-  redis.call('XTRIM', KEYS[i], 'MINID', '~', ARGV[2])
+  if ARGV[2] ~= '' then redis.call('XTRIM', KEYS[i], 'MINID', '~', ARGV[2]) end
 end
 for j = n + 4, #ARGV, 4 do
   local ids = {}
@@ -539,11 +541,18 @@ def told_to_let_go(body: Any, node: str, let_go: LetGo | None) -> None:
         let_go(Namespace(ns), Sid(sid))
 
 
+# Request ids of a node's own messages: 16 hex digits, unique within the process (the
+# node id, which the message starts with, tells nodes apart). A counter from a random
+# start rather than secrets.token_hex: that is a getrandom call per publish.
+_REQUESTS: Final = itertools.count(secrets.randbits(64))
+_REQUEST_MASK: Final = (1 << 64) - 1
+
+
 def own_message(node: str, commands: Sequence[Command]) -> tuple[str, bytes, bytes]:
     """What a logged broker publishes for ``commands``: a request id, the commands' wire
     batch (also the log entry of a lone command), and the message, the batch with the
     request id by which the publisher knows its own echo."""
-    request = secrets.token_hex(8)
+    request = "%016x" % (next(_REQUESTS) & _REQUEST_MASK)
     data = wire.encode_commands(node, commands)
     return request, data, data[:-1] + b',"req":"' + request.encode() + b'"}'
 
@@ -558,7 +567,7 @@ def decode_logged(data: bytes) -> tuple[dict[str, Any], list[Command] | None]:
     commands = wire.decode_commands(message)
     offsets = offsets_of(message, len(commands))
     if offsets is not None:
-        commands = [replace(c, offset=o) for c, o in zip(commands, offsets, strict=True)]
+        commands = [with_offset(c, o) for c, o in zip(commands, offsets, strict=True)]
     return message, commands
 
 
@@ -626,6 +635,7 @@ class RedisRecoveryLog(RecoveryLog):
         self.live_ttl = live_ttl
         self.scan_limit = scan_limit
         self.max_missed = max_missed
+        self._trimmed_at = 0
         self._append = redis.register_script(_APPEND)
         self._append_publish = redis.register_script(APPEND_PUBLISH)
         self._save = redis.register_script(_SAVE)
@@ -703,7 +713,7 @@ class RedisRecoveryLog(RecoveryLog):
     def _pack_one(self, command: Command, message: Outbound, now_ms: int, entry: bytes) -> bytes:
         key = self.log_key(command.namespace).encode()
         maxlen = b"%d" % self.max_log
-        minid = b"%d-0" % max(0, now_ms - int(self.log_age * 1000))
+        minid = self._minid(now_ms).encode()
         channel = message.channel.encode()
         body = message.message[:-1]
         return _ONE_HEAD + _ONE_REST % (
@@ -719,8 +729,7 @@ class RedisRecoveryLog(RecoveryLog):
         entries: Sequence[bytes] | None,
     ) -> tuple[list[str], list[Any]]:
         keys = [self.log_key(c.namespace) for c in commands]
-        minid = f"{max(0, now_ms - int(self.log_age * 1000))}-0"
-        args: list[Any] = [self.max_log, minid, len(commands)]
+        args: list[Any] = [self.max_log, self._minid(now_ms), len(commands)]
         if entries is None:
             entries = [wire.encode_commands("", [c]) for c in commands]
         assert len(entries) == len(commands)
@@ -735,6 +744,16 @@ class RedisRecoveryLog(RecoveryLog):
                 ",".join(str(i + 1) for i in m.carries),
             ]
         return keys, args
+
+    def _minid(self, now_ms: int) -> str:
+        """The age trim's bound for an append at ``now_ms``, or "" (no trim) when this
+        node trimmed less than a second ago: the log keeps up to a second more than
+        its age, and a publish saves the ``XTRIM`` (about 1.5 us of Redis's CPU each,
+        measured pipelined; the log script costs ~12 us against ~3.5 for a PUBLISH)."""
+        if now_ms - self._trimmed_at < 1000:
+            return ""
+        self._trimmed_at = now_ms
+        return f"{max(0, now_ms - int(self.log_age * 1000))}-0"
 
     async def last_offset(self, namespace: str) -> str:
         """The newest offset of ``namespace``'s log ("0-0" if it has none yet): where a
