@@ -110,24 +110,6 @@ async def test_a_publish_redis_refuses_fails_and_is_not_waited_for(pair: Pair) -
     assert seqs(await b.wait(1)) == [2]
 
 
-def test_the_one_command_script_call_is_packed_as_the_general_one() -> None:
-    from redis.asyncio import Redis
-
-    from siogate.broker import wire
-    from siogate.broker.streams import Outbound, RedisRecoveryLog
-
-    log = RedisRecoveryLog(Redis(), prefix="p", node="n", window=30.0, max_log=500)
-    [command] = emit(7)
-    entry = wire.encode_commands("n", [command])
-    for sharded in (False, True):
-        out = Outbound("p:c", sharded, entry[:-1] + b',"req":"ab"}', (0,))
-        log._trimmed_at = 0
-        one = log.pack_append_publish([command], [out], 1_000_000, entries=[entry])
-        log._trimmed_at = 0
-        assert one == log._pack_any([command], [out], 1_000_000, [entry])
-        assert b"$8\r\n970000-0\r\n" in one  # the age cut: now - window
-
-
 def test_the_log_is_trimmed_by_age_at_most_once_a_second_per_node() -> None:
     from redis.asyncio import Redis
 
@@ -140,7 +122,7 @@ def test_the_log_is_trimmed_by_age_at_most_once_a_second_per_node() -> None:
     out = Outbound("p:c", False, entry[:-1] + b',"req":"ab"}', (0,))
 
     def packed(now_ms: int) -> bytes:
-        return log.pack_append_publish([command], [out], now_ms, entries=[entry])
+        return log.pack_append_publish([command], [out], now_ms, entries=[entry])[0]
 
     assert b"$8\r\n970000-0\r\n" in packed(1_000_000)
     # Within the second: no age bound (an empty argument), so the script skips XTRIM.

@@ -14,14 +14,18 @@ from redis.asyncio import Redis
 from conftest import RedisServer
 from siogate.broker import EmitCommand, SocketsCommand, wire
 from siogate.broker.streams import (
+    APPEND_PUBLISH,
+    APPEND_PUBLISH_ONE,
     MAX_CHANGES,
     Outbound,
     Overflow,
     RedisRecoveryLog,
     Session,
+    decode_entry,
     offsets_of,
     parse_offset,
     plan,
+    split_append_reply,
 )
 from siogate.types import Namespace, Room, Sid
 
@@ -361,6 +365,52 @@ async def test_concurrent_publishers_are_received_in_log_order(redis_server: Red
     finally:
         for c in clients:
             await c.aclose()
+
+
+@pytest.mark.redis
+async def test_the_one_command_script_logs_and_publishes_as_the_general_one(
+    redis_server: RedisServer,
+) -> None:
+    # A lone command (every API emit) goes through APPEND_PUBLISH_ONE: the same log
+    # entry, the same message with its offset, the same reply as APPEND_PUBLISH's.
+    client, listener = Redis.from_url(redis_server.url), Redis.from_url(redis_server.url)
+    try:
+        log = store(client, "nodeA")
+        pubsub = listener.pubsub()
+        await pubsub.subscribe("t:c")
+        await pubsub.execute_command("SSUBSCRIBE", "t:r:1")
+        command = emit("e1", "a")
+        entry = wire.encode_commands("nodeA", [command])
+        results = []
+        for entries in ([entry], None, [entry]):  # the lone-command script, the general one
+            for channel, sharded in (("t:c", False), ("t:r:1", True)):
+                out = Outbound(channel, sharded, entry[:-1] + b',"req":"0123456789abcdef"}', (0,))
+                packed, source = log.pack_append_publish([command], [out], now_ms(), entries)
+                await client.script_load(source)
+                connection = await client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+                try:
+                    await connection.send_packed_command(packed)
+                    reply = await connection.read_response()
+                finally:
+                    await client.connection_pool.release(connection)
+                ids, receivers = split_append_reply(reply, 1)
+                assert receivers == [1]
+                while (message := await pubsub.get_message(timeout=5)) is not None:
+                    if message["type"] in ("message", "smessage"):
+                        break
+                assert message is not None
+                results.append((source, ids[0], message["data"]))
+        assert {r[0] for r in results} == {APPEND_PUBLISH, APPEND_PUBLISH_ONE}
+        for source, offset, data in results:
+            tail = b',"req":"0123456789abcdef","offsets":["' + offset.encode() + b'"]}'
+            assert data == entry[:-1] + tail, source
+        logged = await client.xrange(log.log_key(NS))
+        assert [i.decode() for i, _ in logged] == [r[1] for r in results]
+        assert all(decode_entry(fields[b"c"]) == command for _, fields in logged)
+        await pubsub.aclose()
+    finally:
+        await client.aclose()
+        await listener.aclose()
 
 
 @pytest.mark.redis

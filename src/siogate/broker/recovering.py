@@ -42,7 +42,6 @@ from .base import (
 )
 from .redis import RedisBroker, Scripted
 from .streams import (
-    APPEND_PUBLISH,
     LetGo,
     Outbound,
     RedisRecoveryLog,
@@ -146,8 +145,8 @@ class RecoveringRedisBroker(Unrouted, RedisBroker):
         now_ms = int(time.time() * 1000)
         # In the publish queue's pipeline, as plain publishes are: a script call through
         # redis-py cost about 65 us of CPU, several times the rest of a publish.
-        packed = self.log.pack_append_publish(commands, [out], now_ms, entries=entries)
-        script = Scripted(packed, APPEND_PUBLISH, settles=False)
+        packed, source = self.log.pack_append_publish(commands, [out], now_ms, entries=entries)
+        script = Scripted(packed, source, settles=False)
         loop = asyncio.get_running_loop()
         # Settled with the offsets once this node applied the commands as they came back
         # (_dispatch), or failed by the queue (BrokerUnavailable, counted there).

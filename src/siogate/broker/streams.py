@@ -335,17 +335,22 @@ end
 return out
 """
 APPEND_PUBLISH_SHA: Final = hashlib.sha1(APPEND_PUBLISH.encode()).hexdigest().encode()
-# A one-command, one-message APPEND_PUBLISH packed: EVALSHA sha 1 key, then ARGV maxlen,
-# minid, 1 (command), the entry, the channel, p|s, the message, 1 (the command it carries).
-_ONE_HEAD: Final = resp.head(12, b"EVALSHA", APPEND_PUBLISH_SHA, b"1")
-_ONE_REST: Final = (
-    b"$%d\r\n%b\r\n" * 3
-    + b"$1\r\n1\r\n"
-    + b"$%d\r\n%b\r\n" * 2
-    + b"$1\r\n%b\r\n"
-    + b"$%d\r\n%b\r\n"
-    + b"$1\r\n1\r\n"
-)
+
+# APPEND_PUBLISH for one command in one message (every API emit, join and leave): the
+# same effect and reply ({id, receivers}) without the loops and the id list, which cost
+# Redis ~10-15% of the script one call at a time (55 -> 48-56 us in four pairs, 2 vCPU).
+# KEYS[1]: the log. ARGV: maxlen, minid ("": no age trim), the entry, the channel, "p"
+# or "s", the message without its closing brace and with ',"offsets":["' appended.
+APPEND_PUBLISH_ONE = """
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'c', ARGV[3])
+if ARGV[2] ~= '' then redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[2]) end
+local verb = 'PUBLISH'
+if ARGV[5] == 's' then verb = 'SPUBLISH' end
+return {id, redis.call(verb, ARGV[4], ARGV[6] .. id .. '"]}')}
+"""
+APPEND_PUBLISH_ONE_SHA: Final = hashlib.sha1(APPEND_PUBLISH_ONE.encode()).hexdigest().encode()
+_ONE_HEAD: Final = resp.head(10, b"EVALSHA", APPEND_PUBLISH_ONE_SHA, b"1")
+_ONE_REST: Final = b"$%d\r\n%b\r\n" * 5 + b"$1\r\n%b\r\n" + b"$%d\r\n%b\r\n"
 
 # KEYS[1]: the record. ARGV: node, ttl ms, then field/value pairs. Creates a live
 # record, or updates one the node owns (a parked one stays parked, with its expiry).
@@ -686,16 +691,18 @@ class RedisRecoveryLog(RecoveryLog):
         messages: Sequence[Outbound],
         now_ms: int,
         entries: Sequence[bytes] | None = None,
-    ) -> bytes:
-        """:meth:`append_and_publish` as a packed ``EVALSHA`` of :data:`APPEND_PUBLISH`,
-        for a caller that pipelines it with other commands (the broker's publish queue);
-        its reply goes through :func:`split_append_reply`."""
+    ) -> tuple[bytes, str]:
+        """:meth:`append_and_publish` as a packed ``EVALSHA``, for a caller that
+        pipelines it with other commands (the broker's publish queue), and the script's
+        text (to load it on ``NOSCRIPT``); its reply goes through
+        :func:`split_append_reply`."""
         if len(commands) == 1 and len(messages) == 1 and entries is not None:
             message = messages[0]
             if message.carries == (0,) and message.message.endswith(b"}"):
-                # Every one-command publish: one format call, no list of pieces.
-                return self._pack_one(commands[0], message, now_ms, entries[0])
-        return self._pack_any(commands, messages, now_ms, entries)
+                # Every one-command publish: its own script, one format call.
+                packed = self._pack_one(commands[0], message, now_ms, entries[0])
+                return packed, APPEND_PUBLISH_ONE
+        return self._pack_any(commands, messages, now_ms, entries), APPEND_PUBLISH
 
     def _pack_any(
         self,
@@ -715,10 +722,10 @@ class RedisRecoveryLog(RecoveryLog):
         maxlen = b"%d" % self.max_log
         minid = self._minid(now_ms).encode()
         channel = message.channel.encode()
-        body = message.message[:-1]
+        head = message.message[:-1] + b',"offsets":["'
         return _ONE_HEAD + _ONE_REST % (
             len(key), key, len(maxlen), maxlen, len(minid), minid, len(entry), entry,
-            len(channel), channel, b"s" if message.sharded else b"p", len(body), body,
+            len(channel), channel, b"s" if message.sharded else b"p", len(head), head,
         )  # fmt: skip
 
     def _append_publish_args(
