@@ -10,10 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from . import acks as acks_module
 from . import admin_snapshot, listings, presence
@@ -37,7 +36,8 @@ from .broker import (
     StatsQuery,
 )
 from .broker.streams import LoggedBroker, parse_offset
-from .errors import AuthError, WebhookError
+from .client_events import ClientEvents, EventRateAction, webhook_payload
+from .errors import AuthError
 from .handlers import Handlers, Refuse, call
 from .history import HistoryOptions, Message, Offsets, RoomHistory
 from .hub import Hub, Link, Outgoing, Socket, is_socket_id, new_socket_id
@@ -61,7 +61,6 @@ from .protocol.session import (
     REASON_SERVER_SHUTDOWN,
     State,
 )
-from .ratelimit import TokenBucket
 from .ratelog import RateLimitedLog
 from .recovery import Ended, Parked, RecoveryOptions, RecoveryStore, is_parked
 from .recovery_cluster import ClusterSessions
@@ -74,16 +73,9 @@ logger = logging.getLogger("siogate.node")
 # For lines a client can cause at will (floods, full queues).
 peer_log = RateLimitedLog(logger)
 
-# What happens to a client event over the connection's rate.
-EventRateAction = Literal["drop", "disconnect"]
-# The disconnect reason for a connection closed by the "disconnect" action.
-REASON_RATE_LIMITED = "rate limited"
-
 # Limits on what one client connection may ask for.
 MAX_NAME = 256
 MAX_NAMESPACES_PER_CLIENT = 100
-# Events of one connection waiting for its webhook lane (all namespaces together).
-MAX_WAITING_PER_SOCKET = 256
 
 # on_server_event calls one node runs at once; an emitter's serverSideEmit beyond that
 # is dropped (and logged).
@@ -163,20 +155,6 @@ class NamespaceService(Protocol):
     def connect(self, link: Link, event: ConnectRequested) -> None: ...
     def event(self, link: Link, event: EventReceived) -> None: ...
     def left(self, link: Link, reason: str) -> None: ...
-
-
-class _Lane:
-    """Webhook calls of one client connection: how many run, and the events waiting.
-
-    One lane per connection, shared by its namespaces: a client that opens many
-    namespaces gets no more webhook calls than one that opens one.
-    """
-
-    __slots__ = ("running", "waiting")
-
-    def __init__(self) -> None:
-        self.running = 0
-        self.waiting: deque[tuple[Socket, EventReceived]] = deque()
 
 
 class ServerSocket:
@@ -286,13 +264,15 @@ class Node:
         self._server_events = 0
         # ServerSocket wrappers, only kept while handlers are loaded.
         self._handles: dict[Sid, ServerSocket] = {}
-        # Per-connection webhook queues, only while a connection has calls running.
-        self._lanes: dict[Link, _Lane] = {}
-        # Per-connection event rate buckets (only with options.event_rate > 0), from the
-        # connection's first event to its end.
-        self._buckets: dict[Link, TokenBucket] = {}
-        # Monotonic seconds, for the rate buckets (tests may replace it).
-        self.clock = time.monotonic
+        # What clients send: rate limits, webhook lanes, handler calls, acks.
+        self.events = ClientEvents(
+            limits=options,
+            metrics=metrics,
+            webhooks=webhooks,
+            handlers=handlers,
+            handle_of=self._handles.get,
+            spawn=self._spawn,
+        )
         # Timers that end each token-authenticated socket's session at its token's exp.
         self._expiry: dict[Sid, asyncio.TimerHandle] = {}
         # Emits with ack waiting on this node's sockets, and those asked through this node.
@@ -380,7 +360,7 @@ class Node:
             elif isinstance(event, NamespaceLeft):
                 self._on_left(event.namespace, event.sid, event.reason)
             elif isinstance(event, SessionClosed):
-                self._buckets.pop(link, None)
+                self.events.closed(link)
                 for namespace, sid in list(link.session.namespaces.items()):
                     service = self.services.get(namespace)
                     if service is not None:
@@ -741,7 +721,7 @@ class Node:
                 loop = asyncio.get_running_loop()
                 loop.call_later(EARLY_EMIT_DELAY, self._send_early, link, handle)
         if self.webhooks is not None:
-            self.webhooks.notify(self._webhook_payload("connect", socket))
+            self.webhooks.notify(webhook_payload("connect", socket))
         if self.presence_tracker is not None and socket.user is not None:
             self.presence_tracker.add(socket.namespace, socket.user)
 
@@ -814,7 +794,7 @@ class Node:
         if self.cluster is not None:
             self.cluster.ended(socket.id)
         if self.webhooks is not None:
-            payload = self._webhook_payload("disconnect", socket)
+            payload = webhook_payload("disconnect", socket)
             payload["reason"] = reason
             if recovery is not None:
                 # Ended after a transport loss: not recovered within the window.
@@ -872,152 +852,12 @@ class Node:
         if link.session.state is not State.OPEN:
             return  # closed earlier in this batch (say, by the rate limit)
         socket = self._socket_of(link, event.namespace)
-        if socket is None:
-            return
-        if self.options.event_rate > 0 and not self._within_rate(link):
-            self._over_rate(link, socket, event)
-            return
-        handlers = self.handlers
-        if handlers is not None and handlers.on_event is not None:
-            handle = self._handles.get(socket.id)
-            if handle is not None:
-                self._spawn(self._event_with_handler(handle, link, socket, event))
-                if self.webhooks is not None:
-                    try:
-                        self.webhooks.notify(self._event_payload(socket, event))
-                    except WebhookError as exc:
-                        logger.warning("event %r not forwarded: %s", event.event, exc.message)
-                return
-        if self.webhooks is not None:
-            self._submit_webhook(link, socket, event)
-            return
-        self.metrics.client_events_unhandled_total += 1
-        logger.debug("event %r from %s has no handler or webhook", event.event, socket.id)
-        if event.ack_id is not None:
-            error = {"code": "no_handler", "message": "the gateway has no webhook for events"}
-            self._ack(link, socket, event.ack_id, [{"error": error}])
-
-    def _within_rate(self, link: Link) -> bool:
-        now = self.clock()
-        bucket = self._buckets.get(link)
-        if bucket is None:
-            options = self.options
-            bucket = self._buckets[link] = TokenBucket(options.event_rate, options.event_burst, now)
-        return bucket.take(now)
-
-    def _over_rate(self, link: Link, socket: Socket, event: EventReceived) -> None:
-        self.metrics.client_events_rate_limited_total += 1
-        if self.options.event_rate_action == "disconnect":
-            peer_log.warning("rate-disconnect", "closing %s: over the event rate", link.session.sid)
-            link.close(REASON_RATE_LIMITED)
-            return
-        peer_log.warning(
-            "rate-drop", "dropping events from %s: over the event rate", link.session.sid
-        )
-        if event.ack_id is not None:
-            error = {
-                "code": "rate_limited",
-                "message": f"over {self.options.event_rate:g} events per second",
-            }
-            self._ack(link, socket, event.ack_id, [{"error": error}])
-
-    def _ack(self, link: Link, socket: Socket, ack_id: int, args: list[Any]) -> None:
-        if link.session.namespaces.get(socket.namespace) != socket.id:
-            return  # the socket left while the answer was being computed
-        packet = socketio.Packet(socketio.PacketType.ACK, socket.namespace, args, ack_id)
-        link.session.send(packet)
-        link.flush()
-
-    async def _event_with_handler(
-        self, handle: ServerSocket, link: Link, socket: Socket, event: EventReceived
-    ) -> None:
-        assert self.handlers is not None and self.handlers.on_event is not None
-        try:
-            result = await call(self.handlers.on_event, handle, event.event, event.args)
-        except Exception as exc:
-            logger.exception("on_event handler failed")
-            result = [{"error": {"code": "handler_failed", "message": type(exc).__name__}}]
-        if event.ack_id is not None:
-            if result is None:
-                args = []
-            elif isinstance(result, list | tuple):
-                args = list(result)
-            else:
-                args = [result]
-            self._ack(link, socket, event.ack_id, args)
-
-    def _submit_webhook(self, link: Link, socket: Socket, event: EventReceived) -> None:
-        """Run the webhook call for a client event, at most ``webhook_per_socket`` calls
-        per client connection at once.
-
-        The dispatcher's slots are shared by all connections; this cap keeps one client
-        that floods events at a slow webhook from taking all of them. It is per
-        connection, not per socket, so that opening more namespaces buys no more calls.
-        Calls beyond it wait in the connection's own FIFO (bounded; overflow is acked
-        with ``webhook_overloaded``).
-        """
-        lane = self._lanes.get(link)
-        if lane is None:
-            lane = self._lanes[link] = _Lane()
-        if lane.running < self.options.webhook_per_socket:
-            lane.running += 1
-            self._spawn(self._drain_lane(lane, link, socket, event))
-        elif len(lane.waiting) < MAX_WAITING_PER_SOCKET:
-            lane.waiting.append((socket, event))
-        else:
-            self.metrics.client_events_dropped_total += 1
-            peer_log.warning(
-                "webhook-queue-full",
-                "dropping event %r from %s: its webhook queue is full",
-                event.event,
-                socket.id,
-            )
-            if event.ack_id is not None:
-                error = {"code": "webhook_overloaded", "message": "too many events waiting"}
-                self._ack(link, socket, event.ack_id, [{"error": error}])
-
-    async def _drain_lane(
-        self, lane: _Lane, link: Link, socket: Socket, event: EventReceived
-    ) -> None:
-        try:
-            work: tuple[Socket, EventReceived] | None = (socket, event)
-            while work is not None:
-                await self._event_with_webhook(link, *work)
-                work = lane.waiting.popleft() if lane.waiting else None
-        finally:
-            lane.running -= 1
-            if lane.running == 0 and self._lanes.get(link) is lane:
-                del self._lanes[link]
-
-    async def _event_with_webhook(self, link: Link, socket: Socket, event: EventReceived) -> None:
-        assert self.webhooks is not None
-        try:
-            args = await self.webhooks.call(self._event_payload(socket, event))
-        except WebhookError as exc:
-            logger.warning("webhook failed for event %r: %s", event.event, exc.message)
-            args = [{"error": {"code": exc.code, "message": exc.message}}]
-        if event.ack_id is not None:
-            self._ack(link, socket, event.ack_id, args)
-
-    def _webhook_payload(self, kind: str, socket: Socket) -> dict[str, Any]:
-        return {
-            "type": kind,
-            "namespace": socket.namespace,
-            "socket": {"id": socket.id, "user": socket.user},
-        }
+        if socket is not None:
+            self.events.received(link, socket, event)
 
     def _presence_changed(self, kind: Transition, namespace: Namespace, user: UserId) -> None:
         if self.webhooks is not None:
             self.webhooks.notify({"type": kind, "namespace": namespace, "user": user})
-
-    def _event_payload(self, socket: Socket, event: EventReceived) -> dict[str, Any]:
-        payload = self._webhook_payload("event", socket)
-        payload["event"] = event.event
-        try:
-            payload["args"] = socketio.json_safe(event.args)
-        except RecursionError:
-            raise WebhookError("webhook_bad_payload", "event arguments nested too deeply") from None
-        return payload
 
     # Commands (called by the HTTP API)
 
@@ -1110,7 +950,7 @@ class Node:
     def _room_changed(self, kind: str, socket: Socket, room: Room) -> None:
         # Rooms given at connect and dropped at disconnect are implied by those webhooks.
         if self.webhooks is not None and self.options.room_webhooks:
-            payload = self._webhook_payload(kind, socket)
+            payload = webhook_payload(kind, socket)
             payload["room"] = room
             self.webhooks.notify(payload)
 
