@@ -35,6 +35,25 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
+class Listing:
+    """A cluster-wide answer, and how complete it is."""
+
+    nodes: int
+    # Live nodes that did not answer in time (their sockets are not in the answer).
+    missing: tuple[str, ...]
+    # False when the live nodes could not even be counted (the broker is unreachable).
+    complete: bool
+
+    @classmethod
+    def of(cls, answers: Answers) -> Listing:
+        return cls(len(answers.answers), answers.missing, answers.complete)
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.missing) or not self.complete
+
+
+@dataclass(frozen=True, slots=True)
 class Page(Generic[T]):
     """Entries of one page, in key order."""
 

@@ -14,18 +14,16 @@ from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from . import acks as acks_module
 from . import admin_snapshot, listings, presence
-from .acks import AckRegistry, AckResult, TooManyPending, TooManyRecipients
+from .ack_emits import AckEmits
+from .acks import AckRegistry, AckResult
 from .auth import ANONYMOUS, Identity, JwtVerifier
 from .broker import (
-    AckEmitQuery,
     AdminQuery,
     Answers,
     Broker,
     BrokerUnavailable,
     Command,
-    CountQuery,
     EmitCommand,
     PresenceQuery,
     Query,
@@ -41,7 +39,7 @@ from .errors import AuthError
 from .handlers import Handlers, Refuse, call
 from .history import HistoryOptions, Message, Offsets, RoomHistory
 from .hub import Hub, Link, Outgoing, Socket, is_socket_id, new_socket_id
-from .listings import Page
+from .listings import Listing, Page
 from .metrics import Metrics
 from .presence_events import Kind as PresenceKind
 from .presence_events import PresenceEvents
@@ -62,7 +60,7 @@ from .protocol.session import (
     State,
 )
 from .ratelog import RateLimitedLog
-from .recovery import Ended, Parked, RecoveryOptions, RecoveryStore, is_parked
+from .recovery import Ended, Parked, RecoveryOptions, RecoveryStore
 from .recovery_cluster import ClusterSessions
 from .stats import NodeStats, Recorder
 from .stats import merge as merge_stats
@@ -118,25 +116,6 @@ class NodeOptions:
     max_pending_acks: int = 100
     # room.join / room.leave webhooks for membership changes after connect.
     room_webhooks: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Listing:
-    """A cluster-wide answer, and how complete it is."""
-
-    nodes: int
-    # Live nodes that did not answer in time (their sockets are not in the answer).
-    missing: tuple[str, ...]
-    # False when the live nodes could not even be counted (the broker is unreachable).
-    complete: bool
-
-    @classmethod
-    def of(cls, answers: Answers) -> Listing:
-        return cls(len(answers.answers), answers.missing, answers.complete)
-
-    @property
-    def partial(self) -> bool:
-        return bool(self.missing) or not self.complete
 
 
 class SocketObserver(Protocol):
@@ -277,7 +256,14 @@ class Node:
         self._expiry: dict[Sid, asyncio.TimerHandle] = {}
         # Emits with ack waiting on this node's sockets, and those asked through this node.
         self.acks = AckRegistry()
-        self._ack_requests = 0
+        self.ack_emits = AckEmits(
+            hub=hub,
+            broker=broker,
+            registry=self.acks,
+            metrics=metrics,
+            limits=options,
+            recovery=recovery is not None,
+        )
         # Told of socket changes; namespaces owned by a service (both: siogate.admin).
         self.observers: list[SocketObserver] = []
         self.services: dict[str, NamespaceService] = {}
@@ -1022,69 +1008,14 @@ class Node:
             return admin_snapshot.local(self.hub, query)
         if isinstance(query, StatsQuery):
             return self.stats.answer(query)
-        emit = query.emit
-        targets = self.hub.select(emit.namespace, emit.rooms, emit.exclude)
-        if self.recovery is not None:
-            # A socket in its recovery window cannot answer; emits with ack are not
-            # kept for it (as in Socket.IO).
-            targets = [s for s in targets if not is_parked(s)]
-        if isinstance(query, CountQuery):
-            return len(targets)
-        if len(targets) > query.max_recipients:
-            # Grown past the cap since the cluster-wide count: send nothing here.
-            return {"refused": len(targets)}
-        return self._ack_emit_here(query, targets)
-
-    async def _ack_emit_here(self, query: AckEmitQuery, targets: list[Socket]) -> Any:
-        """Send ``query``'s emit to ``targets``, each with its own ack id; the replies."""
-        emit = query.emit
-        pending, ids = self.acks.open(s.id for s in targets)
-        for socket, ack_id in zip(targets, ids, strict=True):
-            link = socket.link
-            link.session.send(socketio.event_packet(emit.namespace, emit.event, emit.args, ack_id))
-            link.flush()
-        self.metrics.emits_total += 1
-        self.metrics.packets_out_total += len(targets)
-        await self.acks.wait(pending, query.timeout_ms / 1000)
-        # Binary replies become {"_binary": base64}, as in webhook bodies.
-        return socketio.json_safe(acks_module.answer_json(pending))
+        return self.ack_emits.answer(query)
 
     async def emit_with_ack(
         self, command: EmitCommand, timeout_ms: int
     ) -> tuple[AckResult, Listing]:
-        """Emit ``command`` with an ack id per recipient, on every node; wait until each
-        recipient answered or left, or ``timeout_ms`` passed.
-
-        Raises :class:`~siogate.acks.TooManyPending` or
-        :class:`~siogate.acks.TooManyRecipients` before anything is sent.
-        """
-        options = self.options
-        if self._ack_requests >= options.max_pending_acks:
-            raise TooManyPending(options.max_pending_acks)
-        self._ack_requests += 1
-        try:
-            counted = await self.broker.query(CountQuery(command), options.query_timeout)
-            total = sum(n for _, n in counted.answers if type(n) is int)
-            if total > options.max_ack_recipients:
-                raise TooManyRecipients(total, options.max_ack_recipients)
-            query = AckEmitQuery(command, timeout_ms, options.max_ack_recipients)
-            # The other nodes answer once their own timeout has passed, at the latest.
-            answers = await self.broker.query(query, timeout_ms / 1000 + options.query_timeout)
-        finally:
-            self._ack_requests -= 1
-        result = AckResult()
-        for node, answer in answers.answers:
-            if not result.add(node, answer):
-                logger.warning("node %s sent a malformed ack emit answer", node)
-        if result.refused:
-            logger.warning(
-                "ack emit: nodes %s sent nothing (their recipients grew past the cap)",
-                ", ".join(result.refused),
-            )
-        missing = tuple(sorted({*answers.missing, *result.refused}))
-        return result, Listing(
-            len(answers.answers) - len(result.refused), missing, answers.complete
-        )
+        """Emit ``command`` with an ack id per recipient on every node, and wait
+        (siogate.ack_emits)."""
+        return await self.ack_emits.emit(command, timeout_ms)
 
     async def room_history(
         self, namespace: Namespace, room: Room, since: str | None, limit: int

@@ -14,8 +14,8 @@ from .. import dashboard
 from ..auth import BasicAuth, check_bearer
 from ..broker import BrokerUnavailable
 from ..errors import ApiError
-from ..listings import Page
-from ..node import Listing, Node
+from ..listings import Listing, Page
+from ..node import Node
 from ..transport.http import Request, Response
 from ..types import Namespace, Room, Sid, UserId
 from . import paging, schemas
