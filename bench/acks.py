@@ -535,9 +535,12 @@ def run_once(
             if clustered:
                 argv += ["--redis-pid", str(redis.pid)]
         record["loadgen_argv"] = argv
-        pids = [p.pid for p in procs] + ([redis.pid] if clustered else [])
+        pids = [p.pid for p in procs]
+        side = [redis.pid] if clustered and opts.redis_core != SERVER_CORE else []
+        if clustered and not side:
+            pids.append(redis.pid)
         lg_err = logs / f"gen-{part}-{system}-{variant}-rep{rep}.log"
-        run_loadgen(record, argv, CpuSampler(pids), lg_err, opts.run_timeout)
+        run_loadgen(record, argv, CpuSampler(pids, side_pids=side), lg_err, opts.run_timeout)
         for proc, path in zip(procs, log_paths, strict=True):
             if proc.poll() is not None:
                 record["problems"].append(f"server exited ({proc.returncode}): {tail(path)}")
@@ -716,6 +719,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--quiet-pct", type=float, default=15.0)
     ap.add_argument("--quiet-timeout", type=float, default=20.0)
     ap.add_argument("--foreign-limit", type=float, default=20.0)
+    ap.add_argument(
+        "--redis-core",
+        type=int,
+        default=SERVER_CORE,
+        help=f"core of redis-server (default {SERVER_CORE}, with the servers; "
+        f"{LOADGEN_CORE}: beside the load generator, so that the rates measure siogate's "
+        "own CPU, as where Redis is a server of its own)",
+    )
     ap.add_argument("--run-timeout", type=float, default=180.0)
     ap.add_argument("--out", default=str(BENCH / "results"))
     opts = ap.parse_args(argv)
@@ -732,7 +743,7 @@ def main(argv: list[str]) -> int:
     out_dir = Path(opts.out) / f"{time.strftime('%Y%m%d-%H%M%S')}-acks"
     logs = out_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    redis = Redis(logs / "redis-server.log")
+    redis = Redis(logs / "redis-server.log", opts.redis_core)
     records: list[dict[str, Any]] = []
     meta = {"argv": sys.argv, "opts": vars(opts)}
     try:

@@ -68,16 +68,17 @@ REDIS_CORE = SERVER_CORE
 
 
 class Redis:
-    """A redis-server of our own on a spare port: no RDB, no AOF, pinned with the nodes."""
+    """A redis-server of our own on a spare port: no RDB, no AOF, pinned with the nodes
+    (or on ``core``)."""
 
-    def __init__(self, log_path: Path) -> None:
+    def __init__(self, log_path: Path, core: int = REDIS_CORE) -> None:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.log_path = log_path
         argv = [
             "taskset",
             "-c",
-            str(REDIS_CORE),
+            str(core),
             REDIS_SERVER,
             "--port",
             str(self.port),
@@ -253,10 +254,15 @@ def run_cluster_once(
                 record["problems"].append(problem)
                 return record
         time.sleep(0.3)
-        pids = [proc.pid for proc, _, _ in procs] + [redis.pid]
-        lg_argv = loadgen_argv(case, ports, api_key, jwt_secret, pids, opts)
+        nodes = [proc.pid for proc, _, _ in procs]
+        lg_argv = loadgen_argv(case, ports, api_key, jwt_secret, nodes + [redis.pid], opts)
         lg_err = logs / f"loadgen-{system}-{case.key}-rep{rep}-{ports[0]}.log"
-        run_loadgen(record, lg_argv, CpuSampler(pids), lg_err, opts.run_timeout)
+        sampler = (
+            CpuSampler(nodes + [redis.pid])
+            if opts.redis_core == SERVER_CORE
+            else CpuSampler(nodes, side_pids=[redis.pid])
+        )
+        run_loadgen(record, lg_argv, sampler, lg_err, opts.run_timeout)
         for proc, _, log_path in procs:
             if proc.poll() is not None:
                 record["problems"].append(
@@ -456,6 +462,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "publish with step_cpu.py)",
     )
     ap.add_argument("--step", type=float, default=5.0, help="throughput: seconds per step")
+    ap.add_argument(
+        "--redis-core",
+        type=int,
+        default=REDIS_CORE,
+        help=f"core of redis-server (default {REDIS_CORE}, with the nodes; {LOADGEN_CORE}: "
+        "beside the load generator, so that the nodes' core measures the nodes alone, as "
+        "where Redis is a server of its own)",
+    )
     ap.add_argument("--quick", action="store_true", help="1,000 clients, 1 rep, 3 s of hop")
     run.add_run_options(ap)
     opts = ap.parse_args(argv)
@@ -483,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     cases = build_cases(opts)
     clustered = siogate_has_cluster_mode()
-    redis = Redis(logs / "redis-server.log")
+    redis = Redis(logs / "redis-server.log", opts.redis_core)
     runs: list[dict[str, Any]] = []
     raw_path = out_dir / "raw.json"
     try:
@@ -495,7 +509,11 @@ def main(argv: list[str] | None = None) -> int:
             "redis_port": redis.port,
             "siogate_cluster_mode": clustered,
             "loadavg_start": os.getloadavg(),
-            "placement": {"servers": SERVER_CORE, "redis": REDIS_CORE, "loadgen": LOADGEN_CORE},
+            "placement": {
+                "servers": SERVER_CORE,
+                "redis": opts.redis_core,
+                "loadgen": LOADGEN_CORE,
+            },
         }
         print(
             f"# cluster bench {stamp}: systems {opts.systems}, {opts.reps} reps, cases "
@@ -546,11 +564,11 @@ def main(argv: list[str] | None = None) -> int:
     meta["loadavg_end"] = os.getloadavg()
     env = meta["environment"]
     header = (
-        f"Cluster run {stamp} ({meta['total_s']} s): {opts.reps} reps; server nodes and "
-        f"redis-server {env['redis-server']} on core {SERVER_CORE}, load generator on "
-        f"core {LOADGEN_CORE}; socket.io {env['socket.io']} + @socket.io/redis-adapter "
-        f"{env['@socket.io/redis-adapter']} + redis {env['redis']}, siogate "
-        f"{env['siogate'].split()[-1]} @ {env['git']}; "
+        f"Cluster run {stamp} ({meta['total_s']} s): {opts.reps} reps; server nodes on core "
+        f"{SERVER_CORE}, redis-server {env['redis-server']} on core {opts.redis_core}, load "
+        f"generator on core {LOADGEN_CORE}; socket.io {env['socket.io']} + "
+        f"@socket.io/redis-adapter {env['@socket.io/redis-adapter']} + redis {env['redis']}, "
+        f"siogate {env['siogate'].split()[-1]} @ {env['git']}; "
         f"{busy_starts} of {len(runs)} runs started without a quiet machine; load "
         f"average {meta['loadavg_start'][0]:.2f} at the start, "
         f"{meta['loadavg_end'][0]:.2f} at the end.\n"

@@ -185,12 +185,16 @@ class CpuSampler(threading.Thread):
     """Samples both cores and both sides' process trees every `interval` seconds.
 
     The server side is every process on the server core: one server, or the nodes of a
-    cluster and their Redis.
+    cluster and their Redis. ``side_pids``: our processes on the load generator's core
+    besides it (a redis-server placed there with ``--redis-core``), not foreign there.
     """
 
-    def __init__(self, server_pids: list[int], interval: float = 0.5) -> None:
+    def __init__(
+        self, server_pids: list[int], interval: float = 0.5, side_pids: list[int] | None = None
+    ) -> None:
         super().__init__(daemon=True)
         self.server_pids = server_pids
+        self.side_pids = side_pids or []
         self.loadgen_pid: int | None = None
         self.interval = interval
         self.stop_event = threading.Event()
@@ -233,6 +237,9 @@ class CpuSampler(threading.Thread):
                 / elapsed_ticks,
                 1,
             )
+            sample["side_pct"] = round(
+                100 * self._proc_delta("side", self.side_pids) / elapsed_ticks, 1
+            )
             self.samples.append(sample)
             prev, t_prev = cur, t_now
 
@@ -250,11 +257,12 @@ class CpuSampler(threading.Thread):
 
         core0, core1 = mean(f"core{SERVER_CORE}_busy_pct"), mean(f"core{LOADGEN_CORE}_busy_pct")
         server, loadgen = mean("server_pct"), mean("loadgen_pct")
+        side = mean("side_pct") if all("side_pct" in x for x in s) else 0.0
         # Foreign CPU: what ran on a core besides our process pinned there. Loopback
         # softirq work is charged to the core, not always to a process, so a little
         # "foreign" CPU under heavy traffic is ours; the threshold leaves room for it.
         foreign0 = max(0.0, core0 - server)
-        foreign1 = max(0.0, core1 - loadgen)
+        foreign1 = max(0.0, core1 - loadgen - side)
         return {
             "server_core_busy_pct": core0,
             "loadgen_core_busy_pct": core1,
