@@ -12,10 +12,11 @@ Keys, under the broker's prefix ``P``:
   (:mod:`siogate.broker.wire`). The entry id is the command's **offset**: one total
   order, the same on every node, so an offset a client got from one node means the same
   place in the log on any other, and a node's progress is one offset. Trimmed on every
-  append by count (``MAXLEN ~``) and by age (``MINID ~`` now minus the window). Commands are logged,
-  not only emits, so that joins and leaves made over the API while a socket's node is
-  gone (``kill -9``) are replayed in order with the emits: the rooms a missed emit is
-  checked against are the rooms the socket had at that point of the log.
+  append by count (``MAXLEN ~``), and by age (``MINID ~`` now minus the window) at most
+  once a second per node. Commands are logged, not only emits, so that joins and leaves
+  made over the API while a socket's node is gone (``kill -9``) are replayed in order
+  with the emits: the rooms a missed emit is checked against are the rooms the socket
+  had at that point of the log.
 * ``P:rsess:<pid>``, a hash per socket (``pid``: 128 random bits, never listed): its id,
   namespace, user, token expiry, owning node, its rooms at a log offset (``at``), the
   offsets of its last room changes (to go back from ``at`` to an older client offset),
