@@ -257,7 +257,7 @@ class CpuSampler(threading.Thread):
 
         core0, core1 = mean(f"core{SERVER_CORE}_busy_pct"), mean(f"core{LOADGEN_CORE}_busy_pct")
         server, loadgen = mean("server_pct"), mean("loadgen_pct")
-        side = mean("side_pct") if all("side_pct" in x for x in s) else 0.0
+        side = mean("side_pct")
         # Foreign CPU: what ran on a core besides our process pinned there. Loopback
         # softirq work is charged to the core, not always to a process, so a little
         # "foreign" CPU under heavy traffic is ours; the threshold leaves room for it.
